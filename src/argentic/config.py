@@ -1,0 +1,207 @@
+"""Configuration: ``config.yaml`` loaded into pydantic models.
+
+Precedence, lowest first: the model defaults, the YAML file, ``ARGENTIC_*`` environment variables,
+then keyword overrides given in code. An environment variable names a nested key with double
+underscores, ``ARGENTIC_LLM__TEMPERATURE=0.2`` or ``ARGENTIC_MESSAGING__PORT=1884``; its value is
+read as YAML, so numbers, booleans and lists work. Unknown keys and wrong values fail at load time
+with a :class:`~argentic.errors.ConfigError` that names the key, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from argentic.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "config.yaml"
+ENV_PREFIX = "ARGENTIC_"
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TLSConfig(Section):
+    enabled: bool = False
+    ca_certs: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    insecure: bool = Field(default=False, description="skip hostname verification (testing only)")
+
+
+class ReconnectConfig(Section):
+    initial_delay_s: float = Field(default=0.2, gt=0)
+    max_delay_s: float = Field(default=10.0, gt=0)
+
+
+class MessagingConfig(Section):
+    broker_address: str = "localhost"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    keepalive: int = Field(default=30, ge=5)
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    namespace: str = Field(default="argentic", description="first level of every argentic topic")
+    qos: Literal[0, 1, 2] = 1
+    session_expiry_s: int = Field(default=3600, ge=0, description="how long the broker keeps a session")
+    max_payload_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    outbox_size: int = Field(default=10_000, gt=0, description="publishes held while the broker is away")
+    embedded_broker: Literal["auto", "always", "never"] = "auto"
+    tls: TLSConfig = TLSConfig()
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+
+class LLMServerConfig(Section):
+    """How ``argentic serve`` starts ``vllm serve``."""
+
+    model: str | None = Field(default=None, description="model id or path; None builds the CPU model")
+    served_model_name: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_model_len: int | None = Field(default=None, gt=0)
+    quantization: str | None = None
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    tensor_parallel_size: int | None = Field(default=None, ge=1)
+    kv_cache_dtype: str | None = None
+    enable_prefix_caching: bool | None = None
+    tool_call_parser: str | None = "hermes"
+    limit_mm_per_prompt: dict[str, int] | None = None
+    extra_args: list[str] = []
+    python: str | None = Field(default=None, description="interpreter that has vllm; default: discovered")
+    startup_timeout_s: float = Field(default=600.0, gt=0)
+
+
+class LLMConfig(Section):
+    provider: Literal["vllm", "vllm_engine", "openai", "scripted"] = "vllm"
+    vllm_base_url: str = "http://localhost:8000/v1"
+    vllm_model_name: str | None = None
+    vllm_api_key: SecretStr | None = None
+    base_url: str | None = Field(default=None, description="for provider openai")
+    model_name: str | None = Field(default=None, description="for provider openai")
+    api_key: SecretStr | None = Field(default=None, description="for provider openai")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, gt=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    max_concurrency: int = Field(default=64, gt=0, description="concurrent requests per endpoint")
+    engine_args: dict[str, Any] = Field(default={}, description="keyword arguments for vLLM's engine")
+    server: LLMServerConfig = LLMServerConfig()
+
+
+class AgentConfig(Section):
+    role: str = "assistant"
+    system_prompt: str = "You are a helpful assistant. Use the tools when they help."
+    max_steps: int = Field(default=8, ge=1)
+    tool_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class ToolsConfig(Section):
+    service_name: str = "tools"
+    call_timeout_s: float = Field(default=30.0, gt=0)
+    max_concurrent_calls: int = Field(default=32, gt=0)
+
+
+class VideoConfig(Section):
+    source: str = Field(default="test_pattern", description="'test_pattern', 'webrtc', or a file path")
+    buffer_size: int = Field(default=90, gt=0)
+    max_image_side: int = Field(default=768, gt=0)
+    jpeg_quality: int = Field(default=80, ge=1, le=100)
+    max_images_per_prompt: int = Field(default=1, ge=1)
+    stun_servers: list[str] = []
+
+
+class LoggingConfig(Section):
+    level: str = "INFO"
+
+
+class ArgenticConfig(Section):
+    messaging: MessagingConfig = MessagingConfig()
+    llm: LLMConfig = LLMConfig()
+    agent: AgentConfig = AgentConfig()
+    tools: ToolsConfig = ToolsConfig()
+    video: VideoConfig = VideoConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue  # ARGENTIC_CONFIG and friends are not keys
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        try:
+            value = yaml.safe_load(raw) if raw else raw
+        except yaml.YAMLError:
+            value = raw
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return overrides
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (value {item['input']!r})")
+        else:
+            lines.append(f"  {key} = {item['input']!r}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ArgenticConfig:
+    """Load the config from ``path`` (default ``$ARGENTIC_CONFIG`` or ``./config.yaml`` if present).
+
+    ``overrides`` is a nested mapping such as ``{"llm": {"temperature": 0}}``.
+    """
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    explicit = path is not None or "ARGENTIC_CONFIG" in env
+    file = Path(path if path is not None else env.get("ARGENTIC_CONFIG", DEFAULT_CONFIG_FILE))
+    if file.exists():
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: expected a mapping of sections at the top, got {type(loaded).__name__}")
+        data = loaded
+    elif explicit:
+        raise ConfigError(f"config file {file} does not exist")
+    data = _merge(data, _env_overrides(env))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return ArgenticConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration ({file}):\n{_describe(exc)}") from exc

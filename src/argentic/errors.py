@@ -1,0 +1,121 @@
+"""The exceptions argentic raises, all in one tree.
+
+    ArgenticError
+    ├── ConfigError                 a config key or value is wrong (names key, value, expectation)
+    ├── MessagingError
+    │   ├── BrokerUnavailableError  no broker answers at the configured address
+    │   ├── AuthenticationError     the broker refused the credentials
+    │   ├── NotConnectedError       used before connect() or after disconnect()
+    │   └── RequestTimeoutError     no reply arrived before the request's timeout
+    ├── ProtocolError
+    │   ├── MalformedMessageError   a payload is not JSON, too big, or not the expected schema
+    │   └── InvalidTopicError       a value meant for a topic level carries '+', '#', '/' or nothing
+    ├── LLMError
+    │   ├── LLMUnavailableError     the model server cannot be reached (names the URL and the fix)
+    │   ├── LLMRequestError         the server refused the request (status and the server's words)
+    │   ├── LLMTimeoutError         the model did not answer in time
+    │   └── LLMOutputError          the reply cannot be used (bad tool call, schema mismatch)
+    ├── ToolError
+    │   ├── UnknownToolError        no tool of that name is announced
+    │   ├── ToolArgumentsError      the arguments do not validate against the tool's model
+    │   ├── ToolExecutionError      the tool raised
+    │   └── ToolTimeoutError        the tool did not answer in time
+    ├── AgentError                  the agent gave up (step limit, repeated calls, unusable replies)
+    └── VideoError                  no frames, unreadable video, a WebRTC peer that failed
+
+Every message says what to do about the problem where there is something to do.
+"""
+
+from __future__ import annotations
+
+
+class ArgenticError(Exception):
+    """Base of every error argentic raises."""
+
+
+class ConfigError(ArgenticError, ValueError):
+    """A configuration key or value is wrong."""
+
+
+class MessagingError(ArgenticError):
+    """Talking to the MQTT broker failed."""
+
+
+class BrokerUnavailableError(MessagingError):
+    """No MQTT broker answers at the configured address."""
+
+
+class AuthenticationError(MessagingError):
+    """The broker refused the username or password."""
+
+
+class NotConnectedError(MessagingError):
+    """The messager is not connected."""
+
+
+class RequestTimeoutError(MessagingError, TimeoutError):
+    """No reply arrived before the request's timeout."""
+
+
+class ProtocolError(ArgenticError):
+    """A message or topic breaks the protocol."""
+
+
+class MalformedMessageError(ProtocolError, ValueError):
+    """A payload is not JSON, is too large, or does not match the expected schema."""
+
+
+class InvalidTopicError(ProtocolError, ValueError):
+    """A value meant for one topic level is empty or carries '+', '#', '/' or NUL."""
+
+
+class LLMError(ArgenticError):
+    """The language model could not produce a usable reply."""
+
+
+class LLMUnavailableError(LLMError):
+    """The model server cannot be reached."""
+
+
+class LLMRequestError(LLMError):
+    """The model server refused the request."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class LLMTimeoutError(LLMError, TimeoutError):
+    """The model did not answer in time."""
+
+
+class LLMOutputError(LLMError):
+    """The model's reply cannot be used."""
+
+
+class ToolError(ArgenticError):
+    """A tool call failed."""
+
+
+class UnknownToolError(ToolError, LookupError):
+    """No tool of that name is known."""
+
+
+class ToolArgumentsError(ToolError, ValueError):
+    """The arguments do not validate against the tool's argument model."""
+
+
+class ToolExecutionError(ToolError):
+    """The tool raised while running."""
+
+
+class ToolTimeoutError(ToolError, TimeoutError):
+    """The tool did not answer in time."""
+
+
+class AgentError(ArgenticError):
+    """The agent could not finish the task."""
+
+
+class VideoError(ArgenticError):
+    """A video source failed or has no frames."""

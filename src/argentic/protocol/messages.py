@@ -1,0 +1,285 @@
+"""Every message on the wire: a JSON object with a ``type`` tag and a protocol version ``v``.
+
+The envelope fields are shared by all messages:
+
+- ``id``: unique per message; receivers drop a message whose id they have already handled.
+- ``ts``: when it was sent (Unix seconds).
+- ``reply_to``, ``correlation_id``: set on requests; the reply goes to ``reply_to`` carrying the
+  same ``correlation_id``. They live in the JSON so MQTT 3.1.1 brokers work; on MQTT 5 the same
+  values are also sent as Response Topic and Correlation Data properties.
+- ``expires_at``: Unix seconds after which the message is stale and is dropped unanswered.
+
+``docs/protocol.md`` shows a JSON example of each type.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from argentic.errors import MalformedMessageError
+from argentic.protocol.topics import topic_level
+
+PROTOCOL_VERSION = 1
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Message(BaseModel):
+    """The envelope every message shares. Subclasses fix ``type``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    KIND: ClassVar[str] = ""
+
+    type: str
+    v: int = PROTOCOL_VERSION
+    id: str = Field(default_factory=new_id, min_length=1, max_length=128)
+    ts: float = Field(default_factory=time.time)
+    reply_to: str | None = None
+    correlation_id: str | None = Field(default=None, max_length=256)
+    expires_at: float | None = None
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (time.time() if now is None else now) > self.expires_at
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @field_validator("reply_to")
+    @classmethod
+    def _reply_topic_has_no_wildcards(cls, value: str | None) -> str | None:
+        if value is not None:
+            for level in value.split("/"):
+                topic_level(level, "reply_to level")
+        return value
+
+
+# --- agents -------------------------------------------------------------------------------------
+
+
+class Question(Message):
+    """A question or task for an agent, published to ``{ns}/agents/{role}/questions``."""
+
+    type: Literal["question"] = "question"
+    text: str = Field(min_length=1, max_length=200_000)
+    conversation_id: str | None = Field(default=None, max_length=128)
+    user_id: str | None = Field(default=None, max_length=128)
+    stream: bool = Field(default=False, description="publish token events while answering")
+    output_schema: dict[str, Any] | None = Field(default=None, description="JSON schema of the answer's data")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ToolCallRecord(BaseModel):
+    """One tool call an agent made while answering."""
+
+    name: str
+    arguments: dict[str, Any]
+    ok: bool
+    result: Any = None
+    error: str | None = None
+
+
+class Answer(Message):
+    """An agent's final answer, sent to the question's ``reply_to``."""
+
+    type: Literal["answer"] = "answer"
+    question_id: str
+    conversation_id: str
+    text: str = ""
+    data: Any = Field(default=None, description="the structured answer when an output schema was asked")
+    tool_calls: list[ToolCallRecord] = []
+    usage: Usage = Usage()
+    agent: str | None = None
+
+
+class ErrorInfo(BaseModel):
+    code: Literal[
+        "malformed_request",
+        "unknown_tool",
+        "invalid_arguments",
+        "tool_failed",
+        "timeout",
+        "llm_unavailable",
+        "llm_error",
+        "step_limit",
+        "no_frames",
+        "internal",
+    ]
+    message: str
+    details: Any = None
+
+
+class ErrorReply(Message):
+    """A request that could not be served; sent to its ``reply_to`` in place of the answer."""
+
+    type: Literal["error"] = "error"
+    request_id: str | None = None
+    error: ErrorInfo
+
+
+class Progress(Message):
+    """What an agent is doing for a question: on ``{ns}/agents/{role}/events/{question_id}``."""
+
+    type: Literal["progress"] = "progress"
+    question_id: str
+    stage: Literal["started", "llm_call", "tool_call", "tool_result", "answered", "failed"]
+    tool: str | None = None
+    arguments: dict[str, Any] | None = None
+    detail: str | None = None
+
+
+class Token(Message):
+    """A piece of streamed answer text, on the question's events topic."""
+
+    type: Literal["token"] = "token"
+    question_id: str
+    index: int = Field(ge=0)
+    text: str
+
+
+class Presence(Message):
+    """An agent's retained status. The last will publishes ``online: false``."""
+
+    type: Literal["presence"] = "presence"
+    role: str
+    online: bool
+    client_id: str | None = None
+
+
+class Observation(Message):
+    """What a visual agent saw in watch mode."""
+
+    type: Literal["observation"] = "observation"
+    role: str
+    question: str
+    text: str
+    frame_ts: float | None = None
+    data: Any = None
+
+
+# --- tools --------------------------------------------------------------------------------------
+
+
+class ToolSpec(BaseModel):
+    """A tool as the LLM sees it: ``parameters`` is the JSON schema of its argument model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    description: str = ""
+    parameters: dict[str, Any]
+    timeout_s: float | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_topic_level(cls, value: str) -> str:
+        return topic_level(value, "tool name")
+
+
+class ToolAnnouncement(Message):
+    """A tool service's tools, retained on ``{ns}/tools/services/{service_id}``."""
+
+    type: Literal["tool_announcement"] = "tool_announcement"
+    service_id: str
+    tools: list[ToolSpec]
+
+
+class ToolCall(Message):
+    """A request to run a tool, published to ``{ns}/tools/{tool}/calls``."""
+
+    type: Literal["tool_call"] = "tool_call"
+    tool: str
+    arguments: dict[str, Any] = {}
+    caller: str | None = None
+
+
+class ToolResult(Message):
+    """The outcome of a tool call: ``result`` when ``ok``, else ``error``."""
+
+    type: Literal["tool_result"] = "tool_result"
+    call_id: str
+    tool: str
+    ok: bool
+    result: Any = None
+    error: ErrorInfo | None = None
+    service_id: str | None = None
+
+
+# --- video --------------------------------------------------------------------------------------
+
+
+class WebRTCOffer(Message):
+    """A peer's SDP offer, sent as a request to ``{ns}/video/{stream}/offer``."""
+
+    type: Literal["webrtc_offer"] = "webrtc_offer"
+    sdp: str
+    sdp_type: Literal["offer"] = "offer"
+    stream: str | None = None
+
+
+class WebRTCAnswer(Message):
+    """The receiving side's SDP answer, sent to the offer's ``reply_to``."""
+
+    type: Literal["webrtc_answer"] = "webrtc_answer"
+    sdp: str
+    sdp_type: Literal["answer"] = "answer"
+
+
+AnyMessage = Annotated[
+    Union[
+        Question,
+        Answer,
+        ErrorReply,
+        Progress,
+        Token,
+        Presence,
+        Observation,
+        ToolAnnouncement,
+        ToolCall,
+        ToolResult,
+        WebRTCOffer,
+        WebRTCAnswer,
+    ],
+    Field(discriminator="type"),
+]
+_any_message: TypeAdapter[Message] = TypeAdapter(AnyMessage)
+
+M = TypeVar("M", bound=Message)
+
+
+def parse_message(payload: bytes | str, model: type[M] | None = None, *, max_bytes: int | None = None) -> M:
+    """Parse and validate a payload; ``model=None`` accepts any known message type.
+
+    Raises :class:`MalformedMessageError` naming what is wrong.
+    """
+    size = len(payload)
+    if max_bytes is not None and size > max_bytes:
+        raise MalformedMessageError(f"payload of {size} bytes exceeds the limit of {max_bytes}")
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedMessageError(f"payload is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise MalformedMessageError(f"payload must be a JSON object, got {type(data).__name__}")
+    try:
+        if model is None:
+            return _any_message.validate_python(data)  # type: ignore[return-value]
+        return model.model_validate(data)
+    except ValidationError as exc:
+        expected = model.__name__ if model else "an argentic message"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise MalformedMessageError(f"payload is not {expected}: {problems}") from exc
