@@ -1,0 +1,1 @@
+"""The ``argentic`` command line."""
