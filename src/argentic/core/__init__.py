@@ -1,0 +1,1 @@
+"""Import paths kept from earlier argentic releases; the code lives in the top-level packages."""

@@ -1,0 +1,1 @@
+"""Earlier import paths of the LLM layer."""

@@ -1,0 +1,1 @@
+"""Earlier import paths of the messaging layer."""
