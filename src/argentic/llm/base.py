@@ -1,0 +1,109 @@
+"""The one interface every model provider implements.
+
+A provider has one abstract method, :meth:`LLMProvider.chat`. Streaming has a default built on
+``chat`` (one text event, one event per tool call, then the end), which real providers replace with
+true token streaming.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any
+
+from argentic.llm.types import (
+    ChatMessage,
+    ChatResponse,
+    OutputSpec,
+    SamplingSettings,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    ToolChoice,
+    ToolDefinition,
+)
+
+
+class LLMProvider(ABC):
+    """A chat model: messages in, a reply (text, tool calls, a structured answer) out."""
+
+    model_name: str = ""
+    #: The most images one prompt may carry, when known (vLLM's ``--limit-mm-per-prompt``).
+    max_images_per_prompt: int | None = None
+
+    @abstractmethod
+    async def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        tool_choice: ToolChoice = "auto",
+        output: OutputSpec | None = None,
+        settings: SamplingSettings | None = None,
+    ) -> ChatResponse:
+        """One reply to ``messages``.
+
+        ``tools`` the model may call (``tool_choice``: "auto", "required", "none" or a tool's name).
+        ``output`` asks for a structured answer (pydantic model or JSON schema) that comes back
+        validated in ``ChatResponse.parsed``. When ``tools`` are given too, the answer is not
+        constrained by the server (that would stop tool calls) but still parsed if it fits.
+        """
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        tool_choice: ToolChoice = "auto",
+        output: OutputSpec | None = None,
+        settings: SamplingSettings | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """The reply as events: text and tool-call pieces, then :class:`StreamEnd` with the whole reply."""
+        response = await self.chat(
+            messages, tools=tools, tool_choice=tool_choice, output=output, settings=settings
+        )
+        for event in events_from_response(response):
+            yield event
+
+    def with_overrides(
+        self,
+        *,
+        model: str | None = None,
+        temperature: float | None = None,
+        base_url: str | None = None,
+        max_tokens: int | None = None,
+        **settings: Any,
+    ) -> LLMProvider:
+        """A provider like this one with another model, sampling default or endpoint (per agent role)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support overrides")
+
+    async def close(self) -> None:
+        """Release connections or the engine; the provider is unusable afterwards."""
+        return None
+
+    async def __aenter__(self) -> LLMProvider:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+def events_from_response(response: ChatResponse, *, chunk_words: bool = False) -> list[StreamEvent]:
+    """The stream events of a finished reply (for providers that do not stream)."""
+    events: list[StreamEvent] = []
+    if response.content:
+        if chunk_words:
+            words = response.content.split(" ")
+            events += [TextDelta(word if i == 0 else " " + word) for i, word in enumerate(words)]
+        else:
+            events.append(TextDelta(response.content))
+    for index, call in enumerate(response.tool_calls):
+        events.append(
+            ToolCallDelta(index=index, id=call.id, name=call.name, arguments_delta=call.arguments_json)
+        )
+    events.append(StreamEnd(response))
+    return events

@@ -1,0 +1,62 @@
+"""``LLMFactory.create(config)``: the provider named by ``llm.provider``, built from the config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from argentic.config import ArgenticConfig, LLMConfig
+from argentic.errors import ConfigError
+from argentic.llm.base import LLMProvider
+from argentic.llm.scripted import FunctionLLM
+from argentic.llm.types import ChatMessage, OutputSpec, ToolChoice, ToolDefinition
+
+
+def llm_config(config: ArgenticConfig | LLMConfig | Mapping[str, Any]) -> LLMConfig:
+    """The ``llm`` section from a whole config, the section itself, or a mapping of either."""
+    if isinstance(config, ArgenticConfig):
+        return config.llm
+    if isinstance(config, LLMConfig):
+        return config
+    if isinstance(config, Mapping):
+        from pydantic import ValidationError
+
+        try:
+            if "llm" in config:
+                return ArgenticConfig.model_validate(config).llm
+            return LLMConfig.model_validate(config)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid llm configuration: {exc}") from exc
+    raise ConfigError(f"expected an ArgenticConfig, LLMConfig or mapping, got {type(config).__name__}")
+
+
+def _echo(
+    messages: Sequence[ChatMessage],
+    tools: Sequence[ToolDefinition],
+    tool_choice: ToolChoice,
+    output: OutputSpec | None,
+) -> str:
+    users = [m for m in messages if m.role == "user"]
+    return users[-1].text if users else ""
+
+
+class LLMFactory:
+    """Builds the provider that ``llm.provider`` names."""
+
+    @staticmethod
+    def create(
+        config: ArgenticConfig | LLMConfig | Mapping[str, Any], messager: object | None = None
+    ) -> LLMProvider:
+        """The configured provider. ``messager`` is accepted for compatibility; providers do not need it."""
+        llm = llm_config(config)
+        if llm.provider in ("vllm", "openai"):
+            from argentic.llm.openai_provider import OpenAICompatibleProvider
+
+            return OpenAICompatibleProvider.from_config(llm)
+        if llm.provider == "vllm_engine":
+            from argentic.llm.engine import VLLMEngineProvider
+
+            return VLLMEngineProvider.from_config(llm)
+        if llm.provider == "scripted":
+            return FunctionLLM(_echo, model_name=llm.model_name or llm.vllm_model_name or "scripted")
+        raise ConfigError(f"llm.provider = {llm.provider!r}: expected vllm, vllm_engine, openai or scripted")

@@ -1,0 +1,281 @@
+"""Deterministic providers for fast unit tests of agents: no server, no network.
+
+``ScriptedLLM`` plays a list of replies in order; ``FunctionLLM`` asks a function for each reply.
+Both record every request (``.requests``) so a test can check what the agent sent, and both parse
+structured output like the real providers do, so agent code sees the same ``ChatResponse.parsed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from argentic.errors import LLMError
+from argentic.llm.base import LLMProvider, events_from_response
+from argentic.llm.output import parse_output
+from argentic.llm.types import (
+    ChatMessage,
+    ChatResponse,
+    LLMToolCall,
+    OutputSpec,
+    SamplingSettings,
+    StreamEvent,
+    ToolChoice,
+    ToolDefinition,
+)
+from argentic.protocol import Usage
+
+#: fn(messages, tools, tool_choice, output) -> reply (or an awaitable of one).
+ReplyFunction: TypeAlias = Callable[
+    [Sequence[ChatMessage], Sequence[ToolDefinition], ToolChoice, OutputSpec | None],
+    "ChatResponse | str | LLMToolCall | list[LLMToolCall] | Awaitable[ChatResponse | str]",
+]
+#: One scripted step: a reply, text, one or several tool calls, or a function that makes the reply.
+ScriptStep: TypeAlias = ChatResponse | str | LLMToolCall | list[LLMToolCall] | ReplyFunction | BaseException
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One request a test provider received."""
+
+    messages: list[ChatMessage]
+    tools: list[ToolDefinition]
+    tool_choice: ToolChoice
+    output: OutputSpec | None
+    settings: SamplingSettings | None
+
+
+@dataclass
+class _Shared:
+    """State shared by a provider and its ``with_overrides`` copies."""
+
+    requests: list[ChatRequest] = field(default_factory=list)
+    ids: itertools.count[int] = field(default_factory=itertools.count)
+
+
+def tool_call(name: str, arguments: dict[str, Any] | None = None, *, id: str | None = None) -> LLMToolCall:
+    """A tool call for a script: ``tool_call("add", {"a": 1, "b": 2})``."""
+    args = arguments or {}
+    return LLMToolCall(id=id or f"call_{name}", name=name, arguments=args, raw_arguments=json.dumps(args))
+
+
+def _estimate_tokens(text: str) -> int:
+    return max(1, len(text) // 4) if text else 0
+
+
+class _TestProvider(LLMProvider):
+    def __init__(self, model_name: str, shared: _Shared | None, max_images_per_prompt: int | None) -> None:
+        self.model_name = model_name
+        self.max_images_per_prompt = max_images_per_prompt
+        self._shared = shared or _Shared()
+        self.overrides: dict[str, Any] = {}
+        self.closed = False
+
+    @property
+    def requests(self) -> list[ChatRequest]:
+        """Every request so far, oldest first (shared with override copies)."""
+        return self._shared.requests
+
+    @property
+    def last_request(self) -> ChatRequest:
+        if not self._shared.requests:
+            raise LookupError("no request was made")
+        return self._shared.requests[-1]
+
+    async def _reply(self, request: ChatRequest) -> ChatResponse | str | LLMToolCall | list[LLMToolCall]:
+        raise NotImplementedError
+
+    def _finish(
+        self, reply: ChatResponse | str | LLMToolCall | list[LLMToolCall], request: ChatRequest
+    ) -> ChatResponse:
+        if isinstance(reply, str):
+            response = ChatResponse(content=reply, finish_reason="stop")
+        elif isinstance(reply, LLMToolCall):
+            response = ChatResponse(tool_calls=[reply], finish_reason="tool_calls")
+        elif isinstance(reply, list):
+            response = ChatResponse(tool_calls=list(reply), finish_reason="tool_calls")
+        else:
+            response = reply.model_copy(deep=True)
+        # Unique ids per call, like a real server, so an agent's history never holds duplicates.
+        calls = [
+            c.model_copy(update={"id": f"{c.id}_{next(self._shared.ids)}", "raw_arguments": c.arguments_json})
+            for c in response.tool_calls
+        ]
+        prompt = sum(_estimate_tokens(m.text) for m in request.messages)
+        completion = _estimate_tokens(response.content or "") + sum(
+            _estimate_tokens(c.arguments_json) for c in calls
+        )
+        update: dict[str, Any] = {"tool_calls": calls, "model": response.model or self.model_name}
+        if response.usage == Usage():
+            update["usage"] = Usage(
+                prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+            )
+        if request.output is not None and response.parsed is None and response.content and not calls:
+            update["parsed"] = parse_output(response.content, request.output)
+        return response.model_copy(update=update)
+
+    async def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        tool_choice: ToolChoice = "auto",
+        output: OutputSpec | None = None,
+        settings: SamplingSettings | None = None,
+    ) -> ChatResponse:
+        if self.closed:
+            raise LLMError(f"{type(self).__name__} is closed")
+        request = ChatRequest(list(messages), list(tools), tool_choice, output, settings)
+        self._shared.requests.append(request)
+        await asyncio.sleep(0)  # a real provider always yields to the loop
+        return self._finish(await self._reply(request), request)
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        tool_choice: ToolChoice = "auto",
+        output: OutputSpec | None = None,
+        settings: SamplingSettings | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        response = await self.chat(
+            messages, tools=tools, tool_choice=tool_choice, output=output, settings=settings
+        )
+        for event in events_from_response(response, chunk_words=True):
+            await asyncio.sleep(0)
+            yield event
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class ScriptedLLM(_TestProvider):
+    """Replies from a script, in order.
+
+    Each step is a :class:`ChatResponse`, a string (a text reply), an :class:`LLMToolCall` or a list
+    of them (a tool-call reply), an exception (raised), or a function
+    ``fn(messages, tools, tool_choice, output)`` (sync or async) returning one of those.
+    When the script runs out, the call raises :class:`LLMError` (or the last step repeats with
+    ``repeat_last=True``).
+    """
+
+    def __init__(
+        self,
+        responses: Sequence[ScriptStep] = (),
+        *,
+        model_name: str = "scripted",
+        repeat_last: bool = False,
+        max_images_per_prompt: int | None = None,
+    ) -> None:
+        super().__init__(model_name, None, max_images_per_prompt)
+        self._script: list[ScriptStep] = list(responses)
+        self._position = [0]  # a list so override copies advance the same script
+        self.repeat_last = repeat_last
+
+    def add(self, *steps: ScriptStep) -> ScriptedLLM:
+        self._script.extend(steps)
+        return self
+
+    @property
+    def remaining(self) -> int:
+        return len(self._script) - self._position[0]
+
+    async def _reply(self, request: ChatRequest) -> ChatResponse | str | LLMToolCall | list[LLMToolCall]:
+        position = self._position[0]
+        if position >= len(self._script):
+            if not (self.repeat_last and self._script):
+                raise LLMError(
+                    f"ScriptedLLM: script exhausted after {len(self._script)} replies "
+                    f"(request {len(self.requests)} had {len(request.messages)} messages)"
+                )
+            position = len(self._script) - 1
+        else:
+            self._position[0] += 1
+        step = self._script[position]
+        if isinstance(step, BaseException):
+            raise step
+        if callable(step) and not isinstance(step, ChatResponse):
+            return await _call(step, request)
+        return step
+
+    def with_overrides(
+        self,
+        *,
+        model: str | None = None,
+        temperature: float | None = None,
+        base_url: str | None = None,
+        max_tokens: int | None = None,
+        **settings: Any,
+    ) -> ScriptedLLM:
+        copy = ScriptedLLM(
+            model_name=model or self.model_name,
+            repeat_last=self.repeat_last,
+            max_images_per_prompt=self.max_images_per_prompt,
+        )
+        copy._script, copy._position, copy._shared = self._script, self._position, self._shared
+        copy.overrides = _overrides(self.overrides, temperature, base_url, max_tokens, settings)
+        return copy
+
+
+class FunctionLLM(_TestProvider):
+    """Replies computed by ``fn(messages, tools, tool_choice, output)`` (sync or async).
+
+    The function may return a :class:`ChatResponse`, a string, or tool call(s).
+    """
+
+    def __init__(
+        self,
+        fn: ReplyFunction,
+        *,
+        model_name: str = "function",
+        max_images_per_prompt: int | None = None,
+    ) -> None:
+        super().__init__(model_name, None, max_images_per_prompt)
+        self.fn = fn
+
+    async def _reply(self, request: ChatRequest) -> ChatResponse | str | LLMToolCall | list[LLMToolCall]:
+        return await _call(self.fn, request)
+
+    def with_overrides(
+        self,
+        *,
+        model: str | None = None,
+        temperature: float | None = None,
+        base_url: str | None = None,
+        max_tokens: int | None = None,
+        **settings: Any,
+    ) -> FunctionLLM:
+        copy = FunctionLLM(
+            self.fn, model_name=model or self.model_name, max_images_per_prompt=self.max_images_per_prompt
+        )
+        copy._shared = self._shared
+        copy.overrides = _overrides(self.overrides, temperature, base_url, max_tokens, settings)
+        return copy
+
+
+async def _call(
+    fn: ReplyFunction, request: ChatRequest
+) -> ChatResponse | str | LLMToolCall | list[LLMToolCall]:
+    result: Any = fn(request.messages, request.tools, request.tool_choice, request.output)
+    if inspect.isawaitable(result):
+        result = await result
+    if not isinstance(result, ChatResponse | str | LLMToolCall | list):
+        raise LLMError(f"reply function returned {type(result).__name__}, expected a ChatResponse or str")
+    return result
+
+
+def _overrides(
+    base: dict[str, Any],
+    temperature: float | None,
+    base_url: str | None,
+    max_tokens: int | None,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    given = {"temperature": temperature, "base_url": base_url, "max_tokens": max_tokens, **settings}
+    return {**base, **{k: v for k, v in given.items() if v is not None}}
