@@ -1,0 +1,220 @@
+"""The aiomqtt transport: one aiomqtt client per connection, TCP_NODELAY on its socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from argentic.errors import AuthenticationError, BrokerUnavailableError
+from argentic.messaging.transport import (
+    Connected,
+    ConnectionLostError,
+    ConnectOptions,
+    Inbound,
+    Outbound,
+    ProtocolRefusedError,
+    Transport,
+)
+
+# Without it every QoS 1 round trip waits on Nagle against delayed ACK (tens of milliseconds).
+NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+_AUTH_CODES = {4, 5, 134, 135}  # 3.1.1 bad credentials / not authorised, and their MQTT 5 reason codes
+_PROTOCOL_CODES = {1, 132}  # 3.1.1 unacceptable protocol version, MQTT 5 unsupported protocol version
+
+
+def _code(exc: aiomqtt.MqttCodeError) -> int | None:
+    rc = exc.rc
+    if rc is None:
+        return None
+    return int(rc.value) if hasattr(rc, "value") else int(rc)
+
+
+class AiomqttTransport(Transport):
+    def __init__(self) -> None:
+        self._client: aiomqtt.Client | None = None
+        self._lost: asyncio.Future[None] | None = None
+        self._v5 = False
+        self._session_present = False
+
+    def _build(self, options: ConnectOptions) -> aiomqtt.Client:
+        v5 = options.protocol == "5"
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = options.session_expiry_s
+        will = None
+        if options.will is not None:
+            w = options.will
+            will = aiomqtt.Will(w.topic, w.payload or None, w.qos, w.retain)
+        client = aiomqtt.Client(
+            options.host,
+            options.port,
+            identifier=options.client_id,
+            username=options.username,
+            password=options.password,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else options.clean_start,
+            clean_start=options.clean_start,
+            properties=properties,
+            keepalive=options.keepalive,
+            timeout=options.timeout,
+            will=will,
+            tls_context=options.tls_context,
+            tls_insecure=options.tls_insecure if options.tls_context is not None else None,
+            socket_options=[NODELAY],
+            # The Messager bounds what it queues itself; let paho keep a wide window in flight.
+            max_inflight_messages=options.max_inflight,
+            max_queued_outgoing_messages=0,
+        )
+        # aiomqtt warns above 10 pending calls; a window of in-flight QoS 1 publishes is normal here.
+        client.pending_calls_threshold = options.max_inflight * 2
+        self._wrap_on_connect(client)
+        return client
+
+    def _wrap_on_connect(self, client: aiomqtt.Client) -> None:
+        paho_client: paho.Client = client._client
+        original: Any = paho_client.on_connect
+
+        def on_connect(
+            c: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+        ) -> None:
+            self._session_present = bool(getattr(flags, "session_present", False))
+            if original is not None:
+                original(c, userdata, flags, reason_code, properties)
+
+        paho_client.on_connect = on_connect
+
+    async def connect(self, options: ConnectOptions) -> Connected:
+        await self.disconnect()
+        client = self._build(options)
+        where = f"{options.host}:{options.port}"
+        try:
+            await asyncio.wait_for(client.__aenter__(), options.timeout)
+        except MqttConnectError as exc:
+            code = _code(exc)
+            if code in _AUTH_CODES:
+                raise AuthenticationError(
+                    f"the MQTT broker at {where} refused the credentials of user {options.username!r} "
+                    f"({exc}); "
+                    "check messaging.username and messaging.password"
+                ) from exc
+            if code in _PROTOCOL_CODES:
+                raise ProtocolRefusedError(
+                    f"the MQTT broker at {where} refused MQTT {options.protocol}"
+                ) from exc
+            raise BrokerUnavailableError(f"the MQTT broker at {where} refused the connection: {exc}") from exc
+        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            raise BrokerUnavailableError(
+                f"no MQTT broker answered at {where} ({exc or type(exc).__name__}); start one "
+                "(`argentic broker`, mosquitto) or fix messaging.broker_address / messaging.port"
+            ) from exc
+        self._client = client
+        self._lost = asyncio.get_running_loop().create_future()
+        self._v5 = options.protocol == "5"
+        return Connected(protocol=options.protocol, session_present=self._session_present)
+
+    async def disconnect(self) -> None:
+        client, self._client = self._client, None
+        lost = self._lost
+        if lost is not None and not lost.done():
+            lost.set_exception(ConnectionLostError("disconnected"))
+            lost.exception()  # retrieved: nobody else may be waiting
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):  # gone either way
+                await asyncio.wait_for(client.__aexit__(None, None, None), 5)
+
+    def _connected(self) -> tuple[aiomqtt.Client, asyncio.Future[None]]:
+        if self._client is None or self._lost is None or self._lost.done():
+            raise ConnectionLostError("not connected to the broker")
+        return self._client, self._lost
+
+    def _mark_lost(self, exc: BaseException) -> None:
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_exception(ConnectionLostError(f"connection to the broker lost: {exc}"))
+            self._lost.exception()
+
+    def _properties(self, message: Outbound) -> Properties | None:
+        if not self._v5 or (
+            message.response_topic is None and message.correlation_data is None and message.expires_at is None
+        ):
+            return None
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        if message.response_topic is not None:
+            properties.ResponseTopic = message.response_topic
+        if message.correlation_data is not None:
+            properties.CorrelationData = message.correlation_data
+        if message.expires_at is not None:
+            properties.MessageExpiryInterval = max(1, math.ceil(message.expires_at - time.time()))
+        return properties
+
+    async def _race(self, operation: Any, lost: asyncio.Future[None]) -> None:
+        """Await ``operation`` unless the connection drops first."""
+        task = asyncio.ensure_future(operation)
+        try:
+            await asyncio.wait((task, lost), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.done():
+            try:
+                task.result()
+            except aiomqtt.MqttError as exc:
+                self._mark_lost(exc)
+                raise ConnectionLostError(str(exc)) from exc
+            return
+        task.cancel()
+        raise ConnectionLostError("connection to the broker lost")
+
+    async def publish(self, message: Outbound) -> None:
+        client, lost = self._connected()
+        operation = client.publish(
+            message.topic,
+            message.payload,
+            message.qos,
+            message.retain,
+            self._properties(message),
+            timeout=math.inf,
+        )
+        if message.qos == 0:
+            try:
+                await operation
+            except aiomqtt.MqttError as exc:
+                raise ConnectionLostError(str(exc)) from exc
+            return
+        await self._race(operation, lost)
+
+    async def subscribe(self, topic_filter: str, qos: int) -> None:
+        client, lost = self._connected()
+        await self._race(client.subscribe(topic_filter, qos, timeout=math.inf), lost)
+
+    async def unsubscribe(self, topic_filter: str) -> None:
+        client, lost = self._connected()
+        await self._race(client.unsubscribe(topic_filter, timeout=math.inf), lost)
+
+    async def messages(self) -> AsyncIterator[Inbound]:
+        client, _ = self._connected()
+        try:
+            async for m in client.messages:
+                payload = m.payload
+                if not isinstance(payload, bytes):
+                    payload = b"" if payload is None else str(payload).encode()
+                response_topic = correlation = None
+                props = m.properties
+                if props is not None:
+                    response_topic = getattr(props, "ResponseTopic", None)
+                    correlation = getattr(props, "CorrelationData", None)
+                yield Inbound(m.topic.value, payload, m.qos, m.retain, response_topic, correlation)
+        except aiomqtt.MqttError as exc:
+            self._mark_lost(exc)
+            raise ConnectionLostError(f"connection to the broker lost: {exc}") from exc

@@ -1,0 +1,107 @@
+"""The transport seam: what the Messager needs from an MQTT connection, and nothing more.
+
+:class:`AiomqttTransport` (in :mod:`argentic.messaging.aiomqtt_transport`) speaks to a real broker;
+:class:`~argentic.messaging.memory.MemoryTransport` is an in-process broker for fast tests.
+A transport holds one connection at a time and can be connected again after it was lost.
+"""
+
+from __future__ import annotations
+
+import ssl
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
+
+from argentic.errors import MessagingError
+
+ProtocolVersion = Literal["5", "3.1.1"]
+
+
+class ConnectionLostError(MessagingError):
+    """The connection to the broker dropped; the Messager reconnects."""
+
+
+class ProtocolRefusedError(MessagingError):
+    """The broker refused the MQTT protocol version (an MQTT 3.1.1-only broker asked for 5)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WillMessage:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectOptions:
+    host: str
+    port: int
+    client_id: str
+    protocol: ProtocolVersion
+    clean_start: bool
+    session_expiry_s: int
+    keepalive: int
+    timeout: float
+    username: str | None = None
+    password: str | None = None
+    tls_context: ssl.SSLContext | None = None
+    tls_insecure: bool = False
+    will: WillMessage | None = None
+    max_inflight: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One publish. The MQTT 5 fields are sent as properties when the connection speaks 5."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool = False
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    expires_at: float | None = None  # Unix seconds; becomes MessageExpiryInterval
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    protocol: ProtocolVersion
+    session_present: bool
+
+
+class Transport(ABC):
+    """One MQTT connection. Methods raise :class:`ConnectionLostError` once the connection is gone."""
+
+    @abstractmethod
+    async def connect(self, options: ConnectOptions) -> Connected:
+        """Open the connection; raises BrokerUnavailableError, AuthenticationError or ProtocolRefusedError."""
+
+    @abstractmethod
+    async def disconnect(self) -> None:
+        """Close gracefully (no last will); does nothing when not connected."""
+
+    @abstractmethod
+    async def publish(self, message: Outbound) -> None:
+        """Publish and, for QoS > 0, wait for the broker's acknowledgement."""
+
+    @abstractmethod
+    async def subscribe(self, topic_filter: str, qos: int) -> None: ...
+
+    @abstractmethod
+    async def unsubscribe(self, topic_filter: str) -> None: ...
+
+    @abstractmethod
+    def messages(self) -> AsyncIterator[Inbound]:
+        """Incoming messages of the current connection; raises ConnectionLostError when it drops."""
