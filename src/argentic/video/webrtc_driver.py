@@ -176,6 +176,8 @@ class WebRTCDriver(BufferedSource):
 
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+                if not any(t.kind in ("video", "audio") for t in pc.getTransceivers()):
+                    raise ValueError("the offer has no audio or video section (m=video / m=audio)")
                 with host_addresses(self.host_addresses):
                     await pc.setLocalDescription(await pc.createAnswer())
             except Exception as exc:  # aiortc raises ValueError, KeyError, ... for bad SDP

@@ -1,0 +1,197 @@
+"""WebRTC on loopback with signaling over a real mosquitto: frames verified by the index drawn in them."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiortc import RTCPeerConnection, VideoStreamTrack
+
+from argentic.errors import VideoError
+from argentic.messaging import Messager
+from argentic.protocol import ErrorReply, Message, WebRTCAnswer, WebRTCOffer
+from argentic.testing.mosquitto import MosquittoBroker
+from argentic.video import TestPatternSource, WebRTCDriver, WebRTCSender, read_frame_code
+from argentic.video.ice import host_addresses
+
+LOOPBACK = ["127.0.0.1"]
+MessagerFactory = Callable[[], Awaitable[Messager]]
+
+
+@pytest.fixture
+async def messagers(mosquitto: MosquittoBroker, namespace: str) -> AsyncIterator[MessagerFactory]:
+    """Connected messagers on the shared broker, each a separate MQTT client, closed at the end."""
+    made: list[Messager] = []
+
+    async def make() -> Messager:
+        messager = Messager("127.0.0.1", mosquitto.port, namespace=namespace, request_timeout_s=20)
+        await messager.connect(timeout=10)
+        made.append(messager)
+        return messager
+
+    yield make
+    for messager in made:
+        await messager.disconnect()
+
+
+async def eventually(check: Callable[[], bool], limit_s: float = 30.0) -> None:
+    """Wait until ``check()`` holds (polled: the checks read counters); the limit bounds a broken run."""
+    async with asyncio.timeout(limit_s):
+        while not check():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def test_frames_arrive_in_order_with_their_content(messagers: MessagerFactory) -> None:
+    driver = WebRTCDriver(await messagers(), "cam", host_addresses=LOOPBACK, buffer_size=300)
+    await driver.start()
+    source = TestPatternSource(320, 240, fps=30)
+    await source.start()
+    sender = WebRTCSender(await messagers(), source, "cam", host_addresses=LOOPBACK)
+    await sender.connect()
+    await driver.wait_connected(20)
+    await eventually(lambda: driver.frames_seen >= 45)
+    await sender.close()
+    await source.stop()
+
+    frames = driver.recent()
+    codes = [read_frame_code(frame.to_rgb()) for frame in frames]
+    assert codes == sorted(set(codes)), "frames arrive once each, in order"
+    assert all(0 <= code <= source.frames_seen for code in codes), "every frame is one the sender drew"
+    # VP8 over loopback loses nothing: consecutive source frames arrive as consecutive frames
+    assert sum(b - a == 1 for a, b in itertools.pairwise(codes)) >= 40
+    assert frames[0].width == 320 and frames[0].height == 240
+    assert all(a.timestamp <= b.timestamp for a, b in itertools.pairwise(frames))
+    await driver.stop()
+
+
+async def test_audio_frames_are_kept_too(messagers: MessagerFactory) -> None:
+    driver = WebRTCDriver(await messagers(), "av", host_addresses=LOOPBACK, audio_buffer_size=20)
+    await driver.start()
+    source = TestPatternSource(160, 120, fps=15)
+    await source.start()
+    async with WebRTCSender(await messagers(), source, "av", host_addresses=LOOPBACK, audio=True):
+        await eventually(lambda: driver.audio.pushed > 30 and driver.frames_seen > 5)
+    await source.stop()
+    await driver.stop()
+    chunks = driver.audio.recent()
+    assert len(chunks) == 20, "the audio buffer is bounded"
+    assert all(chunk.sample_rate > 0 and chunk.samples > 0 for chunk in chunks)
+
+
+async def test_a_slow_consumer_never_makes_the_driver_fall_behind(messagers: MessagerFactory) -> None:
+    driver = WebRTCDriver(await messagers(), "slow", host_addresses=LOOPBACK, buffer_size=10)
+    await driver.start()
+    source = TestPatternSource(320, 240, fps=30)
+    await source.start()
+    async with WebRTCSender(await messagers(), source, "slow", host_addresses=LOOPBACK):
+        await eventually(lambda: driver.frames_seen > 60)  # nobody reads the frames meanwhile
+        assert len(driver.buffer) == 10
+        newest = driver.latest()
+        assert newest is not None
+        drawn = read_frame_code(newest.to_rgb())
+    await source.stop()
+    await driver.stop()
+    # the newest frame is one of the last drawn, not one queued seconds ago
+    assert drawn >= source.frames_seen - 30
+
+
+async def test_offers_use_the_documented_topic_and_one_answer(messagers: MessagerFactory) -> None:
+    watcher = await messagers()
+    seen: list[tuple[str, Message]] = []
+
+    async def record(message: Message) -> None:
+        seen.append((type(message).__name__, message))
+
+    await watcher.subscribe(watcher.topics.video_offer("doc"), record)
+    driver = WebRTCDriver(await messagers(), "doc", host_addresses=LOOPBACK)
+    await driver.start()
+
+    client = await messagers()
+    pc = RTCPeerConnection()
+    pc.addTrack(VideoStreamTrack())
+    with host_addresses(LOOPBACK):
+        await pc.setLocalDescription(await pc.createOffer())
+    reply = await client.request(
+        client.topics.video_offer("doc"), WebRTCOffer(sdp=pc.localDescription.sdp, stream="doc"), timeout=20
+    )
+    assert isinstance(reply, WebRTCAnswer)
+    assert "m=video" in reply.sdp and "127.0.0.1" in reply.sdp
+    await eventually(lambda: len(seen) == 1)
+    assert seen[0][0] == "WebRTCOffer" and seen[0][1].reply_to == client.inbox
+    await pc.close()
+    await driver.stop()
+
+
+async def test_garbage_offer_gets_an_error_reply_and_the_driver_keeps_serving(
+    messagers: MessagerFactory,
+) -> None:
+    driver = WebRTCDriver(await messagers(), "bad", host_addresses=LOOPBACK)
+    await driver.start()
+    client = await messagers()
+    reply = await client.request(
+        client.topics.video_offer("bad"), WebRTCOffer(sdp="v=0\r\nnot an sdp"), timeout=20
+    )
+    assert isinstance(reply, ErrorReply)
+    assert reply.error.code == "malformed_request"
+    assert "cannot answer the WebRTC offer" in reply.error.message
+
+    source = TestPatternSource(160, 120, fps=15)
+    await source.start()
+    async with WebRTCSender(client, source, "bad", host_addresses=LOOPBACK):
+        frame = await driver.wait_for_frame(20)
+        assert read_frame_code(frame.to_rgb()) <= source.frames_seen
+    await source.stop()
+    await driver.stop()
+
+
+async def test_no_receiver_is_a_clear_sender_error(messagers: MessagerFactory) -> None:
+    source = TestPatternSource(160, 120, fps=15)
+    sender = WebRTCSender(await messagers(), source, "nobody", host_addresses=LOOPBACK, connect_timeout_s=1)
+    with pytest.raises(VideoError, match="no answer to the WebRTC offer"):
+        await sender.connect()
+
+
+async def test_driver_takes_the_next_peer_after_one_goes_away(messagers: MessagerFactory) -> None:
+    driver = WebRTCDriver(await messagers(), "re", host_addresses=LOOPBACK)
+    await driver.start()
+    first_source = TestPatternSource(160, 120, fps=30)
+    await first_source.start()
+    async with WebRTCSender(await messagers(), first_source, "re", host_addresses=LOOPBACK):
+        await eventually(lambda: driver.frames_seen > 5)
+    await first_source.stop()
+    await eventually(lambda: driver.state == "waiting")
+    assert driver.sessions == 1
+
+    # a second peer whose pattern starts far from the first one's indices
+    second_source = TestPatternSource(160, 120, fps=30)
+    second_source.buffer.pushed = 500_000
+    await second_source.start()
+    async with WebRTCSender(await messagers(), second_source, "re", host_addresses=LOOPBACK):
+        await eventually(
+            lambda: (f := driver.latest()) is not None and read_frame_code(f.to_rgb()) >= 500_000
+        )
+    await second_source.stop()
+    assert driver.sessions == 2
+    await driver.stop()
+
+
+async def test_sender_reconnects_when_the_receiver_restarts(messagers: MessagerFactory) -> None:
+    source = TestPatternSource(160, 120, fps=30)
+    await source.start()
+    first = WebRTCDriver(await messagers(), "restart", host_addresses=LOOPBACK)
+    await first.start()
+    sender = WebRTCSender(await messagers(), source, "restart", host_addresses=LOOPBACK, reconnect=True)
+    await sender.connect()
+    await eventually(lambda: first.frames_seen > 5)
+    await first.stop()  # the receiving process goes away
+
+    second = WebRTCDriver(await messagers(), "restart", host_addresses=LOOPBACK)
+    await second.start()
+    frame = await second.wait_for_frame(30)
+    assert read_frame_code(frame.to_rgb()) <= source.frames_seen
+    assert sender.connections >= 2
+    await sender.close()
+    await source.stop()
+    await second.stop()
