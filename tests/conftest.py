@@ -28,3 +28,12 @@ def private_mosquitto() -> Iterator[MosquittoBroker]:
 def namespace() -> str:
     """A topic namespace unique to the test, so tests sharing a broker never see each other."""
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def vllm_server() -> Iterator[object]:
+    """One real vLLM CPU server (Gemma 3 270M) per session: ``.base_url`` (.../v1), ``.model``, ``.port``."""
+    from argentic.testing.vllm_server import cpu_vllm_server
+
+    with cpu_vllm_server() as server:
+        yield server

