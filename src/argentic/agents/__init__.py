@@ -1,0 +1,7 @@
+"""Agents: an LLM with tools answering questions, locally and over MQTT."""
+
+from argentic.agents.agent import Agent, AgentResult
+from argentic.agents.conversation import ConversationStore
+from argentic.agents.loop import LoopPolicy, StepLimitError, ToolLoop
+
+__all__ = ["Agent", "AgentResult", "ConversationStore", "LoopPolicy", "StepLimitError", "ToolLoop"]

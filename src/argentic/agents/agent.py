@@ -1,0 +1,354 @@
+"""The agent: answers questions with an LLM and the announced tools, locally and over MQTT.
+
+Locally: ``await agent.query("...")`` (text, or a pydantic model with ``output=``), or
+``await agent.ask(question)`` for the whole result (tool calls, usage, conversation id).
+
+Over MQTT, after ``await agent.async_init()``:
+
+- questions arrive on ``{ns}/agents/{role}/questions`` (a shared subscription, so replicas of a
+  role share them); the :class:`~argentic.protocol.Answer`, or an
+  :class:`~argentic.protocol.ErrorReply`, goes to the question's ``reply_to``;
+- progress events and streamed tokens go to ``{ns}/agents/{role}/events/{question_id}``;
+- a retained :class:`~argentic.protocol.Presence` on ``{ns}/agents/{role}/status`` says the agent
+  is online; :meth:`Agent.will` is the last will that says it is not.
+
+A payload that is not JSON cannot be answered (there is no ``reply_to`` to read): the messager
+logs and drops it. A JSON object that is not a valid question but names a ``reply_to`` gets an
+ErrorReply with code ``malformed_request``.
+
+Subclasses change how a question becomes the user message (:meth:`Agent.build_user_message`, e.g.
+to attach images) and how the model is called (:meth:`Agent.call_llm`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from argentic.agents.conversation import ConversationStore
+from argentic.agents.events import MqttEvents
+from argentic.agents.loop import EventSink, LoopPolicy, NullEvents, StepLimitError, ToolLoop
+from argentic.config import AgentConfig
+from argentic.errors import AgentError, LLMError, LLMTimeoutError, LLMUnavailableError
+from argentic.llm import (
+    ChatMessage,
+    ChatResponse,
+    LLMProvider,
+    OutputSpec,
+    SamplingSettings,
+    StreamEnd,
+    TextDelta,
+    ToolChoice,
+    ToolDefinition,
+)
+from argentic.messaging import Messager, Will
+from argentic.protocol import (
+    Answer,
+    ErrorInfo,
+    ErrorReply,
+    Message,
+    Presence,
+    Question,
+    ToolCallRecord,
+    ToolResult,
+    Topics,
+    Usage,
+    new_id,
+    topic_level,
+)
+from argentic.tools import ToolManager
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class IncomingQuestion(Message):
+    """A question as received: lenient, so that an invalid one can still be answered with an error."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str = "question"
+
+
+@dataclass
+class AgentResult:
+    question_id: str
+    conversation_id: str
+    text: str
+    data: Any = None
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    steps: int = 0
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """The wire error for what stopped a question."""
+    if isinstance(exc, StepLimitError):
+        return ErrorInfo(code="step_limit", message=str(exc))
+    if isinstance(exc, LLMUnavailableError):
+        return ErrorInfo(code="llm_unavailable", message=str(exc))
+    if isinstance(exc, LLMTimeoutError):
+        return ErrorInfo(code="timeout", message=str(exc))
+    if isinstance(exc, LLMError | AgentError):
+        return ErrorInfo(code="llm_error", message=str(exc))
+    return ErrorInfo(code="internal", message=f"{type(exc).__name__}: {exc}")
+
+
+class Agent:
+    """An LLM with tools, serving one role."""
+
+    def __init__(
+        self,
+        llm: LLMProvider,
+        messager: Messager | None = None,
+        tool_manager: ToolManager | None = None,
+        role: str = "assistant",
+        system_prompt: str | None = None,
+        *,
+        max_steps: int = 8,
+        tool_choice: ToolChoice = "auto",
+        followup_tool_choice: ToolChoice = "auto",
+        max_repeated_calls: int = 2,
+        tool_timeout_s: float | None = None,
+        tool_names: Sequence[str] | None = None,
+        settings: SamplingSettings | None = None,
+        max_conversations: int = 1000,
+        max_history_messages: int = 200,
+    ) -> None:
+        self.llm = llm
+        self.messager = messager
+        self.tool_manager = tool_manager
+        self.role = topic_level(role, "agent role")
+        self.system_prompt = system_prompt if system_prompt is not None else AgentConfig().system_prompt
+        self.policy = LoopPolicy(
+            max_steps=max_steps,
+            tool_choice=tool_choice,
+            followup_tool_choice=followup_tool_choice,
+            max_repeated_calls=max_repeated_calls,
+        )
+        self.tool_timeout_s = tool_timeout_s
+        self.tool_names = list(tool_names) if tool_names is not None else None
+        self.settings = settings
+        self.conversations = ConversationStore(
+            max_conversations=max_conversations, max_messages=max_history_messages
+        )
+        self._subscription: Any = None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: AgentConfig,
+        *,
+        llm: LLMProvider,
+        messager: Messager | None = None,
+        tool_manager: ToolManager | None = None,
+        **overrides: Any,
+    ) -> Agent:
+        options: dict[str, Any] = {
+            "role": config.role,
+            "system_prompt": config.system_prompt,
+            "max_steps": config.max_steps,
+            "tool_choice": config.tool_choice,
+            "followup_tool_choice": config.followup_tool_choice,
+            "max_repeated_calls": config.max_repeated_calls,
+            "tool_timeout_s": config.tool_timeout_s,
+            "tool_names": config.tools,
+            "max_conversations": config.max_conversations,
+            "max_history_messages": config.max_history_messages,
+        }
+        options.update(overrides)
+        return cls(llm, messager, tool_manager, **options)
+
+    @staticmethod
+    def will(topics: Topics, role: str, client_id: str | None = None) -> Will:
+        """The last will for an agent's messager: presence ``online: false``, retained."""
+        return Will(
+            topic=topics.agent_status(role),
+            message=Presence(role=role, online=False, client_id=client_id),
+            retain=True,
+        )
+
+    # --- the MQTT face ------------------------------------------------------------------------
+
+    async def async_init(self) -> None:
+        """Serve questions from MQTT and announce presence (the messager must be connected)."""
+        if self.messager is None or self._subscription is not None:
+            return
+        self._subscription = await self.messager.subscribe(
+            self.messager.topics.agent_questions(self.role),
+            self._on_question,
+            model=IncomingQuestion,
+            shared_group=self.role,
+        )
+        await self._publish_presence(True)
+        log.info("agent %s serving %s", self.role, self.messager.topics.agent_questions(self.role))
+
+    async def stop(self) -> None:
+        """Stop serving questions and say so (presence ``online: false``)."""
+        if self.messager is None or self._subscription is None:
+            return
+        sub, self._subscription = self._subscription, None
+        try:
+            await self.messager.unsubscribe(sub)
+            await self._publish_presence(False)
+        except Exception:
+            log.warning("could not unsubscribe or publish presence while stopping", exc_info=True)
+
+    async def _publish_presence(self, online: bool) -> None:
+        assert self.messager is not None
+        presence = Presence(role=self.role, online=online, client_id=self.messager.client_id)
+        await self.messager.publish(self.messager.topics.agent_status(self.role), presence, retain=True)
+
+    async def _on_question(self, incoming: IncomingQuestion) -> None:
+        assert self.messager is not None
+        try:
+            question = Question.model_validate(incoming.model_dump())
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+                for e in exc.errors(include_url=False)[:5]
+            )
+            log.warning("invalid question %s: %s", incoming.id, problems)
+            if incoming.reply_to:
+                error = ErrorInfo(code="malformed_request", message=f"not a valid question: {problems}")
+                await self.messager.reply(incoming, ErrorReply(request_id=incoming.id, error=error))
+            return
+        if not question.reply_to:
+            log.info("question %s has no reply_to: its answer goes only to the events topic", question.id)
+        events = MqttEvents(self.messager, self.role, question.id, streaming=question.stream)
+        response: Message
+        try:
+            result = await self.ask(question, events=events)
+        except Exception as exc:
+            log.warning(
+                "question %s failed: %s",
+                question.id,
+                exc,
+                exc_info=not isinstance(exc, LLMError | AgentError),
+            )
+            response = ErrorReply(request_id=question.id, error=error_info(exc))
+        else:
+            response = Answer(
+                question_id=question.id,
+                conversation_id=result.conversation_id,
+                text=result.text,
+                data=result.data.model_dump(mode="json")
+                if isinstance(result.data, BaseModel)
+                else result.data,
+                tool_calls=result.tool_calls,
+                usage=result.usage,
+                agent=self.role,
+            )
+        if question.reply_to:
+            await self.messager.reply(question, response)
+
+    # --- answering ----------------------------------------------------------------------------
+
+    @overload
+    async def query(self, text: str, *, conversation_id: str | None = None, output: None = None) -> str: ...
+
+    @overload
+    async def query(self, text: str, *, conversation_id: str | None = None, output: type[T]) -> T: ...
+
+    @overload
+    async def query(
+        self, text: str, *, conversation_id: str | None = None, output: dict[str, Any]
+    ) -> Any: ...
+
+    async def query(
+        self, text: str, *, conversation_id: str | None = None, output: OutputSpec | None = None
+    ) -> Any:
+        """Answer ``text``: the answer's text, or with ``output`` the validated structured answer."""
+        result = await self.ask(text, conversation_id=conversation_id, output=output)
+        return result.data if output is not None else result.text
+
+    async def ask(
+        self,
+        question: Question | str,
+        *,
+        conversation_id: str | None = None,
+        output: OutputSpec | None = None,
+        events: EventSink | None = None,
+    ) -> AgentResult:
+        """Answer one question in its conversation (a new one unless an id is given)."""
+        if isinstance(question, str):
+            question = Question(text=question, conversation_id=conversation_id)
+        if output is None and question.output_schema is not None:
+            output = question.output_schema
+        sink: EventSink = events or NullEvents()
+        cid = question.conversation_id or conversation_id or new_id()
+        await sink.progress("started", detail=f"conversation {cid}")
+        try:
+            async with self.conversations.open(cid) as conversation:
+                user = await self.build_user_message(question)
+                prompt = [*self.system_messages(), *conversation.messages, user]
+                loop = ToolLoop(self.call_llm, self.call_tool, self.tool_definitions(), self.policy, sink)
+                result = await loop.run(prompt, output=output)
+                conversation.messages.extend([user, *result.messages])
+        except Exception as exc:
+            await sink.progress("failed", detail=str(exc)[:500])
+            raise
+        await sink.progress("answered", detail=result.text[:500])
+        return AgentResult(
+            question.id, cid, result.text, result.data, result.tool_calls, result.usage, result.steps
+        )
+
+    # --- the overridable steps ----------------------------------------------------------------
+
+    def system_messages(self) -> list[ChatMessage]:
+        return [ChatMessage.system(self.system_prompt)] if self.system_prompt else []
+
+    async def build_user_message(self, question: Question) -> ChatMessage:
+        """The user message for ``question`` (a subclass may attach images)."""
+        return ChatMessage.user(question.text)
+
+    def tool_definitions(self) -> list[ToolDefinition]:
+        if self.tool_manager is None:
+            return []
+        return self.tool_manager.definitions(self.tool_names)
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> ToolResult:
+        if self.tool_manager is None:
+            return ToolResult(
+                call_id="",
+                tool=name,
+                ok=False,
+                error=ErrorInfo(code="unknown_tool", message="this agent has no tools"),
+            )
+        if self.tool_names is not None and name not in self.tool_names:
+            return ToolResult(
+                call_id="",
+                tool=name,
+                ok=False,
+                error=ErrorInfo(code="unknown_tool", message=f"tool {name!r} is not available to this agent"),
+            )
+        return await self.tool_manager.call(name, arguments, timeout=self.tool_timeout_s)
+
+    async def call_llm(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolDefinition],
+        tool_choice: ToolChoice,
+        output: OutputSpec | None,
+        events: EventSink,
+    ) -> ChatResponse:
+        """The one place the model is called: streamed (tokens to ``events``) when asked."""
+        if not events.streaming:
+            return await self.llm.chat(
+                messages, tools=tools, tool_choice=tool_choice, output=output, settings=self.settings
+            )
+        final: ChatResponse | None = None
+        async for event in self.llm.stream(
+            messages, tools=tools, tool_choice=tool_choice, output=output, settings=self.settings
+        ):
+            if isinstance(event, TextDelta) and event.text:
+                await events.token(event.text)
+            elif isinstance(event, StreamEnd):
+                final = event.response
+        if final is None:
+            raise LLMError("the model's stream ended without a final reply")
+        return final

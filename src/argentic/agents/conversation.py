@@ -1,0 +1,79 @@
+"""Conversations: each question runs in its own history, and a conversation id continues one.
+
+The store is bounded twice: at most ``max_conversations`` (the least recently used is forgotten)
+and at most ``max_messages`` per conversation (the oldest whole turns are dropped, never a tool
+result without the assistant message that asked for it). Questions in the same conversation run
+one after the other (each conversation has a lock); different conversations run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from argentic.llm import ChatMessage
+
+
+@dataclass
+class Conversation:
+    id: str
+    messages: list[ChatMessage] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # questions holding or waiting for the lock; such a conversation is never evicted
+
+
+class ConversationStore:
+    """Per-conversation histories (without the system prompt, which the agent adds per request)."""
+
+    def __init__(self, *, max_conversations: int = 1000, max_messages: int = 200) -> None:
+        self.max_conversations = max_conversations
+        self.max_messages = max_messages
+        self._conversations: OrderedDict[str, Conversation] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._conversations)
+
+    def __contains__(self, conversation_id: object) -> bool:
+        return conversation_id in self._conversations
+
+    def history(self, conversation_id: str) -> list[ChatMessage]:
+        conversation = self._conversations.get(conversation_id)
+        return list(conversation.messages) if conversation else []
+
+    @asynccontextmanager
+    async def open(self, conversation_id: str) -> AsyncIterator[Conversation]:
+        """Hold ``conversation_id`` (created if new) for one question."""
+        conversation = self._conversations.get(conversation_id)
+        if conversation is None:
+            conversation = self._conversations[conversation_id] = Conversation(conversation_id)
+        self._conversations.move_to_end(conversation_id)
+        conversation.users += 1
+        try:
+            async with conversation.lock:
+                yield conversation
+                conversation.messages = trim(conversation.messages, self.max_messages)
+        finally:
+            conversation.users -= 1
+            self._evict()
+
+    def _evict(self) -> None:
+        excess = len(self._conversations) - self.max_conversations
+        if excess <= 0:
+            return
+        for cid in [cid for cid, c in self._conversations.items() if c.users == 0][:excess]:
+            del self._conversations[cid]
+
+
+def trim(messages: list[ChatMessage], max_messages: int) -> list[ChatMessage]:
+    """The newest whole turns that fit in ``max_messages`` (a turn starts at a user message)."""
+    if len(messages) <= max_messages:
+        return messages
+    starts = [i for i, m in enumerate(messages) if m.role == "user"]
+    for start in starts:
+        if len(messages) - start <= max_messages:
+            return messages[start:]
+    # Even the last turn is too long: keep it whole rather than break a tool call from its result.
+    return messages[starts[-1] :] if starts else messages[-max_messages:]

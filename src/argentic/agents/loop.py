@@ -1,0 +1,265 @@
+"""The tool loop: ask the model, run the tools it calls, give it the results, until it answers.
+
+Every outcome of a tool call goes back to the model as a tool message: the result, or the error
+(unknown tool, arguments that do not validate, a tool that raised or timed out, a service that
+went away). The loop ends when the model answers with text (and, when a structured answer is
+wanted, that answer validates). It is bounded:
+
+- ``max_steps`` model calls that keep calling tools end in :class:`StepLimitError`;
+- a call repeated with the same arguments is not run again: the model is reminded of the earlier
+  result, and after ``max_repeated_calls`` such repeats it must answer without tools;
+- replies that cannot be used (empty, or rejected by the provider) are retried with a note
+  saying what was wrong, at most ``max_unusable_replies`` times, then :class:`AgentError`.
+
+``tool_choice`` is the first step's policy and ``followup_tool_choice`` the later steps'. A model
+that rarely calls tools on its own (a small base model) acts reliably with ``"required"`` then
+``"none"``: exactly one round of tool calls, then the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from argentic.errors import AgentError, LLMOutputError
+from argentic.llm import ChatMessage, ChatResponse, LLMToolCall, OutputSpec, ToolChoice, ToolDefinition
+from argentic.llm.output import parse_output
+from argentic.protocol import ToolCallRecord, ToolResult, Usage
+
+log = logging.getLogger(__name__)
+
+Stage = Literal["started", "llm_call", "tool_call", "tool_result", "answered", "failed"]
+
+
+class StepLimitError(AgentError):
+    """The model was still calling tools when the step limit was reached."""
+
+
+class EventSink(Protocol):
+    """Where the loop reports what it does (an MQTT events topic, a console, nothing)."""
+
+    streaming: bool
+
+    async def progress(
+        self,
+        stage: Stage,
+        *,
+        tool: str | None = None,
+        arguments: dict[str, Any] | None = None,
+        detail: str | None = None,
+    ) -> None: ...
+
+    async def token(self, text: str) -> None: ...
+
+
+class NullEvents:
+    """Reports nothing."""
+
+    streaming = False
+
+    async def progress(
+        self,
+        stage: Stage,
+        *,
+        tool: str | None = None,
+        arguments: dict[str, Any] | None = None,
+        detail: str | None = None,
+    ) -> None:
+        return None
+
+    async def token(self, text: str) -> None:
+        return None
+
+
+#: (messages, tools, tool_choice, output, events) -> reply: the agent's one LLM call.
+CallLLM = Callable[
+    [Sequence[ChatMessage], Sequence[ToolDefinition], ToolChoice, OutputSpec | None, EventSink],
+    Awaitable[ChatResponse],
+]
+#: (name, arguments) -> result, errors included.
+CallTool = Callable[[str, dict[str, Any]], Awaitable[ToolResult]]
+
+
+@dataclass(frozen=True)
+class LoopPolicy:
+    max_steps: int = 8
+    tool_choice: ToolChoice = "auto"
+    followup_tool_choice: ToolChoice = "auto"
+    max_repeated_calls: int = 2
+    max_unusable_replies: int = 2
+
+
+@dataclass
+class LoopResult:
+    text: str
+    data: Any = None
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    #: The messages this question added after the user message (assistant and tool turns).
+    messages: list[ChatMessage] = field(default_factory=list)
+    steps: int = 0
+
+
+def tool_message_content(result: ToolResult) -> str:
+    """What the model reads for a tool's outcome."""
+    if result.ok:
+        return json.dumps(result.result, ensure_ascii=False, default=str)
+    assert result.error is not None
+    error = {"code": result.error.code, "message": result.error.message}
+    return json.dumps({"error": error}, ensure_ascii=False)
+
+
+def _add_usage(total: Usage, more: Usage) -> Usage:
+    return Usage(
+        prompt_tokens=total.prompt_tokens + more.prompt_tokens,
+        completion_tokens=total.completion_tokens + more.completion_tokens,
+        total_tokens=total.total_tokens + more.total_tokens,
+    )
+
+
+def _call_key(call: LLMToolCall) -> str:
+    return f"{call.name}:{json.dumps(call.arguments, sort_keys=True, default=str)}"
+
+
+FINAL_ANSWER_PROMPT = (
+    "Give your final answer now as one JSON object that matches this JSON schema, nothing else:\n{schema}"
+)
+
+
+class ToolLoop:
+    """One question's run. Make one per question; it holds that question's state."""
+
+    def __init__(
+        self,
+        call_llm: CallLLM,
+        call_tool: CallTool,
+        tools: Sequence[ToolDefinition],
+        policy: LoopPolicy,
+        events: EventSink | None = None,
+    ) -> None:
+        self.call_llm = call_llm
+        self.call_tool = call_tool
+        self.tools = list(tools)
+        self.policy = policy
+        self.events: EventSink = events or NullEvents()
+        self.usage = Usage()
+        self.records: list[ToolCallRecord] = []
+        self._results: dict[str, str] = {}
+        self._repeats = 0
+        self._unusable = 0
+
+    async def run(self, prompt: Sequence[ChatMessage], *, output: OutputSpec | None = None) -> LoopResult:
+        """Run the loop on ``prompt`` (system, history, the question) until the model answers."""
+        added: list[ChatMessage] = []
+        force_answer = not self.tools
+        for step in range(self.policy.max_steps):
+            choice = self._choice(step, force_answer)
+            await self.events.progress("llm_call", detail=f"step {step + 1}, tool_choice={choice}")
+            tools = self.tools if choice != "none" else []
+            try:
+                response = await self.call_llm(
+                    [*prompt, *added], tools, choice if tools else "auto", output, self.events
+                )
+            except LLMOutputError as exc:
+                self._unusable_reply(added, str(exc))
+                continue
+            self.usage = _add_usage(self.usage, response.usage)
+            if response.tool_calls and tools:
+                added.append(response.message())
+                force_answer = await self._run_calls(response.tool_calls, added) or force_answer
+                continue
+            text = (response.content or "").strip()
+            if not text:
+                self._unusable_reply(added, "the reply was empty")
+                continue
+            added.append(ChatMessage.assistant(text))
+            data = await self._structured(prompt, added, output, response) if output is not None else None
+            return LoopResult(text, data, self.records, self.usage, added, step + 1)
+        raise StepLimitError(
+            f"no answer after {self.policy.max_steps} model calls (still calling tools); "
+            "raise agent.max_steps or give the model fewer, clearer tools"
+        )
+
+    def _choice(self, step: int, force_answer: bool) -> ToolChoice:
+        if force_answer:
+            return "none"
+        return self.policy.tool_choice if step == 0 else self.policy.followup_tool_choice
+
+    def _unusable_reply(self, added: list[ChatMessage], reason: str) -> None:
+        self._unusable += 1
+        log.info("unusable model reply (%s), %d so far", reason, self._unusable)
+        if self._unusable > self.policy.max_unusable_replies:
+            raise AgentError(f"the model gave {self._unusable} unusable replies; the last: {reason}")
+        added.append(ChatMessage.user(f"Your last reply could not be used ({reason}). Please reply again."))
+
+    async def _run_calls(self, calls: Sequence[LLMToolCall], added: list[ChatMessage]) -> bool:
+        """Run the calls concurrently, append their tool messages in order; True = answer next."""
+        outcomes = await asyncio.gather(*(self._run_call(call) for call in calls))
+        for call, content in zip(calls, outcomes, strict=True):
+            added.append(ChatMessage.tool(call.id, call.name, content))
+        return self._repeats >= self.policy.max_repeated_calls
+
+    async def _run_call(self, call: LLMToolCall) -> str:
+        key = _call_key(call)
+        earlier = self._results.get(key)
+        if earlier is not None:
+            self._repeats += 1
+            await self.events.progress(
+                "tool_call", tool=call.name, arguments=call.arguments, detail="repeated"
+            )
+            return (
+                f"You already called {call.name} with these arguments; the result was: {earlier}. "
+                "Do not call it again with the same arguments: use that result."
+            )
+        await self.events.progress("tool_call", tool=call.name, arguments=call.arguments)
+        result = await self.call_tool(call.name, call.arguments)
+        content = tool_message_content(result)
+        self._results[key] = content
+        self.records.append(
+            ToolCallRecord(
+                name=call.name,
+                arguments=call.arguments,
+                ok=result.ok,
+                result=result.result if result.ok else None,
+                error=None if result.error is None else f"{result.error.code}: {result.error.message}",
+            )
+        )
+        detail = "ok" if result.ok else f"{result.error.code if result.error else 'error'}"
+        await self.events.progress("tool_result", tool=call.name, detail=detail)
+        return content
+
+    async def _structured(
+        self, prompt: Sequence[ChatMessage], added: list[ChatMessage], output: OutputSpec, last: ChatResponse
+    ) -> Any:
+        """The structured answer: the last reply if it already fits, else one request for it
+        (no tools in that request, so the server may constrain the output to the schema)."""
+        if last.parsed is not None:
+            return last.parsed
+        try:
+            return parse_output(last.content, output)
+        except LLMOutputError:
+            pass
+        schema = output if isinstance(output, dict) else output.model_json_schema()
+        ask = ChatMessage.user(FINAL_ANSWER_PROMPT.format(schema=json.dumps(schema)))
+        for attempt in range(self.policy.max_unusable_replies + 1):
+            await self.events.progress("llm_call", detail="structured answer")
+            try:
+                response = await self.call_llm([*prompt, *added, ask], [], "auto", output, self.events)
+            except LLMOutputError as exc:
+                log.info("structured answer attempt %d failed: %s", attempt + 1, exc)
+                continue
+            self.usage = _add_usage(self.usage, response.usage)
+            try:
+                data = (
+                    response.parsed if response.parsed is not None else parse_output(response.content, output)
+                )
+            except LLMOutputError as exc:
+                log.info("structured answer attempt %d failed: %s", attempt + 1, exc)
+                continue
+            added[-1] = ChatMessage.assistant(response.content or json.dumps(data, default=str))
+            return data
+        raise AgentError("the model did not give an answer that matches the requested output schema")

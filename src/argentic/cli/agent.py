@@ -1,0 +1,80 @@
+"""``argentic agent``: an agent answering questions from MQTT until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from argentic.agents import Agent
+from argentic.agents.runtime import wait_for_shutdown
+from argentic.config import ArgenticConfig, load_config
+from argentic.errors import ArgenticError
+from argentic.llm import LLMFactory
+from argentic.messaging import Messager
+from argentic.messaging.embedded_broker import ensure_broker
+from argentic.protocol import Topics
+from argentic.tools import ToolManager
+
+HELP = "run an agent that answers questions published on MQTT"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-r", "--role", help="agent role (default: agent.role)")
+    parser.add_argument("--system-prompt", help="default: agent.system_prompt")
+    parser.add_argument("--tool-choice", help="first step: auto, required, none or a tool name")
+    parser.add_argument("--followup-tool-choice", help="later steps: auto, required, none or a tool name")
+    parser.add_argument(
+        "--start-llm",
+        action="store_true",
+        help="start a local vLLM server (llm.server) when the configured endpoint does not answer",
+    )
+
+
+async def serve(config: ArgenticConfig, *, start_llm: bool = False) -> int:
+    broker = await ensure_broker(config.messaging)
+    server = None
+    if start_llm:
+        from argentic.llm.local_server import ensure_local_server
+
+        server = await ensure_local_server(
+            config, progress=lambda line: print(line, file=sys.stderr, flush=True)
+        )
+    role = config.agent.role
+    messager = Messager.from_config(
+        config.messaging, will=Agent.will(Topics(config.messaging.namespace), role)
+    )
+    llm = LLMFactory.create(config, messager)
+    try:
+        await messager.connect()
+        tools = ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role)
+        await tools.async_init()
+        agent = Agent.from_config(config.agent, llm=llm, messager=messager, tool_manager=tools)
+        await agent.async_init()
+        print(
+            f"agent {role!r} answering {messager.topics.agent_questions(role)}; Ctrl-C stops", file=sys.stderr
+        )
+        await wait_for_shutdown()
+        await agent.stop()
+        await tools.close()
+    finally:
+        await llm.close()
+        await messager.disconnect()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+        if broker is not None:
+            await broker.stop()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = {}
+    for key in ("role", "system_prompt", "tool_choice", "followup_tool_choice"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+    try:
+        config = load_config(args.config, overrides={"agent": overrides} if overrides else None)
+        return asyncio.run(serve(config, start_llm=args.start_llm))
+    except ArgenticError as exc:
+        print(f"argentic agent: {exc}", file=sys.stderr)
+        return 1

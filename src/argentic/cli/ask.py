@@ -1,0 +1,81 @@
+"""``argentic ask``: publish a question to an agent and print its progress and answer."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from argentic.config import ArgenticConfig, load_config
+from argentic.errors import ArgenticError, RequestTimeoutError
+from argentic.messaging import Messager
+from argentic.protocol import Answer, ErrorReply, Message, Progress, Question, Token
+
+HELP = "ask an agent a question over MQTT and print the answer"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("text", help="the question")
+    parser.add_argument("-r", "--role", help="agent role (default: agent.role)")
+    parser.add_argument("--conversation", help="continue this conversation id")
+    parser.add_argument("--stream", action="store_true", help="print the answer's tokens as they come")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
+    parser.add_argument("--json", action="store_true", help="print the whole answer message as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+
+def _describe(event: Progress) -> str:
+    parts: list[str] = [event.stage]
+    if event.tool:
+        parts.append(event.tool)
+    if event.arguments is not None:
+        parts.append(json.dumps(event.arguments, ensure_ascii=False))
+    if event.detail:
+        parts.append(f"({event.detail[:200]})")
+    return " ".join(parts)
+
+
+async def ask(config: ArgenticConfig, args: argparse.Namespace) -> int:
+    role = args.role or config.agent.role
+    question = Question(text=args.text, conversation_id=args.conversation, stream=args.stream)
+    async with Messager.from_config(config.messaging) as messager:
+        streamed = False
+
+        async def on_event(event: Message) -> None:
+            nonlocal streamed
+            if isinstance(event, Token) and args.stream:
+                streamed = True
+                print(event.text, end="", flush=True)
+            elif isinstance(event, Progress) and not args.quiet:
+                print(f"[{role}] {_describe(event)}", file=sys.stderr, flush=True)
+
+        await messager.subscribe(messager.topics.agent_events(role, question.id), on_event)
+        reply = await messager.request(
+            messager.topics.agent_questions(role), question, response_model=Answer, timeout=args.timeout
+        )
+    if streamed:
+        print()
+    if isinstance(reply, ErrorReply):
+        print(f"argentic ask: {reply.error.code}: {reply.error.message}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(reply.model_dump_json(indent=2))
+    else:
+        for call in reply.tool_calls:
+            outcome = json.dumps(call.result, ensure_ascii=False) if call.ok else call.error
+            print(f"tool {call.name}({json.dumps(call.arguments, ensure_ascii=False)}) -> {outcome}")
+        print(reply.text if reply.data is None else json.dumps(reply.data, ensure_ascii=False))
+        print(f"(conversation {reply.conversation_id})", file=sys.stderr)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(ask(load_config(args.config), args))
+    except RequestTimeoutError:
+        print(f"argentic ask: no answer within {args.timeout:g} s (is an agent running?)", file=sys.stderr)
+        return 2
+    except ArgenticError as exc:
+        print(f"argentic ask: {exc}", file=sys.stderr)
+        return 1

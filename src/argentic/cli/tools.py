@@ -1,0 +1,69 @@
+"""``argentic tools``: serve the tools of a Python module over MQTT until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from argentic.agents.runtime import wait_for_shutdown
+from argentic.config import ArgenticConfig, load_config
+from argentic.errors import ArgenticError
+from argentic.messaging import Messager
+from argentic.protocol import Topics
+from argentic.tools import ToolService, tool_service_will
+from argentic.tools.loader import import_module, tools_in
+
+HELP = "serve the @tool functions of a Python module over MQTT"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-m", "--module", help="dotted module (examples.tools) or .py path; default: tools.module"
+    )
+    parser.add_argument(
+        "-n", "--name", help="service name, stable across restarts (default: tools.service_name)"
+    )
+    parser.add_argument("--tool", action="append", dest="only", help="serve only this tool (repeatable)")
+
+
+async def serve(config: ArgenticConfig, module: str, name: str, only: list[str] | None = None) -> int:
+    tools = tools_in(import_module(module))
+    if only:
+        tools = [t for t in tools if t.tool_name in only]
+    if not tools:
+        print(f"argentic tools: {module} defines no tools (use @tool or BaseTool)", file=sys.stderr)
+        return 1
+    topics = Topics(config.messaging.namespace)
+    messager = Messager.from_config(config.messaging, will=tool_service_will(topics, name))
+    await messager.connect()
+    service = ToolService(
+        messager,
+        tools,
+        name,
+        call_timeout_s=config.tools.call_timeout_s,
+        max_concurrent_calls=config.tools.max_concurrent_calls,
+    )
+    try:
+        await service.start()
+        print(f"serving {', '.join(service.tools)} as {name!r}; Ctrl-C stops", file=sys.stderr, flush=True)
+        await wait_for_shutdown()
+    finally:
+        await service.stop()
+        await messager.disconnect()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    module = args.module or config.tools.module
+    if not module:
+        print("argentic tools: name a module with --module (or set tools.module)", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve(config, module, args.name or config.tools.service_name, args.only))
+    except (ArgenticError, ImportError, FileNotFoundError) as exc:
+        print(f"argentic tools: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,17 @@
+"""Tools: write them (:func:`tool`, :class:`BaseTool`), serve them (:class:`ToolService`), call them
+(:class:`ToolManager`)."""
+
+from argentic.tools.base import BaseTool, FunctionTool, NoArguments, tool, tool_id
+from argentic.tools.manager import ToolManager
+from argentic.tools.service import ToolService, tool_service_will
+
+__all__ = [
+    "BaseTool",
+    "FunctionTool",
+    "NoArguments",
+    "ToolManager",
+    "ToolService",
+    "tool",
+    "tool_id",
+    "tool_service_will",
+]

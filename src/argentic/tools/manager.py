@@ -1,0 +1,190 @@
+"""The caller's side of tools: which tools are announced, and calling them over MQTT.
+
+:class:`ToolManager` watches ``{ns}/tools/services/+``: each retained announcement replaces that
+service's previous one, an empty payload (withdrawal, or a dead service's last will) removes it.
+:meth:`ToolManager.call` sends a ``tool_call`` request and always returns a :class:`ToolResult`;
+failures on the way (no such tool, no answer in time, the service went away mid-call) come back
+as a result with an error, never as an exception, so an agent can hand them to its LLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from argentic.errors import MessagingError, RequestTimeoutError
+from argentic.llm import ToolDefinition
+from argentic.messaging import Messager
+from argentic.protocol import ErrorInfo, ErrorReply, ToolAnnouncement, ToolCall, ToolResult, ToolSpec
+
+log = logging.getLogger(__name__)
+
+
+class ToolManager:
+    """Knows the announced tools and calls them. ``await async_init()`` before use."""
+
+    def __init__(
+        self,
+        messager: Messager,
+        *,
+        default_timeout_s: float = 30.0,
+        caller: str | None = None,
+        withdrawal_grace_s: float = 2.0,
+    ) -> None:
+        self.messager = messager
+        self.default_timeout_s = default_timeout_s
+        self.caller = caller
+        # A withdrawn tool may be announced again at once by a replica of its service: calls wait
+        # this long for that before they fail.
+        self.withdrawal_grace_s = withdrawal_grace_s
+        self._withdrawn_at: dict[str, float] = {}
+        self._services: dict[str, list[ToolSpec]] = {}
+        self._changed = asyncio.Event()
+        # In-flight calls per tool name, failed early when the last service of that tool goes away.
+        self._inflight: dict[str, set[asyncio.Future[ToolResult]]] = {}
+        self._subscription: Any = None
+
+    async def async_init(self) -> None:
+        """Start watching announcements (retained ones arrive right away)."""
+        if self._subscription is None:
+            self._subscription = await self.messager.subscribe(
+                self.messager.topics.tool_services_all(),
+                self._on_announcement,
+                model=ToolAnnouncement,
+                on_empty=self._on_withdrawn,
+            )
+
+    async def close(self) -> None:
+        if self._subscription is not None:
+            sub, self._subscription = self._subscription, None
+            try:
+                await self.messager.unsubscribe(sub)
+            except MessagingError:
+                log.debug("unsubscribe failed while closing", exc_info=True)
+
+    # --- what is announced --------------------------------------------------------------------
+
+    @property
+    def tools(self) -> dict[str, ToolSpec]:
+        """Announced tools by name (when two services announce a name, the later one wins)."""
+        merged: dict[str, ToolSpec] = {}
+        for specs in self._services.values():
+            for spec in specs:
+                merged[spec.name] = spec
+        return merged
+
+    @property
+    def services(self) -> dict[str, list[ToolSpec]]:
+        return dict(self._services)
+
+    def definitions(self, names: Iterable[str] | None = None) -> list[ToolDefinition]:
+        """The announced tools as the LLM sees them (all, or those in ``names``)."""
+        wanted = set(names) if names is not None else None
+        return [
+            ToolDefinition(name=spec.name, description=spec.description, parameters=spec.parameters)
+            for spec in self.tools.values()
+            if wanted is None or spec.name in wanted
+        ]
+
+    async def wait_for_tools(self, *names: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until the named tools (or, with no names, any tool) are announced."""
+
+        def ready() -> bool:
+            known = self.tools
+            return all(n in known for n in names) if names else bool(known)
+
+        async with asyncio.timeout(timeout):
+            while not ready():
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def _on_announcement(self, announcement: ToolAnnouncement) -> None:
+        # The topic's last level is the service id; the payload repeats it.
+        self._services[announcement.service_id] = list(announcement.tools)
+        for spec in announcement.tools:
+            self._withdrawn_at.pop(spec.name, None)
+        log.info(
+            "tools of %s: %s",
+            announcement.service_id,
+            ", ".join(t.name for t in announcement.tools) or "(none)",
+        )
+        self._changed.set()
+
+    async def _on_withdrawn(self, topic: str) -> None:
+        service_id = topic.rsplit("/", 1)[-1]
+        specs = self._services.pop(service_id, None)
+        if specs is None:
+            return
+        log.info("tool service %s withdrawn", service_id)
+        self._changed.set()
+        now = time.monotonic()
+        for spec in specs:
+            self._withdrawn_at[spec.name] = now
+        await asyncio.sleep(self.withdrawal_grace_s)
+        known = self.tools
+        for name, waiters in list(self._inflight.items()):
+            if name in known:
+                continue
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(
+                        _error_result(
+                            name, "tool_failed", f"the service of tool {name} went away during the call"
+                        )
+                    )
+
+    # --- calling ------------------------------------------------------------------------------
+
+    async def call(self, name: str, arguments: dict[str, Any], *, timeout: float | None = None) -> ToolResult:  # noqa: ASYNC109
+        """Call tool ``name``; the result's ``ok`` tells success, ``error`` says what went wrong."""
+        spec = self.tools.get(name)
+        withdrawn = self._withdrawn_at.get(name)
+        if spec is None and withdrawn is not None:
+            remaining = withdrawn + self.withdrawal_grace_s - time.monotonic()
+            if remaining > 0:
+                with contextlib.suppress(TimeoutError):
+                    await self.wait_for_tools(name, timeout=remaining)
+                spec = self.tools.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self.tools)) or "none"
+            return _error_result(
+                name, "unknown_tool", f"no tool named {name!r} is announced (known: {known})"
+            )
+        wait = timeout or spec.timeout_s or self.default_timeout_s
+        call = ToolCall(tool=name, arguments=arguments, caller=self.caller)
+        gone: asyncio.Future[ToolResult] = asyncio.get_running_loop().create_future()
+        waiters = self._inflight.setdefault(name, set())
+        waiters.add(gone)
+        request = asyncio.ensure_future(
+            # The service enforces the tool's own timeout; allow a little for the trip back.
+            self.messager.request(
+                self.messager.topics.tool_calls(name), call, response_model=ToolResult, timeout=wait + 1.0
+            )
+        )
+        try:
+            racing: set[asyncio.Future[Any]] = {request, gone}
+            await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+            if not request.done():
+                return gone.result()
+            reply = request.result()
+        except RequestTimeoutError:
+            return _error_result(name, "timeout", f"tool {name} did not answer within {wait:g} s", call.id)
+        except MessagingError as exc:
+            return _error_result(name, "tool_failed", f"could not reach tool {name}: {exc}", call.id)
+        finally:
+            waiters.discard(gone)
+            if not waiters:
+                self._inflight.pop(name, None)
+            if not request.done():
+                request.cancel()  # the messager's request removes its pending entry when cancelled
+        if isinstance(reply, ErrorReply):
+            return ToolResult(call_id=call.id, tool=name, ok=False, error=reply.error)
+        return reply
+
+
+def _error_result(tool: str, code: Any, message: str, call_id: str = "") -> ToolResult:
+    return ToolResult(call_id=call_id, tool=tool, ok=False, error=ErrorInfo(code=code, message=message))

@@ -1,0 +1,163 @@
+"""A tool service: serves a set of tools over MQTT.
+
+It announces its tools (retained, on ``{ns}/tools/services/{service_id}``), answers each
+``tool_call`` with a ``tool_result`` (ok, or an error coded ``unknown_tool``, ``invalid_arguments``,
+``tool_failed`` or ``timeout``), runs calls concurrently (bounded) with a timeout, and withdraws
+the announcement when it stops. The service id is the service name, and tool ids derive from
+service and tool name, so a restart replaces the announcement rather than adding another.
+
+Replicas (several processes with the same service name) share the calls: each subscribes with
+the shared group ``{service_id}`` (MQTT 5 shared subscriptions). They also share the announcement
+topic: when one replica's last will clears it, the live ones announce again.
+
+The messager should carry :func:`tool_service_will` as its last will, so that a service that dies
+is withdrawn by the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from argentic.errors import ToolArgumentsError
+from argentic.messaging import Messager, Will
+from argentic.protocol import ErrorInfo, ToolAnnouncement, ToolCall, ToolResult, Topics, topic_level
+from argentic.tools.base import BaseTool
+
+log = logging.getLogger(__name__)
+
+
+def tool_service_will(topics: Topics, service_name: str) -> Will:
+    """The last will that withdraws ``service_name``'s announcement if its process dies."""
+    return Will(topic=topics.tool_service(service_name), message=None, retain=True)
+
+
+class ToolService:
+    """Serves ``tools`` over ``messager`` (which must be connected before :meth:`start`)."""
+
+    def __init__(
+        self,
+        messager: Messager,
+        tools: Sequence[BaseTool],
+        service_name: str = "tools",
+        *,
+        call_timeout_s: float = 30.0,
+        max_concurrent_calls: int = 32,
+    ) -> None:
+        self.messager = messager
+        self.service_id = topic_level(service_name, "tool service name")
+        self.call_timeout_s = call_timeout_s
+        self.tools: dict[str, BaseTool] = {}
+        for item in tools:
+            if item.tool_name in self.tools:
+                raise ValueError(f"two tools are named {item.tool_name!r} in service {service_name!r}")
+            self.tools[item.tool_name] = item
+        self._slots = asyncio.Semaphore(max_concurrent_calls)
+        self._subscriptions: list[Any] = []
+        self._started = False
+        self.calls_served = 0
+
+    @property
+    def topic(self) -> str:
+        return self.messager.topics.tool_service(self.service_id)
+
+    def announcement(self) -> ToolAnnouncement:
+        return ToolAnnouncement(
+            service_id=self.service_id, tools=[t.spec(self.service_id) for t in self.tools.values()]
+        )
+
+    async def start(self) -> None:
+        """Subscribe to each tool's call topic, then announce."""
+        if self._started:
+            return
+        topics = self.messager.topics
+        for name in self.tools:
+            sub = await self.messager.subscribe(
+                topics.tool_calls(name), self._on_call, model=ToolCall, shared_group=self.service_id
+            )
+            self._subscriptions.append(sub)
+        # A replica's will (or a clean stop) clears the shared announcement: announce again.
+        sub = await self.messager.subscribe(self.topic, self._on_announcement, on_empty=self._on_withdrawn)
+        self._subscriptions.append(sub)
+        self._started = True
+        await self.announce()
+        log.info("tool service %s serving %s", self.service_id, ", ".join(self.tools))
+
+    async def announce(self) -> None:
+        await self.messager.publish(self.topic, self.announcement(), retain=True)
+
+    async def stop(self) -> None:
+        """Withdraw the announcement and stop taking calls."""
+        if not self._started:
+            return
+        self._started = False
+        for sub in self._subscriptions:
+            try:
+                await self.messager.unsubscribe(sub)
+            except Exception:  # the broker may be gone already; stopping must not fail
+                log.debug("unsubscribe failed while stopping", exc_info=True)
+        self._subscriptions.clear()
+        try:
+            await self.messager.publish(self.topic, None, retain=True)
+        except Exception:
+            log.warning("could not withdraw the announcement of %s", self.service_id, exc_info=True)
+
+    async def __aenter__(self) -> ToolService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _on_announcement(self, message: Any) -> None:
+        """Our own announcement echoed back (or a replica's): nothing to do."""
+
+    async def _on_withdrawn(self, topic: str) -> None:
+        if self._started:
+            log.info(
+                "announcement of %s was withdrawn (a replica stopped); announcing again", self.service_id
+            )
+            await self.announce()
+
+    async def _on_call(self, call: ToolCall) -> None:
+        result = await self.execute(call)
+        if call.reply_to:
+            await self.messager.reply(call, result)
+        else:
+            log.warning("tool call %s for %s has no reply_to; result dropped", call.id, call.tool)
+
+    async def execute(self, call: ToolCall) -> ToolResult:
+        """Run one call and make its result (never raises)."""
+        item = self.tools.get(call.tool)
+        if item is None:
+            return self._error(call, "unknown_tool", f"service {self.service_id} has no tool {call.tool!r}")
+        timeout = item.call_timeout_s or self.call_timeout_s
+        if call.expires_at is not None:
+            timeout = min(timeout, max(call.expires_at - time.time(), 0.001))
+        started = time.monotonic()
+        try:
+            async with self._slots:
+                result = await asyncio.wait_for(item.invoke(call.arguments), timeout)
+        except ToolArgumentsError as exc:
+            return self._error(call, "invalid_arguments", str(exc), details=item.parameters())
+        except TimeoutError:
+            log.warning("tool %s timed out after %.1f s", call.tool, timeout)
+            return self._error(call, "timeout", f"tool {call.tool} did not finish within {timeout:g} s")
+        except Exception as exc:
+            log.warning("tool %s raised %s: %s", call.tool, type(exc).__name__, exc)
+            return self._error(call, "tool_failed", f"{type(exc).__name__}: {exc}")
+        self.calls_served += 1
+        log.debug("tool %s answered in %.1f ms", call.tool, (time.monotonic() - started) * 1000)
+        return ToolResult(call_id=call.id, tool=call.tool, ok=True, result=result, service_id=self.service_id)
+
+    def _error(self, call: ToolCall, code: Any, message: str, details: Any = None) -> ToolResult:
+        return ToolResult(
+            call_id=call.id,
+            tool=call.tool,
+            ok=False,
+            error=ErrorInfo(code=code, message=message, details=details),
+            service_id=self.service_id,
+        )
