@@ -161,8 +161,13 @@ class ToolLoop:
             await self.events.progress("llm_call", detail=f"step {step + 1}, tool_choice={choice}")
             tools = self.tools if choice != "none" else []
             try:
+                # With tools, no output spec: the answer is shaped afterwards (see _structured).
                 response = await self.call_llm(
-                    [*prompt, *added], tools, choice if tools else "auto", output, self.events
+                    [*prompt, *added],
+                    tools,
+                    choice if tools else "auto",
+                    None if tools else output,
+                    self.events,
                 )
             except LLMOutputError as exc:
                 self._unusable_reply(added, str(exc))

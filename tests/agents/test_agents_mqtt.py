@@ -1,0 +1,148 @@
+"""The agent's MQTT face on a real mosquitto: questions, answers, errors, events, presence, raw clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from agents_support import MakeMessager, all_tools
+
+from argentic.agents import Agent
+from argentic.llm import ScriptedLLM, tool_call
+from argentic.messaging import Messager
+from argentic.protocol import Answer, ErrorReply, Message, Presence, Progress, Question, Token
+from argentic.testing.mosquitto import MosquittoBroker
+from argentic.tools import ToolManager, ToolService
+
+
+@pytest.fixture
+async def served(mqtt: MakeMessager) -> AsyncIterator[tuple[Agent, ScriptedLLM, Messager]]:
+    """An agent serving role 'calc' with tools; returns it, its script, and a client messager."""
+    service = ToolService(await mqtt(), all_tools(), "svc", call_timeout_s=5)
+    await service.start()
+    bus = await mqtt()
+    tools = ToolManager(bus)
+    await tools.async_init()
+    await tools.wait_for_tools("add")
+    llm = ScriptedLLM()
+    agent = Agent(llm=llm, messager=bus, tool_manager=tools, role="calc")
+    await agent.async_init()
+    yield agent, llm, await mqtt()
+    await agent.stop()
+    await service.stop()
+
+
+async def test_question_over_mqtt_gets_answer_and_events(served: tuple[Agent, ScriptedLLM, Messager]) -> None:
+    _, llm, client = served
+    llm.add(tool_call("add", {"a": 20, "b": 22}), "42")
+    question = Question(text="20 + 22?", stream=True)
+    events: list[Message] = []
+
+    async def on_event(event: Message) -> None:
+        events.append(event)
+
+    await client.subscribe(client.topics.agent_events("calc", question.id), on_event)
+    answer = await client.request(
+        client.topics.agent_questions("calc"), question, response_model=Answer, timeout=30
+    )
+    assert isinstance(answer, Answer)
+    assert answer.question_id == question.id and answer.text == "42" and answer.agent == "calc"
+    assert [(c.name, c.result) for c in answer.tool_calls] == [("add", 42)]
+    for _ in range(50):  # events are published before the answer but may be delivered after it
+        if any(isinstance(e, Progress) and e.stage == "answered" for e in events):
+            break
+        await asyncio.sleep(0.05)
+    stages = [e.stage for e in events if isinstance(e, Progress)]
+    assert stages[0] == "started" and stages[-1] == "answered"
+    assert "tool_call" in stages and "tool_result" in stages
+    tool_event = next(e for e in events if isinstance(e, Progress) and e.stage == "tool_call")
+    assert tool_event.tool == "add" and tool_event.arguments == {"a": 20, "b": 22}
+    assert "".join(e.text for e in events if isinstance(e, Token)) == "42"
+
+    # The same conversation continues when the client names it.
+    llm.add("still 42")
+    again = await client.request(
+        client.topics.agent_questions("calc"),
+        Question(text="and again?", conversation_id=answer.conversation_id),
+        response_model=Answer,
+        timeout=30,
+    )
+    assert isinstance(again, Answer) and again.conversation_id == answer.conversation_id
+    assert "20 + 22?" in [m.text for m in llm.last_request.messages]
+
+
+async def test_presence_is_retained(served: tuple[Agent, ScriptedLLM, Messager]) -> None:
+    _, _, client = served
+    seen: asyncio.Queue[Presence] = asyncio.Queue()
+
+    async def on_presence(presence: Presence) -> None:
+        await seen.put(presence)
+
+    await client.subscribe(client.topics.agent_status("calc"), on_presence, model=Presence)
+    presence = await asyncio.wait_for(seen.get(), 10)
+    assert presence.online and presence.role == "calc"
+
+
+async def test_errors_reach_the_asker_and_the_agent_keeps_serving(
+    served: tuple[Agent, ScriptedLLM, Messager], mosquitto: MosquittoBroker
+) -> None:
+    agent, llm, client = served
+    topic = client.topics.agent_questions("calc")
+    # The model fails: an ErrorReply with a code.
+    llm.add(*[tool_call("add", {"a": i, "b": 0}) for i in range(agent.policy.max_steps)])
+    failed = await client.request(topic, Question(text="loop"), timeout=30)
+    assert isinstance(failed, ErrorReply) and failed.error.code == "step_limit"
+
+    # Not JSON: nobody to answer; JSON but not a valid question: an ErrorReply to its reply_to.
+    raw = [
+        "this is not json",
+        json.dumps({"type": "question", "text": "", "reply_to": client.inbox, "correlation_id": "bad-1"}),
+    ]
+    for payload in raw:
+        pub = await asyncio.create_subprocess_exec(
+            "mosquitto_pub", "-h", mosquitto.host, "-p", str(mosquitto.port),
+            "-t", topic, "-m", payload, "-q", "1",
+        )  # fmt: skip
+        assert await asyncio.wait_for(pub.wait(), 30) == 0
+    # A valid question after them is answered: the agent is still serving.
+    llm.add("fine")
+    ok = await client.request(topic, Question(text="still there?"), response_model=Answer, timeout=30)
+    assert isinstance(ok, Answer) and ok.text == "fine"
+
+
+async def test_invalid_question_gets_malformed_request(
+    served: tuple[Agent, ScriptedLLM, Messager],
+) -> None:
+    _, _, client = served
+    bad = Message(type="question", correlation_id="c-bad")  # no text
+    reply = await client.request(client.topics.agent_questions("calc"), bad, timeout=30)
+    assert isinstance(reply, ErrorReply) and reply.error.code == "malformed_request"
+    assert "text" in reply.error.message
+
+
+async def test_raw_mosquitto_clients(
+    served: tuple[Agent, ScriptedLLM, Messager], mosquitto: MosquittoBroker
+) -> None:
+    """The documented form: mosquitto_sub on a reply topic, mosquitto_pub of a JSON question."""
+    _, llm, client = served
+    llm.add(tool_call("add", {"a": 1, "b": 2}), "3")
+    ns = client.topics.namespace
+    reply_topic = f"{ns}/clients/me/inbox"
+    sub = await asyncio.create_subprocess_exec(
+        "mosquitto_sub", "-h", mosquitto.host, "-p", str(mosquitto.port),
+        "-t", reply_topic, "-C", "1", "-W", "60", stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await asyncio.sleep(0.5)  # let mosquitto_sub subscribe
+    question = {"type": "question", "text": "1 + 2?", "reply_to": reply_topic}
+    pub = await asyncio.create_subprocess_exec(
+        "mosquitto_pub", "-h", mosquitto.host, "-p", str(mosquitto.port),
+        "-t", f"{ns}/agents/calc/questions", "-q", "1", "-m", json.dumps(question),
+    )  # fmt: skip
+    assert await asyncio.wait_for(pub.wait(), 30) == 0
+    out, _ = await asyncio.wait_for(sub.communicate(), 90)
+    answer: dict[str, Any] = json.loads(out)
+    assert answer["type"] == "answer" and answer["text"] == "3"
+    assert answer["tool_calls"][0]["name"] == "add" and answer["tool_calls"][0]["result"] == 3
