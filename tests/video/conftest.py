@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import av
 import pytest
 
+from argentic.messaging import Messager
+from argentic.testing.mosquitto import MosquittoBroker
 from argentic.video import render_pattern
 
 VideoWriter = Callable[..., Path]
@@ -44,3 +46,23 @@ def pattern_video(tmp_path: Path) -> VideoWriter:
         return write_pattern_video(tmp_path / f"pattern{next(counter)}.mp4", **kwargs)  # type: ignore[arg-type]
 
     return write
+
+
+@pytest.fixture
+async def messagers(
+    mosquitto: MosquittoBroker, namespace: str
+) -> AsyncIterator[Callable[[], Awaitable[Messager]]]:
+    """Connected messagers on the shared broker, each a separate MQTT client, closed at the end."""
+    made: list[Messager] = []
+
+    async def make() -> Messager:
+        messager = Messager(
+            "127.0.0.1", mosquitto.port, namespace=namespace, persistent=False, request_timeout_s=20
+        )
+        await messager.connect(timeout=10)
+        made.append(messager)
+        return messager
+
+    yield make
+    for messager in reversed(made):
+        await messager.disconnect()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiortc import RTCPeerConnection, VideoStreamTrack
@@ -12,28 +12,11 @@ from aiortc import RTCPeerConnection, VideoStreamTrack
 from argentic.errors import VideoError
 from argentic.messaging import Messager
 from argentic.protocol import ErrorReply, Message, WebRTCAnswer, WebRTCOffer
-from argentic.testing.mosquitto import MosquittoBroker
 from argentic.video import TestPatternSource, WebRTCDriver, WebRTCSender, read_frame_code
 from argentic.video.ice import host_addresses
 
 LOOPBACK = ["127.0.0.1"]
 MessagerFactory = Callable[[], Awaitable[Messager]]
-
-
-@pytest.fixture
-async def messagers(mosquitto: MosquittoBroker, namespace: str) -> AsyncIterator[MessagerFactory]:
-    """Connected messagers on the shared broker, each a separate MQTT client, closed at the end."""
-    made: list[Messager] = []
-
-    async def make() -> Messager:
-        messager = Messager("127.0.0.1", mosquitto.port, namespace=namespace, request_timeout_s=20)
-        await messager.connect(timeout=10)
-        made.append(messager)
-        return messager
-
-    yield make
-    for messager in made:
-        await messager.disconnect()
 
 
 async def eventually(check: Callable[[], bool], limit_s: float = 30.0) -> None:
