@@ -1,0 +1,202 @@
+"""One OpenAI-compatible server: its client, its bound on concurrent requests, retries and error mapping.
+
+Every request goes through :meth:`Endpoint.run`: at most ``max_concurrency`` at once, a timeout on
+each attempt, retries with exponential backoff and jitter on connection errors, 408, 429 and 5xx,
+and the SDK's exceptions turned into argentic's (with what to do about them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import openai
+
+from argentic.errors import LLMError, LLMRequestError, LLMTimeoutError, LLMUnavailableError
+from argentic.llm.local_server import server_root
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+START_HINT = (
+    "Start a server with `argentic serve` (it builds a small CPU model when none is configured), or "
+    "`vllm serve MODEL --enable-auto-tool-choice --tool-call-parser hermes`, or point "
+    "llm.vllm_base_url (ARGENTIC_LLM__VLLM_BASE_URL) at a running one."
+)
+
+
+def normalize_base_url(url: str, *, vllm: bool) -> str:
+    """``url`` without a trailing slash; for vLLM, ending in ``/v1`` (added when missing)."""
+    url = url.strip().rstrip("/")
+    if vllm and not url.endswith("/v1"):
+        url += "/v1"
+    return url
+
+
+class Endpoint:
+    """A client for one server, shared by a provider and its per-agent override copies."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        max_retries: int = 3,
+        max_concurrency: int = 64,
+        retry_delay_s: float = 0.5,
+        retry_max_delay_s: float = 8.0,
+        vllm: bool = True,
+    ) -> None:
+        self.base_url = normalize_base_url(base_url, vllm=vllm)
+        self.root = server_root(self.base_url)
+        self.vllm = vllm
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.retry_delay_s = retry_delay_s
+        self.retry_max_delay_s = retry_max_delay_s
+        self.max_concurrency = max_concurrency
+        self.api_key = api_key
+        # Retries are ours (to map errors and bound them); the SDK must not retry as well.
+        self.client = openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=api_key or "EMPTY", max_retries=0, timeout=timeout_s
+        )
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+
+    @property
+    def semaphore(self) -> asyncio.Semaphore:
+        return self._semaphore
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """The delay before retry ``attempt`` (0-based): doubling, capped, with jitter."""
+        ceiling = min(self.retry_max_delay_s, self.retry_delay_s * 2**attempt)
+        delay = random.uniform(ceiling / 2, ceiling)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.retry_max_delay_s * 4))
+        return delay
+
+    async def run(self, call: Callable[[], Awaitable[T]], *, what: str, tools_sent: bool = False) -> T:
+        """``call()`` under the concurrency bound, with a timeout, retries and mapped errors."""
+        attempt = 0
+        while True:
+            try:
+                async with self._semaphore:
+                    async with asyncio.timeout(self.timeout_s):
+                        return await call()
+            except TimeoutError as exc:
+                raise LLMTimeoutError(
+                    f"{what}: no answer from {self.base_url} within {self.timeout_s:.0f}s "
+                    "(raise llm.timeout_s, lower max_tokens, or check the server's load)"
+                ) from exc
+            except openai.APIError as exc:
+                error = self.map_error(exc, what=what, tools_sent=tools_sent)
+                if not self.retryable(exc) or attempt >= self.max_retries:
+                    raise error from exc
+                delay = self.backoff(attempt, _retry_after(exc))
+                log.warning("%s: %s; retry %d/%d in %.2fs", what, error, attempt + 1, self.max_retries, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    @staticmethod
+    def retryable(exc: openai.APIError) -> bool:
+        if isinstance(exc, openai.APIConnectionError):  # includes the SDK's own timeouts
+            return True
+        return isinstance(exc, openai.APIStatusError) and exc.status_code in RETRY_STATUS
+
+    def map_error(self, exc: BaseException, *, what: str, tools_sent: bool = False) -> LLMError:
+        """argentic's exception for an SDK exception, with the fix where there is one."""
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMTimeoutError(f"{what}: {self.base_url} timed out ({exc})")
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc
+            return LLMUnavailableError(
+                f"{what}: cannot reach the model server at {self.base_url} ({cause}). {START_HINT}"
+            )
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            detail = _server_message(exc)
+            if status == 400 and tools_sent and _mentions_tool_setup(detail):
+                return LLMRequestError(
+                    f"{what}: the server at {self.base_url} refuses requests with tools: it was started "
+                    "without `--enable-auto-tool-choice --tool-call-parser <parser>` (hermes for Gemma, "
+                    "Qwen and Hermes models). Restart it with those flags; `argentic serve` adds them "
+                    f"(llm.server.tool_call_parser). Server said: {detail}",
+                    status_code=status,
+                )
+            if status == 400 and "image" in detail.lower() and "at most" in detail.lower():
+                return LLMRequestError(
+                    f"{what}: too many images for one prompt ({detail}). Send fewer, or start the server "
+                    "with a higher limit: llm.server.limit_mm_per_prompt: {image: N}",
+                    status_code=status,
+                )
+            if status == 404 and "model" in detail.lower():
+                return LLMRequestError(
+                    f"{what}: {detail} Check llm.vllm_model_name "
+                    f"(None discovers it from {self.base_url}/models).",
+                    status_code=status,
+                )
+            if status == 404:
+                return LLMRequestError(
+                    f"{what}: {self.base_url} answered 404 Not Found: is this the server's OpenAI base URL? "
+                    "For vLLM it is http://HOST:PORT/v1.",
+                    status_code=status,
+                )
+            if status in (401, 403):
+                return LLMRequestError(
+                    f"{what}: {self.base_url} refused the API key ({status}): set llm.vllm_api_key "
+                    "(vLLM's --api-key) or llm.api_key",
+                    status_code=status,
+                )
+            return LLMRequestError(f"{what}: {self.base_url} answered {status}: {detail}", status_code=status)
+        return LLMError(f"{what}: {exc}")
+
+    async def get_text(self, path: str, *, what: str) -> str:
+        """GET ``{root}{path}`` (``/health``, ``/metrics``, ``/version``) as text, through :meth:`run`."""
+        url = self.root + path
+
+        async def fetch() -> str:
+            return await self.client.get(url, cast_to=str)
+
+        return await self.run(fetch, what=what)
+
+    async def model_ids(self) -> list[str]:
+        async def fetch() -> list[str]:
+            page = await self.client.models.list()
+            return [model.id for model in page.data]
+
+        return await self.run(fetch, what=f"listing the models at {self.base_url}/models")
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _server_message(exc: openai.APIStatusError) -> str:
+    body: Any = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        if isinstance(body.get("message"), str):
+            return str(body["message"])
+    return exc.message
+
+
+def _mentions_tool_setup(detail: str) -> bool:
+    text = detail.lower()
+    return "enable-auto-tool-choice" in text or "tool-call-parser" in text or "tool_call_parser" in text
+
+
+def _retry_after(exc: openai.APIError) -> float | None:
+    if not isinstance(exc, openai.APIStatusError):
+        return None
+    value = exc.response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

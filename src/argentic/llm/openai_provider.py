@@ -1,0 +1,342 @@
+"""The provider for vLLM's OpenAI-compatible server (``vllm``) and any OpenAI-compatible one (``openai``).
+
+vLLM specifics: the model name is discovered from ``/v1/models`` when not configured; structured
+output goes as ``response_format`` json_schema (vLLM's structured outputs; the removed
+``guided_json`` is never sent), and never together with ``tools``; tool schemas are strict; tool
+calls the model wrote as text are recovered; LoRA adapters are chosen by model name
+(``with_overrides(model="adapter")``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from argentic.config import LLMConfig
+from argentic.errors import LLMError, LLMRequestError, LLMTimeoutError
+from argentic.llm.base import LLMProvider
+from argentic.llm.endpoint import Endpoint, normalize_base_url
+from argentic.llm.types import (
+    ChatMessage,
+    ChatResponse,
+    OutputSpec,
+    SamplingSettings,
+    StreamEnd,
+    StreamEvent,
+    ToolCallDelta,
+    ToolChoice,
+    ToolDefinition,
+)
+from argentic.llm.wire import (
+    StreamAssembler,
+    count_images,
+    message_to_wire,
+    response_format_for,
+    response_from_completion,
+    tool_choice_to_wire,
+    tool_to_wire,
+)
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What :meth:`OpenAICompatibleProvider.check` found."""
+
+    base_url: str
+    healthy: bool
+    models: list[str]
+
+
+class OpenAICompatibleProvider(LLMProvider):
+    """Chat through an OpenAI-compatible HTTP endpoint with the ``openai`` package's async client."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str | None = None,
+        api_key: str | None = None,
+        vllm: bool = True,
+        defaults: SamplingSettings | None = None,
+        timeout_s: float = 120.0,
+        max_retries: int = 3,
+        max_concurrency: int = 64,
+        retry_delay_s: float = 0.5,
+        retry_max_delay_s: float = 8.0,
+        max_images_per_prompt: int | None = None,
+        endpoint: Endpoint | None = None,
+    ) -> None:
+        self.vllm = vllm
+        self.endpoint = endpoint or Endpoint(
+            base_url,
+            api_key=api_key,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            max_concurrency=max_concurrency,
+            retry_delay_s=retry_delay_s,
+            retry_max_delay_s=retry_max_delay_s,
+            vllm=vllm,
+        )
+        self._owns_endpoint = endpoint is None
+        self._model = model
+        self.model_name = model or ""  # the discovered name once known
+        self.defaults = defaults or SamplingSettings()
+        self.max_images_per_prompt = max_images_per_prompt
+        self._discovery = asyncio.Lock()
+
+    @classmethod
+    def from_config(cls, llm: LLMConfig) -> OpenAICompatibleProvider:
+        vllm = llm.provider != "openai"
+        if vllm:
+            base_url, model, key = llm.vllm_base_url, llm.vllm_model_name, llm.vllm_api_key
+        else:
+            base_url = llm.base_url or llm.vllm_base_url
+            model, key = llm.model_name or llm.vllm_model_name, llm.api_key or llm.vllm_api_key
+        images = llm.max_images_per_prompt
+        if images is None and llm.server.limit_mm_per_prompt:
+            images = llm.server.limit_mm_per_prompt.get("image")
+        return cls(
+            base_url=base_url,
+            model=model,
+            api_key=key.get_secret_value() if key else None,
+            vllm=vllm,
+            defaults=SamplingSettings(
+                temperature=llm.temperature, max_tokens=llm.max_tokens, top_p=llm.top_p, seed=llm.seed
+            ),
+            timeout_s=llm.timeout_s,
+            max_retries=llm.max_retries,
+            max_concurrency=llm.max_concurrency,
+            retry_delay_s=llm.retry_delay_s,
+            retry_max_delay_s=llm.retry_max_delay_s,
+            max_images_per_prompt=images,
+        )
+
+    # -- model and server ---------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return self.endpoint.base_url
+
+    async def resolve_model(self) -> str:
+        """The model to ask: configured, else the first one the server lists (discovered once)."""
+        if self._model:
+            return self._model
+        async with self._discovery:
+            if not self._model:
+                ids = await self.endpoint.model_ids()
+                if not ids:
+                    raise LLMError(f"{self.base_url}/models lists no model: is the server still loading?")
+                self._model = self.model_name = ids[0]
+        return self._model
+
+    async def health(self) -> bool:
+        """Whether ``/health`` answers 200 (no retries, short timeout)."""
+        try:
+            await self.endpoint.client.get(
+                self.endpoint.root + "/health", cast_to=str, options={"timeout": 5.0}
+            )
+        except openai.APIError:
+            return False
+        return True
+
+    async def check(self) -> ServerStatus:
+        """``/health`` and ``/v1/models``; raises :class:`LLMUnavailableError` naming the URL when down."""
+        healthy = await self.health() if self.vllm else True
+        models = await self.endpoint.model_ids()
+        return ServerStatus(self.base_url, healthy, models)
+
+    async def metrics(self) -> dict[str, float]:
+        """vLLM's Prometheus ``/metrics`` as ``{"name{labels}": value}``."""
+        text = await self.endpoint.get_text("/metrics", what="reading /metrics")
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name, _, value = line.rpartition(" ")
+            try:
+                samples[name] = float(value)
+            except ValueError:
+                continue
+        return samples
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _request(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolDefinition],
+        tool_choice: ToolChoice,
+        output: OutputSpec | None,
+        settings: SamplingSettings | None,
+    ) -> tuple[dict[str, Any], bool]:
+        """The request body, and whether the server will enforce ``output``."""
+        if self.max_images_per_prompt is not None and count_images(messages) > self.max_images_per_prompt:
+            raise LLMRequestError(
+                f"{count_images(messages)} images in one prompt, but the server takes at most "
+                f"{self.max_images_per_prompt} (llm.server.limit_mm_per_prompt)"
+            )
+        merged = self.defaults.merged(settings)
+        body: dict[str, Any] = {"model": model, "messages": [message_to_wire(m) for m in messages]}
+        for key in ("temperature", "max_tokens", "top_p", "seed", "stop"):
+            value = getattr(merged, key)
+            if value is not None:
+                body[key] = value
+        if tools:
+            body["tools"] = [tool_to_wire(t, vllm=self.vllm) for t in tools]
+            body["tool_choice"] = tool_choice_to_wire(tool_choice, tools)
+        # A constraining response_format beside tools makes vLLM constrain everything: no tool calls.
+        constrained = output is not None and not tools
+        if constrained:
+            assert output is not None
+            body["response_format"] = response_format_for(output)
+        if merged.extra_body:
+            body["extra_body"] = dict(merged.extra_body)
+        return body, constrained
+
+    async def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        tool_choice: ToolChoice = "auto",
+        output: OutputSpec | None = None,
+        settings: SamplingSettings | None = None,
+    ) -> ChatResponse:
+        model = await self.resolve_model()
+        body, constrained = self._request(model, messages, tools, tool_choice, output, settings)
+        create = self.endpoint.client.chat.completions.create
+
+        async def call() -> Any:
+            return await create(**body)
+
+        completion = await self.endpoint.run(call, what=f"chat with {model}", tools_sent=bool(tools))
+        return response_from_completion(
+            completion, tools=tools, tool_choice=tool_choice, output=output, constrained=constrained
+        )
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        tool_choice: ToolChoice = "auto",
+        output: OutputSpec | None = None,
+        settings: SamplingSettings | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Token by token; tool-call pieces carry their call's id; the end has the whole reply.
+
+        Connection errors before the first chunk are retried like :meth:`chat`; each chunk must come
+        within the timeout.
+        """
+        model = await self.resolve_model()
+        body, constrained = self._request(model, messages, tools, tool_choice, output, settings)
+        body.update(stream=True, stream_options={"include_usage": True})
+        endpoint = self.endpoint
+        what = f"streaming chat with {model}"
+        create = endpoint.client.chat.completions.create
+        async with endpoint.semaphore:
+            stream = await self._open_stream(create, body, what, bool(tools))
+            assembler = StreamAssembler()
+            iterator = stream.__aiter__()
+            try:
+                while True:
+                    try:
+                        async with asyncio.timeout(endpoint.timeout_s):
+                            chunk = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError as exc:
+                        raise LLMTimeoutError(
+                            f"{what}: no chunk from {self.base_url} for {endpoint.timeout_s:.0f}s"
+                        ) from exc
+                    except openai.APIError as exc:
+                        raise endpoint.map_error(exc, what=what, tools_sent=bool(tools)) from exc
+                    for event in assembler.feed(chunk):
+                        yield event
+            finally:
+                await stream.close()
+        response = assembler.response(
+            tools=tools, tool_choice=tool_choice, output=output, constrained=constrained
+        )
+        if response.tool_calls and not assembler.calls:  # recovered from text: announce them too
+            for index, call in enumerate(response.tool_calls):
+                yield ToolCallDelta(
+                    index=index, id=call.id, name=call.name, arguments_delta=call.arguments_json
+                )
+        yield StreamEnd(response)
+
+    async def _open_stream(self, create: Any, body: dict[str, Any], what: str, tools_sent: bool) -> Any:
+        """The stream, opened with retries (the semaphore is already held by the caller)."""
+        endpoint = self.endpoint
+        attempt = 0
+        while True:
+            try:
+                async with asyncio.timeout(endpoint.timeout_s):
+                    return await create(**body)
+            except TimeoutError as exc:
+                raise LLMTimeoutError(f"{what}: {self.base_url} did not start answering in time") from exc
+            except openai.APIError as exc:
+                error = endpoint.map_error(exc, what=what, tools_sent=tools_sent)
+                if not endpoint.retryable(exc) or attempt >= endpoint.max_retries:
+                    raise error from exc
+                await asyncio.sleep(endpoint.backoff(attempt))
+                attempt += 1
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def with_overrides(
+        self,
+        *,
+        model: str | None = None,
+        temperature: float | None = None,
+        base_url: str | None = None,
+        max_tokens: int | None = None,
+        **settings: Any,
+    ) -> OpenAICompatibleProvider:
+        """A provider for another model (or LoRA adapter), sampling default or server.
+
+        On the same server it shares this provider's connections and concurrency bound.
+        Extra keywords: ``top_p``, ``seed``, ``stop``, ``extra_body``, ``api_key``, ``timeout_s``.
+        """
+        api_key = settings.pop("api_key", None)
+        timeout_s = settings.pop("timeout_s", None)
+        update = {"temperature": temperature, "max_tokens": max_tokens, **settings}
+        defaults = self.defaults.merged(
+            SamplingSettings(**{k: v for k, v in update.items() if v is not None})
+        )
+        same_server = base_url is None or normalize_base_url(base_url, vllm=self.vllm) == self.base_url
+        endpoint = self.endpoint
+        if not same_server or api_key is not None or timeout_s is not None:
+            old = self.endpoint
+            endpoint = Endpoint(
+                base_url or old.base_url,
+                api_key=api_key or old.api_key,
+                timeout_s=timeout_s or old.timeout_s,
+                max_retries=old.max_retries,
+                max_concurrency=old.max_concurrency,
+                retry_delay_s=old.retry_delay_s,
+                retry_max_delay_s=old.retry_max_delay_s,
+                vllm=self.vllm,
+            )
+        copy = OpenAICompatibleProvider(
+            base_url=endpoint.base_url,
+            model=model or (self._model if same_server else None),
+            vllm=self.vllm,
+            defaults=defaults,
+            max_images_per_prompt=self.max_images_per_prompt,
+            endpoint=endpoint,
+        )
+        copy._owns_endpoint = endpoint is not self.endpoint
+        return copy
+
+    async def close(self) -> None:
+        if self._owns_endpoint:
+            await self.endpoint.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, model={self._model!r})"

@@ -1,0 +1,294 @@
+"""argentic's LLM types to and from the OpenAI chat-completions wire format (as vLLM speaks it)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from argentic.errors import LLMError, LLMOutputError
+from argentic.llm.markup import extract_tool_calls, new_call_id
+from argentic.llm.output import output_name, output_schema, parse_output
+from argentic.llm.types import (
+    ChatMessage,
+    ChatResponse,
+    ImagePart,
+    LLMToolCall,
+    OutputSpec,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    ToolChoice,
+    ToolDefinition,
+)
+from argentic.protocol import Usage
+
+log = logging.getLogger(__name__)
+
+
+def message_to_wire(message: ChatMessage) -> dict[str, Any]:
+    wire: dict[str, Any] = {"role": message.role}
+    content = message.content
+    if isinstance(content, list):
+        wire["content"] = [
+            {"type": "image_url", "image_url": {"url": part.url}}
+            if isinstance(part, ImagePart)
+            else {"type": "text", "text": part.text}
+            for part in content
+        ]
+    else:
+        wire["content"] = content if content is not None or message.role != "tool" else ""
+    if message.tool_calls:
+        wire["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}}
+            for c in message.tool_calls
+        ]
+    if message.role == "tool":
+        wire["tool_call_id"] = message.tool_call_id or ""
+    return wire
+
+
+def count_images(messages: Sequence[ChatMessage]) -> int:
+    return max((len(m.images) for m in messages if m.role == "user"), default=0)
+
+
+def closed_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``schema`` whose objects forbid unknown keys (what strict tool schemas want)."""
+    result = copy.deepcopy(schema)
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                node.setdefault("additionalProperties", False)
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for item in node:
+                visit(item)
+
+    visit(result)
+    return result
+
+
+def _all_required(schema: dict[str, Any]) -> bool:
+    properties = schema.get("properties", {})
+    return isinstance(properties, dict) and set(properties) <= set(schema.get("required", []))
+
+
+def tool_to_wire(tool: ToolDefinition, *, vllm: bool) -> dict[str, Any]:
+    parameters = closed_schema(tool.parameters) if tool.strict else tool.parameters
+    # OpenAI's strict mode also demands every property be required; vLLM's does not.
+    strict = tool.strict and (vllm or _all_required(parameters))
+    function: dict[str, Any] = {"name": tool.name, "parameters": parameters}
+    if tool.description:
+        function["description"] = tool.description
+    if strict:
+        function["strict"] = True
+    return {"type": "function", "function": function}
+
+
+def tool_choice_to_wire(choice: ToolChoice, tools: Sequence[ToolDefinition]) -> str | dict[str, Any]:
+    if choice in ("auto", "required", "none"):
+        return choice
+    if choice not in {t.name for t in tools}:
+        raise LLMError(
+            f"tool_choice names {choice!r}, which is not among the tools given: {[t.name for t in tools]}"
+        )
+    return {"type": "function", "function": {"name": choice}}
+
+
+def response_format_for(output: OutputSpec) -> dict[str, Any]:
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": output_name(output), "schema": output_schema(output), "strict": True},
+    }
+
+
+def _arguments(raw: str | None, name: str) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        log.warning("tool call %s: arguments are not JSON: %.200r", name, raw)
+        return {}
+    if not isinstance(value, dict):
+        log.warning("tool call %s: arguments are not a JSON object: %.200r", name, raw)
+        return {}
+    return value
+
+
+def tool_call(call_id: str | None, name: str, raw_arguments: str | None) -> LLMToolCall:
+    return LLMToolCall(
+        id=call_id or new_call_id(),
+        name=name,
+        arguments=_arguments(raw_arguments, name),
+        raw_arguments=raw_arguments or "{}",
+    )
+
+
+def usage_from(wire: Any) -> Usage:
+    if wire is None:
+        return Usage()
+    prompt = int(getattr(wire, "prompt_tokens", 0) or 0)
+    completion = int(getattr(wire, "completion_tokens", 0) or 0)
+    total = int(getattr(wire, "total_tokens", 0) or 0) or prompt + completion
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+
+
+def finish_response(
+    *,
+    content: str | None,
+    calls: list[LLMToolCall],
+    finish_reason: str | None,
+    usage: Usage,
+    model: str,
+    tools: Sequence[ToolDefinition],
+    tool_choice: ToolChoice,
+    output: OutputSpec | None,
+    constrained: bool,
+) -> ChatResponse:
+    """The reply, after the fallbacks: tool calls written as text, and the structured answer parsed.
+
+    ``constrained`` says the server enforced ``output`` (a parse failure is then an error; without
+    it, as alongside tools, the answer is parsed only when it fits).
+    """
+    if not calls and tools and tool_choice != "none":
+        calls, content = extract_tool_calls(content, [t.name for t in tools])
+        if calls and finish_reason == "stop":
+            finish_reason = "tool_calls"
+    content = content or None  # servers send "" beside tool calls
+    parsed: Any = None
+    if output is not None and not calls:
+        if constrained:
+            try:
+                parsed = parse_output(content, output)
+            except LLMOutputError as exc:
+                if finish_reason == "length":
+                    raise LLMOutputError(
+                        f"the structured answer was cut off at max_tokens ({usage.completion_tokens} "
+                        "tokens): raise max_tokens or bound the schema's strings (maxLength) and numbers"
+                    ) from exc
+                raise
+        elif content:
+            try:
+                parsed = parse_output(content, output)
+            except LLMOutputError:
+                parsed = None
+    return ChatResponse(
+        content=content,
+        tool_calls=calls,
+        finish_reason=finish_reason,
+        usage=usage,
+        model=model,
+        parsed=parsed,
+    )
+
+
+def response_from_completion(
+    completion: Any,
+    *,
+    tools: Sequence[ToolDefinition],
+    tool_choice: ToolChoice,
+    output: OutputSpec | None,
+    constrained: bool,
+) -> ChatResponse:
+    if not completion.choices:
+        raise LLMOutputError(f"the server returned no choices (model {completion.model})")
+    choice = completion.choices[0]
+    message = choice.message
+    calls = [
+        tool_call(c.id, c.function.name, c.function.arguments)
+        for c in (message.tool_calls or [])
+        if getattr(c, "function", None) is not None
+    ]
+    return finish_response(
+        content=message.content,
+        calls=calls,
+        finish_reason=choice.finish_reason,
+        usage=usage_from(completion.usage),
+        model=completion.model or "",
+        tools=tools,
+        tool_choice=tool_choice,
+        output=output,
+        constrained=constrained,
+    )
+
+
+class StreamAssembler:
+    """Turns streamed chunks into events and, at the end, the whole reply.
+
+    Tool calls arrive in pieces keyed by ``index``: the id and name with the first piece, then
+    fragments of the arguments. A server that leaves out the id gets one made up, once per call.
+    """
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.usage = Usage()
+        self.model = ""
+
+    def feed(self, chunk: Any) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        if chunk.model:
+            self.model = chunk.model
+        if getattr(chunk, "usage", None) is not None:
+            self.usage = usage_from(chunk.usage)
+        for choice in chunk.choices or ():
+            if choice.index != 0:
+                continue
+            delta = choice.delta
+            if delta is not None and delta.content:
+                self.text.append(delta.content)
+                events.append(TextDelta(delta.content))
+            for piece in (delta.tool_calls if delta is not None else None) or ():
+                index = piece.index if piece.index is not None else len(self.calls)
+                function = piece.function
+                name = function.name if function is not None else None
+                arguments = (function.arguments if function is not None else None) or ""
+                call = self.calls.get(index)
+                if call is None:
+                    call = self.calls[index] = {
+                        "id": piece.id or new_call_id(),
+                        "name": name or "",
+                        "arguments": [],
+                    }
+                    events.append(
+                        ToolCallDelta(index=index, id=call["id"], name=name, arguments_delta=arguments)
+                    )
+                else:
+                    if name and not call["name"]:
+                        call["name"] = name
+                    events.append(ToolCallDelta(index=index, name=name, arguments_delta=arguments))
+                call["arguments"].append(arguments)
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+        return events
+
+    def response(
+        self,
+        *,
+        tools: Sequence[ToolDefinition],
+        tool_choice: ToolChoice,
+        output: OutputSpec | None,
+        constrained: bool,
+    ) -> ChatResponse:
+        calls = [
+            tool_call(c["id"], c["name"], "".join(c["arguments"]))
+            for _, c in sorted(self.calls.items())
+            if c["name"]
+        ]
+        return finish_response(
+            content="".join(self.text) or None,
+            calls=calls,
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            model=self.model,
+            tools=tools,
+            tool_choice=tool_choice,
+            output=output,
+            constrained=constrained,
+        )
