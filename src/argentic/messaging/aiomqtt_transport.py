@@ -40,6 +40,12 @@ def _code(exc: aiomqtt.MqttCodeError) -> int | None:
     return int(rc.value) if hasattr(rc, "value") else int(rc)
 
 
+def _close_socket(client: aiomqtt.Client) -> None:
+    """Close the socket of a connection attempt that failed or timed out, so it does not linger."""
+    with contextlib.suppress(Exception):
+        client._client._sock_close()
+
+
 class AiomqttTransport(Transport):
     def __init__(self) -> None:
         self._client: aiomqtt.Client | None = None
@@ -65,7 +71,8 @@ class AiomqttTransport(Transport):
             password=options.password,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             clean_session=None if v5 else options.clean_start,
-            clean_start=options.clean_start,
+            # paho refuses a clean_start flag on 3.1.1; FIRST_ONLY is its neutral default there.
+            clean_start=options.clean_start if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             keepalive=options.keepalive,
             timeout=options.timeout,
@@ -100,7 +107,11 @@ class AiomqttTransport(Transport):
         client = self._build(options)
         where = f"{options.host}:{options.port}"
         try:
-            await asyncio.wait_for(client.__aenter__(), options.timeout)
+            try:
+                await asyncio.wait_for(client.__aenter__(), options.timeout)
+            except BaseException:
+                _close_socket(client)
+                raise
         except MqttConnectError as exc:
             code = _code(exc)
             if code in _AUTH_CODES:
@@ -114,7 +125,7 @@ class AiomqttTransport(Transport):
                     f"the MQTT broker at {where} refused MQTT {options.protocol}"
                 ) from exc
             raise BrokerUnavailableError(f"the MQTT broker at {where} refused the connection: {exc}") from exc
-        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+        except (aiomqtt.MqttError, OSError, TimeoutError, ValueError) as exc:
             raise BrokerUnavailableError(
                 f"no MQTT broker answered at {where} ({exc or type(exc).__name__}); start one "
                 "(`argentic broker`, mosquitto) or fix messaging.broker_address / messaging.port"

@@ -44,6 +44,8 @@ from argentic.messaging.transport import (
     ProtocolVersion,
     Transport,
     WillMessage,
+    known_protocol,
+    remember_protocol,
 )
 from argentic.protocol import ErrorReply, Message, Topics, matches, new_id, parse_message, shared, topic_level
 
@@ -56,6 +58,7 @@ EmptyHandler = Callable[[str], Awaitable[None]]
 UNCLAIMED_MAX = 1000  # messages that arrived before a matching subscribe() (a resumed session's backlog)
 UNCLAIMED_MAX_AGE_S = 60.0
 FLUSH_BATCH = 100
+V5_PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -273,22 +276,36 @@ class Messager:
 
     async def _open(self, timeout: float) -> None:  # noqa: ASYNC109
         """Open the transport, negotiating the protocol version on the first connection."""
+        probe_timeout = timeout
         if self._negotiated is not None:
             candidates: list[ProtocolVersion] = [self._negotiated]
-        elif self.protocol == "auto":
-            candidates = ["5", "3.1.1"]
-        else:
+        elif self.protocol != "auto":
             candidates = [self.protocol]
+        else:
+            known = known_protocol(self.broker_address, self.port)
+            candidates = ["3.1.1", "5"] if known == "3.1.1" else ["5", "3.1.1"]
+            if known is None:
+                # A 3.1.1-only broker stalls on an MQTT 5 CONNECT instead of refusing it.
+                probe_timeout = min(timeout, V5_PROBE_TIMEOUT_S)
         error: MessagingError | None = None
-        for protocol in candidates:
+        for index, protocol in enumerate(candidates):
+            attempt_timeout = probe_timeout if index == 0 and protocol == "5" else timeout
             try:
-                await self._transport.connect(self._options(protocol, timeout))
+                await self._transport.connect(self._options(protocol, attempt_timeout))
             except AuthenticationError:
                 raise
             except (ProtocolRefusedError, BrokerUnavailableError) as exc:
-                # A 3.1.1-only broker (amqtt) refuses or drops an MQTT 5 CONNECT: try the next version.
                 error = exc
                 continue
+            if self._negotiated is None and self.protocol == "auto":
+                remember_protocol(self.broker_address, self.port, protocol)
+                if protocol == "3.1.1":
+                    logger.info(
+                        "the broker at %s:%s speaks MQTT 3.1.1 only: "
+                        "no shared subscriptions or MQTT 5 properties",
+                        self.broker_address,
+                        self.port,
+                    )
             self._negotiated = protocol
             self._ever_connected = True
             return

@@ -105,3 +105,20 @@ class Transport(ABC):
     @abstractmethod
     def messages(self) -> AsyncIterator[Inbound]:
         """Incoming messages of the current connection; raises ConnectionLostError when it drops."""
+
+
+# MQTT versions found to work per broker address in this process. A 3.1.1-only broker (amqtt)
+# does not refuse an MQTT 5 CONNECT, it stalls on it; remembering saves later clients the wait.
+_known_protocols: dict[tuple[str, int], ProtocolVersion] = {}
+
+
+def remember_protocol(host: str, port: int, protocol: ProtocolVersion | None) -> None:
+    """Record (or, with None, forget) the MQTT version the broker at host:port speaks."""
+    if protocol is None:
+        _known_protocols.pop((host, port), None)
+    else:
+        _known_protocols[(host, port)] = protocol
+
+
+def known_protocol(host: str, port: int) -> ProtocolVersion | None:
+    return _known_protocols.get((host, port))
