@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.loop import EventSink, NullEvents, ToolLoop
-from argentic.config import ArgenticConfig, VideoConfig
+from argentic.config import AgentConfig, ArgenticConfig, VideoConfig
 from argentic.errors import VideoError
 from argentic.llm import ChatMessage, ChatResponse, ImagePart, LLMProvider, OutputSpec, TextPart
 from argentic.llm.types import ToolChoice, ToolDefinition
 from argentic.protocol import Observation, Question
 from argentic.video.encode import EncodedFrame, encode_frames
+from argentic.video.factory import source_from_config
 from argentic.video.sampling import LatestFrame, SamplingPolicy, SceneChangeDetector, make_policy
 from argentic.video.source import FrameSource
 
@@ -167,18 +168,25 @@ class VisualAgent(Agent):
         return self.llm.max_images_per_prompt or 1
 
     @classmethod
-    def from_settings(
+    def from_config(
         cls,
-        config: ArgenticConfig,
+        config: AgentConfig | ArgenticConfig,
         *,
         llm: LLMProvider,
-        driver: FrameSource,
         messager: Messager | None = None,
         tool_manager: ToolManager | None = None,
+        driver: FrameSource | None = None,
+        video: VideoConfig | None = None,
         **overrides: Any,
     ) -> VisualAgent:
-        """A visual agent from the ``agent`` and ``video`` sections of the config."""
-        agent, video = config.agent, config.video
+        """A visual agent from the ``agent`` and ``video`` config sections (a whole config gives
+        both). Without ``driver``, the source is the one ``video.source`` names."""
+        if isinstance(config, ArgenticConfig):
+            agent, video = config.agent, video or config.video
+        else:
+            agent, video = config, video or VideoConfig()
+        if driver is None:
+            driver = source_from_config(video, messager)
         options: dict[str, Any] = {
             "role": agent.role,
             "max_steps": agent.max_steps,
@@ -191,7 +199,7 @@ class VisualAgent(Agent):
             "max_history_messages": agent.max_history_messages,
             **video_options(video, llm),
         }
-        if agent.system_prompt != type(agent)().system_prompt:
+        if agent.system_prompt != AgentConfig().system_prompt:
             options["system_prompt"] = agent.system_prompt  # a configured prompt; else the visual default
         options.update(overrides)
         return cls(llm, messager, tool_manager, driver, **options)

@@ -1,6 +1,7 @@
 """Video for agents: frame sources, WebRTC with MQTT signaling, frame sampling and JPEG encoding."""
 
 from argentic.video.encode import EncodedFrame, encode_frame, encode_frames, encode_jpeg, fit_within
+from argentic.video.factory import source_from_config
 from argentic.video.file_source import FileSource
 from argentic.video.frames import AudioBuffer, AudioChunk, Frame, FrameBuffer, RingBuffer
 from argentic.video.sampling import (
@@ -41,4 +42,5 @@ __all__ = [
     "make_policy",
     "read_frame_code",
     "render_pattern",
+    "source_from_config",
 ]

@@ -1,0 +1,114 @@
+"""``argentic watch``: a visual agent over a video source, answering questions and watching.
+
+It serves questions from MQTT like ``argentic agent`` (each answered with the current frames) and,
+with ``--question``, asks that question every ``--interval`` seconds and/or on each scene change,
+publishing observations on ``{ns}/agents/{role}/observations``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from argentic.agents.runtime import wait_for_shutdown
+from argentic.agents.visual_agent import VisualAgent
+from argentic.config import ArgenticConfig, load_config
+from argentic.errors import ArgenticError
+from argentic.llm import LLMFactory
+from argentic.messaging import Messager
+from argentic.messaging.embedded_broker import ensure_broker
+from argentic.protocol import Topics
+from argentic.tools import ToolManager
+from argentic.video import source_from_config
+
+HELP = "run a visual agent over a video source (test pattern, file, or WebRTC)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-r", "--role", default=None, help="agent role (default: agent.role)")
+    parser.add_argument(
+        "--source", help="'test_pattern', 'webrtc', or a video file/URL (default: video.source)"
+    )
+    parser.add_argument("-q", "--question", help="a standing question to ask while watching")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        help="seconds between observations (default: video.watch_interval_s)",
+    )
+    parser.add_argument("--on-change", action="store_true", help="also observe whenever the scene changes")
+    parser.add_argument("--only-on-change", action="store_true", help="observe on scene changes only")
+    parser.add_argument(
+        "--start-llm",
+        action="store_true",
+        help="start a local vLLM server (llm.server) when the configured endpoint does not answer",
+    )
+
+
+async def watch(config: ArgenticConfig, args: argparse.Namespace) -> int:
+    broker = await ensure_broker(config.messaging)
+    server = None
+    if args.start_llm:
+        from argentic.llm.local_server import ensure_local_server
+
+        server = await ensure_local_server(
+            config, progress=lambda line: print(line, file=sys.stderr, flush=True)
+        )
+    role = config.agent.role
+    messager = Messager.from_config(
+        config.messaging, will=VisualAgent.will(Topics(config.messaging.namespace), role)
+    )
+    llm = LLMFactory.create(config, messager)
+    source = None
+    try:
+        await messager.connect()
+        source = source_from_config(config.video, messager)
+        await source.start()
+        tools = ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role)
+        await tools.async_init()
+        agent = VisualAgent.from_config(config, llm=llm, messager=messager, tool_manager=tools, driver=source)
+        await agent.async_init()
+        print(f"visual agent {role!r} answering {messager.topics.agent_questions(role)}", file=sys.stderr)
+        if config.video.source == "webrtc":
+            print(
+                f"waiting for a WebRTC offer on {messager.topics.video_offer(config.video.stream)}",
+                file=sys.stderr,
+            )
+        if args.question:
+            interval = None if args.only_on_change else (args.interval or config.video.watch_interval_s)
+            agent.start_watch(
+                args.question,
+                interval_s=interval,
+                on_scene_change=args.on_change or args.only_on_change,
+                scene_threshold=config.video.scene_change_threshold,
+            )
+            print(f"observations on {messager.topics.agent_observations(role)}", file=sys.stderr)
+        print("Ctrl-C stops", file=sys.stderr)
+        await wait_for_shutdown()
+        await agent.stop()
+        await tools.close()
+    finally:
+        if source is not None:
+            await source.stop()
+        await llm.close()
+        await messager.disconnect()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+        if broker is not None:
+            await broker.stop()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides: dict[str, dict[str, object]] = {}
+    if args.role:
+        overrides["agent"] = {"role": args.role}
+    if args.source:
+        overrides["video"] = {"source": args.source}
+    try:
+        config = load_config(args.config, overrides=overrides or None)
+        return asyncio.run(watch(config, args))
+    except ArgenticError as exc:
+        print(f"argentic watch: {exc}", file=sys.stderr)
+        return 1
