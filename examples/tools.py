@@ -58,7 +58,7 @@ class Calculation(BaseModel):
 
 @tool
 def calculate(
-    expression: Annotated[str, Field(min_length=1, max_length=120, description="e.g. '1234 * 5678'")],
+    expression: Annotated[str, Field(min_length=1, max_length=60, description="e.g. '1234 * 5678'")],
 ) -> Calculation:
     """Evaluate an arithmetic expression exactly and return its value."""
     tree = ast.parse(expression, mode="eval")

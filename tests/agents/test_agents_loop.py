@@ -204,3 +204,14 @@ async def test_streamed_tokens_and_progress() -> None:
     result = await Agent(llm=ScriptedLLM(["one two three"])).ask("count", events=sink)
     assert "".join(sink.tokens) == result.text == "one two three" and len(sink.tokens) == 3
     assert sink.stages[0] == "started" and sink.stages[-1] == "answered"
+
+
+async def test_required_tool_call_that_does_not_come_is_retried(tools: ToolManager) -> None:
+    cut_off = ChatResponse(content='<tool_call>{"name": "add", "argu', finish_reason="length")
+    llm = ScriptedLLM([cut_off, tool_call("add", {"a": 1, "b": 1}), "2"])
+    agent = Agent(llm=llm, tool_manager=tools, tool_choice="required", followup_tool_choice="none")
+    result = await agent.ask("1+1?")
+    assert result.text == "2" and [c.name for c in result.tool_calls] == ["add"]
+    assert "required" in llm.requests[1].messages[-1].text
+    assert [r.tool_choice for r in llm.requests[:2]] == ["required", "required"]
+    assert llm.requests[2].tools == []

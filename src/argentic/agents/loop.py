@@ -11,7 +11,8 @@ wanted, that answer validates). It is bounded:
 - replies that cannot be used (empty, or rejected by the provider) are retried with a note
   saying what was wrong, at most ``max_unusable_replies`` times, then :class:`AgentError`.
 
-``tool_choice`` is the first step's policy and ``followup_tool_choice`` the later steps'. A model
+``tool_choice`` is the policy until the model has made a round of tool calls, ``followup_tool_choice``
+the policy after that. A model
 that rarely calls tools on its own (a small base model) acts reliably with ``"required"`` then
 ``"none"``: exactly one round of tool calls, then the answer.
 """
@@ -156,8 +157,9 @@ class ToolLoop:
         """Run the loop on ``prompt`` (system, history, the question) until the model answers."""
         added: list[ChatMessage] = []
         force_answer = not self.tools
+        rounds = 0  # rounds of tool calls so far: the first policy holds until one happened
         for step in range(self.policy.max_steps):
-            choice = self._choice(step, force_answer)
+            choice = self._choice(rounds, force_answer)
             await self.events.progress("llm_call", detail=f"step {step + 1}, tool_choice={choice}")
             tools = self.tools if choice != "none" else []
             try:
@@ -175,7 +177,12 @@ class ToolLoop:
             self.usage = _add_usage(self.usage, response.usage)
             if response.tool_calls and tools:
                 added.append(response.message())
+                rounds += 1
                 force_answer = await self._run_calls(response.tool_calls, added) or force_answer
+                continue
+            if tools and choice != "auto":
+                # A tool call was demanded and none came (e.g. markup cut off at max_tokens).
+                self._unusable_reply(added, f"a tool call was required (finish: {response.finish_reason})")
                 continue
             text = (response.content or "").strip()
             if not text:
@@ -189,10 +196,10 @@ class ToolLoop:
             "raise agent.max_steps or give the model fewer, clearer tools"
         )
 
-    def _choice(self, step: int, force_answer: bool) -> ToolChoice:
+    def _choice(self, rounds: int, force_answer: bool) -> ToolChoice:
         if force_answer:
             return "none"
-        return self.policy.tool_choice if step == 0 else self.policy.followup_tool_choice
+        return self.policy.tool_choice if rounds == 0 else self.policy.followup_tool_choice
 
     def _unusable_reply(self, added: list[ChatMessage], reason: str) -> None:
         self._unusable += 1
