@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from agents_support import MakeMessager, all_tools
+from agents_support import REPO, MakeMessager, all_tools
 
 from argentic.agents import Agent
 from argentic.llm import ScriptedLLM, tool_call
@@ -146,3 +148,26 @@ async def test_raw_mosquitto_clients(
     answer: dict[str, Any] = json.loads(out)
     assert answer["type"] == "answer" and answer["text"] == "3"
     assert answer["tool_calls"][0]["name"] == "add" and answer["tool_calls"][0]["result"] == 3
+
+
+async def test_argentic_ask_cli(
+    served: tuple[Agent, ScriptedLLM, Messager], mosquitto: MosquittoBroker
+) -> None:
+    _, llm, client = served
+    llm.add(tool_call("add", {"a": 2, "b": 2}), "four")
+    env = {
+        **os.environ,
+        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
+        "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
+        "ARGENTIC_MESSAGING__NAMESPACE": client.topics.namespace,
+    }
+    ask = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "argentic.cli.main",
+        "ask", "2 + 2?", "--role", "calc", "--stream", "--timeout", "60",
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(ask.communicate(), 120)
+    assert ask.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert 'tool add({"a": 2, "b": 2}) -> 4' in lines and lines[-1] == "four"
+    assert "tool_call add" in err.decode()  # progress lines go to stderr
