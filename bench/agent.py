@@ -1,0 +1,289 @@
+"""Agent benchmark, on one mosquitto started here.
+
+1. One tool call through the agent's tool path (agent -> tool service -> agent, no LLM) against a
+   raw aiomqtt request/response with the same payloads: ``tool_rtt_p50_ms``, ``raw_rtt_p50_ms``,
+   ``tool_overhead_ratio`` (goal <= 1.5).
+2. 64 concurrent questions through an agent over MQTT against the real vLLM server, with the tool
+   loop (a required tool call, the tool, the answer), against the same LLM calls made directly with
+   the openai client: ``agent_tasks_per_min``, ``direct_tasks_per_min``, ``concurrency_ratio``
+   (goal >= 0.9). The agent's requests are recorded and replayed verbatim on the direct side. A
+   warm-up pass runs first, so both measured passes find the same prompts in vLLM's prefix cache.
+
+    uv run python bench/agent.py [--calls 1000] [--tasks 64] [--vllm-url http://127.0.0.1:8000/v1]
+
+Without ``--vllm-url`` (or ``$ARGENTIC_TEST_VLLM_URL``) the CPU server is started (and stopped).
+The last line printed is JSON with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import aiomqtt
+import openai
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from argentic.agents import Agent
+from argentic.agents.loop import EventSink
+from argentic.llm import (
+    ChatMessage,
+    ChatResponse,
+    LLMFactory,
+    OutputSpec,
+    SamplingSettings,
+    ToolChoice,
+    ToolDefinition,
+)
+from argentic.llm.wire import message_to_wire, tool_choice_to_wire, tool_to_wire
+from argentic.messaging import Messager
+from argentic.protocol import Answer, Question, ToolCall, ToolResult
+from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.vllm_server import cpu_vllm_server
+from argentic.tools import ToolManager, ToolService, tool
+
+NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+MAX_TOKENS = 48
+
+
+@tool
+async def echo(text: str) -> str:
+    """Return the text."""
+    return text
+
+
+@tool
+async def multiply(a: int, b: int) -> int:
+    """Multiply two integers."""
+    return a * b
+
+
+def p50(samples: Sequence[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+# --- 1. tool round trip ------------------------------------------------------------------------
+
+
+async def tool_rtt(broker: MosquittoBroker, calls: int) -> list[float]:
+    """Sequential tool calls through Agent.call_tool (the path the tool loop takes)."""
+    async with (
+        Messager(broker.host, broker.port, namespace="bench", persistent=False) as service_bus,
+        Messager(broker.host, broker.port, namespace="bench", persistent=False) as agent_bus,
+    ):
+        service = ToolService(service_bus, [echo], "bench-tools")
+        await service.start()
+        tools = ToolManager(agent_bus)
+        await tools.async_init()
+        await tools.wait_for_tools("echo")
+        agent = Agent(llm=LLMFactory.create({"provider": "scripted"}), messager=agent_bus, tool_manager=tools)
+        samples = []
+        for i in range(calls + 50):
+            started = time.perf_counter()
+            result = await agent.call_tool("echo", {"text": "ping"})
+            if i >= 50:  # warm-up
+                samples.append(time.perf_counter() - started)
+            assert result.ok, result
+        await service.stop()
+        return samples
+
+
+async def raw_rtt(broker: MosquittoBroker, calls: int) -> list[float]:
+    """The same exchange with bare aiomqtt clients: MQTT 5 response topic + correlation data, QoS 1."""
+    request = ToolCall(tool="echo", arguments={"text": "ping"}, reply_to="bench/raw/resp").to_json()
+    response = ToolResult(call_id="x", tool="echo", ok=True, result="ping").to_json()
+    v5 = aiomqtt.ProtocolVersion.V5
+    async with (
+        aiomqtt.Client(broker.host, broker.port, protocol=v5, socket_options=[NODELAY]) as responder,
+        aiomqtt.Client(broker.host, broker.port, protocol=v5, socket_options=[NODELAY]) as requester,
+    ):
+        await responder.subscribe("bench/raw/req", qos=1)
+        await requester.subscribe("bench/raw/resp", qos=1)
+
+        async def respond() -> None:
+            async for message in responder.messages:
+                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                props.CorrelationData = message.properties.CorrelationData  # type: ignore[union-attr]
+                json.loads(message.payload)
+                await responder.publish("bench/raw/resp", response, qos=1, properties=props)
+
+        task = asyncio.create_task(respond())
+        replies = requester.messages.__aiter__()
+        samples = []
+        for i in range(calls + 50):
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ResponseTopic = "bench/raw/resp"
+            props.CorrelationData = str(i).encode()
+            started = time.perf_counter()
+            await requester.publish("bench/raw/req", request, qos=1, properties=props)
+            reply = await asyncio.wait_for(replies.__anext__(), 10)
+            json.loads(reply.payload)
+            if i >= 50:
+                samples.append(time.perf_counter() - started)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return samples
+
+
+# --- 2. concurrent questions -------------------------------------------------------------------
+
+
+class RecordingAgent(Agent):
+    """Keeps every LLM request it makes, per question, to replay them directly."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recorded: dict[str, list[tuple[list[ChatMessage], list[ToolDefinition], ToolChoice]]] = {}
+
+    async def call_llm(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolDefinition],
+        tool_choice: ToolChoice,
+        output: OutputSpec | None,
+        events: EventSink,
+    ) -> ChatResponse:
+        key = next(m.text for m in messages if m.role == "user")
+        self.recorded.setdefault(key, []).append((list(messages), list(tools), tool_choice))
+        return await super().call_llm(messages, tools, tool_choice, output, events)
+
+
+async def agent_pass(client: Messager, role: str, questions: list[str]) -> float:
+    topic = client.topics.agent_questions(role)
+    started = time.perf_counter()
+    answers = await asyncio.gather(
+        *(client.request(topic, Question(text=q), response_model=Answer, timeout=900) for q in questions)
+    )
+    elapsed = time.perf_counter() - started
+    failed = [a for a in answers if not isinstance(a, Answer)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} questions failed, e.g. {failed[0]}")
+    return elapsed
+
+
+async def direct_pass(
+    base_url: str,
+    model: str,
+    recorded: dict[str, list[tuple[list[ChatMessage], list[ToolDefinition], ToolChoice]]],
+) -> float:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=900)
+
+    async def task(calls: list[tuple[list[ChatMessage], list[ToolDefinition], ToolChoice]]) -> None:
+        for messages, tools, choice in calls:
+            body: dict[str, Any] = {
+                "model": model,
+                "messages": [message_to_wire(m) for m in messages],
+                "max_tokens": MAX_TOKENS,
+                "temperature": 0,
+            }
+            if tools:
+                body["tools"] = [tool_to_wire(t, vllm=True) for t in tools]
+                body["tool_choice"] = tool_choice_to_wire(choice, tools)
+            await client.chat.completions.create(**body)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(task(calls) for calls in recorded.values()))
+    elapsed = time.perf_counter() - started
+    await client.close()
+    return elapsed
+
+
+async def concurrency(broker: MosquittoBroker, base_url: str, model: str, tasks: int) -> dict[str, float]:
+    questions = [f"What is {17 + i} * {23 + 2 * i}?" for i in range(tasks)]
+    llm = LLMFactory.create(
+        {
+            "provider": "vllm",
+            "vllm_base_url": base_url,
+            "vllm_model_name": model,
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0,
+            "max_concurrency": tasks,
+            "timeout_s": 900,
+        }
+    )
+    async with (
+        Messager(broker.host, broker.port, namespace="bench", persistent=False) as service_bus,
+        Messager(broker.host, broker.port, namespace="bench", persistent=False) as agent_bus,
+        Messager(broker.host, broker.port, namespace="bench", persistent=False) as client,
+    ):
+        service = ToolService(service_bus, [multiply], "bench-math")
+        await service.start()
+        tools = ToolManager(agent_bus)
+        await tools.async_init()
+        await tools.wait_for_tools("multiply")
+        agent = RecordingAgent(
+            llm=llm,
+            messager=agent_bus,
+            tool_manager=tools,
+            role="bench",
+            system_prompt="Answer with the multiply tool.",
+            tool_choice="required",
+            followup_tool_choice="none",
+            settings=SamplingSettings(max_tokens=MAX_TOKENS, temperature=0),
+        )
+        await agent.async_init()
+        print(f"warm-up: {tasks} questions through the agent", file=sys.stderr, flush=True)
+        await agent_pass(client, "bench", questions)
+        agent.recorded.clear()
+        print("measuring the agent", file=sys.stderr, flush=True)
+        agent_s = await agent_pass(client, "bench", questions)
+        calls = sum(len(c) for c in agent.recorded.values())
+        print(f"measuring {calls} direct calls", file=sys.stderr, flush=True)
+        direct_s = await direct_pass(base_url, model, agent.recorded)
+        await agent.stop()
+        await service.stop()
+    await llm.close()
+    return {
+        "agent_tasks_per_min": round(tasks / agent_s * 60, 1),
+        "direct_tasks_per_min": round(tasks / direct_s * 60, 1),
+        "concurrency_ratio": round(direct_s / agent_s, 3),
+        "llm_calls_per_task": round(calls / tasks, 2),
+    }
+
+
+@contextlib.contextmanager
+def vllm(url: str | None) -> Iterator[tuple[str, str]]:
+    if url:
+        yield url, os.environ.get("ARGENTIC_TEST_VLLM_MODEL", "gemma3-270m")
+        return
+    with cpu_vllm_server() as server:
+        yield server.base_url, server.model
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    with MosquittoBroker(persistence=False) as broker:
+        tool = await tool_rtt(broker, args.calls)
+        raw = await raw_rtt(broker, args.calls)
+        figures.update(
+            tool_rtt_p50_ms=round(p50(tool), 3),
+            raw_rtt_p50_ms=round(p50(raw), 3),
+            tool_overhead_ratio=round(p50(tool) / p50(raw), 3),
+            tool_rtt_p99_ms=round(statistics.quantiles(tool, n=100)[98] * 1000, 3),
+        )
+        print(json.dumps(figures), file=sys.stderr, flush=True)
+        if not args.skip_llm:
+            with vllm(args.vllm_url) as (base_url, model):
+                figures.update(await concurrency(broker, base_url, model, args.tasks))
+    return figures
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--tasks", type=int, default=64)
+    parser.add_argument("--vllm-url", default=os.environ.get("ARGENTIC_TEST_VLLM_URL"))
+    parser.add_argument("--skip-llm", action="store_true", help="only the tool round trip")
+    result = asyncio.run(main(parser.parse_args()))
+    print(json.dumps(result))
