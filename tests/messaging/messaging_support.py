@@ -24,12 +24,14 @@ class BrokerUnderTest:
         return self.kind == "mosquitto"
 
 
-async def wait_until(predicate: Callable[[], bool], limit_s: float = 15.0, what: str = "condition") -> None:
+async def wait_until(
+    predicate: Callable[[], bool], limit_s: float = 15.0, what: str | Callable[[], str] = "condition"
+) -> None:
     """Poll ``predicate`` until true; fails the test after ``limit_s`` (a guard, not a measurement)."""
     deadline = time.monotonic() + limit_s
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
+            pytest.fail(f"timed out waiting for {what() if callable(what) else what}")
         await asyncio.sleep(0.01)
 
 

@@ -1,0 +1,127 @@
+"""Broker outages and absent clients: reconnection, persistent sessions, the outbox, dedupe."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+from messaging_support import wait_until
+
+from argentic.messaging import Messager
+from argentic.protocol import Answer, Question
+from argentic.testing.mosquitto import MosquittoBroker
+
+Connect = Callable[..., Awaitable[Messager]]
+Messagers = Callable[..., Awaitable[Messager]]
+
+
+async def test_broker_killed_and_restarted_mid_stream(
+    private_mosquitto: MosquittoBroker, messagers: Messagers, namespace: str
+) -> None:
+    broker = private_mosquitto
+    subscriber = await messagers(broker.host, broker.port, namespace=namespace, client_id=f"{namespace}-sub")
+    publisher = await messagers(broker.host, broker.port, namespace=namespace, client_id=f"{namespace}-pub")
+    counts: Counter[str] = Counter()
+
+    async def on_question(question: Question) -> None:
+        counts[question.text] += 1
+
+    topic = subscriber.topics.agent_questions("stream")
+    await subscriber.subscribe(topic, on_question, model=Question)
+    total = 300
+    for index in range(total):
+        if index == 100:
+            # SIGKILL loses what mosquitto has not saved yet (autosave_interval 1 s): let it save the
+            # subscriber's session first, else the broker rightly forgets it.
+            await wait_until(lambda: len(counts) == 100, what="the first 100 messages")
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(broker.stop, kill=True)
+        if index == 200:
+            await asyncio.to_thread(broker.start)
+        await publisher.publish(topic, Question(text=str(index)))
+    await wait_until(
+        lambda: len(counts) == total,
+        limit_s=60,
+        what=lambda: (
+            f"every message after the restart; missing {sorted({str(i) for i in range(total)} - set(counts))}"
+        ),
+    )
+    await asyncio.sleep(0.3)  # let any redelivery show up
+    assert set(counts) == {str(i) for i in range(total)}
+    assert max(counts.values()) == 1, "a message reached the handler twice"
+    assert publisher.is_connected and subscriber.is_connected
+    assert publisher.queued_publishes == 0
+
+
+async def test_subscriptions_and_requests_work_after_a_restart(
+    private_mosquitto: MosquittoBroker, messagers: Messagers, namespace: str
+) -> None:
+    broker = private_mosquitto
+    # Not persistent: nothing survives on the broker, so the subscriptions must be renewed.
+    responder = await messagers(broker.host, broker.port, namespace=namespace, persistent=False)
+    requester = await messagers(broker.host, broker.port, namespace=namespace, persistent=False)
+
+    async def answer(question: Question) -> None:
+        await responder.reply(question, Answer(question_id=question.id, conversation_id="c", text="pong"))
+
+    topic = responder.topics.agent_questions("pinger")
+    await responder.subscribe(topic, answer, model=Question)
+    assert isinstance(await requester.request(topic, Question(text="ping"), timeout=10), Answer)
+    await asyncio.to_thread(broker.restart, kill=True)
+    await wait_until(
+        lambda: requester.is_connected and responder.is_connected, limit_s=30, what="reconnection"
+    )
+    reply = await requester.request(topic, Question(text="ping again"), response_model=Answer, timeout=20)
+    assert isinstance(reply, Answer) and reply.text == "pong"
+
+
+async def test_messages_sent_while_subscriber_is_down_arrive_when_it_returns(
+    connect: Connect, namespace: str
+) -> None:
+    client_id = f"{namespace}-away"
+    first = await connect(client_id=client_id)
+    topic = first.topics.agent_questions("away")
+
+    async def ignore(question: Question) -> None:
+        return None
+
+    await first.subscribe(topic, ignore, model=Question)
+    await first.disconnect()
+    publisher = await connect()
+    for index in range(10):
+        await publisher.publish(topic, Question(text=str(index)))
+    received: list[str] = []
+
+    async def on_question(question: Question) -> None:
+        received.append(question.text)
+
+    returned = await connect(client_id=client_id, connect=False)
+    await returned.connect()
+    await returned.subscribe(topic, on_question, model=Question)
+    await wait_until(lambda: len(received) == 10, what="the messages sent while away")
+    assert sorted(received, key=int) == [str(i) for i in range(10)]
+
+
+async def test_publishes_while_the_broker_is_away_are_queued_and_flushed_in_order(
+    private_mosquitto: MosquittoBroker, messagers: Messagers, namespace: str
+) -> None:
+    broker = private_mosquitto
+    subscriber = await messagers(broker.host, broker.port, namespace=namespace, client_id=f"{namespace}-s")
+    publisher = await messagers(broker.host, broker.port, namespace=namespace)
+    received: list[str] = []
+
+    async def on_question(question: Question) -> None:
+        received.append(question.text)
+
+    topic = publisher.topics.agent_questions("outbox")
+    await subscriber.subscribe(topic, on_question, model=Question, qos=1)
+    await asyncio.to_thread(broker.stop)
+    await wait_until(lambda: not publisher.is_connected, what="the publisher to notice the outage")
+    for index in range(20):
+        await publisher.publish(topic, Question(text=str(index)))
+    assert publisher.queued_publishes == 20
+    await asyncio.to_thread(broker.start)
+    await wait_until(lambda: len(received) == 20, limit_s=30, what="the queued publishes")
+    assert sorted(received, key=int) == [str(i) for i in range(20)]
+    assert publisher.queued_publishes == 0
