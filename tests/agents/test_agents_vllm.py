@@ -103,7 +103,8 @@ async def test_question_over_mqtt_answered_after_a_validated_tool_call(
         calculate.validate_arguments(call.arguments)  # the model's arguments fit the tool's schema
         assert call.ok or (call.error or "").startswith("tool_failed")
         assert answer.usage.total_tokens > 0
-    assert plain.text
+    assert isinstance(plain, Answer) and plain.text
+    assert isinstance(structured, Answer)
     Value.model_validate(structured.data)
 
 
