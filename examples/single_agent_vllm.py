@@ -30,7 +30,7 @@ from argentic.agents import Agent
 from argentic.config import load_config
 from argentic.llm import LLMFactory
 from argentic.llm.local import CPU_MODEL_NAME
-from argentic.llm.local_server import ensure_local_server
+from argentic.llm.local_server import ensure_local_server, health_ok
 from argentic.messaging import Messager
 from argentic.messaging.embedded_broker import ensure_broker
 from argentic.protocol import Answer, ErrorReply, Message, Progress, Question, Topics
@@ -62,9 +62,12 @@ async def main(question_text: str) -> int:
     broker = await ensure_broker(config.messaging)
     if broker is not None:
         say(f"started the embedded MQTT broker on {config.messaging.broker_address}:{config.messaging.port}")
+    if not await asyncio.to_thread(health_ok, config.llm.vllm_base_url):
+        say(
+            f"no vLLM server answers at {config.llm.vllm_base_url}: starting a local one "
+            "(with no llm.server.model, the CPU model, built on first use: allow a few minutes)"
+        )
     server = await ensure_local_server(config, progress=lambda line: say(f"  [vllm] {line}"))
-    if server is not None:
-        say(f"no vLLM server answered at {config.llm.vllm_base_url}; started a local one")
 
     tool_bus = Messager.from_config(config.messaging, will=tool_service_will(topics, SERVICE))
     agent_bus = Messager.from_config(config.messaging, will=Agent.will(topics, config.agent.role))
