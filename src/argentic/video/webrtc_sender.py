@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import fractions
 import logging
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ class SourceTrack(MediaStreamTrack):
         self.frame_timeout_s = frame_timeout_s
         self.frames_sent = 0
         self.last_index: int | None = None
+        #: Indices of the latest frames sent (the source may produce faster than the encoder takes).
+        self.sent_indices: deque[int] = deque(maxlen=1000)
         self._first_timestamp: float | None = None
 
     async def recv(self) -> Any:
@@ -58,6 +61,7 @@ class SourceTrack(MediaStreamTrack):
             raise MediaStreamError from exc
         self.last_index = frame.index
         self.frames_sent += 1
+        self.sent_indices.append(frame.index)
         return self._to_av(frame)
 
     def _to_av(self, frame: Frame) -> Any:
