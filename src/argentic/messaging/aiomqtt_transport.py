@@ -1,4 +1,12 @@
-"""The aiomqtt transport: one aiomqtt client per connection, TCP_NODELAY on its socket."""
+"""The aiomqtt transport: one aiomqtt client per connection, TCP_NODELAY on its socket.
+
+aiomqtt opens the connection (TLS, will, session properties, socket callbacks) and subscribes.
+The two per-message paths go to its paho client directly, because aiomqtt's cost a task and an
+``asyncio.wait`` per message: a publish waits on one future resolved by paho's ``on_publish``, and
+incoming messages go from paho's ``on_message`` straight into a queue. When aiomqtt marks the
+connection lost, every waiting publish fails and the message stream ends, so no wait outlives
+the connection.
+"""
 
 from __future__ import annotations
 
@@ -50,6 +58,8 @@ class AiomqttTransport(Transport):
     def __init__(self) -> None:
         self._client: aiomqtt.Client | None = None
         self._lost: asyncio.Future[None] | None = None
+        self._acks: dict[int, asyncio.Future[None]] = {}
+        self._inbox: asyncio.Queue[Inbound | None] = asyncio.Queue()
         self._v5 = False
         self._session_present = False
 
@@ -84,26 +94,47 @@ class AiomqttTransport(Transport):
             max_inflight_messages=options.max_inflight,
             max_queued_outgoing_messages=0,
         )
-        # aiomqtt warns above 10 pending calls; a window of in-flight QoS 1 publishes is normal here.
-        client.pending_calls_threshold = options.max_inflight * 2
-        self._wrap_on_connect(client)
-        return client
-
-    def _wrap_on_connect(self, client: aiomqtt.Client) -> None:
+        # aiomqtt warns above 10 pending calls; subscribes are the only calls left to it, and a
+        # burst of them at reconnection is normal.
+        client.pending_calls_threshold = options.max_inflight
         paho_client: paho.Client = client._client
-        original: Any = paho_client.on_connect
+        original_on_connect: Any = paho_client.on_connect
 
         def on_connect(
-            c: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+            c: paho.Client, userdata: Any, flags: Any, reason_code: Any, props: Any = None
         ) -> None:
             self._session_present = bool(getattr(flags, "session_present", False))
-            if original is not None:
-                original(c, userdata, flags, reason_code, properties)
+            original_on_connect(c, userdata, flags, reason_code, props)
 
         paho_client.on_connect = on_connect
+        paho_client.on_publish = self._on_publish
+        paho_client.on_message = self._on_message
+        return client
+
+    # paho callbacks, called on the event loop (aiomqtt drives paho's socket from the loop)
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any, props: Any) -> None:
+        future = self._acks.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        response_topic = correlation = None
+        props = getattr(message, "properties", None)
+        if props is not None:
+            response_topic = getattr(props, "ResponseTopic", None)
+            correlation = getattr(props, "CorrelationData", None)
+        payload = message.payload
+        if isinstance(payload, bytearray):
+            payload = bytes(payload)
+        self._inbox.put_nowait(
+            Inbound(message.topic, payload, message.qos, bool(message.retain), response_topic, correlation)
+        )
 
     async def connect(self, options: ConnectOptions) -> Connected:
         await self.disconnect()
+        # A resumed session's queued messages arrive right behind the CONNACK: be ready for them.
+        self._inbox = asyncio.Queue()
         client = self._build(options)
         where = f"{options.host}:{options.port}"
         try:
@@ -117,8 +148,7 @@ class AiomqttTransport(Transport):
             if code in _AUTH_CODES:
                 raise AuthenticationError(
                     f"the MQTT broker at {where} refused the credentials of user {options.username!r} "
-                    f"({exc}); "
-                    "check messaging.username and messaging.password"
+                    f"({exc}); check messaging.username and messaging.password"
                 ) from exc
             if code in _PROTOCOL_CODES:
                 raise ProtocolRefusedError(
@@ -133,14 +163,13 @@ class AiomqttTransport(Transport):
         self._client = client
         self._lost = asyncio.get_running_loop().create_future()
         self._v5 = options.protocol == "5"
+        # aiomqtt resolves this future however the connection ends (socket error, DISCONNECT, ...).
+        client._disconnected.add_done_callback(lambda done: self._mark_lost(_describe(done)))
         return Connected(protocol=options.protocol, session_present=self._session_present)
 
     async def disconnect(self) -> None:
         client, self._client = self._client, None
-        lost = self._lost
-        if lost is not None and not lost.done():
-            lost.set_exception(ConnectionLostError("disconnected"))
-            lost.exception()  # retrieved: nobody else may be waiting
+        self._mark_lost("disconnected")
         if client is not None:
             with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):  # gone either way
                 await asyncio.wait_for(client.__aexit__(None, None, None), 5)
@@ -150,10 +179,18 @@ class AiomqttTransport(Transport):
             raise ConnectionLostError("not connected to the broker")
         return self._client, self._lost
 
-    def _mark_lost(self, exc: BaseException) -> None:
-        if self._lost is not None and not self._lost.done():
-            self._lost.set_exception(ConnectionLostError(f"connection to the broker lost: {exc}"))
-            self._lost.exception()
+    def _mark_lost(self, reason: object) -> None:
+        lost = self._lost
+        if lost is None or lost.done():
+            return
+        error = ConnectionLostError(f"connection to the broker lost: {reason}")
+        lost.set_exception(error)
+        lost.exception()  # retrieved: it is only a flag
+        acks, self._acks = self._acks, {}
+        for future in acks.values():
+            if not future.done():
+                future.set_exception(error)
+        self._inbox.put_nowait(None)  # ends messages()
 
     def _properties(self, message: Outbound) -> Properties | None:
         if not self._v5 or (
@@ -168,6 +205,23 @@ class AiomqttTransport(Transport):
         if message.expires_at is not None:
             properties.MessageExpiryInterval = max(1, math.ceil(message.expires_at - time.time()))
         return properties
+
+    async def publish(self, message: Outbound) -> None:
+        client, _ = self._connected()
+        info = client._client.publish(
+            message.topic, message.payload, message.qos, message.retain, self._properties(message)
+        )
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            self._mark_lost(paho.error_string(info.rc))
+            raise ConnectionLostError(f"publish failed: {paho.error_string(info.rc)}")
+        if message.qos == 0 or info.is_published():
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._acks[info.mid] = future
+        try:
+            await future
+        finally:
+            self._acks.pop(info.mid, None)
 
     async def _race(self, operation: Any, lost: asyncio.Future[None]) -> None:
         """Await ``operation`` unless the connection drops first."""
@@ -187,24 +241,6 @@ class AiomqttTransport(Transport):
         task.cancel()
         raise ConnectionLostError("connection to the broker lost")
 
-    async def publish(self, message: Outbound) -> None:
-        client, lost = self._connected()
-        operation = client.publish(
-            message.topic,
-            message.payload,
-            message.qos,
-            message.retain,
-            self._properties(message),
-            timeout=math.inf,
-        )
-        if message.qos == 0:
-            try:
-                await operation
-            except aiomqtt.MqttError as exc:
-                raise ConnectionLostError(str(exc)) from exc
-            return
-        await self._race(operation, lost)
-
     async def subscribe(self, topic_filter: str, qos: int) -> None:
         client, lost = self._connected()
         await self._race(client.subscribe(topic_filter, qos, timeout=math.inf), lost)
@@ -214,18 +250,18 @@ class AiomqttTransport(Transport):
         await self._race(client.unsubscribe(topic_filter, timeout=math.inf), lost)
 
     async def messages(self) -> AsyncIterator[Inbound]:
-        client, _ = self._connected()
-        try:
-            async for m in client.messages:
-                payload = m.payload
-                if not isinstance(payload, bytes):
-                    payload = b"" if payload is None else str(payload).encode()
-                response_topic = correlation = None
-                props = m.properties
-                if props is not None:
-                    response_topic = getattr(props, "ResponseTopic", None)
-                    correlation = getattr(props, "CorrelationData", None)
-                yield Inbound(m.topic.value, payload, m.qos, m.retain, response_topic, correlation)
-        except aiomqtt.MqttError as exc:
-            self._mark_lost(exc)
-            raise ConnectionLostError(f"connection to the broker lost: {exc}") from exc
+        _, lost = self._connected()
+        inbox = self._inbox
+        while True:
+            inbound = await inbox.get()
+            if inbound is None:
+                break
+            yield inbound
+        raise ConnectionLostError(str(lost.exception()) if lost.done() else "connection to the broker lost")
+
+
+def _describe(done: asyncio.Future[None]) -> str:
+    if done.cancelled():
+        return "cancelled"
+    exc = done.exception()
+    return str(exc) if exc is not None else "disconnected"
