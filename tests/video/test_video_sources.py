@@ -9,8 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from argentic.errors import VideoError
-from argentic.video import FileSource, Frame, FrameBuffer, FrameSource, TestPatternSource, read_frame_code
+from argentic.errors import ConfigError, VideoError
+from argentic.video import (
+    CameraSource,
+    FileSource,
+    Frame,
+    FrameBuffer,
+    FrameSource,
+    TestPatternSource,
+    read_frame_code,
+)
 from argentic.video.test_pattern import CODE_BITS, render_pattern
 
 VideoWriter = Callable[..., Path]  # the pattern_video fixture
@@ -140,3 +148,19 @@ async def test_truncated_file_ends_with_the_frames_it_had(pattern_video: VideoWr
     with pytest.raises(VideoError):
         await source.wait_for_frame(10.0, newer_than=10_000)
     assert source.finished
+
+
+async def test_missing_camera_is_a_clear_error() -> None:
+    with pytest.raises(VideoError, match="video device /dev/video-none does not exist"):
+        await CameraSource("/dev/video-none").start()
+
+
+def test_the_configured_source() -> None:
+    from argentic.config import VideoConfig
+    from argentic.video import source_from_config
+
+    assert isinstance(source_from_config(VideoConfig()), TestPatternSource)
+    assert isinstance(source_from_config(VideoConfig(source="camera:/dev/video3")), CameraSource)
+    assert isinstance(source_from_config(VideoConfig(source="clip.mp4")), FileSource)
+    with pytest.raises(ConfigError, match="needs a messager"):
+        source_from_config(VideoConfig(source="webrtc"))

@@ -2,7 +2,7 @@
 
 from argentic.video.encode import EncodedFrame, encode_frame, encode_frames, encode_jpeg, fit_within
 from argentic.video.factory import source_from_config
-from argentic.video.file_source import FileSource
+from argentic.video.file_source import CameraSource, FileSource
 from argentic.video.frames import AudioBuffer, AudioChunk, Frame, FrameBuffer, RingBuffer
 from argentic.video.sampling import (
     FramesOverWindow,
@@ -21,6 +21,7 @@ __all__ = [
     "AudioBuffer",
     "AudioChunk",
     "BufferedSource",
+    "CameraSource",
     "EncodedFrame",
     "FileSource",
     "Frame",

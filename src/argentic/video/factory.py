@@ -1,4 +1,5 @@
-"""The frame source that ``video.source`` names: ``test_pattern``, ``webrtc``, or a file path/URL."""
+"""The frame source that ``video.source`` names: ``test_pattern``, ``webrtc``, ``camera`` (or
+``camera:/dev/video1``), or a file path/URL."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from argentic.config import VideoConfig
 from argentic.errors import ConfigError
-from argentic.video.file_source import FileSource
+from argentic.video.file_source import CameraSource, FileSource
 from argentic.video.source import FrameSource
 from argentic.video.test_pattern import TestPatternSource
 from argentic.video.webrtc_driver import WebRTCDriver
@@ -21,6 +22,9 @@ def source_from_config(
     """The configured source (not started). A file plays at its own rate and, with ``loop``, repeats."""
     if config.source == "test_pattern":
         return TestPatternSource(640, 480, fps=30, buffer_size=config.buffer_size, scene_every=150)
+    if config.source == "camera" or config.source.startswith("camera:"):
+        device = config.source.partition(":")[2] or "/dev/video0"
+        return CameraSource(device, buffer_size=config.buffer_size)
     if config.source == "webrtc":
         if messager is None:
             raise ConfigError("video.source = 'webrtc' needs a messager for signaling")

@@ -39,9 +39,11 @@ class FileSource(BufferedSource):
         loop: bool = False,
         buffer_size: int = 90,
         options: dict[str, str] | None = None,
+        container_format: str | None = None,
     ) -> None:
         super().__init__(buffer_size)
         self.path = str(path)
+        self.container_format = container_format
         self.realtime = realtime
         self.loop = loop
         self.options = options or {}
@@ -55,10 +57,13 @@ class FileSource(BufferedSource):
 
     def _open(self) -> Any:
         is_url = "://" in self.path
-        if not is_url and not Path(self.path).is_file():
+        if self.container_format is not None:  # a device (camera) or a named demuxer
+            if not is_url and self.path.startswith("/") and not Path(self.path).exists():
+                raise VideoError(f"video device {self.path} does not exist")
+        elif not is_url and not Path(self.path).is_file():
             raise VideoError(f"video file {self.path} does not exist")
         try:
-            container = av.open(self.path, options=self.options, timeout=10.0)
+            container = av.open(self.path, format=self.container_format, options=self.options, timeout=10.0)
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise VideoError(f"cannot open video {self.path}: {exc}") from exc
         if not container.streams.video:
@@ -141,3 +146,26 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> bo
     except RuntimeError:  # the loop is closed: nobody is listening any more
         return False
     return True
+
+
+class CameraSource(FileSource):
+    """A camera through FFmpeg's capture devices: ``/dev/video0`` with ``v4l2`` on Linux,
+    ``"0"`` with ``avfoundation`` on macOS. The device paces the frames."""
+
+    def __init__(
+        self,
+        device: str = "/dev/video0",
+        *,
+        width: int = 640,
+        height: int = 480,
+        fps: int = 30,
+        container_format: str = "v4l2",
+        buffer_size: int = 90,
+    ) -> None:
+        super().__init__(
+            device,
+            realtime=False,
+            buffer_size=buffer_size,
+            options={"video_size": f"{width}x{height}", "framerate": str(fps)},
+            container_format=container_format,
+        )
