@@ -139,7 +139,9 @@ class TurnServerConfig(Section):
 
 
 class VideoConfig(Section):
-    source: str = Field(default="test_pattern", description="'test_pattern', 'webrtc', or a file path")
+    source: str = Field(
+        default="test_pattern", description="'test_pattern', 'webrtc', 'camera[:/dev/videoN]', or a file path/URL"
+    )
     buffer_size: int = Field(default=90, gt=0)
     max_image_side: int = Field(default=768, gt=0)
     jpeg_quality: int = Field(default=80, ge=1, le=100)
