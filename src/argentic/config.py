@@ -140,7 +140,7 @@ class TurnServerConfig(Section):
 
 class VideoConfig(Section):
     source: str = Field(
-        default="test_pattern", description="'test_pattern', 'webrtc', 'camera[:/dev/videoN]', or a file path/URL"
+        default="test_pattern", description="'test_pattern', 'webrtc', 'camera[:/dev/videoN]', a file or URL"
     )
     buffer_size: int = Field(default=90, gt=0)
     max_image_side: int = Field(default=768, gt=0)
@@ -149,7 +149,7 @@ class VideoConfig(Section):
     stun_servers: list[str] = Field(default=[], description="e.g. 'stun:stun.example.org:3478'")
     turn_servers: list[TurnServerConfig] = []
     host_addresses: list[str] | None = Field(
-        default=None, description="offer only these local addresses as ICE candidates, e.g. ['127.0.0.1']"
+        default=None, description="offer only these local addresses as ICE candidates: ['127.0.0.1']"
     )
     stream: str = Field(default="default", description="WebRTC stream: offers go to {ns}/video/{stream}/offer")
     sampling: Literal["latest", "window", "scene_change"] = "latest"
