@@ -151,7 +151,7 @@ class VideoConfig(Section):
     host_addresses: list[str] | None = Field(
         default=None, description="offer only these local addresses as ICE candidates: ['127.0.0.1']"
     )
-    stream: str = Field(default="default", description="WebRTC stream: offers go to {ns}/video/{stream}/offer")
+    stream: str = Field(default="default", description="WebRTC stream; offers: {ns}/video/{stream}/offer")
     sampling: Literal["latest", "window", "scene_change"] = "latest"
     frames_per_prompt: int = Field(default=1, ge=1, description="frames the window/scene policies pick")
     window_s: float = Field(default=2.0, gt=0, description="how far back the window/scene policies look")
