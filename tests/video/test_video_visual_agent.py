@@ -267,3 +267,17 @@ async def test_a_failing_model_does_not_stop_the_watch(pattern: TestPatternSourc
     agent = VisualAgent(llm=llm, driver=pattern)
     await agent.watch("Status?", interval_s=0.01, max_observations=2)
     assert len(llm.requests) == 2 and agent.observations == 1
+
+
+def test_from_config_takes_the_video_section_and_the_provider_limit() -> None:
+    from argentic.config import ArgenticConfig, VideoConfig
+
+    config = ArgenticConfig(
+        video=VideoConfig(max_images_per_prompt=3, sampling="window", frames_per_prompt=3, max_image_side=512)
+    )
+    agent = VisualAgent.from_config(config, llm=recording_llm(max_images_per_prompt=2), role="cam")
+    assert agent.role == "cam"
+    assert agent.image_limit == 2, "the smaller of the configured and the provider's limit"
+    assert agent.sampling == FramesOverWindow(frames=3, window_s=2.0)
+    assert agent.max_image_side == 512
+    assert isinstance(agent.source, TestPatternSource), "video.source names the source"
