@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import math
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -197,14 +198,7 @@ class AiomqttTransport(Transport):
             message.response_topic is None and message.correlation_data is None and message.expires_at is None
         ):
             return None
-        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        if message.response_topic is not None:
-            properties.ResponseTopic = message.response_topic
-        if message.correlation_data is not None:
-            properties.CorrelationData = message.correlation_data
-        if message.expires_at is not None:
-            properties.MessageExpiryInterval = max(1, math.ceil(message.expires_at - time.time()))
-        return properties
+        return _PublishProperties(message.response_topic, message.correlation_data, message.expires_at)
 
     async def publish(self, message: Outbound) -> None:
         client, _ = self._connected()
@@ -258,6 +252,45 @@ class AiomqttTransport(Transport):
                 break
             yield inbound
         raise ConnectionLostError(str(lost.exception()) if lost.done() else "connection to the broker lost")
+
+
+class _PublishProperties(Properties):
+    """Response Topic, Correlation Data and Message Expiry Interval, packed once.
+
+    paho's Properties validates every assignment and scans all property names when packing,
+    which costs more than the rest of a publish; paho only calls ``pack()`` on these.
+    """
+
+    def __init__(
+        self, response_topic: str | None, correlation: bytes | None, expires_at: float | None
+    ) -> None:
+        buffer = b""
+        if response_topic is not None:
+            topic = response_topic.encode()
+            buffer += b"\x08" + struct.pack("!H", len(topic)) + topic
+        if correlation is not None:
+            buffer += b"\x09" + struct.pack("!H", len(correlation)) + correlation
+        if expires_at is not None:
+            buffer += b"\x02" + struct.pack("!L", max(1, math.ceil(expires_at - time.time())))
+        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
+        object.__setattr__(self, "_packed", _varint(len(buffer)) + buffer)
+
+    def pack(self) -> bytes:
+        packed: bytes = object.__getattribute__(self, "_packed")
+        return packed
+
+    def __str__(self) -> str:
+        return "[publish properties]"
+
+
+def _varint(value: int) -> bytes:
+    """MQTT's Variable Byte Integer."""
+    out = bytearray()
+    while True:
+        byte, value = value % 128, value // 128
+        out.append(byte | 0x80 if value else byte)
+        if not value:
+            return bytes(out)
 
 
 def _describe(done: asyncio.Future[None]) -> str:
