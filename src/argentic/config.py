@@ -57,6 +57,8 @@ class MessagingConfig(Section):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
     outbox_size: int = Field(default=10_000, gt=0, description="publishes held while the broker is away")
+    persistent: bool = Field(default=True, description="broker keeps session and QoS 1 messages while away")
+    max_concurrent_handlers: int = Field(default=64, gt=0, description="deliveries handled at once")
     embedded_broker: Literal["auto", "always", "never"] = "auto"
     tls: TLSConfig = TLSConfig()
     reconnect: ReconnectConfig = ReconnectConfig()

@@ -201,6 +201,8 @@ class Messager:
             "request_timeout_s": config.request_timeout_s,
             "connect_timeout_s": config.connect_timeout_s,
             "outbox_size": config.outbox_size,
+            "persistent": config.persistent,
+            "max_concurrent_handlers": config.max_concurrent_handlers,
             "reconnect_initial_delay_s": config.reconnect.initial_delay_s,
             "reconnect_max_delay_s": config.reconnect.max_delay_s,
         }
