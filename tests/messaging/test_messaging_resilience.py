@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from messaging_support import wait_until
 
 from argentic.messaging import Messager
+from argentic.messaging.aiomqtt_transport import AiomqttTransport
+from argentic.messaging.transport import ConnectOptions
 from argentic.protocol import Answer, Question
 from argentic.testing.mosquitto import MosquittoBroker
 
@@ -125,3 +127,38 @@ async def test_publishes_while_the_broker_is_away_are_queued_and_flushed_in_orde
     await wait_until(lambda: len(received) == 20, limit_s=30, what="the queued publishes")
     assert sorted(received, key=int) == [str(i) for i in range(20)]
     assert publisher.queued_publishes == 0
+
+
+async def _session_present(broker: MosquittoBroker, client_id: str) -> bool:
+    transport = AiomqttTransport()
+    options = ConnectOptions(
+        host=broker.host,
+        port=broker.port,
+        client_id=client_id,
+        protocol="5",
+        clean_start=False,
+        session_expiry_s=0,
+        keepalive=30,
+        timeout=10,
+    )
+    connected = await transport.connect(options)
+    await transport.disconnect()
+    return connected.session_present
+
+
+async def test_stable_ids_keep_their_session_and_generated_ids_end_it(
+    mosquitto: MosquittoBroker, messagers: Messagers, namespace: str
+) -> None:
+    stable = await messagers(
+        mosquitto.host, mosquitto.port, namespace=namespace, client_id=f"{namespace}-keep"
+    )
+    generated = await messagers(mosquitto.host, mosquitto.port, namespace=namespace)
+
+    async def ignore(question: Question) -> None:
+        return None
+
+    for messager in (stable, generated):
+        await messager.subscribe(messager.topics.agent_questions("sessions"), ignore, model=Question)
+        await messager.disconnect()
+    assert await _session_present(mosquitto, stable.client_id)
+    assert not await _session_present(mosquitto, generated.client_id)

@@ -168,12 +168,22 @@ class AiomqttTransport(Transport):
         client._disconnected.add_done_callback(lambda done: self._mark_lost(_describe(done)))
         return Connected(protocol=options.protocol, session_present=self._session_present)
 
-    async def disconnect(self) -> None:
+    async def disconnect(self, *, end_session: bool = False) -> None:
         client, self._client = self._client, None
+        was_connected = self._lost is not None and not self._lost.done()
         self._mark_lost("disconnected")
-        if client is not None:
-            with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):  # gone either way
-                await asyncio.wait_for(client.__aexit__(None, None, None), 5)
+        if client is None:
+            return
+        if end_session and self._v5 and was_connected:
+            # Session Expiry 0 in DISCONNECT: the broker forgets this session now instead of
+            # holding its subscriptions and queueing messages for a client that never returns.
+            properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = 0
+            if client._client.disconnect(properties=properties) == paho.MQTT_ERR_SUCCESS:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(client._disconnected), 5)
+        with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):  # gone either way
+            await asyncio.wait_for(client.__aexit__(None, None, None), 5)
 
     def _connected(self) -> tuple[aiomqtt.Client, asyncio.Future[None]]:
         if self._client is None or self._lost is None or self._lost.done():

@@ -173,9 +173,11 @@ class MemoryTransport(Transport):
         self._session, present = self.broker._open(options)
         return Connected(protocol=options.protocol, session_present=present)
 
-    async def disconnect(self) -> None:
+    async def disconnect(self, *, end_session: bool = False) -> None:
         session, self._session = self._session, None
         if session is not None:
+            if end_session:
+                session.persistent = False
             self.broker.close(session)
 
     async def publish(self, message: Outbound) -> None:

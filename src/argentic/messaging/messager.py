@@ -72,6 +72,7 @@ UNCLAIMED_MAX = 1000  # messages that arrived before a matching subscribe() (a r
 UNCLAIMED_MAX_AGE_S = 60.0
 FLUSH_BATCH = 100
 V5_PROBE_TIMEOUT_S = 3.0
+EPHEMERAL_SESSION_EXPIRY_S = 300
 
 
 @dataclass
@@ -278,7 +279,7 @@ class Messager:
             client_id=self.client_id,
             protocol=protocol,
             clean_start=not resume,
-            session_expiry_s=self.session_expiry_s if self.persistent else 0,
+            session_expiry_s=self._session_expiry(),
             keepalive=self.keepalive,
             timeout=timeout,
             username=self.username,
@@ -288,6 +289,16 @@ class Messager:
             will=will,
             max_inflight=self.max_inflight,
         )
+
+    def _session_expiry(self) -> int:
+        if not self.persistent:
+            return 0
+        if self._generated_id:
+            # Nobody resumes a generated id after this process ends, so its session only needs to
+            # outlive a broker restart or a network blip; a longer one would keep queueing (and, in
+            # a shared group, keep drawing) messages for a dead process.
+            return min(self.session_expiry_s, EPHEMERAL_SESSION_EXPIRY_S)
+        return self.session_expiry_s
 
     async def _open(self, timeout: float) -> None:  # noqa: ASYNC109
         """Open the transport, negotiating the protocol version on the first connection."""
@@ -355,7 +366,8 @@ class Messager:
         for task in list(self._handler_tasks):
             if task is not current:
                 task.cancel()
-        await self._transport.disconnect()
+        # A generated id is never used again: its session would only hoard messages.
+        await self._transport.disconnect(end_session=self._generated_id or not self.persistent)
         if len(self._outbox):
             logger.warning("disconnected with %d publishes still queued; they are dropped", len(self._outbox))
         logger.info("disconnected from %s:%s", self.broker_address, self.port)

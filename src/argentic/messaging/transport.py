@@ -89,8 +89,11 @@ class Transport(ABC):
         """Open the connection; raises BrokerUnavailableError, AuthenticationError or ProtocolRefusedError."""
 
     @abstractmethod
-    async def disconnect(self) -> None:
-        """Close gracefully (no last will); does nothing when not connected."""
+    async def disconnect(self, *, end_session: bool = False) -> None:
+        """Close gracefully (no last will); does nothing when not connected.
+
+        ``end_session`` asks the broker to drop the session now rather than keep it (MQTT 5).
+        """
 
     @abstractmethod
     async def publish(self, message: Outbound) -> None:
