@@ -20,6 +20,7 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from argentic.config import load_config
 from argentic.errors import ArgenticError
@@ -44,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds to stream (default: until Ctrl-C)")
     parser.add_argument("--loopback", action="store_true", help="offer only 127.0.0.1 as ICE candidate")
     parser.add_argument("--audio", action="store_true", help="add a (silent) audio track")
+    parser.add_argument("--frame-log", help="write each sent frame's index and capture time here (JSON)")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -87,6 +89,8 @@ async def stream(args: argparse.Namespace) -> dict[str, int]:
         await sender.close()
         await source.stop()
         await messager.disconnect()
+    if args.frame_log:
+        await asyncio.to_thread(Path(args.frame_log).write_text, json.dumps(list(sender.sent_log)))
     return {"frames_sent": sender.frames_sent, "connections": sender.connections}
 
 

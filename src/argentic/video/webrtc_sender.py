@@ -40,9 +40,12 @@ class SourceTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, source: FrameSource, frame_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, source: FrameSource, frame_timeout_s: float = 10.0, log: deque[tuple[int, float]] | None = None
+    ) -> None:
         super().__init__()
         self.source = source
+        self.log = log
         self.frame_timeout_s = frame_timeout_s
         self.frames_sent = 0
         self.last_index: int | None = None
@@ -62,6 +65,8 @@ class SourceTrack(MediaStreamTrack):
         self.last_index = frame.index
         self.frames_sent += 1
         self.sent_indices.append(frame.index)
+        if self.log is not None:
+            self.log.append((frame.index, frame.timestamp))
         return self._to_av(frame)
 
     def _to_av(self, frame: Frame) -> Any:
@@ -105,6 +110,8 @@ class WebRTCSender:
         self.connect_timeout_s = connect_timeout_s
         self.connections = 0
         self.frames_sent_before = 0
+        #: (index, capture time) of the latest frames sent, over all connections.
+        self.sent_log: deque[tuple[int, float]] = deque(maxlen=10_000)
         self.pc: RTCPeerConnection | None = None
         self.track: SourceTrack | None = None
         self._closing = False
@@ -138,7 +145,7 @@ class WebRTCSender:
     async def _connect_once(self) -> None:
         await self._drop_connection()
         pc = RTCPeerConnection(rtc_configuration(self.ice_servers))
-        track = SourceTrack(self.source)
+        track = SourceTrack(self.source, log=self.sent_log)
         pc.addTrack(track)
         if self.audio:
             pc.addTrack(AudioStreamTrack())
