@@ -1,4 +1,4 @@
-"""Video test helpers: real video files written with PyAV, frames that carry their index."""
+"""Video test fixtures: real video files written with PyAV, messagers on the shared mosquitto."""
 
 from __future__ import annotations
 
