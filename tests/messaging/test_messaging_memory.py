@@ -192,3 +192,33 @@ def test_outbox_is_bounded_and_drops_expired() -> None:
         outbox.put(Outbound("t", b"3", 1))
     assert [m.payload for m in outbox.take(10)] == [b"1"]
     assert len(outbox) == 0
+
+
+async def test_handlers_can_await_requests_while_every_slot_is_busy(make: Make) -> None:
+    """Replies must get through even when all handler slots wait on requests."""
+    client, worker, tool = await make(), await make(max_concurrent_handlers=2), await make()
+    gate = asyncio.Event()
+
+    async def slow_tool(question: Question) -> None:
+        await gate.wait()
+        await tool.reply(question, Answer(question_id=question.id, conversation_id="c", text="tool"))
+
+    tool_topic = tool.topics.tool_calls("slow")
+    await tool.subscribe(tool_topic, slow_tool, model=Question)
+    finished: list[str] = []
+
+    async def work(question: Question) -> None:
+        reply = await worker.request(
+            tool_topic, Question(text=question.text), response_model=Answer, timeout=10
+        )
+        assert isinstance(reply, Answer)
+        finished.append(question.text)
+
+    work_topic = worker.topics.agent_questions("worker")
+    await worker.subscribe(work_topic, work, model=Question)
+    for index in range(5):
+        await client.publish(work_topic, Question(text=str(index)))
+    await asyncio.sleep(0.05)
+    gate.set()
+    await wait_until(lambda: len(finished) == 5, what="all five handlers to get their replies")
+    assert worker.pending_requests == 0

@@ -73,6 +73,7 @@ UNCLAIMED_MAX_AGE_S = 60.0
 FLUSH_BATCH = 100
 V5_PROBE_TIMEOUT_S = 3.0
 EPHEMERAL_SESSION_EXPIRY_S = 300
+BACKLOG_FACTOR = 16  # deliveries allowed to wait for a handler slot, per slot
 
 
 @dataclass
@@ -179,7 +180,8 @@ class Messager:
         self._outbox = Outbox(outbox_size)
         self._unclaimed: deque[tuple[float, Inbound]] = deque(maxlen=UNCLAIMED_MAX)
         self._handler_tasks: set[asyncio.Task[None]] = set()
-        self._slots: asyncio.Semaphore | None = None
+        self._slots: asyncio.Semaphore | None = None  # handlers running
+        self._backlog: asyncio.Semaphore | None = None  # deliveries running or waiting for a slot
         self._runner: asyncio.Task[None] | None = None
         self._ssl: Any = None
         self._ever_connected = False
@@ -246,6 +248,7 @@ class Messager:
         if self.tls is not None and self._ssl is None:
             self._ssl = await asyncio.to_thread(build_ssl_context, self.tls)
         self._slots = asyncio.Semaphore(self.max_concurrent_handlers)
+        self._backlog = asyncio.Semaphore(self.max_concurrent_handlers * BACKLOG_FACTOR)
         await self._open(timeout if timeout is not None else self.connect_timeout_s)
         try:
             await self._renew_subscriptions()
@@ -386,7 +389,10 @@ class Messager:
         while True:
             try:
                 async for inbound in self._transport.messages():
-                    await self._on_inbound(inbound)
+                    try:
+                        await self._on_inbound(inbound)
+                    except Exception:
+                        logger.exception("could not dispatch a message on %s", inbound.topic)
                 reason: object = "the transport closed"
             except ConnectionLostError as exc:
                 reason = exc
@@ -413,6 +419,9 @@ class Messager:
                 continue
             except (BrokerUnavailableError, ConnectionLostError) as exc:
                 logger.debug("reconnect attempt %d failed: %s", attempt, exc)
+                continue
+            except Exception:
+                logger.exception("reconnect attempt %d failed unexpectedly", attempt)
                 continue
             self._state = _State.CONNECTED
             self._online = True
@@ -597,23 +606,29 @@ class Messager:
         return message
 
     async def _spawn(self, work: Awaitable[None], topic: str) -> None:
-        """Run one delivery in its own task; at most max_concurrent_handlers at a time."""
-        slots = self._slots
-        assert slots is not None
-        await slots.acquire()
-        task = asyncio.ensure_future(self._guard(work, topic))
+        """Run one delivery in its own task; at most max_concurrent_handlers run at a time.
+
+        The reading loop waits only when many deliveries are already queued for a slot. It must
+        not wait for a slot itself: handlers that await replies (requests) would then block the
+        very loop that delivers those replies.
+        """
+        backlog, running = self._backlog, self._slots
+        assert backlog is not None and running is not None
+        await backlog.acquire()
+        task = asyncio.get_running_loop().create_task(self._guard(work, topic, running))
         self._handler_tasks.add(task)
         task.add_done_callback(self._handler_done)
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self._handler_tasks.discard(task)
-        if self._slots is not None:
-            self._slots.release()
+        if self._backlog is not None:
+            self._backlog.release()
 
     @staticmethod
-    async def _guard(work: Awaitable[None], topic: str) -> None:
+    async def _guard(work: Awaitable[None], topic: str, running: asyncio.Semaphore) -> None:
         try:
-            await work
+            async with running:
+                await work
         except asyncio.CancelledError:
             raise
         except Exception:
