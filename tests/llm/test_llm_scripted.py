@@ -148,6 +148,21 @@ def test_factory_picks_the_provider_from_config() -> None:
         LLMFactory.create({"provider": "nope"})
 
 
+async def test_overrides_for_another_server_get_their_own_endpoint() -> None:
+    from argentic.llm.openai_provider import OpenAICompatibleProvider
+
+    base = OpenAICompatibleProvider(base_url="http://127.0.0.1:1/v1", model="big", max_concurrency=4)
+    same = base.with_overrides(temperature=0.3)
+    other = base.with_overrides(base_url="http://127.0.0.1:2", model="small")
+    assert same.endpoint is base.endpoint and same.model_name == "big" and same.defaults.temperature == 0.3
+    assert other.endpoint is not base.endpoint and other.base_url == "http://127.0.0.1:2/v1"
+    assert other.model_name == "small" and other.endpoint.max_concurrency == 4
+    await other.close()
+    await same.close()  # shares base's endpoint: closing it leaves base usable
+    assert not base.endpoint.client.is_closed()
+    await base.close()
+
+
 def test_engine_provider_is_lazy_about_vllm() -> None:
     from argentic.llm.engine import VLLMEngineProvider
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel, Field
 
+from argentic.config import load_config
 from argentic.errors import LLMRequestError, LLMUnavailableError
 from argentic.llm import (
     ChatMessage,
@@ -23,6 +24,7 @@ from argentic.llm import (
     ToolCallDelta,
     ToolDefinition,
 )
+from argentic.llm.local_server import ensure_local_server
 from argentic.llm.openai_provider import OpenAICompatibleProvider
 from argentic.testing.ports import free_port
 
@@ -222,3 +224,8 @@ async def test_server_down_names_the_url() -> None:
         with pytest.raises(LLMUnavailableError, match="argentic serve") as caught:
             await llm.chat([ChatMessage.user("hi")])
     assert url in str(caught.value)
+
+
+async def test_ensure_local_server_leaves_a_running_endpoint_alone(vllm_server: Any) -> None:
+    config = load_config(environ={}, overrides={"llm": {"vllm_base_url": vllm_server.base_url}})
+    assert await ensure_local_server(config) is None
