@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
@@ -16,6 +17,16 @@ from argentic.testing.mosquitto import MosquittoBroker
 
 Connect = Callable[..., Awaitable[Messager]]
 Messagers = Callable[..., Awaitable[Messager]]
+
+
+async def wait_for_save(broker: MosquittoBroker, after: float) -> None:
+    """Wait until mosquitto has written its persistence file since ``after`` (Unix time)."""
+    database = broker.workdir / "mosquitto.db"
+
+    def saved() -> bool:
+        return database.exists() and database.stat().st_mtime > after + 0.01
+
+    await wait_until(saved, limit_s=30, what="mosquitto to save its state")
 
 
 async def test_broker_killed_and_restarted_mid_stream(
@@ -34,10 +45,10 @@ async def test_broker_killed_and_restarted_mid_stream(
     total = 300
     for index in range(total):
         if index == 100:
-            # SIGKILL loses what mosquitto has not saved yet (autosave_interval 1 s): let it save the
-            # subscriber's session first, else the broker rightly forgets it.
+            # SIGKILL loses what mosquitto has not saved yet (it saves every second): wait for a
+            # save that includes the subscriber's session, else the broker rightly forgets it.
             await wait_until(lambda: len(counts) == 100, what="the first 100 messages")
-            await asyncio.sleep(1.5)
+            await wait_for_save(broker, after=time.time())
             await asyncio.to_thread(broker.stop, kill=True)
         if index == 200:
             await asyncio.to_thread(broker.start)

@@ -165,7 +165,8 @@ class AiomqttTransport(Transport):
         self._lost = asyncio.get_running_loop().create_future()
         self._v5 = options.protocol == "5"
         # aiomqtt resolves this future however the connection ends (socket error, DISCONNECT, ...).
-        client._disconnected.add_done_callback(lambda done: self._mark_lost(_describe(done)))
+        lost = self._lost
+        client._disconnected.add_done_callback(lambda done: self._mark_lost(_describe(done), lost))
         return Connected(protocol=options.protocol, session_present=self._session_present)
 
     async def disconnect(self, *, end_session: bool = False) -> None:
@@ -190,9 +191,10 @@ class AiomqttTransport(Transport):
             raise ConnectionLostError("not connected to the broker")
         return self._client, self._lost
 
-    def _mark_lost(self, reason: object) -> None:
+    def _mark_lost(self, reason: object, connection: asyncio.Future[None] | None = None) -> None:
+        """Fail the current connection's waits (only if it is ``connection``, when given)."""
         lost = self._lost
-        if lost is None or lost.done():
+        if lost is None or lost.done() or (connection is not None and connection is not lost):
             return
         error = ConnectionLostError(f"connection to the broker lost: {reason}")
         lost.set_exception(error)

@@ -247,8 +247,9 @@ class Messager:
             return
         if self.tls is not None and self._ssl is None:
             self._ssl = await asyncio.to_thread(build_ssl_context, self.tls)
-        self._slots = asyncio.Semaphore(self.max_concurrent_handlers)
-        self._backlog = asyncio.Semaphore(self.max_concurrent_handlers * BACKLOG_FACTOR)
+        if self._slots is None:  # once: handler tasks of an earlier connection release into them
+            self._slots = asyncio.Semaphore(self.max_concurrent_handlers)
+            self._backlog = asyncio.Semaphore(self.max_concurrent_handlers * BACKLOG_FACTOR)
         await self._open(timeout if timeout is not None else self.connect_timeout_s)
         try:
             await self._renew_subscriptions()
