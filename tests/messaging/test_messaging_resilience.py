@@ -11,9 +11,11 @@ from messaging_support import wait_until
 
 from argentic.messaging import Messager
 from argentic.messaging.aiomqtt_transport import AiomqttTransport
+from argentic.messaging.embedded_broker import EmbeddedBroker
 from argentic.messaging.transport import ConnectOptions
 from argentic.protocol import Answer, Question
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.ports import free_port
 
 Connect = Callable[..., Awaitable[Messager]]
 Messagers = Callable[..., Awaitable[Messager]]
@@ -173,3 +175,29 @@ async def test_stable_ids_keep_their_session_and_generated_ids_end_it(
         await messager.disconnect()
     assert await _session_present(mosquitto, stable.client_id)
     assert not await _session_present(mosquitto, generated.client_id)
+
+
+async def test_reconnects_to_a_restarted_embedded_broker(messagers: Messagers, namespace: str) -> None:
+    port = free_port()
+    broker = EmbeddedBroker("127.0.0.1", port)
+    await broker.start()
+    try:
+        responder = await messagers("127.0.0.1", port, namespace=namespace)
+        requester = await messagers("127.0.0.1", port, namespace=namespace)
+
+        async def answer(question: Question) -> None:
+            await responder.reply(question, Answer(question_id=question.id, conversation_id="c", text="pong"))
+
+        topic = responder.topics.agent_questions("amqtt")
+        await responder.subscribe(topic, answer, model=Question)
+        await broker.stop()
+        await wait_until(lambda: not requester.is_connected, what="the outage to be noticed")
+        await broker.start()
+        # amqtt keeps sessions in memory only: the renewed subscriptions are what makes this work.
+        await wait_until(
+            lambda: requester.is_connected and responder.is_connected, limit_s=30, what="reconnection"
+        )
+        reply = await requester.request(topic, Question(text="ping"), response_model=Answer, timeout=20)
+        assert isinstance(reply, Answer) and reply.text == "pong"
+    finally:
+        await broker.stop()
