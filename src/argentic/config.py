@@ -118,10 +118,15 @@ class AgentConfig(Section):
     max_steps: int = Field(default=8, ge=1)
     tool_timeout_s: float = Field(default=30.0, gt=0)
     tool_choice: str = Field(
-        default="auto", description="first step: auto, required, none, or a tool name (required suits base models)"
+        default="auto",
+        description="until a tool round: auto, required, none, or a tool name (required suits base models)",
     )
-    followup_tool_choice: str = Field(default="auto", description="later steps: auto, required, none, or a name")
-    max_repeated_calls: int = Field(default=2, ge=1, description="identical tool calls before an answer is forced")
+    followup_tool_choice: str = Field(
+        default="auto", description="after a tool round: auto, required, none, or a tool name"
+    )
+    max_repeated_calls: int = Field(
+        default=2, ge=1, description="identical tool calls before an answer is forced"
+    )
     tools: list[str] | None = Field(default=None, description="tool names this agent may use; None = all")
     max_conversations: int = Field(default=1000, gt=0)
     max_history_messages: int = Field(default=200, gt=0)
@@ -131,7 +136,9 @@ class ToolsConfig(Section):
     service_name: str = "tools"
     call_timeout_s: float = Field(default=30.0, gt=0)
     max_concurrent_calls: int = Field(default=32, gt=0)
-    module: str | None = Field(default=None, description="module or .py file whose tools `argentic tools` serves")
+    module: str | None = Field(
+        default=None, description="module or .py file whose tools `argentic tools` serves"
+    )
 
 
 class TurnServerConfig(Section):
