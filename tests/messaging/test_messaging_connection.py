@@ -145,8 +145,12 @@ def tls_mosquitto(tmp_path: Path) -> Iterator[TLSMosquitto]:
         capture_output=True,
     )  # fmt: skip
     os.chmod(key, 0o644)  # mosquitto may run as its own user
-    with TLSMosquitto(cert, key) as broker:
+    broker = TLSMosquitto(cert, key)
+    broker.start()
+    try:
         yield broker
+    finally:
+        broker.close()
 
 
 async def test_tls_reaches_the_client(

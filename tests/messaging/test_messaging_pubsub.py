@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -221,14 +222,16 @@ async def test_mqtt5_properties_carry_reply_topic_and_correlation(
         await raw.subscribe(topic, qos=1)
         request = asyncio.create_task(requester.request(topic, Question(text="hi"), timeout=10))
         message = await asyncio.wait_for(anext(aiter(raw.messages)), 10)
-        props = message.properties
-        assert props is not None
-        question = Question.model_validate_json(message.payload)  # type: ignore[arg-type]
+        assert message.properties is not None
+        props: Any = message.properties  # paho sets property attributes dynamically
+        assert isinstance(message.payload, bytes)
+        question = Question.model_validate_json(message.payload)
+        assert question.correlation_id is not None
         assert props.ResponseTopic == requester.inbox == question.reply_to
-        assert props.CorrelationData == question.correlation_id.encode()  # type: ignore[union-attr]
+        assert props.CorrelationData == question.correlation_id.encode()
         assert 1 <= props.MessageExpiryInterval <= 10
         # Answer like a plain MQTT 5 client: only the properties carry the correlation.
-        reply_props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        reply_props: Any = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         reply_props.CorrelationData = props.CorrelationData
         answer = Answer(question_id=question.id, conversation_id="c", text="HI")
         await raw.publish(props.ResponseTopic, answer.to_json(), qos=1, properties=reply_props)
