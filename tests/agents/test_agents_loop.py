@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -113,9 +114,15 @@ async def test_tool_choice_policy(tools: ToolManager) -> None:
 
 async def test_unusable_replies_are_retried_then_fail() -> None:
     llm = ScriptedLLM(["", LLMOutputError("bad tool call markup"), "fine"])
-    result = await Agent(llm=llm).ask("hi")
+    agent = Agent(llm=llm)
+    result = await agent.ask("hi")
     assert result.text == "fine"
-    assert "could not be used" in llm.requests[-1].messages[-1].text
+    retried = llm.requests[-1].messages
+    assert "could not be used" in retried[-1].text and retried[-1].text.startswith("hi")  # folded in
+    roles = [m.role for m in retried]
+    assert all(a != b for a, b in itertools.pairwise(roles))  # turns still alternate
+    # The retries are not kept in the conversation.
+    assert [m.text for m in agent.conversations.history(result.conversation_id)] == ["hi", "fine"]
     with pytest.raises(AgentError):
         await Agent(llm=ScriptedLLM(["", "", "", ""])).ask("hi")
 

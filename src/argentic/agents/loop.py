@@ -27,7 +27,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from argentic.errors import AgentError, LLMOutputError
-from argentic.llm import ChatMessage, ChatResponse, LLMToolCall, OutputSpec, ToolChoice, ToolDefinition
+from argentic.llm import (
+    ChatMessage,
+    ChatResponse,
+    ContentPart,
+    LLMToolCall,
+    OutputSpec,
+    TextPart,
+    ToolChoice,
+    ToolDefinition,
+)
 from argentic.llm.output import parse_output
 from argentic.protocol import ToolCallRecord, ToolResult, Usage
 
@@ -122,6 +131,21 @@ def _add_usage(total: Usage, more: Usage) -> Usage:
     )
 
 
+def with_note(messages: list[ChatMessage], note: list[ChatMessage]) -> list[ChatMessage]:
+    """``messages`` followed by ``note``, keeping user and assistant turns alternating: a user
+    note right after a user message is folded into it (chat templates may demand alternation)."""
+    if not note:
+        return messages
+    if note[0].role == "user" and messages and messages[-1].role == "user":
+        last, extra = messages[-1], note[0].text
+        if isinstance(last.content, list):
+            content: str | list[ContentPart] = [*last.content, TextPart(text=extra)]
+        else:
+            content = f"{last.text}\n\n{extra}"
+        return [*messages[:-1], last.model_copy(update={"content": content}), *note[1:]]
+    return [*messages, *note]
+
+
 def _call_key(call: LLMToolCall) -> str:
     return f"{call.name}:{json.dumps(call.arguments, sort_keys=True, default=str)}"
 
@@ -156,6 +180,7 @@ class ToolLoop:
     async def run(self, prompt: Sequence[ChatMessage], *, output: OutputSpec | None = None) -> LoopResult:
         """Run the loop on ``prompt`` (system, history, the question) until the model answers."""
         added: list[ChatMessage] = []
+        retry: list[ChatMessage] = []  # a failed reply and what was wrong: for the next call only
         force_answer = not self.tools
         rounds = 0  # rounds of tool calls so far: the first policy holds until one happened
         for step in range(self.policy.max_steps):
@@ -165,28 +190,30 @@ class ToolLoop:
             try:
                 # With tools, no output spec: the answer is shaped afterwards (see _structured).
                 response = await self.call_llm(
-                    [*prompt, *added],
+                    with_note([*prompt, *added], retry),
                     tools,
                     choice if tools else "auto",
                     None if tools else output,
                     self.events,
                 )
             except LLMOutputError as exc:
-                self._unusable_reply(added, str(exc))
+                retry = self._unusable_reply(str(exc))
                 continue
             self.usage = _add_usage(self.usage, response.usage)
             if response.tool_calls and tools:
                 added.append(response.message())
+                retry = []
                 rounds += 1
                 force_answer = await self._run_calls(response.tool_calls, added) or force_answer
                 continue
             if tools and choice != "auto":
                 # A tool call was demanded and none came (e.g. markup cut off at max_tokens).
-                self._unusable_reply(added, f"a tool call was required (finish: {response.finish_reason})")
+                reason = f"a tool call was required (finish: {response.finish_reason})"
+                retry = self._unusable_reply(reason, response.content)
                 continue
             text = (response.content or "").strip()
             if not text:
-                self._unusable_reply(added, "the reply was empty")
+                retry = self._unusable_reply("the reply was empty")
                 continue
             added.append(ChatMessage.assistant(text))
             data = await self._structured(prompt, added, output, response) if output is not None else None
@@ -201,12 +228,14 @@ class ToolLoop:
             return "none"
         return self.policy.tool_choice if rounds == 0 else self.policy.followup_tool_choice
 
-    def _unusable_reply(self, added: list[ChatMessage], reason: str) -> None:
+    def _unusable_reply(self, reason: str, content: str | None = None) -> list[ChatMessage]:
+        """Count an unusable reply; the messages that tell the model on its next try."""
         self._unusable += 1
         log.info("unusable model reply (%s), %d so far", reason, self._unusable)
         if self._unusable > self.policy.max_unusable_replies:
             raise AgentError(f"the model gave {self._unusable} unusable replies; the last: {reason}")
-        added.append(ChatMessage.user(f"Your last reply could not be used ({reason}). Please reply again."))
+        note = ChatMessage.user(f"Your last reply could not be used ({reason}). Please reply again.")
+        return [ChatMessage.assistant(content), note] if content and content.strip() else [note]
 
     async def _run_calls(self, calls: Sequence[LLMToolCall], added: list[ChatMessage]) -> bool:
         """Run the calls concurrently, append their tool messages in order; True = answer next."""
