@@ -16,6 +16,7 @@ import math
 import socket
 import struct
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -168,6 +169,39 @@ class AiomqttTransport(Transport):
         lost = self._lost
         client._disconnected.add_done_callback(lambda done: self._mark_lost(_describe(done), lost))
         return Connected(protocol=options.protocol, session_present=self._session_present)
+
+    async def probe_mqtt5(self, options: ConnectOptions) -> bool | None:
+        """Connect once with a throwaway id and no CONNECT properties, then leave.
+
+        Without properties a 3.1.1-only broker (amqtt) refuses MQTT 5 at once instead of stalling
+        on the properties it cannot parse; any MQTT 5 CONNACK, even a refusal of the credentials,
+        shows that the broker speaks 5.
+        """
+        client = aiomqtt.Client(
+            options.host,
+            options.port,
+            identifier=f"argentic-probe-{uuid.uuid4().hex[:12]}",
+            username=options.username,
+            password=options.password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=True,
+            keepalive=options.keepalive,
+            timeout=options.timeout,
+            tls_context=options.tls_context,
+            tls_insecure=options.tls_insecure if options.tls_context is not None else None,
+            socket_options=[NODELAY],
+        )
+        try:
+            await asyncio.wait_for(client.__aenter__(), options.timeout)
+        except MqttConnectError as exc:
+            _close_socket(client)
+            return _code(exc) not in _PROTOCOL_CODES
+        except (aiomqtt.MqttError, OSError, TimeoutError, ValueError):
+            _close_socket(client)
+            return None  # unreachable or stalled: the real attempt reports it
+        with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+            await asyncio.wait_for(client.__aexit__(None, None, None), 5)
+        return True
 
     async def disconnect(self, *, end_session: bool = False) -> None:
         client, self._client = self._client, None

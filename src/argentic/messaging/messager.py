@@ -313,9 +313,15 @@ class Messager:
             candidates = [self.protocol]
         else:
             known = known_protocol(self.broker_address, self.port)
+            if known is None:
+                speaks5 = await self._transport.probe_mqtt5(
+                    self._options("5", min(timeout, V5_PROBE_TIMEOUT_S))
+                )
+                if speaks5 is not None:
+                    known = "5" if speaks5 else "3.1.1"
             candidates = ["3.1.1", "5"] if known == "3.1.1" else ["5", "3.1.1"]
             if known is None:
-                # A 3.1.1-only broker stalls on an MQTT 5 CONNECT instead of refusing it.
+                # A 3.1.1-only broker may stall on an MQTT 5 CONNECT instead of refusing it.
                 probe_timeout = min(timeout, V5_PROBE_TIMEOUT_S)
         error: MessagingError | None = None
         for index, protocol in enumerate(candidates):

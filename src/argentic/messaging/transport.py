@@ -105,6 +105,13 @@ class Transport(ABC):
     @abstractmethod
     async def unsubscribe(self, topic_filter: str) -> None: ...
 
+    async def probe_mqtt5(self, options: ConnectOptions) -> bool | None:
+        """Whether the broker speaks MQTT 5, found without touching this client's session.
+
+        None when the transport cannot tell; the Messager then tries MQTT 5 and falls back.
+        """
+        return None
+
     @abstractmethod
     def messages(self) -> AsyncIterator[Inbound]:
         """Incoming messages of the current connection; raises ConnectionLostError when it drops."""
