@@ -15,7 +15,9 @@ from messaging_support import BrokerUnderTest, start_peer, stop_peer, wait_until
 from argentic.config import MessagingConfig, TLSConfig
 from argentic.errors import AuthenticationError, BrokerUnavailableError
 from argentic.messaging import Messager
+from argentic.messaging.aiomqtt_transport import AiomqttTransport
 from argentic.messaging.embedded_broker import EmbeddedBroker
+from argentic.messaging.transport import ConnectOptions
 from argentic.protocol import Presence, Question
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.ports import free_port
@@ -185,3 +187,17 @@ async def test_plain_client_cannot_talk_to_a_tls_listener(
     broker = tls_mosquitto
     with pytest.raises(BrokerUnavailableError):
         await messagers(broker.host, broker.port, protocol="5", connect_timeout_s=2)
+
+
+async def test_mqtt5_probe_tells_brokers_apart(broker: BrokerUnderTest) -> None:
+    options = ConnectOptions(
+        host=broker.host,
+        port=broker.port,
+        client_id="unused",
+        protocol="5",
+        clean_start=True,
+        session_expiry_s=0,
+        keepalive=30,
+        timeout=5,
+    )
+    assert await AiomqttTransport().probe_mqtt5(options) is broker.mqtt5

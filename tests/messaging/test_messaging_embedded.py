@@ -78,8 +78,8 @@ async def test_broker_command_serves_until_sigterm(messagers: Messagers) -> None
         await wait_until(
             lambda: is_listening("127.0.0.1", port), limit_s=60, what="argentic broker to listen"
         )
-        messager = await messagers("127.0.0.1", port, protocol="3.1.1")
-        assert messager.is_connected
+        messager = await messagers("127.0.0.1", port)  # protocol auto, across processes
+        assert messager.protocol_version == "3.1.1"
         await messager.disconnect()
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
