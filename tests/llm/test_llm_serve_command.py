@@ -1,5 +1,6 @@
 """`argentic serve` starts a real vLLM (the CPU model when none is configured), a provider keeps
-working across a server restart, and the command stops the server cleanly."""
+working across a server restart, a server without tool-call parsing is explained, and the command
+stops the server cleanly."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, Field
 
+from argentic.errors import LLMRequestError
 from argentic.llm import ChatMessage, SamplingSettings, ToolDefinition
 from argentic.llm.local_server import health_ok
 from argentic.llm.openai_provider import OpenAICompatibleProvider
@@ -31,9 +33,15 @@ def _tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:]
 
 
-async def _serve(config: Path, port: int, log: Path) -> tuple[asyncio.subprocess.Process, int]:
-    """Start `argentic serve`; return it and vLLM's pid once it says it is serving."""
-    env = {**os.environ, "ARGENTIC_LLM__SERVER__PORT": str(port)}  # environment overrides the file
+async def _serve(
+    config: Path, port: int, log: Path, **settings: str
+) -> tuple[asyncio.subprocess.Process, int]:
+    """Start `argentic serve`; return it and vLLM's pid once it says it is serving.
+
+    ``settings`` become ARGENTIC_LLM__SERVER__* variables, which override the config file.
+    """
+    env = {**os.environ, "ARGENTIC_LLM__SERVER__PORT": str(port)}
+    env.update({f"ARGENTIC_LLM__SERVER__{key.upper()}": value for key, value in settings.items()})
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "argentic.cli.main", "-c", str(config), "serve",
         stdout=asyncio.subprocess.PIPE, stderr=log.open("ab"), env=env,
@@ -79,11 +87,14 @@ async def test_serve_starts_survives_a_restart_and_stops(tmp_path: Path) -> None
         await _stop(process, pid, port)
         assert "stopped" in _tail(log)
 
-        # The same provider (its pooled connections now dead) works once a server is back.
-        process, pid = await _serve(config, port, log)
-        second = await llm.chat(question, tools=[tool], tool_choice="pick", settings=settings)
-        second.tool_calls[0].parse_arguments(Pick)
-        assert second.model == first.model == "gemma3-270m"
+        # The same provider (its pooled connections now dead) works once a server is back; this
+        # one is started without tool-call parsing, which vLLM answers with HTTP 400 for tools.
+        process, pid = await _serve(config, port, log, tool_call_parser="null")
+        second = await llm.chat(question, settings=settings)
+        assert second.model == first.model == "gemma3-270m" and second.usage.completion_tokens > 0
+        with pytest.raises(LLMRequestError, match="--enable-auto-tool-choice --tool-call-parser") as caught:
+            await llm.chat(question, tools=[tool], tool_choice="pick", settings=settings)
+        assert caught.value.status_code == 400
     finally:
         await llm.close()
         if process.returncode is None:
