@@ -222,3 +222,44 @@ async def test_handlers_can_await_requests_while_every_slot_is_busy(make: Make) 
     gate.set()
     await wait_until(lambda: len(finished) == 5, what="all five handlers to get their replies")
     assert worker.pending_requests == 0
+
+
+async def test_every_connection_gets_a_will_of_its_own(memory_broker: MemoryBroker, make: Make) -> None:
+    watcher = await make()
+    states: list[bool] = []
+
+    async def on_presence(presence: Presence) -> None:
+        states.append(presence.online)
+
+    topic = watcher.topics.agent_status("flaky")
+    await watcher.subscribe(topic, on_presence, model=Presence)
+    flaky = await make(client_id="flaky", will=Will(topic, Presence(role="flaky", online=False)))
+    memory_broker.drop("flaky")
+    await wait_until(lambda: states == [False], what="the first will")
+    await wait_until(lambda: flaky.is_connected, what="the reconnection")
+    await flaky.publish(topic, Presence(role="flaky", online=True))
+    await wait_until(lambda: states == [False, True], what="the online presence")
+    memory_broker.drop("flaky")
+    await wait_until(
+        lambda: states == [False, True, False], what="the second will, not dropped as a duplicate"
+    )
+
+
+async def test_retained_state_is_delivered_again_after_reconnecting(
+    memory_broker: MemoryBroker, make: Make
+) -> None:
+    publisher, watcher = await make(), await make(client_id="watcher")
+    topic = publisher.topics.agent_status("steady")
+    await publisher.publish(topic, Presence(role="steady", online=True), retain=True)
+    seen: list[bool] = []
+
+    async def on_presence(presence: Presence) -> None:
+        seen.append(presence.online)
+
+    await watcher.subscribe(topic, on_presence, model=Presence)
+    await wait_until(lambda: seen == [True], what="the retained presence")
+    memory_broker.stop()
+    memory_broker.start()
+    await wait_until(
+        lambda: seen == [True, True], what="the retained presence after renewing the subscription"
+    )

@@ -55,6 +55,7 @@ from argentic.protocol import (
     Message,
     Topics,
     matches,
+    new_id,
     parse_message,
     shared,
     topic_level,
@@ -275,7 +276,12 @@ class Messager:
         resume = self.persistent and (self._ever_connected or not self._generated_id)
         will = None
         if self.will is not None:
-            payload = self.will.message.to_json() if self.will.message is not None else b""
+            payload = b""
+            if self.will.message is not None:
+                # A fresh id per connection: each will the broker publishes is a new event, which
+                # receivers must not drop as a duplicate of the one from an earlier connection.
+                fresh = self.will.message.model_copy(update={"id": new_id(), "ts": time.time()})
+                payload = fresh.to_json()
             will = WillMessage(self.will.topic, payload, self.will.qos, self.will.retain)
         return ConnectOptions(
             host=self.broker_address,
@@ -578,7 +584,9 @@ class Messager:
                 if message is None:
                     continue
                 parsed[sub.model] = message
-            if sub.recent.seen(message.id):
+            # A retained delivery is the topic's current state, sent on every (re)subscription:
+            # it is not a redelivered event, and skipping it could leave a stale state behind.
+            if not inbound.retain and sub.recent.seen(message.id):
                 logger.debug("dropped a duplicate of message %s on %s", message.id, topic)
                 continue
             await self._spawn(sub.handler(message), topic)
