@@ -135,6 +135,7 @@ class Messager:
         max_payload_bytes: int = 4 * 1024 * 1024,
         request_timeout_s: float = 30.0,
         connect_timeout_s: float = 10.0,
+        publish_timeout_s: float = 60.0,
         max_concurrent_handlers: int = 64,
         outbox_size: int = 10_000,
         reconnect_initial_delay_s: float = 0.2,
@@ -164,6 +165,7 @@ class Messager:
         self.max_payload_bytes = max_payload_bytes
         self.request_timeout_s = request_timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self.publish_timeout_s = publish_timeout_s
         self.max_concurrent_handlers = max_concurrent_handlers
         self.reconnect_initial_delay_s = reconnect_initial_delay_s
         self.reconnect_max_delay_s = reconnect_max_delay_s
@@ -360,9 +362,17 @@ class Messager:
 
     async def _renew_subscriptions(self) -> None:
         protocol = self.protocol_version
-        await self._transport.subscribe(self.inbox, max(self.qos, 1))
-        for broker_filter, qos in {(sub.broker_filter(protocol), sub.qos) for sub in self._subscriptions}:
-            await self._transport.subscribe(broker_filter, qos)
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                await self._transport.subscribe(self.inbox, max(self.qos, 1))
+                for broker_filter, qos in {
+                    (sub.broker_filter(protocol), sub.qos) for sub in self._subscriptions
+                }:
+                    await self._transport.subscribe(broker_filter, qos)
+        except TimeoutError:
+            raise ConnectionLostError(
+                f"the broker did not confirm the subscriptions within {self.connect_timeout_s:g}s"
+            ) from None
 
     async def disconnect(self) -> None:
         """Leave gracefully (the broker does not publish the will). Pending requests fail."""
@@ -484,10 +494,15 @@ class Messager:
             self._outbox.put(outbound)
             return
         try:
-            await self._transport.publish(outbound)
+            async with asyncio.timeout(self.publish_timeout_s):
+                await self._transport.publish(outbound)
         except ConnectionLostError:
             # Sent again after reconnecting; receivers drop a duplicate by its message id.
             self._outbox.put(outbound)
+        except TimeoutError:
+            raise MessagingError(
+                f"the broker did not acknowledge a publish on {topic} within {self.publish_timeout_s:g}s"
+            ) from None
 
     # --- subscribing --------------------------------------------------------------------------
 
@@ -513,10 +528,19 @@ class Messager:
         )
         self._subscriptions.append(subscription)
         if self._online:
-            with contextlib.suppress(ConnectionLostError):  # else renewed after reconnecting
-                await self._transport.subscribe(
-                    subscription.broker_filter(self.protocol_version), subscription.qos
-                )
+            try:
+                async with asyncio.timeout(self.connect_timeout_s):
+                    await self._transport.subscribe(
+                        subscription.broker_filter(self.protocol_version), subscription.qos
+                    )
+            except ConnectionLostError:
+                pass  # renewed after reconnecting
+            except TimeoutError:
+                self._subscriptions.remove(subscription)
+                raise MessagingError(
+                    f"the broker did not confirm the subscription to {topic_filter} "
+                    f"within {self.connect_timeout_s:g}s"
+                ) from None
         await self._claim_backlog(subscription)
         return subscription
 
@@ -527,8 +551,10 @@ class Messager:
         broker_filter = subscription.broker_filter(self.protocol_version)
         still_used = any(s.broker_filter(self.protocol_version) == broker_filter for s in self._subscriptions)
         if self._online and not still_used:
-            with contextlib.suppress(ConnectionLostError):
-                await self._transport.unsubscribe(broker_filter)
+            # The broker's confirmation is not needed to stop delivering: the handler is gone.
+            with contextlib.suppress(ConnectionLostError, TimeoutError):
+                async with asyncio.timeout(self.connect_timeout_s):
+                    await self._transport.unsubscribe(broker_filter)
 
     async def _claim_backlog(self, subscription: Subscription[Any]) -> None:
         """Deliver messages a resumed session brought before this subscription existed."""
