@@ -13,6 +13,7 @@ from messaging_support import wait_until
 from argentic.errors import (
     AuthenticationError,
     BrokerUnavailableError,
+    MessagingError,
     NotConnectedError,
     RequestTimeoutError,
 )
@@ -263,3 +264,22 @@ async def test_retained_state_is_delivered_again_after_reconnecting(
     await wait_until(
         lambda: seen == [True, True], what="the retained presence after renewing the subscription"
     )
+
+
+async def test_a_refused_subscription_is_an_error(memory_broker: MemoryBroker, make: Make) -> None:
+    memory_broker.refused_filters = {"secret/#"}
+    messager = await make()
+    got: list[str] = []
+
+    async def on_question(question: Question) -> None:
+        got.append(question.text)
+
+    with pytest.raises(MessagingError, match="refused the subscription"):
+        await messager.subscribe("secret/#", on_question, model=Question)
+    await messager.subscribe("open/#", on_question, model=Question)
+    memory_broker.stop()
+    memory_broker.start()  # renewing the subscriptions must not trip over the refused one
+    await wait_until(lambda: messager.is_connected, what="the reconnection")
+    await messager.publish("secret/x", Question(text="hidden"))
+    await messager.publish("open/x", Question(text="visible"))
+    await wait_until(lambda: got == ["visible"], what="the allowed message")

@@ -26,7 +26,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from argentic.errors import AuthenticationError, BrokerUnavailableError
+from argentic.errors import AuthenticationError, BrokerUnavailableError, MessagingError
 from argentic.messaging.transport import (
     Connected,
     ConnectionLostError,
@@ -117,7 +117,11 @@ class AiomqttTransport(Transport):
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any, props: Any) -> None:
         future = self._acks.pop(mid, None)
-        if future is not None and not future.done():
+        if future is None or future.done():
+            return
+        if getattr(reason_code, "is_failure", False):  # an MQTT 5 PUBACK refusing the message
+            future.set_exception(MessagingError(f"the broker refused the publish: {reason_code}"))
+        else:
             future.set_result(None)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
@@ -263,7 +267,7 @@ class AiomqttTransport(Transport):
         finally:
             self._acks.pop(info.mid, None)
 
-    async def _race(self, operation: Any, lost: asyncio.Future[None]) -> None:
+    async def _race(self, operation: Any, lost: asyncio.Future[None]) -> Any:
         """Await ``operation`` unless the connection drops first."""
         task = asyncio.ensure_future(operation)
         try:
@@ -273,17 +277,20 @@ class AiomqttTransport(Transport):
             raise
         if task.done():
             try:
-                task.result()
+                return task.result()
             except aiomqtt.MqttError as exc:
                 self._mark_lost(exc)
                 raise ConnectionLostError(str(exc)) from exc
-            return
         task.cancel()
         raise ConnectionLostError("connection to the broker lost")
 
     async def subscribe(self, topic_filter: str, qos: int) -> None:
         client, lost = self._connected()
-        await self._race(client.subscribe(topic_filter, qos, timeout=math.inf), lost)
+        granted = await self._race(client.subscribe(topic_filter, qos, timeout=math.inf), lost)
+        for code in granted or ():
+            # MQTT 5 reason codes, or 3.1.1 granted QoS where 0x80 means refused.
+            if getattr(code, "is_failure", False) or code == 0x80:
+                raise MessagingError(f"the broker refused the subscription to {topic_filter!r}: {code}")
 
     async def unsubscribe(self, topic_filter: str) -> None:
         client, lost = self._connected()

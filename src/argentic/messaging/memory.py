@@ -12,7 +12,7 @@ import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from argentic.errors import AuthenticationError, BrokerUnavailableError
+from argentic.errors import AuthenticationError, BrokerUnavailableError, MessagingError
 from argentic.messaging.transport import (
     Connected,
     ConnectionLostError,
@@ -38,8 +38,11 @@ class _Session:
 
 
 class MemoryBroker:
-    def __init__(self, *, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *, users: dict[str, str] | None = None, refused_filters: set[str] | None = None
+    ) -> None:
         self.users = users
+        self.refused_filters = refused_filters or set()  # as an ACL would refuse them
         self.running = True
         self.retained: dict[str, Inbound] = {}
         self._sessions: dict[str, _Session] = {}
@@ -186,7 +189,10 @@ class MemoryTransport(Transport):
         await asyncio.sleep(0)
 
     async def subscribe(self, topic_filter: str, qos: int) -> None:
-        self.broker.subscribe(self._live(), topic_filter, qos)
+        session = self._live()
+        if topic_filter in self.broker.refused_filters:
+            raise MessagingError(f"the broker refused the subscription to {topic_filter!r}: Not authorized")
+        self.broker.subscribe(session, topic_filter, qos)
 
     async def unsubscribe(self, topic_filter: str) -> None:
         self._live().subscriptions.pop(topic_filter, None)

@@ -362,13 +362,17 @@ class Messager:
 
     async def _renew_subscriptions(self) -> None:
         protocol = self.protocol_version
+        wanted = {(sub.broker_filter(protocol), sub.qos) for sub in self._subscriptions}
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 await self._transport.subscribe(self.inbox, max(self.qos, 1))
-                for broker_filter, qos in {
-                    (sub.broker_filter(protocol), sub.qos) for sub in self._subscriptions
-                }:
-                    await self._transport.subscribe(broker_filter, qos)
+                for broker_filter, qos in wanted:
+                    try:
+                        await self._transport.subscribe(broker_filter, qos)
+                    except ConnectionLostError:
+                        raise
+                    except MessagingError as exc:  # refused (an ACL, say): retrying would not help
+                        logger.error("%s", exc)
         except TimeoutError:
             raise ConnectionLostError(
                 f"the broker did not confirm the subscriptions within {self.connect_timeout_s:g}s"
@@ -458,7 +462,12 @@ class Messager:
             results = await asyncio.gather(
                 *(self._transport.publish(message) for message in batch), return_exceptions=True
             )
-            failed = [m for m, r in zip(batch, results, strict=True) if isinstance(r, BaseException)]
+            failed = []
+            for message, result in zip(batch, results, strict=True):
+                if isinstance(result, ConnectionLostError):
+                    failed.append(message)
+                elif isinstance(result, BaseException):  # refused by the broker: resending would not help
+                    logger.error("dropped a queued publish on %s: %s", message.topic, result)
             if failed:
                 # Receivers drop any of these that did arrive (same message id).
                 self._outbox.put_front(failed)
@@ -535,6 +544,9 @@ class Messager:
                     )
             except ConnectionLostError:
                 pass  # renewed after reconnecting
+            except MessagingError:
+                self._subscriptions.remove(subscription)
+                raise
             except TimeoutError:
                 self._subscriptions.remove(subscription)
                 raise MessagingError(
