@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import logging
 import time
 import uuid
@@ -734,6 +735,8 @@ class Messager:
         timeout = self.request_timeout_s if timeout is None else timeout
         # The message id is unique already: reusing it spares a uuid4 per request.
         correlation = message.correlation_id or message.id
+        if correlation in self._pending:  # the same message requested twice at once
+            correlation = new_id()
         expires_at = time.time() + timeout
         if message.expires_at is not None:
             expires_at = min(expires_at, message.expires_at)
@@ -786,8 +789,6 @@ def _parse(payload: bytes, model: type[M] | None) -> M:
 
 
 def _raw_correlation(payload: bytes) -> str | None:
-    import json
-
     try:
         data = json.loads(payload)
     except ValueError:
