@@ -13,7 +13,7 @@ from messaging_support import wait_until
 from argentic.config import MessagingConfig
 from argentic.errors import ConfigError
 from argentic.messaging import Messager
-from argentic.messaging.embedded_broker import ensure_broker
+from argentic.messaging.embedded_broker import broker_for, ensure_broker
 from argentic.protocol import Question
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.ports import free_port, is_listening
@@ -87,3 +87,11 @@ async def test_broker_command_serves_until_sigterm(messagers: Messagers) -> None
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_broker_for_stops_what_it_started() -> None:
+    config = MessagingConfig(broker_address="127.0.0.1", port=free_port(), embedded_broker="auto")
+    async with broker_for(config) as broker:
+        assert broker is not None and is_listening("127.0.0.1", config.port)
+    assert not broker.running
+    assert not is_listening("127.0.0.1", config.port)

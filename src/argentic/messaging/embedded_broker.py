@@ -13,7 +13,9 @@ For production, run mosquitto or EMQX (see ``docs/messaging.md``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,3 +159,14 @@ async def ensure_broker(config: MessagingConfig) -> EmbeddedBroker | None:
     await broker.start()
     logger.info("started an embedded MQTT broker at %s:%s (embedded_broker=%s)", bind, port, mode)
     return broker
+
+
+@contextlib.asynccontextmanager
+async def broker_for(config: MessagingConfig) -> AsyncIterator[EmbeddedBroker | None]:
+    """``ensure_broker`` as a context: the broker started (if any) is stopped on exit."""
+    broker = await ensure_broker(config)
+    try:
+        yield broker
+    finally:
+        if broker is not None:
+            await broker.stop()
