@@ -7,9 +7,8 @@ servers.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from argentic.llm.base import LLMProvider
+from argentic.llm.factory import LLMFactory
 from argentic.llm.scripted import ChatRequest, FunctionLLM, ScriptedLLM, tool_call
 from argentic.llm.types import (
     ChatMessage,
@@ -27,9 +26,6 @@ from argentic.llm.types import (
     ToolChoice,
     ToolDefinition,
 )
-
-if TYPE_CHECKING:
-    from argentic.llm.factory import LLMFactory
 
 __all__ = [
     "ChatMessage",
@@ -53,12 +49,3 @@ __all__ = [
     "ToolDefinition",
     "tool_call",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # The factory imports the openai client; load it on first use so `import argentic.llm` stays light.
-    if name == "LLMFactory":
-        from argentic.llm.factory import LLMFactory
-
-        return LLMFactory
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
