@@ -361,7 +361,8 @@ async def ensure_local_server(
     """None when the configured endpoint already answers; otherwise start a local server and return it.
 
     The server listens on the port of ``llm.vllm_base_url`` when that URL is on this machine, so a
-    provider made from the same config reaches it. The caller stops it with ``server.stop()``.
+    provider made from the same config reaches it. The caller stops it with ``server.stop()``
+    (blocking: ``await asyncio.to_thread(server.stop)``); it also ends with this process.
     """
     llm = config.llm if isinstance(config, ArgenticConfig) else config
     base_url = llm.base_url if llm.provider == "openai" and llm.base_url else llm.vllm_base_url
