@@ -29,6 +29,7 @@ def llm_env(server: Any) -> dict[str, str]:
         "ARGENTIC_LLM__VLLM_MODEL_NAME": server.model,
         "ARGENTIC_LLM__MAX_TOKENS": "200",
         "ARGENTIC_LLM__TEMPERATURE": "0",
+        "ARGENTIC_LLM__TIMEOUT_S": "300",  # a busy 2-core machine can be slow; a timeout is not the point
     }
 
 
@@ -87,12 +88,12 @@ async def test_question_over_mqtt_answered_after_a_validated_tool_call(
     calculate = next(t for t in tools_in(import_module("examples.tools")) if t.tool_name == "calculate")
     topic = client.topics.agent_questions("calc")
     plain, structured = await asyncio.gather(
-        client.request(topic, Question(text="What is 1234 * 5678?"), response_model=Answer, timeout=240),
+        client.request(topic, Question(text="What is 1234 * 5678?"), response_model=Answer, timeout=600),
         client.request(
             topic,
             Question(text="What is 12 + 30?", output_schema=Value.model_json_schema()),
             response_model=Answer,
-            timeout=240,
+            timeout=600,
         ),
     )
     for answer in (plain, structured):
