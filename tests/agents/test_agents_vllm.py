@@ -88,12 +88,12 @@ async def test_question_over_mqtt_answered_after_a_validated_tool_call(
     calculate = next(t for t in tools_in(import_module("examples.tools")) if t.tool_name == "calculate")
     topic = client.topics.agent_questions("calc")
     plain, structured = await asyncio.gather(
-        client.request(topic, Question(text="What is 1234 * 5678?"), response_model=Answer, timeout=600),
+        client.request(topic, Question(text="What is 1234 * 5678?"), response_model=Answer, timeout=280),
         client.request(
             topic,
             Question(text="What is 12 + 30?", output_schema=Value.model_json_schema()),
             response_model=Answer,
-            timeout=600,
+            timeout=280,
         ),
     )
     for answer in (plain, structured):
