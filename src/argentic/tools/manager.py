@@ -48,15 +48,23 @@ class ToolManager:
         self._inflight: dict[str, set[asyncio.Future[ToolResult]]] = {}
         self._subscription: Any = None
 
-    async def async_init(self) -> None:
-        """Start watching announcements (retained ones arrive right away)."""
-        if self._subscription is None:
-            self._subscription = await self.messager.subscribe(
-                self.messager.topics.tool_services_all(),
-                self._on_announcement,
-                model=ToolAnnouncement,
-                on_empty=self._on_withdrawn,
-            )
+    async def async_init(self, *, settle_s: float = 0.25) -> None:
+        """Start watching announcements.
+
+        The broker sends the retained announcements right after the subscription; this waits up to
+        ``settle_s`` for them, so that tools already running are known when it returns.
+        """
+        if self._subscription is not None:
+            return
+        self._subscription = await self.messager.subscribe(
+            self.messager.topics.tool_services_all(),
+            self._on_announcement,
+            model=ToolAnnouncement,
+            on_empty=self._on_withdrawn,
+        )
+        with contextlib.suppress(TimeoutError):
+            await self.wait_for_tools(timeout=settle_s)
+            await asyncio.sleep(0.02)  # the rest of the retained burst
 
     async def close(self) -> None:
         if self._subscription is not None:
