@@ -13,7 +13,7 @@ import pytest
 from agents_support import REPO, MakeMessager, service_process
 from pydantic import BaseModel, Field
 
-from argentic.protocol import Answer, Presence, Question
+from argentic.protocol import Answer, Message, Presence, Progress, Question, Token
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.ports import free_port
 from argentic.tools import ToolManager
@@ -87,8 +87,15 @@ async def test_question_over_mqtt_answered_after_a_validated_tool_call(
 
     calculate = next(t for t in tools_in(import_module("examples.tools")) if t.tool_name == "calculate")
     topic = client.topics.agent_questions("calc")
+    streamed = Question(text="What is 1234 * 5678?", stream=True)
+    events: list[Message] = []
+
+    async def on_event(event: Message) -> None:
+        events.append(event)
+
+    await client.subscribe(client.topics.agent_events("calc", streamed.id), on_event)
     plain, structured = await asyncio.gather(
-        client.request(topic, Question(text="What is 1234 * 5678?"), response_model=Answer, timeout=280),
+        client.request(topic, streamed, response_model=Answer, timeout=280),
         client.request(
             topic,
             Question(text="What is 12 + 30?", output_schema=Value.model_json_schema()),
@@ -105,6 +112,13 @@ async def test_question_over_mqtt_answered_after_a_validated_tool_call(
         assert call.ok or (call.error or "").startswith("tool_failed")
         assert answer.usage.total_tokens > 0
     assert isinstance(plain, Answer) and plain.text
+    for _ in range(100):  # events are published before the answer, but may be delivered after it
+        if any(isinstance(e, Progress) and e.stage == "answered" for e in events):
+            break
+        await asyncio.sleep(0.05)
+    tool_events = [e for e in events if isinstance(e, Progress) and e.stage == "tool_call"]
+    assert tool_events and tool_events[0].tool == "calculate"
+    assert any(isinstance(e, Token) for e in events)  # the answer was streamed
     assert isinstance(structured, Answer)
     Value.model_validate(structured.data)
 
