@@ -133,11 +133,26 @@ async def test_raw_mosquitto_clients(
     llm.add(tool_call("add", {"a": 1, "b": 2}), "3")
     ns = client.topics.namespace
     reply_topic = f"{ns}/clients/me/inbox"
+    # A persistent session subscribed first (-E exits once subscribed), so that an answer arriving
+    # before the reading mosquitto_sub connects is kept for it.
+    session = [
+        "-h",
+        mosquitto.host,
+        "-p",
+        str(mosquitto.port),
+        "-c",
+        "-i",
+        f"{ns}-me",
+        "-q",
+        "1",
+        "-t",
+        reply_topic,
+    ]
+    subscribe = await asyncio.create_subprocess_exec("mosquitto_sub", *session, "-E")
+    assert await asyncio.wait_for(subscribe.wait(), 30) == 0
     sub = await asyncio.create_subprocess_exec(
-        "mosquitto_sub", "-h", mosquitto.host, "-p", str(mosquitto.port),
-        "-t", reply_topic, "-C", "1", "-W", "60", stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    await asyncio.sleep(0.5)  # let mosquitto_sub subscribe
+        "mosquitto_sub", *session, "-C", "1", "-W", "60", stdout=asyncio.subprocess.PIPE
+    )
     question = {"type": "question", "text": "1 + 2?", "reply_to": reply_topic}
     pub = await asyncio.create_subprocess_exec(
         "mosquitto_pub", "-h", mosquitto.host, "-p", str(mosquitto.port),
