@@ -240,7 +240,9 @@ def load_config(
         except yaml.YAMLError as exc:
             raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{file}: expected a mapping of sections at the top, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"{file}: expected a mapping of sections at the top, got {type(loaded).__name__}"
+            )
         data = loaded
     elif explicit:
         raise ConfigError(f"config file {file} does not exist")

@@ -22,7 +22,8 @@ def test_ecosystem_keys_are_read(tmp_path: Path) -> None:
     file = tmp_path / "c.yaml"
     file.write_text(
         "messaging:\n  broker_address: broker.example\n  port: 1884\n"
-        "llm:\n  provider: vllm\n  vllm_base_url: http://gpu:8000/v1\n  vllm_model_name: google/gemma-3n-E4B-it\n"
+        "llm:\n  provider: vllm\n  vllm_base_url: http://gpu:8000/v1\n"
+        "  vllm_model_name: google/gemma-3n-E4B-it\n"
         "  vllm_api_key: secret\n  temperature: 0.2\n  max_tokens: 256\n"
     )
     config = load_config(file, environ={})
@@ -48,7 +49,10 @@ def test_precedence_file_then_environment_then_code(tmp_path: Path) -> None:
 def test_environment_reaches_nested_sections() -> None:
     config = load_config(
         None,
-        environ={"ARGENTIC_LLM__SERVER__EXTRA_ARGS": "['--seed', '1']", "ARGENTIC_MESSAGING__TLS__ENABLED": "true"},
+        environ={
+            "ARGENTIC_LLM__SERVER__EXTRA_ARGS": "['--seed', '1']",
+            "ARGENTIC_MESSAGING__TLS__ENABLED": "true",
+        },
     )
     assert config.llm.server.extra_args == ["--seed", "1"]
     assert config.messaging.tls.enabled is True

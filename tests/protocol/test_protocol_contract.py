@@ -101,7 +101,9 @@ def test_topic_builders_follow_the_contract() -> None:
     assert topics.tool_calls("calculator") == "argentic/tools/calculator/calls"
     assert topics.client_inbox("me") == "argentic/clients/me/inbox"
     assert topics.video_offer("door") == "argentic/video/door/offer"
-    assert shared(topics.tool_calls("calculator"), "workers") == "$share/workers/argentic/tools/calculator/calls"
+    assert (
+        shared(topics.tool_calls("calculator"), "workers") == "$share/workers/argentic/tools/calculator/calls"
+    )
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
@@ -238,20 +238,18 @@ class WebRTCAnswer(Message):
 
 
 AnyMessage = Annotated[
-    Union[
-        Question,
-        Answer,
-        ErrorReply,
-        Progress,
-        Token,
-        Presence,
-        Observation,
-        ToolAnnouncement,
-        ToolCall,
-        ToolResult,
-        WebRTCOffer,
-        WebRTCAnswer,
-    ],
+    Question
+    | Answer
+    | ErrorReply
+    | Progress
+    | Token
+    | Presence
+    | Observation
+    | ToolAnnouncement
+    | ToolCall
+    | ToolResult
+    | WebRTCOffer
+    | WebRTCAnswer,
     Field(discriminator="type"),
 ]
 _any_message: TypeAdapter[Message] = TypeAdapter(AnyMessage)

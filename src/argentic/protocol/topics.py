@@ -74,7 +74,9 @@ class Topics:
         return self._join("agents", topic_level(role, "agent role"), "questions")
 
     def agent_events(self, role: str, question_id: str) -> str:
-        return self._join("agents", topic_level(role, "agent role"), "events", topic_level(question_id, "question id"))
+        return self._join(
+            "agents", topic_level(role, "agent role"), "events", topic_level(question_id, "question id")
+        )
 
     def agent_events_all(self, role: str) -> str:
         return self._join("agents", topic_level(role, "agent role"), "events", "+")

@@ -31,7 +31,9 @@ class MosquittoBroker:
         persistence: bool = True,
         workdir: Path | None = None,
     ) -> None:
-        binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+        binary = shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+        )
         if binary is None:
             raise RuntimeError("mosquitto is not installed (apt-get install -y mosquitto)")
         self.binary = binary
@@ -64,7 +66,9 @@ class MosquittoBroker:
             password_file.write_text("")
             for user, password in self.users.items():
                 subprocess.run(
-                    ["mosquitto_passwd", "-b", str(password_file), user, password], check=True, capture_output=True
+                    ["mosquitto_passwd", "-b", str(password_file), user, password],
+                    check=True,
+                    capture_output=True,
                 )
             password_file.chmod(0o600)
             lines += ["allow_anonymous false", f"password_file {password_file}"]
