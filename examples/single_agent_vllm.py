@@ -22,17 +22,17 @@ import asyncio
 import json
 import logging
 import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from argentic.agents import Agent
+from argentic.agents.runtime import backends
 from argentic.config import load_config
-from argentic.llm import LLMFactory
 from argentic.llm.local import CPU_MODEL_NAME
-from argentic.llm.local_server import ensure_local_server, health_ok
+from argentic.llm.local_server import health_ok
 from argentic.messaging import Messager
-from argentic.messaging.embedded_broker import ensure_broker
 from argentic.protocol import Answer, ErrorReply, Message, Progress, Question, Topics
 from argentic.tools import ToolManager, ToolService, tool_service_will
 from argentic.tools.loader import import_module, tools_in
@@ -59,23 +59,23 @@ def say(text: str) -> None:
 async def main(question_text: str) -> int:
     config = load_config()
     topics = Topics(config.messaging.namespace)
-    broker = await ensure_broker(config.messaging)
-    if broker is not None:
-        say(f"started the embedded MQTT broker on {config.messaging.broker_address}:{config.messaging.port}")
     if not await asyncio.to_thread(health_ok, config.llm.vllm_base_url):
         say(
             f"no vLLM server answers at {config.llm.vllm_base_url}: starting a local one "
             "(with no llm.server.model, the CPU model, built on first use: allow a few minutes)"
         )
-    server = await ensure_local_server(config, progress=lambda line: say(f"  [vllm] {line}"))
 
-    tool_bus = Messager.from_config(config.messaging, will=tool_service_will(topics, SERVICE))
-    agent_bus = Messager.from_config(config.messaging, will=Agent.will(topics, config.agent.role))
-    client = Messager.from_config(config.messaging)
-    llm = LLMFactory.create(config)
-    try:
-        for bus in (tool_bus, agent_bus, client):
-            await bus.connect()
+    def progress(line: str) -> None:
+        say(f"  [vllm] {line}")
+
+    async with backends(config, start_llm=True, progress=progress) as backend, AsyncExitStack() as buses:
+        if backend.broker is not None:
+            address = f"{config.messaging.broker_address}:{config.messaging.port}"
+            say(f"started the embedded MQTT broker on {address}")
+        tool_bus, agent_bus, client = [
+            await buses.enter_async_context(Messager.from_config(config.messaging, will=will))
+            for will in (tool_service_will(topics, SERVICE), Agent.will(topics, config.agent.role), None)
+        ]
         calculator = [t for t in tools_in(import_module(str(EXAMPLE_TOOLS))) if t.tool_name == "calculate"]
         service = ToolService(tool_bus, calculator, SERVICE, call_timeout_s=config.tools.call_timeout_s)
         await service.start()
@@ -83,12 +83,14 @@ async def main(question_text: str) -> int:
         await tools.async_init()
         await tools.wait_for_tools("calculate")
 
-        model = await llm.resolve_model() if hasattr(llm, "resolve_model") else llm.model_name
+        model = await backend.llm.resolve_model()
         policy = {}
         if model == CPU_MODEL_NAME:
             # A small base model: make the first step a tool call and the next one the answer.
             policy = {"tool_choice": "required", "followup_tool_choice": "none"}
-        agent = Agent.from_config(config.agent, llm=llm, messager=agent_bus, tool_manager=tools, **policy)
+        agent = Agent.from_config(
+            config.agent, llm=backend.llm, messager=agent_bus, tool_manager=tools, **policy
+        )
         await agent.async_init()
         names = ", ".join(t.name for t in tools.definitions())
         say(f"model {model}; agent '{agent.role}' with tools: {names}")
@@ -107,6 +109,8 @@ async def main(question_text: str) -> int:
         reply = await client.request(
             topics.agent_questions(agent.role), question, response_model=Answer, timeout=wait
         )
+        await agent.stop()
+        await service.stop()
         if isinstance(reply, ErrorReply):
             say(f"the agent could not answer: {reply.error.code}: {reply.error.message}")
             return 1
@@ -114,17 +118,7 @@ async def main(question_text: str) -> int:
             outcome = json.dumps(call.result) if call.ok else call.error
             say(f"called {call.name}({json.dumps(call.arguments)}) -> {outcome}")
         say(f"answer: {json.dumps(reply.data)}")
-        await agent.stop()
-        await service.stop()
         return 0
-    finally:
-        await llm.close()
-        for bus in (client, agent_bus, tool_bus):
-            await bus.disconnect()
-        if server is not None:
-            await asyncio.to_thread(server.stop)
-        if broker is not None:
-            await broker.stop()
 
 
 if __name__ == "__main__":

@@ -33,16 +33,17 @@ import argparse
 import asyncio
 import logging
 import sys
+from contextlib import AsyncExitStack
 
+from argentic.agents.runtime import backends
 from argentic.agents.visual_agent import VisualAgent
 from argentic.config import load_config
 from argentic.errors import ArgenticError
-from argentic.llm import LLMFactory
+from argentic.llm.factory import endpoint_url
 from argentic.llm.local_server import health_ok
 from argentic.messaging import Messager
-from argentic.messaging.embedded_broker import ensure_broker
 from argentic.protocol import Answer, ErrorReply, Observation, Question, Topics
-from argentic.video import FrameSource, TestPatternSource, WebRTCDriver, WebRTCSender, source_from_config
+from argentic.video import TestPatternSource, WebRTCDriver, WebRTCSender, source_from_config
 
 QUESTION = "Describe what you see in one sentence: the colours and any shapes."
 MODEL_HINT = "vllm serve google/gemma-3n-E4B-it --limit-mm-per-prompt '{\"image\": 2}'"
@@ -76,46 +77,39 @@ async def main(args: argparse.Namespace) -> int:
     config = load_config(overrides={"video": video})
     topics = Topics(config.messaging.namespace)
     role = "visual"
-    base_url = (
-        config.llm.base_url
-        if config.llm.provider == "openai" and config.llm.base_url
-        else config.llm.vllm_base_url
-    )
+    base_url = endpoint_url(config.llm)
     if config.llm.provider != "scripted" and not await asyncio.to_thread(health_ok, base_url):
         say(f"no model server answers at {base_url}. On a GPU machine start one that sees:")
         say(f"    {MODEL_HINT}")
         return 2
-    broker = await ensure_broker(config.messaging)
-    if broker is not None:
-        say(f"started the embedded MQTT broker on {config.messaging.broker_address}:{config.messaging.port}")
-
-    agent_bus = Messager.from_config(config.messaging, will=VisualAgent.will(topics, role))
-    client = Messager.from_config(config.messaging, persistent=False)
-    llm = LLMFactory.create(config)
-    source: FrameSource | None = None
-    sender: WebRTCSender | None = None
-    pattern: TestPatternSource | None = None
-    try:
-        await agent_bus.connect()
-        await client.connect()
+    async with backends(config) as backend, AsyncExitStack() as stack:
+        if backend.broker is not None:
+            address = f"{config.messaging.broker_address}:{config.messaging.port}"
+            say(f"started the embedded MQTT broker on {address}")
+        will = VisualAgent.will(topics, role)
+        agent_bus = await stack.enter_async_context(Messager.from_config(config.messaging, will=will))
+        client = await stack.enter_async_context(Messager.from_config(config.messaging, persistent=False))
         source = source_from_config(config.video, agent_bus)
         await source.start()
+        stack.push_async_callback(source.stop)
         if isinstance(source, WebRTCDriver):
             if args.external_sender:
                 say(f"waiting for a WebRTC offer on {source.offer_topic}")
             else:
                 pattern = TestPatternSource(640, 480, fps=30, scene_every=150)
                 await pattern.start()
+                stack.push_async_callback(pattern.stop)
                 sender = WebRTCSender.from_config(client, pattern, config.video, reconnect=True)
                 await sender.connect()
+                stack.push_async_callback(sender.close)
                 say(f"streaming the test pattern over WebRTC to {source.offer_topic}")
         frame = await source.wait_for_frame(60)
         say(f"video: {config.video.source}, {frame.width}x{frame.height}")
 
-        agent = VisualAgent.from_config(config, llm=llm, messager=agent_bus, driver=source, role=role)
+        agent = VisualAgent.from_config(config, llm=backend.llm, messager=agent_bus, driver=source, role=role)
         await agent.async_init()
-        model = llm.model_name or config.llm.vllm_model_name or "(discovered)"
-        say(f"model {model}; up to {agent.image_limit} image(s) per prompt")
+        stack.push_async_callback(agent.stop)
+        say(f"model {await backend.llm.resolve_model()}; up to {agent.image_limit} image(s) per prompt")
 
         question = Question(text=" ".join(args.question) or QUESTION)
         say(f"question: {question.text}")
@@ -141,20 +135,7 @@ async def main(args: argparse.Namespace) -> int:
             for _ in range(args.watch):
                 observation = await asyncio.wait_for(seen.get(), config.llm.timeout_s + args.interval * 2)
                 say(f"observation: {observation.text}")
-        await agent.stop()
         return 0
-    finally:
-        if sender is not None:
-            await sender.close()
-        if pattern is not None:
-            await pattern.stop()
-        if source is not None:
-            await source.stop()
-        await llm.close()
-        await client.disconnect()
-        await agent_bus.disconnect()
-        if broker is not None:
-            await broker.stop()
 
 
 if __name__ == "__main__":

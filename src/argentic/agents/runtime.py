@@ -1,10 +1,18 @@
-"""Running a long-lived service (agent, tool service) until SIGINT or SIGTERM."""
+"""Running a long-lived service (agent, tool service, visual agent) until SIGINT or SIGTERM, on
+backends that are started when none is running and stopped again on exit."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from argentic.config import ArgenticConfig
+from argentic.llm import LLMFactory, LLMProvider
+from argentic.messaging.embedded_broker import EmbeddedBroker, ensure_broker
 
 
 async def wait_for_shutdown() -> None:
@@ -21,3 +29,41 @@ async def wait_for_shutdown() -> None:
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Backends:
+    """What a service runs on: the LLM provider, and what was started for it (None: already running)."""
+
+    llm: LLMProvider
+    broker: EmbeddedBroker | None
+    server: object | None  # a local vLLM server process
+
+
+@contextlib.asynccontextmanager
+async def backends(
+    config: ArgenticConfig, *, start_llm: bool = False, progress: Callable[[str], None] | None = None
+) -> AsyncIterator[Backends]:
+    """The broker (the embedded one when ``messaging.embedded_broker`` asks and none answers), a
+    local vLLM server when ``start_llm`` and the configured endpoint does not answer, and the
+    provider. Whatever was started here is stopped on exit, the provider closed first.
+
+    ``progress`` gets the lines a starting vLLM server prints (default: standard error)."""
+    async with contextlib.AsyncExitStack() as stack:
+        broker = await ensure_broker(config.messaging)
+        if broker is not None:
+            stack.push_async_callback(broker.stop)
+        server = None
+        if start_llm:
+            from argentic.llm.local_server import ensure_local_server
+
+            server = await ensure_local_server(config, progress=progress or _to_stderr)
+            if server is not None:
+                stack.push_async_callback(asyncio.to_thread, server.stop)
+        llm = LLMFactory.create(config)
+        stack.push_async_callback(llm.close)
+        yield Backends(llm, broker, server)

@@ -7,12 +7,10 @@ import asyncio
 import sys
 
 from argentic.agents import Agent
-from argentic.agents.runtime import wait_for_shutdown
+from argentic.agents.runtime import backends, wait_for_shutdown
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError
-from argentic.llm import LLMFactory
 from argentic.messaging import Messager
-from argentic.messaging.embedded_broker import ensure_broker
 from argentic.protocol import Topics
 from argentic.tools import ToolManager
 
@@ -32,38 +30,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def serve(config: ArgenticConfig, *, start_llm: bool = False) -> int:
-    broker = await ensure_broker(config.messaging)
-    server = None
-    if start_llm:
-        from argentic.llm.local_server import ensure_local_server
-
-        server = await ensure_local_server(
-            config, progress=lambda line: print(line, file=sys.stderr, flush=True)
-        )
     role = config.agent.role
-    messager = Messager.from_config(
-        config.messaging, will=Agent.will(Topics(config.messaging.namespace), role)
-    )
-    llm = LLMFactory.create(config, messager)
-    try:
-        await messager.connect()
-        tools = ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role)
-        await tools.async_init()
-        agent = Agent.from_config(config.agent, llm=llm, messager=messager, tool_manager=tools)
-        await agent.async_init()
-        print(
-            f"agent {role!r} answering {messager.topics.agent_questions(role)}; Ctrl-C stops", file=sys.stderr
-        )
-        await wait_for_shutdown()
-        await agent.stop()
-        await tools.close()
-    finally:
-        await llm.close()
-        await messager.disconnect()
-        if server is not None:
-            await asyncio.to_thread(server.stop)
-        if broker is not None:
-            await broker.stop()
+    async with backends(config, start_llm=start_llm) as backend:
+        will = Agent.will(Topics(config.messaging.namespace), role)
+        async with Messager.from_config(config.messaging, will=will) as messager:
+            tools = ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role)
+            await tools.async_init()
+            agent = Agent.from_config(config.agent, llm=backend.llm, messager=messager, tool_manager=tools)
+            await agent.async_init()
+            print(
+                f"agent {role!r} answering {messager.topics.agent_questions(role)}; Ctrl-C stops",
+                file=sys.stderr,
+            )
+            await wait_for_shutdown()
+            await agent.stop()
+            await tools.close()
     return 0
 
 

@@ -11,13 +11,11 @@ import argparse
 import asyncio
 import sys
 
-from argentic.agents.runtime import wait_for_shutdown
+from argentic.agents.runtime import backends, wait_for_shutdown
 from argentic.agents.visual_agent import VisualAgent
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError
-from argentic.llm import LLMFactory
 from argentic.messaging import Messager
-from argentic.messaging.embedded_broker import ensure_broker
 from argentic.protocol import Topics
 from argentic.tools import ToolManager
 from argentic.video import source_from_config
@@ -47,57 +45,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def watch(config: ArgenticConfig, args: argparse.Namespace) -> int:
-    broker = await ensure_broker(config.messaging)
-    server = None
-    if args.start_llm:
-        from argentic.llm.local_server import ensure_local_server
-
-        server = await ensure_local_server(
-            config, progress=lambda line: print(line, file=sys.stderr, flush=True)
-        )
     role = config.agent.role
-    messager = Messager.from_config(
-        config.messaging, will=VisualAgent.will(Topics(config.messaging.namespace), role)
-    )
-    llm = LLMFactory.create(config, messager)
-    source = None
-    try:
-        await messager.connect()
-        source = source_from_config(config.video, messager)
-        await source.start()
-        tools = ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role)
-        await tools.async_init()
-        agent = VisualAgent.from_config(config, llm=llm, messager=messager, tool_manager=tools, driver=source)
-        await agent.async_init()
-        print(f"visual agent {role!r} answering {messager.topics.agent_questions(role)}", file=sys.stderr)
-        if config.video.source == "webrtc":
-            print(
-                f"waiting for a WebRTC offer on {messager.topics.video_offer(config.video.stream)}",
-                file=sys.stderr,
-            )
-        if args.question:
-            interval = None if args.only_on_change else (args.interval or config.video.watch_interval_s)
-            agent.start_watch(
-                args.question,
-                interval_s=interval,
-                on_scene_change=args.on_change or args.only_on_change,
-                scene_threshold=config.video.scene_change_threshold,
-            )
-            print(f"observations on {messager.topics.agent_observations(role)}", file=sys.stderr)
-        print("Ctrl-C stops", file=sys.stderr)
-        await wait_for_shutdown()
-        await agent.stop()
-        await tools.close()
-    finally:
-        if source is not None:
-            await source.stop()
-        await llm.close()
-        await messager.disconnect()
-        if server is not None:
-            await asyncio.to_thread(server.stop)
-        if broker is not None:
-            await broker.stop()
+    async with backends(config, start_llm=args.start_llm) as backend:
+        will = VisualAgent.will(Topics(config.messaging.namespace), role)
+        async with Messager.from_config(config.messaging, will=will) as messager:
+            source = source_from_config(config.video, messager)
+            await source.start()
+            try:
+                tools = ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role)
+                await tools.async_init()
+                agent = VisualAgent.from_config(
+                    config, llm=backend.llm, messager=messager, tool_manager=tools, driver=source
+                )
+                await agent.async_init()
+                say(f"visual agent {role!r} answering {messager.topics.agent_questions(role)}")
+                if config.video.source == "webrtc":
+                    say(f"waiting for a WebRTC offer on {messager.topics.video_offer(config.video.stream)}")
+                if args.question:
+                    interval = (
+                        None if args.only_on_change else (args.interval or config.video.watch_interval_s)
+                    )
+                    agent.start_watch(
+                        args.question,
+                        interval_s=interval,
+                        on_scene_change=args.on_change or args.only_on_change,
+                        scene_threshold=config.video.scene_change_threshold,
+                    )
+                    say(f"observations on {messager.topics.agent_observations(role)}")
+                say("Ctrl-C stops")
+                await wait_for_shutdown()
+                await agent.stop()
+                await tools.close()
+            finally:
+                await source.stop()
     return 0
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:

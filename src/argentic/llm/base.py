@@ -79,6 +79,10 @@ class LLMProvider(ABC):
         """A provider like this one with another model, sampling default or endpoint (per agent role)."""
         raise NotImplementedError(f"{type(self).__name__} does not support overrides")
 
+    async def resolve_model(self) -> str:
+        """The model this provider talks to (a server provider may ask the server which it serves)."""
+        return self.model_name
+
     async def close(self) -> None:
         """Release connections or the engine; the provider is unusable afterwards."""
         return None

@@ -30,6 +30,11 @@ def llm_config(config: ArgenticConfig | LLMConfig | Mapping[str, Any]) -> LLMCon
     raise ConfigError(f"expected an ArgenticConfig, LLMConfig or mapping, got {type(config).__name__}")
 
 
+def endpoint_url(llm: LLMConfig) -> str:
+    """The base URL the configured provider talks to."""
+    return llm.base_url if llm.provider == "openai" and llm.base_url else llm.vllm_base_url
+
+
 def _echo(
     messages: Sequence[ChatMessage],
     tools: Sequence[ToolDefinition],

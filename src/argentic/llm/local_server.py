@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from argentic.config import ArgenticConfig, LLMConfig, LLMServerConfig
 from argentic.errors import LLMError, LLMUnavailableError
+from argentic.llm.factory import endpoint_url
 from argentic.llm.local import CPU_MAX_MODEL_LEN, CPU_MODEL_NAME, ensure_cpu_build
 
 log = logging.getLogger(__name__)
@@ -365,7 +366,7 @@ async def ensure_local_server(
     (blocking: ``await asyncio.to_thread(server.stop)``); it also ends with this process.
     """
     llm = config.llm if isinstance(config, ArgenticConfig) else config
-    base_url = llm.base_url if llm.provider == "openai" and llm.base_url else llm.vllm_base_url
+    base_url = endpoint_url(llm)
     if await asyncio.to_thread(health_ok, base_url):
         return None
     server = llm.server
