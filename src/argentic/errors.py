@@ -20,7 +20,8 @@
     │   ├── ToolArgumentsError      the arguments do not validate against the tool's model
     │   ├── ToolExecutionError      the tool raised
     │   └── ToolTimeoutError        the tool did not answer in time
-    ├── AgentError                  the agent gave up (step limit, repeated calls, unusable replies)
+    ├── AgentError                  the agent gave up (repeated calls, unusable replies)
+    │   └── StepLimitError          the model was still calling tools at the step limit
     └── VideoError                  no frames, unreadable video, a WebRTC peer that failed
 
 Every message says what to do about the problem where there is something to do.
@@ -115,6 +116,10 @@ class ToolTimeoutError(ToolError, TimeoutError):
 
 class AgentError(ArgenticError):
     """The agent could not finish the task."""
+
+
+class StepLimitError(AgentError):
+    """The model was still calling tools when the step limit was reached."""
 
 
 class VideoError(ArgenticError):

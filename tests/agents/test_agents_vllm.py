@@ -13,9 +13,9 @@ import pytest
 from agents_support import REPO, MakeMessager, service_process
 from pydantic import BaseModel, Field
 
+from argentic.netutil import free_port
 from argentic.protocol import Answer, Message, Presence, Progress, Question, Token
 from argentic.testing.mosquitto import MosquittoBroker
-from argentic.testing.ports import free_port
 from argentic.tools import ToolManager
 from argentic.tools.loader import import_module, tools_in
 

@@ -14,7 +14,7 @@ import pytest
 from argentic.errors import LLMRequestError, LLMTimeoutError, LLMUnavailableError
 from argentic.llm import ChatMessage, ToolDefinition
 from argentic.llm.openai_provider import OpenAICompatibleProvider
-from argentic.testing.ports import free_port
+from argentic.netutil import free_port
 
 Reply = tuple[int, dict[str, object]]
 

@@ -19,7 +19,7 @@ from argentic.errors import LLMRequestError
 from argentic.llm import ChatMessage, SamplingSettings, ToolDefinition
 from argentic.llm.local_server import health_ok
 from argentic.llm.openai_provider import OpenAICompatibleProvider
-from argentic.testing.ports import free_port
+from argentic.netutil import free_port
 
 pytestmark = pytest.mark.vllm
 

@@ -26,7 +26,7 @@ from argentic.llm import (
 )
 from argentic.llm.local_server import ensure_local_server
 from argentic.llm.openai_provider import OpenAICompatibleProvider
-from argentic.testing.ports import free_port
+from argentic.netutil import free_port
 
 pytestmark = pytest.mark.vllm
 

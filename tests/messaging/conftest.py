@@ -11,8 +11,8 @@ from messaging_support import BrokerUnderTest
 
 from argentic.messaging import Messager
 from argentic.messaging.embedded_broker import EmbeddedBroker
+from argentic.netutil import free_port
 from argentic.testing.mosquitto import MosquittoBroker
-from argentic.testing.ports import free_port
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -14,9 +14,9 @@ from argentic.config import MessagingConfig
 from argentic.errors import ConfigError
 from argentic.messaging import Messager
 from argentic.messaging.embedded_broker import broker_for, ensure_broker
+from argentic.netutil import free_port, is_listening
 from argentic.protocol import Question
 from argentic.testing.mosquitto import MosquittoBroker
-from argentic.testing.ports import free_port, is_listening
 
 Messagers = Callable[..., Awaitable[Messager]]
 

@@ -13,9 +13,9 @@ from argentic.messaging import Messager
 from argentic.messaging.aiomqtt_transport import AiomqttTransport
 from argentic.messaging.embedded_broker import EmbeddedBroker
 from argentic.messaging.transport import ConnectOptions
+from argentic.netutil import free_port
 from argentic.protocol import Answer, Question
 from argentic.testing.mosquitto import MosquittoBroker
-from argentic.testing.ports import free_port
 
 Connect = Callable[..., Awaitable[Messager]]
 Messagers = Callable[..., Awaitable[Messager]]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from argentic.testing.ports import free_port
+from argentic.netutil import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "visual_agent_vllm.py"

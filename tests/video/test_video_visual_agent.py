@@ -183,6 +183,7 @@ async def test_no_frames_over_mqtt_is_an_error_reply_then_service_resumes(messag
     topic = client.topics.agent_questions("blind")
     reply = await client.request(topic, Question(text="What do you see?"), timeout=20)
     assert isinstance(reply, ErrorReply)
+    assert reply.error.code == "no_frames"
     assert "no video frame arrived" in reply.error.message
     await source.start()
     reply = await client.request(topic, Question(text="And now?"), timeout=20)

@@ -212,7 +212,7 @@ def gemma3n_server() -> Any:
         return
     from argentic.config import LLMServerConfig
     from argentic.llm.local_server import start_server
-    from argentic.testing.ports import free_port
+    from argentic.netutil import free_port
 
     config = LLMServerConfig(
         model=GEMMA_3N,

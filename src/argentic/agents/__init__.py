@@ -2,6 +2,7 @@
 
 from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.conversation import ConversationStore
-from argentic.agents.loop import LoopPolicy, StepLimitError, ToolLoop
+from argentic.agents.loop import LoopPolicy, ToolLoop
+from argentic.errors import StepLimitError
 
 __all__ = ["Agent", "AgentResult", "ConversationStore", "LoopPolicy", "StepLimitError", "ToolLoop"]

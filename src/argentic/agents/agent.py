@@ -31,9 +31,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from argentic.agents.conversation import ConversationStore
 from argentic.agents.events import MqttEvents
-from argentic.agents.loop import EventSink, LoopPolicy, NullEvents, StepLimitError, ToolLoop
+from argentic.agents.loop import EventSink, LoopPolicy, NullEvents, ToolLoop
 from argentic.config import AgentConfig
-from argentic.errors import AgentError, LLMError, LLMTimeoutError, LLMUnavailableError
+from argentic.errors import (
+    AgentError,
+    LLMError,
+    LLMTimeoutError,
+    LLMUnavailableError,
+    StepLimitError,
+    VideoError,
+)
 from argentic.llm import (
     ChatMessage,
     ChatResponse,
@@ -95,6 +102,8 @@ def error_info(exc: BaseException) -> ErrorInfo:
         return ErrorInfo(code="timeout", message=str(exc))
     if isinstance(exc, LLMError | AgentError):
         return ErrorInfo(code="llm_error", message=str(exc))
+    if isinstance(exc, VideoError):
+        return ErrorInfo(code="no_frames", message=str(exc))
     return ErrorInfo(code="internal", message=f"{type(exc).__name__}: {exc}")
 
 

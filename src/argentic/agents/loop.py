@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from argentic.errors import AgentError, LLMOutputError
+from argentic.errors import AgentError, LLMOutputError, StepLimitError
 from argentic.llm import (
     ChatMessage,
     ChatResponse,
@@ -43,10 +43,6 @@ from argentic.protocol import ToolCallRecord, ToolResult, Usage
 log = logging.getLogger(__name__)
 
 Stage = Literal["started", "llm_call", "tool_call", "tool_result", "answered", "failed"]
-
-
-class StepLimitError(AgentError):
-    """The model was still calling tools when the step limit was reached."""
 
 
 class EventSink(Protocol):

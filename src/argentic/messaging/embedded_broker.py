@@ -24,7 +24,7 @@ from amqtt.plugins.base import BaseAuthPlugin
 from argentic.config import MessagingConfig
 from argentic.errors import MessagingError
 from argentic.messaging.transport import remember_protocol
-from argentic.testing.ports import is_listening
+from argentic.netutil import is_listening
 
 logger = logging.getLogger("argentic.messaging.broker")
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from argentic.testing.ports import free_port, is_listening
+from argentic.netutil import free_port, is_listening
 
 
 class MosquittoBroker:

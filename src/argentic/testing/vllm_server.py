@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from argentic.config import LLMServerConfig
 from argentic.llm.local import CPU_MODEL_NAME
 from argentic.llm.local_server import VLLMServer, health_ok, start_server
-from argentic.testing.ports import free_port
+from argentic.netutil import free_port
 
 STARTUP_TIMEOUT_S = 240.0
 

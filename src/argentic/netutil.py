@@ -1,4 +1,4 @@
-"""Free loopback ports."""
+"""Small socket checks: a free loopback port, whether something listens at an address."""
 
 from __future__ import annotations
 
