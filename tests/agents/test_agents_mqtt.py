@@ -88,6 +88,21 @@ async def test_presence_is_retained(served: tuple[Agent, ScriptedLLM, Messager])
     assert presence.online and presence.role == "calc"
 
 
+async def test_agent_that_disconnects_without_stop_goes_offline(mqtt: MakeMessager) -> None:
+    client = await mqtt()
+    seen: asyncio.Queue[Presence] = asyncio.Queue()
+
+    async def on_presence(presence: Presence) -> None:
+        await seen.put(presence)
+
+    await client.subscribe(client.topics.agent_status("brief"), on_presence, model=Presence)
+    bus = await mqtt()
+    await Agent(llm=ScriptedLLM(), messager=bus, role="brief").async_init()
+    assert (await asyncio.wait_for(seen.get(), 10)).online
+    await bus.disconnect()
+    assert not (await asyncio.wait_for(seen.get(), 10)).online
+
+
 async def test_errors_reach_the_asker_and_the_agent_keeps_serving(
     served: tuple[Agent, ScriptedLLM, Messager], mosquitto: MosquittoBroker
 ) -> None:

@@ -139,3 +139,22 @@ async def test_replicas_share_calls(mqtt: MakeMessager) -> None:
 async def test_explode_tool_message() -> None:
     with pytest.raises(RuntimeError):
         await explode.invoke({})
+
+
+async def test_leaving_without_stop_withdraws_the_tools(mqtt: MakeMessager) -> None:
+    """A program that disconnects without stopping its tool service leaves no stale tools behind."""
+    manager = ToolManager(await mqtt())
+    await manager.async_init()
+    bus = await mqtt()  # no will: only the service's own withdrawal can clear the announcement
+    await ToolService(bus, [add], "forgetful").start()
+    await manager.wait_for_tools("add")
+    await bus.disconnect()
+    for _ in range(200):
+        if "add" not in manager.tools:
+            break
+        await asyncio.sleep(0.02)
+    assert "add" not in manager.tools
+    assert "forgetful" not in manager.services
+    late = ToolManager(await mqtt())  # a newcomer finds no retained announcement either
+    await late.async_init()
+    assert late.tools == {}

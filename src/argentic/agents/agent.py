@@ -23,7 +23,7 @@ to attach images) and how the model is called (:meth:`Agent.call_llm`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -146,6 +146,7 @@ class Agent:
             max_conversations=max_conversations, max_messages=max_history_messages
         )
         self._subscription: Any = None
+        self._cancel_leave: Callable[[], None] = lambda: None
 
     @classmethod
     def from_config(
@@ -193,6 +194,7 @@ class Agent:
             model=IncomingQuestion,
             shared_group=self.role,
         )
+        self._cancel_leave = self.messager.before_disconnect(self.stop)
         await self._publish_presence(True)
         log.info("agent %s serving %s", self.role, self.messager.topics.agent_questions(self.role))
 
@@ -201,6 +203,7 @@ class Agent:
         if self.messager is None or self._subscription is None:
             return
         sub, self._subscription = self._subscription, None
+        self._cancel_leave()
         try:
             await self.messager.unsubscribe(sub)
             await self._publish_presence(False)

@@ -80,7 +80,8 @@ BACKLOG_FACTOR = 16  # deliveries allowed to wait for a handler slot, per slot
 
 @dataclass
 class Will:
-    """The last will: published by the broker when this client vanishes without disconnecting."""
+    """The last will: what is true once this client is gone. The broker publishes it when the
+    client vanishes; :meth:`Messager.disconnect` publishes it itself on a graceful exit."""
 
     topic: str
     message: Message | None
@@ -163,6 +164,7 @@ class Messager:
         self.session_expiry_s = session_expiry_s
         self.persistent = persistent
         self.will = will
+        self._leaving: list[Callable[[], Awaitable[None]]] = []
         self.max_payload_bytes = max_payload_bytes
         self.request_timeout_s = request_timeout_s
         self.connect_timeout_s = connect_timeout_s
@@ -379,10 +381,43 @@ class Messager:
                 f"the broker did not confirm the subscriptions within {self.connect_timeout_s:g}s"
             ) from None
 
+    def before_disconnect(self, callback: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+        """Run ``callback`` at the start of a graceful :meth:`disconnect`, while still connected,
+        so that what a component announced is withdrawn even if it is never stopped. Returns a
+        function that cancels the registration (call it from the component's own stop)."""
+        self._leaving.append(callback)
+
+        def cancel() -> None:
+            with contextlib.suppress(ValueError):
+                self._leaving.remove(callback)
+
+        return cancel
+
     async def disconnect(self) -> None:
-        """Leave gracefully (the broker does not publish the will). Pending requests fail."""
+        """Leave gracefully. Pending requests fail.
+
+        First the ``before_disconnect`` callbacks run (newest first), then the will is published:
+        a broker sends it only for clients that vanish, yet a process that exits without
+        withdrawing what it announced (tools, presence) is just as gone.
+        """
         if self._state in (_State.NEW, _State.CLOSED):
             return
+        for callback in reversed(list(self._leaving)):
+            try:
+                async with asyncio.timeout(min(self.publish_timeout_s, 5.0)):
+                    await callback()
+            except Exception as exc:  # leaving must not fail because one component could not
+                logger.warning("while disconnecting, %r failed: %s", callback, exc)
+        self._leaving.clear()
+        if self.will is not None and self._online:
+            message = self.will.message
+            if message is not None:
+                message = message.model_copy(update={"id": new_id(), "ts": time.time()})
+            try:
+                async with asyncio.timeout(min(self.publish_timeout_s, 5.0)):
+                    await self.publish(self.will.topic, message, qos=self.will.qos, retain=self.will.retain)
+            except (MessagingError, TimeoutError) as exc:
+                logger.warning("could not publish the will on %s while leaving: %s", self.will.topic, exc)
         self._state = _State.CLOSED
         self._online = False
         runner, self._runner = self._runner, None

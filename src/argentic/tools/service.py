@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from argentic.errors import ToolArgumentsError
@@ -58,6 +58,7 @@ class ToolService:
         self._slots = asyncio.Semaphore(max_concurrent_calls)
         self._subscriptions: list[Any] = []
         self._started = False
+        self._cancel_leave: Callable[[], None] = lambda: None
         self.calls_served = 0
 
     @property
@@ -83,6 +84,7 @@ class ToolService:
         sub = await self.messager.subscribe(self.topic, self._on_announcement, on_empty=self._on_withdrawn)
         self._subscriptions.append(sub)
         self._started = True
+        self._cancel_leave = self.messager.before_disconnect(self.stop)
         await self.announce()
         log.info("tool service %s serving %s", self.service_id, ", ".join(self.tools))
 
@@ -94,6 +96,7 @@ class ToolService:
         if not self._started:
             return
         self._started = False
+        self._cancel_leave()
         for sub in self._subscriptions:
             try:
                 await self.messager.unsubscribe(sub)
