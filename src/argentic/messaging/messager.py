@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from argentic.config import MessagingConfig, TLSConfig
 from argentic.errors import (
@@ -51,7 +51,7 @@ from argentic.messaging.transport import (
     remember_protocol,
 )
 from argentic.protocol import (
-    AnyMessage,
+    MESSAGE_ADAPTER,
     ErrorReply,
     Message,
     Topics,
@@ -64,7 +64,6 @@ from argentic.protocol import (
 
 logger = logging.getLogger("argentic.messaging")
 
-_any_message: TypeAdapter[Message] = TypeAdapter(AnyMessage)
 
 M = TypeVar("M", bound=Message)
 Handler = Callable[[M], Awaitable[None]]
@@ -817,7 +816,7 @@ def _parse(payload: bytes, model: type[M] | None) -> M:
     """Validate straight from JSON bytes; on failure let parse_message say what is wrong."""
     try:
         if model is None:
-            return _any_message.validate_json(payload)  # type: ignore[return-value]
+            return MESSAGE_ADAPTER.validate_json(payload)  # type: ignore[return-value]
         return model.model_validate_json(payload)
     except ValidationError:
         return parse_message(payload, model)

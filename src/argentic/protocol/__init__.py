@@ -1,6 +1,7 @@
 """The wire protocol: message models and the topic contract."""
 
 from argentic.protocol.messages import (
+    MESSAGE_ADAPTER,
     PROTOCOL_VERSION,
     Answer,
     AnyMessage,
@@ -26,6 +27,7 @@ from argentic.protocol.messages import (
 from argentic.protocol.topics import Topics, matches, shared, topic_level
 
 __all__ = [
+    "MESSAGE_ADAPTER",
     "PROTOCOL_VERSION",
     "Answer",
     "AnyMessage",

@@ -252,7 +252,8 @@ AnyMessage = Annotated[
     | WebRTCAnswer,
     Field(discriminator="type"),
 ]
-_any_message: TypeAdapter[Message] = TypeAdapter(AnyMessage)
+#: Validates any protocol message by its ``type`` tag.
+MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(AnyMessage)
 
 M = TypeVar("M", bound=Message)
 
@@ -273,7 +274,7 @@ def parse_message(payload: bytes | str, model: type[M] | None = None, *, max_byt
         raise MalformedMessageError(f"payload must be a JSON object, got {type(data).__name__}")
     try:
         if model is None:
-            return _any_message.validate_python(data)  # type: ignore[return-value]
+            return MESSAGE_ADAPTER.validate_python(data)  # type: ignore[return-value]
         return model.model_validate(data)
     except ValidationError as exc:
         expected = model.__name__ if model else "an argentic message"
