@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -37,3 +40,55 @@ def vllm_server() -> Iterator[object]:
 
     with cpu_vllm_server() as server:
         yield server
+
+
+GEMMA_3N = "google/gemma-3n-E4B-it"
+
+
+def gpu_available() -> bool:
+    """A Gemma 3n server can be had: one given by ``ARGENTIC_TEST_GEMMA3N_URL``, or CUDA to start one."""
+    if os.environ.get("ARGENTIC_TEST_GEMMA3N_URL"):
+        return True
+    if shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        import torch  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if gpu_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (or ARGENTIC_TEST_GEMMA3N_URL) for Gemma 3n")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def gemma3n_server() -> Iterator[Any]:
+    """Gemma 3n on vLLM with two images per prompt (or ``ARGENTIC_TEST_GEMMA3N_URL``, already running):
+    ``.base_url`` and ``.model``. For tests marked ``gpu``."""
+    external = os.environ.get("ARGENTIC_TEST_GEMMA3N_URL")
+    if external:
+        yield type("External", (), {"base_url": external.rstrip("/"), "model": GEMMA_3N})()
+        return
+    from argentic.config import LLMServerConfig
+    from argentic.llm.local_server import start_server
+    from argentic.netutil import free_port
+
+    config = LLMServerConfig(
+        model=GEMMA_3N,
+        served_model_name=GEMMA_3N,
+        port=free_port(),
+        max_model_len=8192,
+        limit_mm_per_prompt={"image": 2},
+        startup_timeout_s=1800,
+    )
+    server = start_server(config)
+    try:
+        yield server
+    finally:
+        server.close()

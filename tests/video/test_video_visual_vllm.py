@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import io
 import json
-import os
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -190,47 +188,7 @@ async def test_the_request_carries_valid_jpeg_parts_and_the_refusal_is_clear(
         await source.stop()
 
 
-def _cuda_available() -> bool:
-    if shutil.which("nvidia-smi") is None:
-        return False
-    try:
-        import torch  # type: ignore[import-not-found]
-    except ImportError:
-        return bool(os.environ.get("ARGENTIC_TEST_GEMMA3N_URL"))
-    return bool(torch.cuda.is_available())
-
-
-GEMMA_3N = "google/gemma-3n-E4B-it"
-
-
-@pytest.fixture(scope="module")
-def gemma3n_server() -> Any:
-    """Gemma 3n on vLLM with two images per prompt (or ``ARGENTIC_TEST_GEMMA3N_URL``, already running)."""
-    external = os.environ.get("ARGENTIC_TEST_GEMMA3N_URL")
-    if external:
-        yield type("External", (), {"base_url": external.rstrip("/"), "model": GEMMA_3N})()
-        return
-    from argentic.config import LLMServerConfig
-    from argentic.llm.local_server import start_server
-    from argentic.netutil import free_port
-
-    config = LLMServerConfig(
-        model=GEMMA_3N,
-        served_model_name=GEMMA_3N,
-        port=free_port(),
-        max_model_len=8192,
-        limit_mm_per_prompt={"image": 2},
-        startup_timeout_s=1800,
-    )
-    server = start_server(config)
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(not _cuda_available(), reason="needs CUDA (nvidia-smi and torch with CUDA) for Gemma 3n")
 async def test_gemma_3n_answers_about_frames_end_to_end(gemma3n_server: Any) -> None:
     from argentic.llm.openai_provider import OpenAICompatibleProvider
 
