@@ -103,6 +103,44 @@ async def test_agent_that_disconnects_without_stop_goes_offline(mqtt: MakeMessag
     assert not (await asyncio.wait_for(seen.get(), 10)).online
 
 
+async def test_role_stays_online_while_one_replica_serves(mqtt: MakeMessager) -> None:
+    client = await mqtt()
+    states: list[bool] = []
+
+    async def on_presence(presence: Presence) -> None:
+        states.append(presence.online)
+
+    first = Agent(llm=ScriptedLLM(), messager=await mqtt(), role="pair")
+    second = Agent(llm=ScriptedLLM(), messager=await mqtt(), role="pair")
+    await first.async_init()
+    await second.async_init()
+    await client.subscribe(client.topics.agent_status("pair"), on_presence, model=Presence)
+
+    async def settled(expected: bool) -> None:
+        for _ in range(200):
+            if states and states[-1] is expected:
+                await asyncio.sleep(0.2)  # nothing else follows
+                if states[-1] is expected:
+                    return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"presence did not settle on online={expected}: {states}")
+
+    await settled(True)
+    await first.stop()
+    await settled(True)  # the other replica still serves, and says so
+    assert False in states  # the stop was announced, then answered
+    late = await mqtt()  # a newcomer reads the retained state
+    retained: asyncio.Queue[Presence] = asyncio.Queue()
+
+    async def on_retained(presence: Presence) -> None:
+        await retained.put(presence)
+
+    await late.subscribe(late.topics.agent_status("pair"), on_retained, model=Presence)
+    assert (await asyncio.wait_for(retained.get(), 10)).online
+    await second.stop()
+    await settled(False)
+
+
 async def test_errors_reach_the_asker_and_the_agent_keeps_serving(
     served: tuple[Agent, ScriptedLLM, Messager], mosquitto: MosquittoBroker
 ) -> None:

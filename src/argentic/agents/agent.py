@@ -146,6 +146,7 @@ class Agent:
             max_conversations=max_conversations, max_messages=max_history_messages
         )
         self._subscription: Any = None
+        self._presence_watch: Any = None
         self._cancel_leave: Callable[[], None] = lambda: None
 
     @classmethod
@@ -194,6 +195,11 @@ class Agent:
             model=IncomingQuestion,
             shared_group=self.role,
         )
+        # Replicas share one retained presence per role: when another one leaves (its stop or its
+        # will says offline), those still serving say online again.
+        self._presence_watch = await self.messager.subscribe(
+            self.messager.topics.agent_status(self.role), self._on_presence, model=Presence
+        )
         self._cancel_leave = self.messager.before_disconnect(self.stop)
         await self._publish_presence(True)
         log.info("agent %s serving %s", self.role, self.messager.topics.agent_questions(self.role))
@@ -202,13 +208,20 @@ class Agent:
         """Stop serving questions and say so (presence ``online: false``)."""
         if self.messager is None or self._subscription is None:
             return
-        sub, self._subscription = self._subscription, None
+        subs = [self._subscription, self._presence_watch]
+        self._subscription = self._presence_watch = None
         self._cancel_leave()
         try:
-            await self.messager.unsubscribe(sub)
+            for sub in subs:
+                if sub is not None:
+                    await self.messager.unsubscribe(sub)
             await self._publish_presence(False)
         except Exception:
             log.warning("could not unsubscribe or publish presence while stopping", exc_info=True)
+
+    async def _on_presence(self, presence: Presence) -> None:
+        if not presence.online and self._subscription is not None:
+            await self._publish_presence(True)
 
     async def _publish_presence(self, online: bool) -> None:
         assert self.messager is not None
