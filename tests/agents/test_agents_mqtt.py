@@ -239,3 +239,22 @@ async def test_argentic_ask_cli(
     lines = out.decode().splitlines()
     assert 'tool add({"a": 2, "b": 2}) -> 4' in lines and lines[-1] == "four"
     assert "tool_call add" in err.decode()  # progress lines go to stderr
+    assert "says it is online" not in err.decode()  # the agent's presence was read
+
+
+async def test_argentic_ask_says_when_no_agent_is_online(mosquitto: MosquittoBroker, namespace: str) -> None:
+    env = {
+        **os.environ,
+        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
+        "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
+        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
+    }
+    ask = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "argentic.cli.main", "ask", "anyone?", "--role", "nobody", "--timeout", "1",
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(ask.communicate(), 60)
+    assert ask.returncode == 2
+    text = err.decode()
+    assert "no agent with role 'nobody' says it is online" in text
+    assert "no answer within 1 s" in text

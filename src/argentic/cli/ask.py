@@ -10,7 +10,7 @@ import sys
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError, RequestTimeoutError
 from argentic.messaging import Messager
-from argentic.protocol import Answer, ErrorReply, Message, Progress, Question, Token
+from argentic.protocol import Answer, ErrorReply, Message, Presence, Progress, Question, Token
 
 HELP = "ask an agent a question over MQTT and print the answer"
 
@@ -36,6 +36,23 @@ def _describe(event: Progress) -> str:
     return " ".join(parts)
 
 
+async def _online(messager: Messager, role: str, wait_s: float = 1.0) -> bool:
+    """Whether the role's retained presence says online (it arrives at once when there is one)."""
+    seen: asyncio.Queue[Presence] = asyncio.Queue(maxsize=8)
+
+    async def on_presence(presence: Presence) -> None:
+        if not seen.full():
+            seen.put_nowait(presence)
+
+    subscription = await messager.subscribe(messager.topics.agent_status(role), on_presence, model=Presence)
+    try:
+        return (await asyncio.wait_for(seen.get(), wait_s)).online
+    except TimeoutError:
+        return False
+    finally:
+        await messager.unsubscribe(subscription)
+
+
 async def ask(config: ArgenticConfig, args: argparse.Namespace) -> int:
     role = args.role or config.agent.role
     question = Question(text=args.text, conversation_id=args.conversation, stream=args.stream)
@@ -51,6 +68,13 @@ async def ask(config: ArgenticConfig, args: argparse.Namespace) -> int:
                 print(f"[{role}] {_describe(event)}", file=sys.stderr, flush=True)
 
         await messager.subscribe(messager.topics.agent_events(role, question.id), on_event)
+        if not args.quiet and not await _online(messager, role):
+            print(
+                f"argentic ask: no agent with role {role!r} says it is online; the question waits up to "
+                f"{args.timeout:g} s for one",
+                file=sys.stderr,
+                flush=True,
+            )
         reply = await messager.request(
             messager.topics.agent_questions(role), question, response_model=Answer, timeout=args.timeout
         )
