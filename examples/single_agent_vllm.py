@@ -31,7 +31,6 @@ from argentic.agents import Agent
 from argentic.agents.runtime import backends
 from argentic.config import load_config
 from argentic.llm.local import CPU_MODEL_NAME
-from argentic.llm.local_server import health_ok
 from argentic.messaging import Messager
 from argentic.protocol import Answer, ErrorReply, Message, Progress, Question, Topics
 from argentic.tools import ToolManager, ToolService, tool_service_will
@@ -59,11 +58,6 @@ def say(text: str) -> None:
 async def main(question_text: str) -> int:
     config = load_config()
     topics = Topics(config.messaging.namespace)
-    if not await asyncio.to_thread(health_ok, config.llm.vllm_base_url):
-        say(
-            f"no vLLM server answers at {config.llm.vllm_base_url}: starting a local one "
-            "(with no llm.server.model, the CPU model, built on first use: allow a few minutes)"
-        )
 
     def progress(line: str) -> None:
         say(f"  [vllm] {line}")

@@ -370,6 +370,10 @@ async def ensure_local_server(
     if await asyncio.to_thread(health_ok, base_url):
         return None
     server = llm.server
+    what = server.model or "the CPU model, built on first use: allow a few minutes"
+    log.info("no vLLM server answers at %s; starting a local one", base_url)
+    if progress is not None:
+        progress(f"no vLLM server answers at {base_url}: starting a local one ({what})")
     parts = urlsplit(base_url)
     if parts.hostname in ("localhost", "127.0.0.1", "::1") and parts.port:
         server = server.model_copy(update={"port": parts.port})
