@@ -139,12 +139,15 @@ async def raw_rtt(broker: MosquittoBroker, calls: int) -> list[float]:
 # --- 2. concurrent questions -------------------------------------------------------------------
 
 
+Recorded = dict[str, list[tuple[list[ChatMessage], list[ToolDefinition], ToolChoice]]]
+
+
 class RecordingAgent(Agent):
     """Keeps every LLM request it makes, per question, to replay them directly."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.recorded: dict[str, list[tuple[list[ChatMessage], list[ToolDefinition], ToolChoice]]] = {}
+        self.recorded: Recorded = {}
 
     async def call_llm(
         self,
@@ -157,9 +160,6 @@ class RecordingAgent(Agent):
         key = next(m.text for m in messages if m.role == "user")
         self.recorded.setdefault(key, []).append((list(messages), list(tools), tool_choice))
         return await super().call_llm(messages, tools, tool_choice, output, events)
-
-
-Recorded = dict[str, list[tuple[list[ChatMessage], list[ToolDefinition], ToolChoice]]]
 
 
 async def agent_pass(client: Messager, role: str, questions: list[str]) -> tuple[float, int]:

@@ -4,10 +4,11 @@ result and the answer all get through once mosquitto is back (persistent session
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated
 
 import pytest
+from agents_support import MakeMessager
 from pydantic import Field
 
 from argentic.agents import Agent
@@ -30,30 +31,18 @@ async def measure(length: Annotated[int, Field(ge=0, le=1000)]) -> int:
 
 
 @pytest.fixture
-async def buses(private_mosquitto: MosquittoBroker, namespace: str) -> AsyncIterator[Any]:
-    made: list[Messager] = []
-
-    async def make(name: str) -> Messager:
+def buses(private_mqtt: MakeMessager, namespace: str) -> Callable[[str], Awaitable[Messager]]:
+    def make(name: str) -> Awaitable[Messager]:
         # Stable client ids: their sessions (and what is queued for them) outlive the restart.
-        messager = Messager(
-            private_mosquitto.host,
-            private_mosquitto.port,
-            namespace=namespace,
-            client_id=f"{namespace}-{name}",
-            reconnect_initial_delay_s=0.05,
-            reconnect_max_delay_s=0.5,
+        return private_mqtt(
+            client_id=f"{namespace}-{name}", reconnect_initial_delay_s=0.05, reconnect_max_delay_s=0.5
         )
-        await messager.connect()
-        made.append(messager)
-        return messager
 
-    yield make
-    for messager in reversed(made):
-        await messager.disconnect()
+    return make
 
 
 async def test_a_task_survives_a_broker_restart_mid_tool_call(
-    buses: Any, private_mosquitto: MosquittoBroker
+    buses: Callable[[str], Awaitable[Messager]], private_mosquitto: MosquittoBroker
 ) -> None:
     started.clear()
     release.clear()
