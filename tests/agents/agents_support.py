@@ -6,16 +6,12 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from argentic.messaging import Messager
 from argentic.tools import BaseTool, tool
-
-MakeMessager = Callable[..., Awaitable[Messager]]
 
 REPO = Path(__file__).resolve().parents[2]
 SUPPORT = str(Path(__file__).resolve())

@@ -3,34 +3,15 @@ the test's own, or on an in-memory broker."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from agents_support import MakeMessager
 
 from argentic.messaging import Messager
 from argentic.messaging.memory import MemoryBroker
+from argentic.testing.messagers import MakeMessager, connected_messagers
 from argentic.testing.mosquitto import MosquittoBroker
-
-
-@contextlib.asynccontextmanager
-async def connected(build: Callable[..., Messager]) -> AsyncIterator[MakeMessager]:
-    """``make(**options)`` builds a messager with ``build``, connects it, and disconnects it at the end."""
-    made: list[Messager] = []
-
-    async def make(**options: Any) -> Messager:
-        messager = build(**options)
-        await messager.connect()
-        made.append(messager)
-        return messager
-
-    try:
-        yield make
-    finally:
-        for messager in reversed(made):
-            await messager.disconnect()
 
 
 @pytest.fixture
@@ -41,7 +22,7 @@ async def mqtt(mosquitto: MosquittoBroker, namespace: str) -> AsyncIterator[Make
         options.setdefault("persistent", False)
         return Messager(mosquitto.host, mosquitto.port, namespace=namespace, **options)
 
-    async with connected(build) as make:
+    async with connected_messagers(build) as make:
         yield make
 
 
@@ -52,7 +33,7 @@ async def private_mqtt(private_mosquitto: MosquittoBroker, namespace: str) -> As
     def build(**options: Any) -> Messager:
         return Messager(private_mosquitto.host, private_mosquitto.port, namespace=namespace, **options)
 
-    async with connected(build) as make:
+    async with connected_messagers(build) as make:
         yield make
 
 
@@ -69,5 +50,5 @@ async def memory(memory_broker: MemoryBroker, namespace: str) -> AsyncIterator[M
         options.setdefault("persistent", False)
         return Messager(namespace=namespace, transport=memory_broker.transport(), **options)
 
-    async with connected(build) as make:
+    async with connected_messagers(build) as make:
         yield make

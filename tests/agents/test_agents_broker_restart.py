@@ -8,13 +8,13 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import pytest
-from agents_support import MakeMessager
 from pydantic import Field
 
 from argentic.agents import Agent
 from argentic.llm import ScriptedLLM, tool_call
 from argentic.messaging import Messager
 from argentic.protocol import Answer, Question
+from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.tools import ToolManager, ToolService, tool
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
-from agents_support import MakeMessager, all_tools
+from agents_support import all_tools
 from pydantic import BaseModel, Field
 
 from argentic.agents import Agent, StepLimitError
@@ -23,6 +23,7 @@ from argentic.llm import (
     ToolDefinition,
     tool_call,
 )
+from argentic.testing.messagers import MakeMessager
 from argentic.tools import ToolManager, ToolService
 
 

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from agents_support import REPO, MakeMessager, all_tools
+from agents_support import REPO, all_tools
 
 from argentic.agents import Agent
 from argentic.llm import ScriptedLLM, tool_call
 from argentic.messaging import Messager
 from argentic.protocol import Answer, ErrorReply, Message, Presence, Progress, Question, Token
+from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.tools import ToolManager, ToolService
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from agents_support import SUPPORT, Echo, MakeMessager, add, all_tools, explode, service_process
+from agents_support import SUPPORT, Echo, add, all_tools, explode, service_process
 
 from argentic.errors import ToolArgumentsError
+from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.tools import ToolManager, ToolService, tool, tool_id
 from argentic.tools.loader import import_module, tools_in

@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from agents_support import REPO, MakeMessager, service_process
+from agents_support import REPO, service_process
 from pydantic import BaseModel, Field
 
 from argentic.netutil import free_port
 from argentic.protocol import Answer, Message, Presence, Progress, Question, Token
+from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.tools import ToolManager
 from argentic.tools.loader import import_module, tools_in

@@ -12,6 +12,7 @@ from messaging_support import BrokerUnderTest
 from argentic.messaging import Messager
 from argentic.messaging.embedded_broker import EmbeddedBroker
 from argentic.netutil import free_port
+from argentic.testing.messagers import connected_messagers
 from argentic.testing.mosquitto import MosquittoBroker
 
 
@@ -32,26 +33,17 @@ def broker(request: pytest.FixtureRequest) -> BrokerUnderTest:
     return BrokerUnderTest("amqtt", embedded.host, embedded.port)
 
 
-MessagerFactory = Callable[..., Awaitable[Messager]]
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def messagers() -> AsyncIterator[Callable[..., Awaitable[Messager]]]:
     """``await messagers(host, port, **kwargs)``: connected Messagers, disconnected after the test."""
-    made: list[Messager] = []
 
-    async def make(host: str, port: int, *, connect: bool = True, **kwargs: Any) -> Messager:
+    def build(host: str, port: int, **kwargs: Any) -> Messager:
         kwargs.setdefault("reconnect_initial_delay_s", 0.05)
         kwargs.setdefault("reconnect_max_delay_s", 0.5)
-        messager = Messager(host, port, **kwargs)
-        made.append(messager)
-        if connect:
-            await messager.connect()
-        return messager
+        return Messager(host, port, **kwargs)
 
-    yield make
-    for messager in made:
-        await messager.disconnect()
+    async with connected_messagers(build) as make:
+        yield make
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ from argentic.messaging.embedded_broker import EmbeddedBroker
 from argentic.messaging.transport import ConnectOptions
 from argentic.netutil import free_port
 from argentic.protocol import Message, Presence, Question
+from argentic.testing.messagers import MakeMessager as Messagers
 from argentic.testing.mosquitto import MosquittoBroker
 
 Connect = Callable[..., Awaitable[Messager]]
-Messagers = Callable[..., Awaitable[Messager]]
 
 
 async def test_protocol_is_negotiated(connect: Connect, broker: BrokerUnderTest) -> None:

@@ -5,20 +5,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 
 import pytest
 from messaging_support import wait_until
 
 from argentic.config import MessagingConfig
 from argentic.errors import ConfigError
-from argentic.messaging import Messager
 from argentic.messaging.embedded_broker import broker_for, ensure_broker
 from argentic.netutil import free_port, is_listening
 from argentic.protocol import Question
+from argentic.testing.messagers import MakeMessager as Messagers
 from argentic.testing.mosquitto import MosquittoBroker
-
-Messagers = Callable[..., Awaitable[Messager]]
 
 
 async def test_auto_starts_a_broker_when_none_listens(messagers: Messagers, namespace: str) -> None:

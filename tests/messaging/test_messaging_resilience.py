@@ -15,10 +15,10 @@ from argentic.messaging.embedded_broker import EmbeddedBroker
 from argentic.messaging.transport import ConnectOptions
 from argentic.netutil import free_port
 from argentic.protocol import Answer, Question
+from argentic.testing.messagers import MakeMessager as Messagers
 from argentic.testing.mosquitto import MosquittoBroker
 
 Connect = Callable[..., Awaitable[Messager]]
-Messagers = Callable[..., Awaitable[Messager]]
 
 
 async def wait_for_save(broker: MosquittoBroker, after: float) -> None:

@@ -9,6 +9,7 @@ import av
 import pytest
 
 from argentic.messaging import Messager
+from argentic.testing.messagers import connected_messagers
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.video import render_pattern
 
@@ -53,16 +54,11 @@ async def messagers(
     mosquitto: MosquittoBroker, namespace: str
 ) -> AsyncIterator[Callable[[], Awaitable[Messager]]]:
     """Connected messagers on the shared broker, each a separate MQTT client, closed at the end."""
-    made: list[Messager] = []
 
-    async def make() -> Messager:
-        messager = Messager(
+    def build() -> Messager:
+        return Messager(
             "127.0.0.1", mosquitto.port, namespace=namespace, persistent=False, request_timeout_s=20
         )
-        await messager.connect(timeout=10)
-        made.append(messager)
-        return messager
 
-    yield make
-    for messager in reversed(made):
-        await messager.disconnect()
+    async with connected_messagers(build) as make:
+        yield make
