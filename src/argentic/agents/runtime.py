@@ -9,10 +9,14 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from argentic.config import ArgenticConfig
 from argentic.llm import LLMFactory, LLMProvider
 from argentic.messaging.embedded_broker import EmbeddedBroker, ensure_broker
+
+if TYPE_CHECKING:
+    from argentic.llm.local_server import VLLMServer
 
 
 async def wait_for_shutdown() -> None:
@@ -41,7 +45,7 @@ class Backends:
 
     llm: LLMProvider
     broker: EmbeddedBroker | None
-    server: object | None  # a local vLLM server process
+    server: VLLMServer | None
 
 
 @contextlib.asynccontextmanager
