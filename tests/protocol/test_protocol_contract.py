@@ -96,6 +96,7 @@ def test_topic_builders_follow_the_contract() -> None:
     topics = Topics("argentic")
     assert topics.agent_questions("assistant") == "argentic/agents/assistant/questions"
     assert topics.agent_events("assistant", "q1") == "argentic/agents/assistant/events/q1"
+    assert matches(topics.agent_events_all("assistant"), topics.agent_events("assistant", "q1"))
     assert topics.tool_service("svc") == "argentic/tools/services/svc"
     assert topics.tool_calls("calculator") == "argentic/tools/calculator/calls"
     assert topics.client_inbox("me") == "argentic/clients/me/inbox"
