@@ -68,6 +68,7 @@ from argentic.protocol import (
     topic_level,
 )
 from argentic.tools import ToolManager
+from argentic.validation import describe_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -233,10 +234,7 @@ class Agent:
         try:
             question = Question.model_validate(incoming.model_dump())
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
-                for e in exc.errors(include_url=False)[:5]
-            )
+            problems = describe_validation_error(exc)
             log.warning("invalid question %s: %s", incoming.id, problems)
             if incoming.reply_to:
                 error = ErrorInfo(code="malformed_request", message=f"not a valid question: {problems}")

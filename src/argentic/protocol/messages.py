@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from argentic.errors import MalformedMessageError
 from argentic.protocol.topics import topic_level
+from argentic.validation import describe_validation_error
 
 PROTOCOL_VERSION = 1
 
@@ -278,7 +279,4 @@ def parse_message(payload: bytes | str, model: type[M] | None = None, *, max_byt
         return model.model_validate(data)
     except ValidationError as exc:
         expected = model.__name__ if model else "an argentic message"
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:5]
-        )
-        raise MalformedMessageError(f"payload is not {expected}: {problems}") from exc
+        raise MalformedMessageError(f"payload is not {expected}: {describe_validation_error(exc)}") from exc

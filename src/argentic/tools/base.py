@@ -25,6 +25,7 @@ from pydantic_core import to_jsonable_python
 
 from argentic.errors import ToolArgumentsError
 from argentic.protocol import ToolSpec, topic_level
+from argentic.validation import describe_validation_error
 
 #: Namespace of tool ids: uuid5(TOOL_ID_NAMESPACE, "service/tool") is stable across restarts.
 TOOL_ID_NAMESPACE = uuid.UUID("6f0f3a52-8a43-5c1e-9a4e-1d1f5b0c2a77")
@@ -96,10 +97,7 @@ class BaseTool(ABC):
         try:
             return self.arguments_model.model_validate(arguments)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}"
-                for err in exc.errors(include_url=False)[:8]
-            )
+            problems = describe_validation_error(exc, root="(arguments)", limit=8)
             raise ToolArgumentsError(f"invalid arguments for {self.tool_name}: {problems}") from exc
 
     async def invoke(self, arguments: dict[str, Any]) -> Any:
