@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from messaging_support import wait_until
 
+from argentic.backoff import backoff_delays
 from argentic.errors import (
     AuthenticationError,
     BrokerUnavailableError,
@@ -21,7 +22,6 @@ from argentic.messaging import Messager, Will
 from argentic.messaging.dedupe import RecentIds
 from argentic.messaging.memory import MemoryBroker
 from argentic.messaging.outbox import Outbox, OutboxFullError
-from argentic.messaging.reconnect import backoff_delays
 from argentic.messaging.transport import Outbound
 from argentic.protocol import Answer, Presence, Question
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import openai
 
+from argentic.backoff import backoff_delay
 from argentic.errors import LLMError, LLMRequestError, LLMTimeoutError, LLMUnavailableError
 from argentic.llm.local_server import server_root
 
@@ -74,9 +74,8 @@ class Endpoint:
         return self._semaphore
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
-        """The delay before retry ``attempt`` (0-based): doubling, capped, with jitter."""
-        ceiling = min(self.retry_max_delay_s, self.retry_delay_s * 2**attempt)
-        delay = random.uniform(ceiling / 2, ceiling)
+        """The delay before retry ``attempt`` (0-based), at least what the server's Retry-After asks."""
+        delay = backoff_delay(attempt, self.retry_delay_s, self.retry_max_delay_s)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.retry_max_delay_s * 4))
         return delay

@@ -25,6 +25,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import ValidationError
 
+from argentic.backoff import backoff_delays
 from argentic.config import MessagingConfig, TLSConfig
 from argentic.errors import (
     AuthenticationError,
@@ -36,7 +37,6 @@ from argentic.errors import (
 )
 from argentic.messaging.dedupe import RecentIds
 from argentic.messaging.outbox import Outbox
-from argentic.messaging.reconnect import backoff_delays
 from argentic.messaging.tls import build_ssl_context
 from argentic.messaging.transport import (
     ConnectionLostError,
