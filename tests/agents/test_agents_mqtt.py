@@ -18,6 +18,7 @@ from argentic.messaging import Messager
 from argentic.protocol import Answer, ErrorReply, Message, Presence, Progress, Question, Token
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.waiting import wait_until
 from argentic.tools import ToolManager, ToolService
 
 
@@ -54,10 +55,8 @@ async def test_question_over_mqtt_gets_answer_and_events(served: tuple[Agent, Sc
     assert isinstance(answer, Answer)
     assert answer.question_id == question.id and answer.text == "42" and answer.agent == "calc"
     assert [(c.name, c.result) for c in answer.tool_calls] == [("add", 42)]
-    for _ in range(50):  # events are published before the answer but may be delivered after it
-        if any(isinstance(e, Progress) and e.stage == "answered" for e in events):
-            break
-        await asyncio.sleep(0.05)
+    # events are published before the answer but may be delivered after it
+    await wait_until(lambda: any(isinstance(e, Progress) and e.stage == "answered" for e in events))
     stages = [e.stage for e in events if isinstance(e, Progress)]
     assert stages[0] == "started" and stages[-1] == "answered"
     assert "tool_call" in stages and "tool_result" in stages

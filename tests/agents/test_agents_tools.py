@@ -10,6 +10,7 @@ from agents_support import SUPPORT, Echo, add, all_tools, explode, service_proce
 from argentic.errors import ToolArgumentsError
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.waiting import wait_until
 from argentic.tools import ToolManager, ToolService, tool, tool_id
 from argentic.tools.loader import import_module, tools_in
 
@@ -150,11 +151,7 @@ async def test_leaving_without_stop_withdraws_the_tools(mqtt: MakeMessager) -> N
     await ToolService(bus, [add], "forgetful").start()
     await manager.wait_for_tools("add")
     await bus.disconnect()
-    for _ in range(200):
-        if "add" not in manager.tools:
-            break
-        await asyncio.sleep(0.02)
-    assert "add" not in manager.tools
+    await wait_until(lambda: "add" not in manager.tools, what="the tools to be withdrawn")
     assert "forgetful" not in manager.services
     late = ToolManager(await mqtt())  # a newcomer finds no retained announcement either
     await late.async_init()

@@ -17,6 +17,7 @@ from argentic.netutil import free_port
 from argentic.protocol import Answer, Message, Presence, Progress, Question, Token
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.waiting import wait_until
 from argentic.tools import ToolManager
 from argentic.tools.loader import import_module, tools_in
 
@@ -113,10 +114,8 @@ async def test_question_over_mqtt_answered_after_a_validated_tool_call(
         assert call.ok or (call.error or "").startswith("tool_failed")
         assert answer.usage.total_tokens > 0
     assert isinstance(plain, Answer) and plain.text
-    for _ in range(100):  # events are published before the answer, but may be delivered after it
-        if any(isinstance(e, Progress) and e.stage == "answered" for e in events):
-            break
-        await asyncio.sleep(0.05)
+    # events are published before the answer but may be delivered after it
+    await wait_until(lambda: any(isinstance(e, Progress) and e.stage == "answered" for e in events))
     tool_events = [e for e in events if isinstance(e, Progress) and e.stage == "tool_call"]
     assert tool_events and tool_events[0].tool == "calculate"
     assert any(isinstance(e, Token) for e in events)  # the answer was streamed

@@ -5,12 +5,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 
 @dataclass(frozen=True)
@@ -22,17 +18,6 @@ class BrokerUnderTest:
     @property
     def mqtt5(self) -> bool:
         return self.kind == "mosquitto"
-
-
-async def wait_until(
-    predicate: Callable[[], bool], limit_s: float = 15.0, what: str | Callable[[], str] = "condition"
-) -> None:
-    """Poll ``predicate`` until true; fails the test after ``limit_s`` (a guard, not a measurement)."""
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what() if callable(what) else what}")
-        await asyncio.sleep(0.01)
 
 
 PEER = Path(__file__).with_name("messaging_peer.py")

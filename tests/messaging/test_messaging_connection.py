@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from messaging_support import BrokerUnderTest, start_peer, stop_peer, wait_until
+from messaging_support import BrokerUnderTest, start_peer, stop_peer
 
 from argentic.config import MessagingConfig, TLSConfig
 from argentic.errors import AuthenticationError, BrokerUnavailableError
@@ -21,6 +21,7 @@ from argentic.netutil import free_port
 from argentic.protocol import Message, Presence, Question
 from argentic.testing.messagers import MakeMessager as Messagers
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.waiting import wait_until
 
 Connect = Callable[..., Awaitable[Messager]]
 

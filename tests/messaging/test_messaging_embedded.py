@@ -7,7 +7,6 @@ import signal
 import sys
 
 import pytest
-from messaging_support import wait_until
 
 from argentic.config import MessagingConfig
 from argentic.errors import ConfigError
@@ -16,6 +15,7 @@ from argentic.netutil import free_port, is_listening
 from argentic.protocol import Question
 from argentic.testing.messagers import MakeMessager as Messagers
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.waiting import wait_until
 
 
 async def test_auto_starts_a_broker_when_none_listens(messagers: Messagers, namespace: str) -> None:

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from messaging_support import wait_until
 
 from argentic.backoff import backoff_delays
 from argentic.errors import (
@@ -24,6 +23,7 @@ from argentic.messaging.memory import MemoryBroker
 from argentic.messaging.outbox import Outbox, OutboxFullError
 from argentic.messaging.transport import Outbound
 from argentic.protocol import Answer, Presence, Question
+from argentic.testing.waiting import wait_until
 
 Make = Callable[..., Awaitable[Messager]]
 

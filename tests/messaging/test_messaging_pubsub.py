@@ -10,12 +10,13 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from messaging_support import BrokerUnderTest, wait_until
+from messaging_support import BrokerUnderTest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from argentic.messaging import Messager
 from argentic.protocol import Answer, Message, Presence, Question, ToolAnnouncement
+from argentic.testing.waiting import wait_until
 
 Connect = Callable[..., Awaitable[Messager]]
 

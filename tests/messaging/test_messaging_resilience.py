@@ -7,8 +7,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from messaging_support import wait_until
-
 from argentic.messaging import Messager
 from argentic.messaging.aiomqtt_transport import AiomqttTransport
 from argentic.messaging.embedded_broker import EmbeddedBroker
@@ -17,6 +15,7 @@ from argentic.netutil import free_port
 from argentic.protocol import Answer, Question
 from argentic.testing.messagers import MakeMessager as Messagers
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.waiting import wait_until
 
 Connect = Callable[..., Awaitable[Messager]]
 
