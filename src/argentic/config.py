@@ -108,8 +108,17 @@ class LLMConfig(Section):
     retry_delay_s: float = Field(default=0.5, gt=0, description="first retry delay; doubles, with jitter")
     retry_max_delay_s: float = Field(default=8.0, gt=0)
     max_images_per_prompt: int | None = Field(default=None, ge=1, description="None: from llm.server")
+    max_audio_per_prompt: int | None = Field(default=None, ge=0, description="None: from llm.server")
     engine_args: dict[str, Any] = Field(default={}, description="keyword arguments for vLLM's engine")
     server: LLMServerConfig = LLMServerConfig()
+
+    def media_limits(self) -> tuple[int | None, int | None]:
+        """Images and audio clips one prompt may carry: set here, else the server's
+        ``limit_mm_per_prompt``, else unknown (None)."""
+        limits = self.server.limit_mm_per_prompt or {}
+        images = self.max_images_per_prompt if self.max_images_per_prompt is not None else limits.get("image")
+        audio = self.max_audio_per_prompt if self.max_audio_per_prompt is not None else limits.get("audio")
+        return images, audio
 
 
 class AgentConfig(Section):

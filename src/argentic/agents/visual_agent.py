@@ -26,7 +26,7 @@ from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.loop import EventSink, NullEvents, ToolLoop
 from argentic.config import AgentConfig, ArgenticConfig, VideoConfig
 from argentic.errors import VideoError
-from argentic.llm import ChatMessage, ChatResponse, ImagePart, LLMProvider, OutputSpec, TextPart
+from argentic.llm import ChatMessage, ChatResponse, ContentPart, ImagePart, LLMProvider, OutputSpec, TextPart
 from argentic.llm.types import ToolChoice, ToolDefinition
 from argentic.protocol import Observation, Question
 from argentic.video.encode import EncodedFrame, encode_frames
@@ -100,7 +100,7 @@ def _images(message: ChatMessage) -> list[ImagePart]:
 
 def _without_images(message: ChatMessage) -> ChatMessage:
     assert isinstance(message.content, list)
-    parts: list[TextPart | ImagePart] = []
+    parts: list[ContentPart] = []
     for part in message.content:
         if isinstance(part, ImagePart):
             if not parts or not (isinstance(parts[-1], TextPart) and parts[-1].text == EARLIER_FRAME_NOTE):

@@ -11,6 +11,7 @@ from argentic.llm.base import LLMProvider
 from argentic.llm.factory import LLMFactory
 from argentic.llm.scripted import ChatRequest, FunctionLLM, ScriptedLLM, tool_call
 from argentic.llm.types import (
+    AudioPart,
     ChatMessage,
     ChatResponse,
     ContentPart,
@@ -28,6 +29,7 @@ from argentic.llm.types import (
 )
 
 __all__ = [
+    "AudioPart",
     "ChatMessage",
     "ChatRequest",
     "ChatResponse",

@@ -32,6 +32,8 @@ class LLMProvider(ABC):
     model_name: str = ""
     #: The most images one prompt may carry, when known (vLLM's ``--limit-mm-per-prompt``).
     max_images_per_prompt: int | None = None
+    #: The most audio clips one prompt may carry, when known (also ``--limit-mm-per-prompt``).
+    max_audio_per_prompt: int | None = None
 
     @abstractmethod
     async def chat(

@@ -128,10 +128,20 @@ class Endpoint:
                     f"(llm.server.tool_call_parser). Server said: {detail}",
                     status_code=status,
                 )
-            if status == 400 and "image" in detail.lower() and "at most" in detail.lower():
+            lowered = detail.lower()
+            if status == 400 and "at most" in lowered and ("image" in lowered or "audio" in lowered):
+                kind = "audio clips" if "audio" in lowered else "images"
+                key = "audio" if "audio" in lowered else "image"
                 return LLMRequestError(
-                    f"{what}: too many images for one prompt ({detail}). Send fewer, or start the server "
-                    "with a higher limit: llm.server.limit_mm_per_prompt: {image: N}",
+                    f"{what}: too many {kind} for one prompt ({detail}). Send fewer, or start the server "
+                    f"with a higher limit: llm.server.limit_mm_per_prompt: {{{key}: N}}",
+                    status_code=status,
+                )
+            if status == 400 and "not a multimodal model" in lowered:
+                return LLMRequestError(
+                    f"{what}: the model at {self.base_url} takes text only, and this request has images "
+                    f"or audio ({detail}). Serve a model that takes them (google/gemma-3n-E4B-it takes "
+                    "both) or ask without them.",
                     status_code=status,
                 )
             if status == 404 and "model" in detail.lower():

@@ -1,9 +1,9 @@
 """The embedded engine (``llm.provider: vllm_engine``): vLLM's ``AsyncLLM`` in this process, no HTTP.
 
 Prompts go through vLLM's own renderer, so the model's chat template, tools in the template and
-multimodal inputs (image parts) behave as on the server. Structured output and required or named
-tool calls are enforced by vLLM's structured outputs; tool calls the model writes as text
-(``<tool_call>`` lines, fenced JSON) are parsed. vLLM is optional: it is imported when the provider
+multimodal inputs (image and audio parts, in the server's wire form) behave as on the server.
+Structured output and required or named tool calls are enforced by vLLM's structured outputs;
+tool calls the model writes as text (``<tool_call>`` lines, fenced JSON) are parsed. vLLM is optional: it is imported when the provider
 starts, and its absence is reported with how to install it.
 """
 
@@ -34,7 +34,13 @@ from argentic.llm.types import (
     ToolChoice,
     ToolDefinition,
 )
-from argentic.llm.wire import closed_schema, count_images, finish_response, message_to_wire, tool_to_wire
+from argentic.llm.wire import (
+    check_media_limits,
+    closed_schema,
+    finish_response,
+    message_to_wire,
+    tool_to_wire,
+)
 from argentic.protocol import Usage
 
 INSTALL_HINT = (
@@ -88,6 +94,7 @@ class VLLMEngineProvider(LLMProvider):
         defaults: SamplingSettings | None = None,
         timeout_s: float = 120.0,
         max_images_per_prompt: int | None = None,
+        max_audio_per_prompt: int | None = None,
         engine: Any = None,
     ) -> None:
         self.model = model
@@ -96,6 +103,7 @@ class VLLMEngineProvider(LLMProvider):
         self.defaults = defaults or SamplingSettings()
         self.timeout_s = timeout_s
         self.max_images_per_prompt = max_images_per_prompt
+        self.max_audio_per_prompt = max_audio_per_prompt
         # Shared with with_overrides copies: one engine, started once, closed by the original.
         self._holder: _EngineHolder = engine if isinstance(engine, _EngineHolder) else _EngineHolder(engine)
         self._owns_engine = not isinstance(engine, _EngineHolder)
@@ -119,9 +127,7 @@ class VLLMEngineProvider(LLMProvider):
             served = llm.vllm_model_name or CPU_MODEL_NAME
         else:
             served = llm.vllm_model_name or model
-        images = llm.max_images_per_prompt
-        if images is None and llm.server.limit_mm_per_prompt:
-            images = llm.server.limit_mm_per_prompt.get("image")
+        images, audio = llm.media_limits()
         return cls(
             model,
             served_model_name=served,
@@ -131,6 +137,7 @@ class VLLMEngineProvider(LLMProvider):
             ),
             timeout_s=llm.timeout_s,
             max_images_per_prompt=images,
+            max_audio_per_prompt=audio,
         )
 
     # -- engine --------------------------------------------------------------------------------
@@ -158,8 +165,9 @@ class VLLMEngineProvider(LLMProvider):
             structured = {"backend": "xgrammar", "disable_any_whitespace": True}
             args.setdefault("structured_outputs_config", structured)
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        if self.max_images_per_prompt is not None:
-            args.setdefault("limit_mm_per_prompt", {"image": self.max_images_per_prompt})
+        limits = {"image": self.max_images_per_prompt, "audio": self.max_audio_per_prompt}
+        if any(v is not None for v in limits.values()):
+            args.setdefault("limit_mm_per_prompt", {k: v for k, v in limits.items() if v is not None})
         engine_args = vllm.AsyncEngineArgs(**args)
         try:
             return async_llm.from_engine_args(engine_args)
@@ -230,10 +238,9 @@ class VLLMEngineProvider(LLMProvider):
         *,
         delta: bool,
     ) -> tuple[AsyncIterator[Any], str]:
-        if self.max_images_per_prompt is not None and count_images(messages) > self.max_images_per_prompt:
-            raise LLMError(
-                f"{count_images(messages)} images in one prompt; at most {self.max_images_per_prompt}"
-            )
+        over = check_media_limits(messages, self.max_images_per_prompt, self.max_audio_per_prompt)
+        if over is not None:
+            raise LLMError(f"{over} (engine_args limit_mm_per_prompt)")
         await self.start()
         params, mode = self._sampling(tools, tool_choice, output, settings, delta=delta)
         engine_input = await self._render(messages, tools if tool_choice != "none" else ())
@@ -373,6 +380,7 @@ class VLLMEngineProvider(LLMProvider):
             ),
             timeout_s=self.timeout_s,
             max_images_per_prompt=self.max_images_per_prompt,
+            max_audio_per_prompt=self.max_audio_per_prompt,
             engine=self._holder,
         )
         if model and lora_path:

@@ -33,7 +33,7 @@ from argentic.llm.types import (
 )
 from argentic.llm.wire import (
     StreamAssembler,
-    count_images,
+    check_media_limits,
     message_to_wire,
     response_format_for,
     response_from_completion,
@@ -68,6 +68,7 @@ class OpenAICompatibleProvider(LLMProvider):
         retry_delay_s: float = 0.5,
         retry_max_delay_s: float = 8.0,
         max_images_per_prompt: int | None = None,
+        max_audio_per_prompt: int | None = None,
         endpoint: Endpoint | None = None,
     ) -> None:
         self.vllm = vllm
@@ -86,6 +87,7 @@ class OpenAICompatibleProvider(LLMProvider):
         self.model_name = model or ""  # the discovered name once known
         self.defaults = defaults or SamplingSettings()
         self.max_images_per_prompt = max_images_per_prompt
+        self.max_audio_per_prompt = max_audio_per_prompt
         self._discovery = asyncio.Lock()
 
     @classmethod
@@ -96,9 +98,7 @@ class OpenAICompatibleProvider(LLMProvider):
         else:
             base_url = llm.base_url or llm.vllm_base_url
             model, key = llm.model_name or llm.vllm_model_name, llm.api_key or llm.vllm_api_key
-        images = llm.max_images_per_prompt
-        if images is None and llm.server.limit_mm_per_prompt:
-            images = llm.server.limit_mm_per_prompt.get("image")
+        images, audio = llm.media_limits()
         return cls(
             base_url=base_url,
             model=model,
@@ -113,6 +113,7 @@ class OpenAICompatibleProvider(LLMProvider):
             retry_delay_s=llm.retry_delay_s,
             retry_max_delay_s=llm.retry_max_delay_s,
             max_images_per_prompt=images,
+            max_audio_per_prompt=audio,
         )
 
     # -- model and server ---------------------------------------------------------------------
@@ -175,11 +176,9 @@ class OpenAICompatibleProvider(LLMProvider):
         settings: SamplingSettings | None,
     ) -> tuple[dict[str, Any], bool]:
         """The request body, and whether the server will enforce ``output``."""
-        if self.max_images_per_prompt is not None and count_images(messages) > self.max_images_per_prompt:
-            raise LLMRequestError(
-                f"{count_images(messages)} images in one prompt, but the server takes at most "
-                f"{self.max_images_per_prompt} (llm.server.limit_mm_per_prompt)"
-            )
+        over = check_media_limits(messages, self.max_images_per_prompt, self.max_audio_per_prompt)
+        if over is not None:
+            raise LLMRequestError(f"{over} (llm.server.limit_mm_per_prompt)")
         merged = self.defaults.merged(settings)
         body: dict[str, Any] = {"model": model, "messages": [message_to_wire(m) for m in messages]}
         for key in ("temperature", "max_tokens", "top_p", "seed", "stop"):
@@ -329,6 +328,7 @@ class OpenAICompatibleProvider(LLMProvider):
             vllm=self.vllm,
             defaults=defaults,
             max_images_per_prompt=self.max_images_per_prompt,
+            max_audio_per_prompt=self.max_audio_per_prompt,
             endpoint=endpoint,
         )
         copy._owns_endpoint = endpoint is not self.endpoint

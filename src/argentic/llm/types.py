@@ -6,6 +6,7 @@ events are small frozen dataclasses, because a stream makes one per token.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +39,23 @@ class ImagePart(BaseModel):
     url: str
 
 
-ContentPart: TypeAlias = TextPart | ImagePart
+class AudioPart(BaseModel):
+    """A sound clip as base64 audio file bytes (``format`` names the file type: WAV for Gemma 3n,
+    which wants 16 kHz mono; vLLM resamples other rates to what the model takes)."""
+
+    type: Literal["audio"] = "audio"
+    data: str
+    format: Literal["wav", "mp3"] = "wav"
+
+    @classmethod
+    def from_bytes(cls, data: bytes, format: Literal["wav", "mp3"] = "wav") -> AudioPart:
+        return cls(data=base64.b64encode(data).decode("ascii"), format=format)
+
+    def to_bytes(self) -> bytes:
+        return base64.b64decode(self.data, validate=True)
+
+
+ContentPart: TypeAlias = TextPart | ImagePart | AudioPart
 
 
 class LLMToolCall(BaseModel):
@@ -71,11 +88,12 @@ class ChatMessage(BaseModel):
         return cls(role="system", content=text)
 
     @classmethod
-    def user(cls, text: str, images: Sequence[str] = ()) -> ChatMessage:
-        """A user turn; ``images`` are data or http(s) URLs, placed before the text."""
-        if not images:
+    def user(cls, text: str, images: Sequence[str] = (), audio: Sequence[AudioPart] = ()) -> ChatMessage:
+        """A user turn; ``images`` are data or http(s) URLs, placed before the text, then ``audio``."""
+        if not images and not audio:
             return cls(role="user", content=text)
         parts: list[ContentPart] = [ImagePart(url=url) for url in images]
+        parts.extend(audio)
         parts.append(TextPart(text=text))
         return cls(role="user", content=parts)
 
@@ -90,7 +108,7 @@ class ChatMessage(BaseModel):
 
     @property
     def text(self) -> str:
-        """The text of the message, parts joined, images left out."""
+        """The text of the message, parts joined, images and audio left out."""
         if self.content is None:
             return ""
         if isinstance(self.content, str):
@@ -101,6 +119,12 @@ class ChatMessage(BaseModel):
     def images(self) -> list[str]:
         if isinstance(self.content, list):
             return [part.url for part in self.content if isinstance(part, ImagePart)]
+        return []
+
+    @property
+    def audio(self) -> list[AudioPart]:
+        if isinstance(self.content, list):
+            return [part for part in self.content if isinstance(part, AudioPart)]
         return []
 
 

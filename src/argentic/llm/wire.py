@@ -12,8 +12,10 @@ from argentic.errors import LLMError, LLMOutputError
 from argentic.llm.markup import extract_tool_calls, new_call_id
 from argentic.llm.output import output_name, output_schema, parse_output
 from argentic.llm.types import (
+    AudioPart,
     ChatMessage,
     ChatResponse,
+    ContentPart,
     ImagePart,
     LLMToolCall,
     OutputSpec,
@@ -28,16 +30,20 @@ from argentic.protocol import Usage
 log = logging.getLogger(__name__)
 
 
+def part_to_wire(part: ContentPart) -> dict[str, Any]:
+    if isinstance(part, ImagePart):
+        return {"type": "image_url", "image_url": {"url": part.url}}
+    if isinstance(part, AudioPart):
+        # OpenAI's input_audio part, which vLLM's server and renderer read for audio models
+        return {"type": "input_audio", "input_audio": {"data": part.data, "format": part.format}}
+    return {"type": "text", "text": part.text}
+
+
 def message_to_wire(message: ChatMessage) -> dict[str, Any]:
     wire: dict[str, Any] = {"role": message.role}
     content = message.content
     if isinstance(content, list):
-        wire["content"] = [
-            {"type": "image_url", "image_url": {"url": part.url}}
-            if isinstance(part, ImagePart)
-            else {"type": "text", "text": part.text}
-            for part in content
-        ]
+        wire["content"] = [part_to_wire(part) for part in content]
     else:
         wire["content"] = content if content is not None or message.role != "tool" else ""
     if message.tool_calls:
@@ -52,6 +58,22 @@ def message_to_wire(message: ChatMessage) -> dict[str, Any]:
 
 def count_images(messages: Sequence[ChatMessage]) -> int:
     return max((len(m.images) for m in messages if m.role == "user"), default=0)
+
+
+def count_audio(messages: Sequence[ChatMessage]) -> int:
+    return max((len(m.audio) for m in messages if m.role == "user"), default=0)
+
+
+def check_media_limits(
+    messages: Sequence[ChatMessage], max_images: int | None, max_audio: int | None
+) -> str | None:
+    """Why ``messages`` exceed the per-prompt limits (vLLM's ``--limit-mm-per-prompt``), or None."""
+    images, audio = count_images(messages), count_audio(messages)
+    if max_images is not None and images > max_images:
+        return f"{images} images in one prompt, but the server takes at most {max_images}"
+    if max_audio is not None and audio > max_audio:
+        return f"{audio} audio clips in one prompt, but the server takes at most {max_audio}"
+    return None
 
 
 def closed_schema(schema: dict[str, Any]) -> dict[str, Any]:

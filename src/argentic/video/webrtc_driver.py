@@ -63,7 +63,8 @@ class WebRTCDriver(BufferedSource):
 
     ``ice_servers`` are STUN/TURN servers (none by default: peers on one network need none);
     ``host_addresses`` restricts the local addresses offered to the peer (``["127.0.0.1"]`` keeps
-    everything on loopback).
+    everything on loopback). The peer's sound is kept in ``audio``: ``audio_buffer_size`` decoded
+    Opus frames of 20 ms (1500: half a minute).
     """
 
     def __init__(
@@ -74,7 +75,7 @@ class WebRTCDriver(BufferedSource):
         ice_servers: Sequence[RTCIceServer] | None = None,
         host_addresses: Sequence[str] | None = None,
         buffer_size: int = 90,
-        audio_buffer_size: int = 250,
+        audio_buffer_size: int = 1500,
     ) -> None:
         super().__init__(buffer_size)
         self.messager = messager

@@ -16,13 +16,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import av
+import numpy as np
 from aiortc import MediaStreamTrack, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
 from argentic.config import VideoConfig
 from argentic.errors import MessagingError, VideoError
 from argentic.protocol import ErrorReply, WebRTCAnswer, WebRTCOffer
-from argentic.video.frames import Frame
+from argentic.video.audio import audio_of
+from argentic.video.frames import AudioBuffer, AudioChunk, Frame
 from argentic.video.ice import host_addresses, rtc_configuration, servers_from_config
 from argentic.video.source import FrameSource
 
@@ -80,11 +82,65 @@ class SourceTrack(MediaStreamTrack):
         return av_frame
 
 
+class SourceAudioTrack(MediaStreamTrack):
+    """An audio track that sends each new chunk of an :class:`AudioBuffer` once, in order (chunks
+    that fell out of the buffer before they were sent are skipped)."""
+
+    kind = "audio"
+
+    def __init__(self, buffer: AudioBuffer, chunk_timeout_s: float = 10.0) -> None:
+        super().__init__()
+        self.buffer = buffer
+        self.chunk_timeout_s = chunk_timeout_s
+        self.last_index: int | None = None
+        self.chunks_sent = 0
+        self._pts = 0
+
+    def _next(self) -> AudioChunk | None:
+        chunks = self.buffer.recent()
+        if self.last_index is None:
+            return chunks[-1] if chunks else None
+        return next((c for c in chunks if c.index > self.last_index), None)
+
+    async def recv(self) -> Any:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.chunk_timeout_s
+        while (chunk := self._next()) is None:
+            remaining = deadline - loop.time()
+            if self.buffer.closed_reason is not None or remaining <= 0:
+                log.info("audio track ends: %s", self.buffer.closed_reason or "no sound came")
+                self.stop()
+                raise MediaStreamError
+            with contextlib.suppress(TimeoutError):
+                await self.buffer.wait(remaining)
+        self.last_index = chunk.index
+        self.chunks_sent += 1
+        return self._to_s16(chunk.frame)
+
+    def _to_s16(self, frame: Any) -> Any:
+        """A copy of ``frame`` as the Opus encoder takes it (s16, mono or stereo), with this track's
+        own timeline (the buffer's frames are shared with other readers)."""
+        if frame.format.name == "s16" and frame.layout.name in ("mono", "stereo"):
+            data, layout = frame.to_ndarray(), frame.layout.name
+        else:
+            converted = av.AudioResampler(format="s16", layout="mono", rate=frame.sample_rate).resample(frame)
+            data, layout = np.concatenate([f.to_ndarray() for f in converted], axis=1), "mono"
+        out = av.AudioFrame.from_ndarray(data, format="s16", layout=layout)
+        out.sample_rate = frame.sample_rate
+        out.pts = self._pts
+        out.time_base = fractions.Fraction(1, frame.sample_rate)
+        self._pts += out.samples
+        return out
+
+
 class WebRTCSender:
     """Offers a connection to the driver listening on ``stream`` and sends ``source``'s frames.
 
-    ``audio`` adds a silent audio track (for receivers that expect one). Frames are sent as the
-    source produces them; the source paces the stream.
+    With ``audio`` it sends sound too: the source's own (its ``audio`` buffer: the test pattern's
+    tone, a file's audio track) or, for a source without sound, silence (for receivers that expect
+    an audio track). Frames are sent as the source produces them; the source paces the stream.
     """
 
     def __init__(
@@ -148,7 +204,8 @@ class WebRTCSender:
         track = SourceTrack(self.source, log=self.sent_log)
         pc.addTrack(track)
         if self.audio:
-            pc.addTrack(AudioStreamTrack())
+            sound = audio_of(self.source)
+            pc.addTrack(SourceAudioTrack(sound) if sound is not None else AudioStreamTrack())
         self.pc, self.track = pc, track
         connected = asyncio.Event()
         failed = asyncio.Event()
