@@ -3,8 +3,9 @@
 Prompts go through vLLM's own renderer, so the model's chat template, tools in the template and
 multimodal inputs (image and audio parts, in the server's wire form) behave as on the server.
 Structured output and required or named tool calls are enforced by vLLM's structured outputs;
-tool calls the model writes as text (``<tool_call>`` lines, fenced JSON) are parsed. vLLM is optional: it is imported when the provider
-starts, and its absence is reported with how to install it.
+tool calls the model writes as text (``<tool_call>`` lines, fenced JSON) are parsed. vLLM is
+optional: it is imported when the provider starts, and its absence is reported with how to
+install it.
 """
 
 from __future__ import annotations
