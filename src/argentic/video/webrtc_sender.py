@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import av
-import numpy as np
 from aiortc import MediaStreamTrack, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
@@ -35,6 +34,8 @@ log = logging.getLogger(__name__)
 
 VIDEO_CLOCK_RATE = 90_000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+OPUS_RATE = 48_000
+OPUS_FRAME_SAMPLES = 960  # 20 ms
 
 
 class SourceTrack(MediaStreamTrack):
@@ -83,8 +84,12 @@ class SourceTrack(MediaStreamTrack):
 
 
 class SourceAudioTrack(MediaStreamTrack):
-    """An audio track that sends each new chunk of an :class:`AudioBuffer` once, in order (chunks
-    that fell out of the buffer before they were sent are skipped)."""
+    """An audio track that sends the sound of an :class:`AudioBuffer` once, in order (chunks that
+    fell out of the buffer before they were sent are skipped).
+
+    The sound goes out as 20 ms frames of 48 kHz 16-bit mono: aiortc's Opus encoder stamps every
+    packet of one input frame with the same time, so longer frames would reach the peer garbled.
+    """
 
     kind = "audio"
 
@@ -94,6 +99,8 @@ class SourceAudioTrack(MediaStreamTrack):
         self.chunk_timeout_s = chunk_timeout_s
         self.last_index: int | None = None
         self.chunks_sent = 0
+        self._pending: deque[Any] = deque()
+        self._resampler: Any = None
         self._pts = 0
 
     def _next(self) -> AudioChunk | None:
@@ -102,9 +109,7 @@ class SourceAudioTrack(MediaStreamTrack):
             return chunks[-1] if chunks else None
         return next((c for c in chunks if c.index > self.last_index), None)
 
-    async def recv(self) -> Any:
-        if self.readyState != "live":
-            raise MediaStreamError
+    async def _next_chunk(self) -> AudioChunk:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.chunk_timeout_s
         while (chunk := self._next()) is None:
@@ -117,22 +122,26 @@ class SourceAudioTrack(MediaStreamTrack):
                 await self.buffer.wait(remaining)
         self.last_index = chunk.index
         self.chunks_sent += 1
-        return self._to_s16(chunk.frame)
+        return chunk
 
-    def _to_s16(self, frame: Any) -> Any:
-        """A copy of ``frame`` as the Opus encoder takes it (s16, mono or stereo), with this track's
-        own timeline (the buffer's frames are shared with other readers)."""
-        if frame.format.name == "s16" and frame.layout.name in ("mono", "stereo"):
-            data, layout = frame.to_ndarray(), frame.layout.name
-        else:
-            converted = av.AudioResampler(format="s16", layout="mono", rate=frame.sample_rate).resample(frame)
-            data, layout = np.concatenate([f.to_ndarray() for f in converted], axis=1), "mono"
-        out = av.AudioFrame.from_ndarray(data, format="s16", layout=layout)
-        out.sample_rate = frame.sample_rate
-        out.pts = self._pts
-        out.time_base = fractions.Fraction(1, frame.sample_rate)
-        self._pts += out.samples
-        return out
+    async def recv(self) -> Any:
+        if self.readyState != "live":
+            raise MediaStreamError
+        while not self._pending:
+            chunk = await self._next_chunk()
+            if self._resampler is None:
+                self._resampler = av.AudioResampler(
+                    format="s16", layout="mono", rate=OPUS_RATE, frame_size=OPUS_FRAME_SAMPLES
+                )
+            try:
+                self._pending.extend(self._resampler.resample(chunk.frame))
+            except ValueError:  # the source changed format: start a new resampler with the next chunk
+                self._resampler = None
+        frame = self._pending.popleft()
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, OPUS_RATE)
+        self._pts += frame.samples
+        return frame
 
 
 class WebRTCSender:
@@ -170,6 +179,7 @@ class WebRTCSender:
         self.sent_log: deque[tuple[int, float]] = deque(maxlen=10_000)
         self.pc: RTCPeerConnection | None = None
         self.track: SourceTrack | None = None
+        self.audio_track: SourceAudioTrack | None = None
         self._closing = False
         self._watch_task: asyncio.Task[None] | None = None
 
@@ -205,7 +215,8 @@ class WebRTCSender:
         pc.addTrack(track)
         if self.audio:
             sound = audio_of(self.source)
-            pc.addTrack(SourceAudioTrack(sound) if sound is not None else AudioStreamTrack())
+            self.audio_track = SourceAudioTrack(sound) if sound is not None else None
+            pc.addTrack(self.audio_track or AudioStreamTrack())
         self.pc, self.track = pc, track
         connected = asyncio.Event()
         failed = asyncio.Event()
@@ -265,6 +276,8 @@ class WebRTCSender:
 
     async def _drop_connection(self) -> None:
         pc, track, self.pc, self.track = self.pc, self.track, None, None
+        if self.audio_track is not None:
+            self.audio_track.stop()
         if track is not None:
             self.frames_sent_before += track.frames_sent
             track.stop()
