@@ -69,8 +69,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def gemma3n_server() -> Iterator[Any]:
-    """Gemma 3n on vLLM with two images per prompt (or ``ARGENTIC_TEST_GEMMA3N_URL``, already running):
-    ``.base_url`` and ``.model``. For tests marked ``gpu``."""
+    """Gemma 3n on vLLM with two images and one audio clip per prompt (or ``ARGENTIC_TEST_GEMMA3N_URL``,
+    already running): ``.base_url`` and ``.model``. For tests marked ``gpu``."""
     external = os.environ.get("ARGENTIC_TEST_GEMMA3N_URL")
     if external:
         yield type("External", (), {"base_url": external.rstrip("/"), "model": GEMMA_3N})()
@@ -84,7 +84,7 @@ def gemma3n_server() -> Iterator[Any]:
         served_model_name=GEMMA_3N,
         port=free_port(),
         max_model_len=8192,
-        limit_mm_per_prompt={"image": 2},
+        limit_mm_per_prompt={"image": 2, "audio": 1},
         startup_timeout_s=1800,
     )
     server = start_server(config)

@@ -175,6 +175,13 @@ class VideoConfig(Section):
     window_s: float = Field(default=2.0, gt=0, description="how far back the window/scene policies look")
     scene_change_threshold: float = Field(default=0.12, gt=0, le=1, description="mean pixel change, 0..1")
     watch_interval_s: float = Field(default=5.0, gt=0)
+    audio_s: float | None = Field(
+        default=None, gt=0, le=30, description="seconds of sound added to each question; None: no sound"
+    )
+    audio_source: str | None = Field(
+        default=None, description="a sound file (WAV) to hear; None: the video source's own sound"
+    )
+    sound_threshold_dbfs: float = Field(default=-30.0, le=0, description="watch: the level that is loud")
     frame_timeout_s: float = Field(default=5.0, gt=0, description="how long a question waits for a frame")
 
 

@@ -20,6 +20,7 @@ from argentic.errors import VideoError
 from argentic.llm import AudioPart, ChatMessage
 from argentic.llm.wire import check_media_limits, message_to_wire
 from argentic.messaging import Messager
+from argentic.testing.waiting import wait_until
 from argentic.video import (
     AudioFileSource,
     FileSource,
@@ -221,11 +222,9 @@ def write_pattern_av(path: Path, frames: int, fps: int = 30, audio_codec: str = 
 
 async def drain(source: FileSource) -> None:
     await source.start()
-    async with asyncio.timeout(60):
-        while not source.finished:  # noqa: ASYNC110 (the decode thread sets it)
-            await asyncio.sleep(0.02)
-    await asyncio.sleep(0.1)  # the last pushes are scheduled on the loop
-    await source.stop()
+    await wait_until(lambda: source.finished, 60, "the file to be decoded")
+    await source.stop()  # joins the decode thread; its last pushes then run on the loop
+    await asyncio.sleep(0)
 
 
 async def test_a_video_files_audio_track_is_heard_with_its_frames(tmp_path: Path) -> None:
@@ -282,9 +281,7 @@ async def test_the_test_patterns_tone_crosses_webrtc(messagers: MessagerFactory)
     await source.start()
     async with WebRTCSender(await messagers(), source, "tone", host_addresses=LOOPBACK, audio=True) as sender:
         await driver.wait_connected(20)
-        async with asyncio.timeout(30):
-            while driver.audio.pushed < 150:  # 3 s of 20 ms Opus frames  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+        await wait_until(lambda: driver.audio.pushed >= 150, 30, "3 s of 20 ms Opus frames")
         assert sender.audio_track is not None and sender.audio_track.chunks_sent > 0
     await source.stop()
     await driver.stop()

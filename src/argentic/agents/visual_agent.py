@@ -26,11 +26,21 @@ from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.loop import EventSink, NullEvents, ToolLoop
 from argentic.config import AgentConfig, ArgenticConfig, VideoConfig
 from argentic.errors import VideoError
-from argentic.llm import ChatMessage, ChatResponse, ContentPart, ImagePart, LLMProvider, OutputSpec, TextPart
+from argentic.llm import (
+    AudioPart,
+    ChatMessage,
+    ChatResponse,
+    ContentPart,
+    ImagePart,
+    LLMProvider,
+    OutputSpec,
+    TextPart,
+)
 from argentic.llm.types import ToolChoice, ToolDefinition
 from argentic.protocol import Observation, Question
+from argentic.video.audio import AudioClip, AudioSource, SoundLevelDetector, audio_of, recent_clip
 from argentic.video.encode import EncodedFrame, encode_frames
-from argentic.video.factory import source_from_config
+from argentic.video.factory import audio_source_from_config, source_from_config
 from argentic.video.sampling import LatestFrame, SamplingPolicy, SceneChangeDetector, make_policy
 from argentic.video.source import FrameSource
 
@@ -41,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EARLIER_FRAME_NOTE = "[a video frame shown earlier, no longer attached]"
+EARLIER_AUDIO_NOTE = "[a sound clip played earlier, no longer attached]"
 
 
 @dataclass
@@ -49,7 +60,9 @@ class _Look:
     questions never mix their frames)."""
 
     policy: SamplingPolicy | None = None
+    audio_s: float | None = None
     frames: list[EncodedFrame] = field(default_factory=list)
+    clip: AudioClip | None = None
     message: ChatMessage | None = None
 
 
@@ -65,48 +78,59 @@ def describe_frames(frames: Sequence[EncodedFrame], asked_at: float) -> str:
     return f"(The {len(frames)} images are video frames in time order, captured {ages} s ago.)"
 
 
-def strip_earlier_images(messages: Sequence[ChatMessage], limit: int) -> list[ChatMessage]:
-    """``messages`` with images only in the newest message that has any, at most ``limit`` of them
-    (the newest); earlier images become a short text note."""
-    last = max(
-        (i for i, m in enumerate(messages) if isinstance(m.content, list) and _images(m)),
-        default=None,
-    )
+def describe_audio(clip: AudioClip) -> str:
+    return f"(The audio is the last {clip.duration_s:.1f} s of sound from the same feed.)"
+
+
+def strip_earlier_images(
+    messages: Sequence[ChatMessage], limit: int, audio_limit: int | None = None
+) -> list[ChatMessage]:
+    """``messages`` with media (images, audio) only in the newest message that has any, at most
+    ``limit`` images and ``audio_limit`` clips (the newest; None: no audio limit); earlier media
+    become a short text note."""
+    last = max((i for i, m in enumerate(messages) if _media(m)), default=None)
     if last is None:
         return list(messages)
     result: list[ChatMessage] = []
     for i, message in enumerate(messages):
-        if not isinstance(message.content, list) or not _images(message):
+        if not _media(message):
             result.append(message)
         elif i != last:
-            result.append(_without_images(message))
+            result.append(_without_media(message))
         else:
-            images = _images(message)
-            if len(images) <= limit:
-                # a copy: the question's own message loses its images once answered
-                result.append(message.model_copy())
-            else:
-                drop = {id(part) for part in images[: len(images) - limit]}
-                kept = [part for part in message.content if id(part) not in drop]
-                result.append(message.model_copy(update={"content": kept}))
+            assert isinstance(message.content, list)
+            images = [p for p in message.content if isinstance(p, ImagePart)]
+            clips = [p for p in message.content if isinstance(p, AudioPart)]
+            drop = {id(part) for part in images[: max(0, len(images) - limit)]}
+            if audio_limit is not None:
+                drop |= {id(part) for part in clips[: max(0, len(clips) - audio_limit)]}
+            # a copy: the question's own message loses its media once answered
+            kept = [part for part in message.content if id(part) not in drop]
+            result.append(message.model_copy(update={"content": kept}))
     return result
 
 
-def _images(message: ChatMessage) -> list[ImagePart]:
-    if not isinstance(message.content, list):
-        return []
-    return [part for part in message.content if isinstance(part, ImagePart)]
+def _media(message: ChatMessage) -> bool:
+    return isinstance(message.content, list) and any(
+        isinstance(part, (ImagePart, AudioPart)) for part in message.content
+    )
 
 
-def _without_images(message: ChatMessage) -> ChatMessage:
+def _without_media(message: ChatMessage) -> ChatMessage:
     assert isinstance(message.content, list)
     parts: list[ContentPart] = []
     for part in message.content:
-        if isinstance(part, ImagePart):
-            if not parts or not (isinstance(parts[-1], TextPart) and parts[-1].text == EARLIER_FRAME_NOTE):
-                parts.append(TextPart(text=EARLIER_FRAME_NOTE))
-        else:
+        note = (
+            EARLIER_FRAME_NOTE
+            if isinstance(part, ImagePart)
+            else EARLIER_AUDIO_NOTE
+            if isinstance(part, AudioPart)
+            else None
+        )
+        if note is None:
             parts.append(part)
+        elif not parts or not (isinstance(parts[-1], TextPart) and parts[-1].text == note):
+            parts.append(TextPart(text=note))
     return message.model_copy(update={"content": parts})
 
 
@@ -115,6 +139,10 @@ class VisualAgent(Agent):
 
     ``max_images_per_prompt`` defaults to what the provider reports, else 1. ``frame_timeout_s``
     is how long a question waits for a first frame before it fails with :class:`VideoError`.
+    With ``audio_s`` each question also carries the last ``audio_s`` seconds of sound, from
+    ``audio_source`` or else the frame source's own (WebRTC, a video file's track, the test
+    pattern), as one 16 kHz WAV clip; ``max_audio_per_prompt`` (default: the provider's limit,
+    else 1) caps the clips, and 0 sends none.
     """
 
     def __init__(
@@ -132,6 +160,9 @@ class VisualAgent(Agent):
         max_image_side: int = 768,
         jpeg_quality: int = 80,
         frame_timeout_s: float = 5.0,
+        audio_s: float | None = None,
+        audio_source: AudioSource | None = None,
+        max_audio_per_prompt: int | None = None,
         **agent_options: Any,
     ) -> None:
         if system_prompt is None:
@@ -151,8 +182,17 @@ class VisualAgent(Agent):
         self.max_image_side = max_image_side
         self.jpeg_quality = jpeg_quality
         self.frame_timeout_s = frame_timeout_s
+        if audio_s is not None and audio_s <= 0:
+            raise ValueError(f"audio_s must be positive seconds (or None for no sound), got {audio_s}")
+        self.audio_s = audio_s
+        self.audio_source = audio_source
+        self._max_audio = max_audio_per_prompt
         #: The frames sent with the most recent question (for logs, tests and benchmarks).
         self.last_frames: list[EncodedFrame] = []
+        #: The sound sent with the most recent question, if any.
+        self.last_audio: AudioClip | None = None
+        self._owned_audio: AudioSource | None = None
+        self._owned_audio_started = False
         self.observations = 0
         self._watch_task: asyncio.Task[None] | None = None
 
@@ -166,6 +206,14 @@ class VisualAgent(Agent):
         if self._max_images is not None:
             return self._max_images
         return self.llm.max_images_per_prompt or 1
+
+    @property
+    def audio_limit(self) -> int:
+        """Audio clips one prompt may carry: the explicit setting, else the provider's, else 1."""
+        if self._max_audio is not None:
+            return self._max_audio
+        limit = self.llm.max_audio_per_prompt
+        return 1 if limit is None else limit
 
     @classmethod
     def from_config(
@@ -187,6 +235,9 @@ class VisualAgent(Agent):
             agent, video = config, video or VideoConfig()
         if driver is None:
             driver = source_from_config(video, messager)
+        owned_audio = None if "audio_source" in overrides else audio_source_from_config(video)
+        if owned_audio is not None:
+            overrides["audio_source"] = owned_audio
         options: dict[str, Any] = {
             "role": agent.role,
             "max_steps": agent.max_steps,
@@ -202,7 +253,9 @@ class VisualAgent(Agent):
         if agent.system_prompt != AgentConfig().system_prompt:
             options["system_prompt"] = agent.system_prompt  # a configured prompt; else the visual default
         options.update(overrides)
-        return cls(llm, messager, tool_manager, driver, **options)
+        visual = cls(llm, messager, tool_manager, driver, **options)
+        visual._owned_audio = owned_audio  # built here from the config: the agent starts and stops it
+        return visual
 
     # --- questions with video -----------------------------------------------------------------
 
@@ -213,11 +266,13 @@ class VisualAgent(Agent):
         conversation_id: str | None = None,
         output: OutputSpec | None = None,
         policy: SamplingPolicy | None = None,
+        audio_s: float | None = None,
     ) -> Any:
         """Answer ``text`` about what the video shows now: the answer's text, or with ``output``
-        the validated structured answer. Raises :class:`VideoError` when no frame arrives in time."""
+        the validated structured answer. Raises :class:`VideoError` when no frame arrives in time.
+        ``audio_s`` adds that many seconds of sound to this question (default: the agent's)."""
         result = await self.ask_with_video(
-            text, conversation_id=conversation_id, output=output, policy=policy
+            text, conversation_id=conversation_id, output=output, policy=policy, audio_s=audio_s
         )
         return result.data if output is not None else result.text
 
@@ -229,9 +284,11 @@ class VisualAgent(Agent):
         output: OutputSpec | None = None,
         policy: SamplingPolicy | None = None,
         events: EventSink | None = None,
+        audio_s: float | None = None,
     ) -> AgentResult:
-        """Like :meth:`Agent.ask`, with frames picked by ``policy`` (default: the agent's)."""
-        token = _look.set(_Look(policy=policy))
+        """Like :meth:`Agent.ask`, with frames picked by ``policy`` (default: the agent's) and
+        ``audio_s`` seconds of sound (default: the agent's ``audio_s``)."""
+        token = _look.set(_Look(policy=policy, audio_s=audio_s))
         try:
             return await self.ask(question, conversation_id=conversation_id, output=output, events=events)
         finally:
@@ -253,7 +310,7 @@ class VisualAgent(Agent):
             current = _look.get()
             if current is not None and current.message is not None:
                 # the history keeps the question's text, not its images (memory, per-prompt limit)
-                current.message.content = _without_images(current.message).content
+                current.message.content = _without_media(current.message).content
             if token is not None:
                 _look.reset(token)
 
@@ -266,16 +323,56 @@ class VisualAgent(Agent):
             raise VideoError("the video source has no frames to show the model")
         return await encode_frames(frames[: self.image_limit], self.max_image_side, self.jpeg_quality)
 
+    async def sample_audio(self, seconds: float | None = None) -> AudioClip | None:
+        """The last ``seconds`` (default: ``audio_s``) of the feed's sound at 16 kHz; None when no
+        sound is asked for or allowed. Raises :class:`VideoError` when the source has no sound."""
+        seconds = seconds if seconds is not None else self.audio_s
+        if seconds is None or self.audio_limit < 1:
+            return None
+        await self._start_owned_audio()
+        source = self.audio_source if self.audio_source is not None else self.source
+        if audio_of(source) is None:
+            raise VideoError(
+                f"{type(source).__name__} has no sound: give the agent an audio_source (an "
+                "AudioFileSource for a WAV file) or a source that carries audio"
+            )
+        assert isinstance(source, AudioSource)
+        clip = await recent_clip(source, seconds)
+        if clip is None:
+            raise VideoError("no sound has arrived yet from the audio source")
+        return clip
+
+    async def _start_owned_audio(self) -> None:
+        """Start the sound file source built from the config, once, and wait for its first sound."""
+        owned = self._owned_audio
+        if owned is None or self._owned_audio_started:
+            return
+        self._owned_audio_started = True
+        await owned.start()
+        if not len(owned.audio):
+            with contextlib.suppress(TimeoutError):
+                await owned.audio.wait(self.frame_timeout_s)
+
+    async def async_init(self) -> None:
+        await self._start_owned_audio()
+        await super().async_init()
+
     async def build_user_message(self, question: Question) -> ChatMessage:
         look = _look.get()
         asked_at = time.time()
         encoded = await self.sample_frames(look.policy if look else None)
-        message = ChatMessage.user(
-            f"{question.text}\n\n{describe_frames(encoded, asked_at)}", images=[f.url for f in encoded]
-        )
+        clip = await self.sample_audio(look.audio_s if look else None)
+        text = f"{question.text}\n\n{describe_frames(encoded, asked_at)}"
+        audio: list[AudioPart] = []
+        if clip is not None:
+            text += f"\n{describe_audio(clip)}"
+            audio.append(AudioPart.from_bytes(await asyncio.to_thread(clip.to_wav)))
+        message = ChatMessage.user(text, images=[f.url for f in encoded], audio=audio)
         self.last_frames = encoded
+        self.last_audio = clip
         if look is not None:
             look.frames = encoded
+            look.clip = clip
             look.message = message
         return message
 
@@ -288,18 +385,30 @@ class VisualAgent(Agent):
         events: EventSink,
     ) -> ChatResponse:
         return await super().call_llm(
-            strip_earlier_images(messages, self.image_limit), tools, tool_choice, output, events
+            strip_earlier_images(messages, self.image_limit, self.audio_limit),
+            tools,
+            tool_choice,
+            output,
+            events,
         )
 
     # --- watch mode ---------------------------------------------------------------------------
 
-    async def observe(self, question: str, *, policy: SamplingPolicy | None = None) -> Observation:
-        """Ask ``question`` about the current frames once and publish the observation on
-        ``{ns}/agents/{role}/observations`` when there is a messager.
+    async def observe(
+        self,
+        question: str,
+        *,
+        policy: SamplingPolicy | None = None,
+        audio_s: float | None = None,
+        trigger: str | None = None,
+    ) -> Observation:
+        """Ask ``question`` about the current frames (and sound) once and publish the observation
+        on ``{ns}/agents/{role}/observations`` when there is a messager. ``trigger`` (what set it
+        off: "interval", "scene_change", "sound") is recorded in its data.
 
         Each observation stands alone: it has no conversation history and leaves none.
         """
-        look = _Look(policy=policy)
+        look = _Look(policy=policy, audio_s=audio_s)
         token = _look.set(look)
         try:
             user = await self.build_user_message(Question(text=question))
@@ -316,6 +425,8 @@ class VisualAgent(Agent):
                 "frames": len(look.frames),
                 "frame_index": look.frames[-1].frame.index if look.frames else None,
                 "tool_calls": [call.model_dump(mode="json") for call in result.tool_calls],
+                "audio_s": round(look.clip.duration_s, 3) if look.clip is not None else None,
+                "trigger": trigger,
             },
         )
         self.observations += 1
@@ -333,36 +444,50 @@ class VisualAgent(Agent):
         check_every_s: float = 0.2,
         max_observations: int | None = None,
         policy: SamplingPolicy | None = None,
+        on_sound: bool = False,
+        sound_threshold_dbfs: float = -30.0,
+        sound_window_s: float = 0.5,
+        audio_s: float | None = None,
     ) -> None:
-        """Observe every ``interval_s`` seconds and/or when the scene changes, until cancelled
-        (or after ``max_observations``). A failed observation (no frames, a model error) is
-        logged and the watch goes on."""
-        if interval_s is None and not on_scene_change:
-            raise ValueError("watch needs interval_s, on_scene_change, or both")
+        """Observe every ``interval_s`` seconds, and/or when the scene changes, and/or when the
+        sound gets loud (its level over the last ``sound_window_s`` rises above
+        ``sound_threshold_dbfs``), until cancelled (or after ``max_observations``). A failed
+        observation (no frames, a model error) is logged and the watch goes on."""
+        if interval_s is None and not on_scene_change and not on_sound:
+            raise ValueError("watch needs interval_s, on_scene_change, on_sound, or a mix")
+        sound_buffer = audio_of(self.audio_source if self.audio_source is not None else self.source)
+        if on_sound and sound_buffer is None:
+            raise ValueError("watch(on_sound=True) needs a source with sound (or an audio_source)")
         loop = asyncio.get_running_loop()
         detector = SceneChangeDetector(scene_threshold) if on_scene_change else None
+        hearing = SoundLevelDetector(sound_threshold_dbfs, sound_window_s) if on_sound else None
+        polling = detector is not None or hearing is not None
         next_due = loop.time()
         last_index: int | None = None
+        last_chunk = -1
         done = 0
         while max_observations is None or done < max_observations:
             due = interval_s is not None and loop.time() >= next_due
-            changed = False
+            changed = loud = False
             if detector is not None and not due:
                 frame = self.source.latest()
                 if frame is not None and frame.index != last_index:
                     last_index = frame.index
                     changed = await asyncio.to_thread(detector.changed, frame)
-            if not (due or changed):
-                wait = check_every_s if detector is not None else max(0.0, next_due - loop.time())
+            new_sound = sound_buffer is not None and sound_buffer.pushed != last_chunk
+            if hearing is not None and sound_buffer is not None and new_sound and not (due or changed):
+                last_chunk = sound_buffer.pushed
+                loud = await asyncio.to_thread(hearing.check, sound_buffer)
+            if not (due or changed or loud):
+                wait = check_every_s if polling else max(0.0, next_due - loop.time())
                 if interval_s is not None:
                     wait = min(wait, max(0.0, next_due - loop.time()))
                 await asyncio.sleep(wait)
                 continue
+            trigger = "scene_change" if changed else "sound" if loud else "interval"
             try:
-                observation = await self.observe(question, policy=policy)
-                log.info(
-                    "observation (%s): %s", "scene change" if changed else "interval", observation.text[:200]
-                )
+                observation = await self.observe(question, policy=policy, audio_s=audio_s, trigger=trigger)
+                log.info("observation (%s): %s", trigger, observation.text[:200])
             except Exception as exc:
                 log.warning("watch: no observation this time: %s", exc)
             done += 1
@@ -390,6 +515,9 @@ class VisualAgent(Agent):
     async def stop(self) -> None:
         await self.stop_watch()
         await super().stop()
+        if self._owned_audio is not None and self._owned_audio_started:
+            self._owned_audio_started = False
+            await self._owned_audio.stop()
 
 
 def video_options(video: VideoConfig, llm: LLMProvider | None = None) -> dict[str, Any]:
@@ -398,6 +526,7 @@ def video_options(video: VideoConfig, llm: LLMProvider | None = None) -> dict[st
     if llm is not None and llm.max_images_per_prompt is not None:
         limit = min(limit, llm.max_images_per_prompt)
     return {
+        "audio_s": video.audio_s,
         "policy": make_policy(
             video.sampling,
             frames=video.frames_per_prompt,

@@ -11,7 +11,7 @@ from argentic.video.audio import (
     wav_bytes,
 )
 from argentic.video.encode import EncodedFrame, encode_frame, encode_frames, encode_jpeg, fit_within
-from argentic.video.factory import source_from_config
+from argentic.video.factory import audio_source_from_config, source_from_config
 from argentic.video.file_source import AudioFileSource, CameraSource, FileSource
 from argentic.video.frames import AudioBuffer, AudioChunk, Frame, FrameBuffer, RingBuffer
 from argentic.video.sampling import (
@@ -57,6 +57,7 @@ __all__ = [
     "TestPatternSource",
     "WebRTCDriver",
     "WebRTCSender",
+    "audio_source_from_config",
     "encode_frame",
     "encode_frames",
     "encode_jpeg",

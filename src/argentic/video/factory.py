@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from argentic.config import VideoConfig
 from argentic.errors import ConfigError
-from argentic.video.file_source import CameraSource, FileSource
+from argentic.video.file_source import AudioFileSource, CameraSource, FileSource
 from argentic.video.source import FrameSource
 from argentic.video.test_pattern import TestPatternSource
 from argentic.video.webrtc_driver import WebRTCDriver
@@ -30,3 +30,11 @@ def source_from_config(
             raise ConfigError("video.source = 'webrtc' needs a messager for signaling")
         return WebRTCDriver.from_config(messager, config)
     return FileSource(config.source, realtime=True, loop=loop, buffer_size=config.buffer_size)
+
+
+def audio_source_from_config(config: VideoConfig) -> AudioFileSource | None:
+    """The sound file ``video.audio_source`` names (not started), played at its own rate and
+    looping; None when the sound is the video source's own."""
+    if config.audio_source is None:
+        return None
+    return AudioFileSource(config.audio_source, realtime=True, loop=True)
