@@ -4,10 +4,13 @@
     uv run python examples/visual_agent_vllm.py --source clip.mp4 "What is happening?"
     uv run python examples/visual_agent_vllm.py --source webrtc        # over WebRTC (a local sender)
     uv run python examples/visual_agent_vllm.py --watch 3              # then three observations
+    uv run python examples/visual_agent_vllm.py --audio 3 "What do you hear?"   # and the last 3 s of sound
+    uv run python examples/visual_agent_vllm.py --audio 2 --audio-file door.wav --watch 3 --on-sound
 
-The model must take images: Gemma 3n, for example, on a GPU machine:
+The model must take images (and, with ``--audio``, sound): Gemma 3n, for example, on a GPU machine
+(``uv sync --extra vllm`` installs vLLM there):
 
-    vllm serve google/gemma-3n-E4B-it --limit-mm-per-prompt '{"image": 2}'
+    vllm serve google/gemma-3n-E4B-it --limit-mm-per-prompt '{"image": 2, "audio": 1}'
 
 with ``llm.vllm_base_url`` pointing at it (default ``http://localhost:8000/v1``). See docs/video.md.
 
@@ -19,9 +22,12 @@ It reads ``config.yaml`` (or ``$ARGENTIC_CONFIG``), then:
    WebRTC, signaling over MQTT, unless ``--external-sender`` says another process does
    (``examples/webrtc_sender.py``, or a browser page);
 3. starts a ``VisualAgent`` that serves questions on MQTT, and asks it one as a client would;
-   the agent attaches the newest frame(s), JPEG-encoded and scaled, within the model's image limit;
-4. with ``--watch N``, asks a standing question every few seconds and prints the N observations
-   the agent publishes on ``{ns}/agents/{role}/observations``.
+   the agent attaches the newest frame(s), JPEG-encoded and scaled, within the model's image limit,
+   and with ``--audio S`` the last S seconds of the source's sound (the test pattern's tone, the
+   file's audio track, the WebRTC peer's sound) or of ``--audio-file``, as a 16 kHz WAV clip;
+4. with ``--watch N``, asks a standing question every few seconds (and with ``--on-sound`` when
+   the sound gets loud) and prints the N observations the agent publishes on
+   ``{ns}/agents/{role}/observations``.
 
 A model that cannot take images (the text-only CPU model of the tests) refuses the request: the
 script prints the server's refusal and how to start a model that sees.
@@ -44,9 +50,10 @@ from argentic.llm.local_server import health_ok
 from argentic.messaging import Messager
 from argentic.protocol import Answer, ErrorReply, Observation, Question, Topics
 from argentic.video import TestPatternSource, WebRTCDriver, WebRTCSender, source_from_config
+from argentic.video.audio import wait_for_sound
 
 QUESTION = "Describe what you see in one sentence: the colours and any shapes."
-MODEL_HINT = "vllm serve google/gemma-3n-E4B-it --limit-mm-per-prompt '{\"image\": 2}'"
+MODEL_HINT = 'vllm serve google/gemma-3n-E4B-it --limit-mm-per-prompt \'{"image": 2, "audio": 1}\''
 
 
 def say(text: str) -> None:
@@ -65,6 +72,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--watch", type=int, default=0, metavar="N", help="then print N watch observations")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between watch observations")
     parser.add_argument("--external-sender", action="store_true", help="with --source webrtc: do not send")
+    parser.add_argument(
+        "--audio", type=float, metavar="SECONDS", help="add the last SECONDS of sound to each question"
+    )
+    parser.add_argument("--audio-file", help="with --audio: hear this sound file (WAV) instead")
+    parser.add_argument("--on-sound", action="store_true", help="with --watch: also ask when it gets loud")
     return parser.parse_args()
 
 
@@ -72,6 +84,10 @@ async def main(args: argparse.Namespace) -> int:
     video: dict[str, object] = {"source": args.source or "test_pattern"}
     if args.sampling:
         video["sampling"] = args.sampling
+    if args.audio:
+        video["audio_s"] = args.audio
+    if args.audio_file:
+        video["audio_source"] = args.audio_file
     if video["source"] == "webrtc" and not args.external_sender:
         video["host_addresses"] = ["127.0.0.1"]  # sender and receiver are both here
     config = load_config(overrides={"video": video})
@@ -99,7 +115,9 @@ async def main(args: argparse.Namespace) -> int:
                 pattern = TestPatternSource(640, 480, fps=30, scene_every=150)
                 await pattern.start()
                 stack.push_async_callback(pattern.stop)
-                sender = WebRTCSender.from_config(client, pattern, config.video, reconnect=True)
+                sender = WebRTCSender.from_config(
+                    client, pattern, config.video, reconnect=True, audio=bool(args.audio)
+                )
                 await sender.connect()
                 stack.push_async_callback(sender.close)
                 say(f"streaming the test pattern over WebRTC to {source.offer_topic}")
@@ -110,6 +128,14 @@ async def main(args: argparse.Namespace) -> int:
         await agent.async_init()
         stack.push_async_callback(agent.stop)
         say(f"model {await backend.llm.resolve_model()}; up to {agent.image_limit} image(s) per prompt")
+        if agent.audio_s:
+            heard = config.video.audio_source or "the video source"
+            if agent.audio_buffer is None:
+                say(f"{config.video.source} has no sound; --audio-file names a WAV file to hear")
+                return 2
+            # a feed that just started has less sound than asked for: let it fill first
+            await wait_for_sound(agent.audio_buffer, agent.audio_s, timeout=agent.audio_s + 30)
+            say(f"sound: the last {agent.audio_s:g} s of {heard} ({agent.audio_limit} clip per prompt)")
 
         question = Question(text=" ".join(args.question) or QUESTION)
         say(f"question: {question.text}")
@@ -122,7 +148,12 @@ async def main(args: argparse.Namespace) -> int:
                 say(f"if the model cannot take images, serve one that does:\n    {MODEL_HINT}")
             return 1
         frames = agent.last_frames
-        say(f"answer (from {len(frames)} frame(s), {frames[0].width}x{frames[0].height} JPEG): {reply.text}")
+        heard = agent.last_audio
+        sound = f" and {heard.duration_s:.1f} s of {heard.sample_rate} Hz WAV" if heard is not None else ""
+        say(
+            f"answer (from {len(frames)} frame(s), {frames[0].width}x{frames[0].height} JPEG{sound}): "
+            f"{reply.text}"
+        )
 
         if args.watch:
             seen: asyncio.Queue[Observation] = asyncio.Queue(maxsize=args.watch * 2)
@@ -131,10 +162,17 @@ async def main(args: argparse.Namespace) -> int:
                 seen.put_nowait(observation)
 
             await client.subscribe(topics.agent_observations(role), on_observation, model=Observation)
-            agent.start_watch("What changed? One sentence.", interval_s=args.interval, on_scene_change=True)
+            agent.start_watch(
+                "What changed? One sentence.",
+                interval_s=args.interval,
+                on_scene_change=True,
+                on_sound=args.on_sound,
+                sound_threshold_dbfs=config.video.sound_threshold_dbfs,
+            )
             for _ in range(args.watch):
                 observation = await asyncio.wait_for(seen.get(), config.llm.timeout_s + args.interval * 2)
-                say(f"observation: {observation.text}")
+                trigger = observation.data.get("trigger") if isinstance(observation.data, dict) else None
+                say(f"observation: {observation.text} (on {trigger})")
         return 0
 
 

@@ -10,9 +10,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from argentic.netutil import free_port
+from argentic.video import wav_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "visual_agent_vllm.py"
@@ -54,3 +56,25 @@ def test_visual_example_reads_a_video_file(tmp_path: Path, pattern_video: Callab
     out = run_example(tmp_path, "--source", str(clip))
     assert re.search(rf"video: {re.escape(str(clip))}, 320x240", out), out
     assert re.search(r"answer \(from 1 frame\(s\), 320x240 JPEG\)", out), out
+
+
+@pytest.mark.parametrize("source", ["test_pattern", "webrtc"])
+def test_visual_example_sends_the_last_seconds_of_sound(tmp_path: Path, source: str) -> None:
+    out = run_example(tmp_path, "--source", source, "--audio", "1.5", "What do you hear?")
+    assert "sound: the last 1.5 s of the video source" in out, out
+    assert re.search(r"answer \(from 1 frame\(s\), 640x480 JPEG and 1\.5 s of 16000 Hz WAV\)", out), out
+
+
+def test_visual_example_hears_a_wav_file_and_watches_for_sound(tmp_path: Path) -> None:
+    tone = np.round(8000 * np.sin(np.arange(48_000) * 2 * np.pi * 440 / 16_000)).astype(np.int16)
+    wav = tmp_path / "tone.wav"
+    wav.write_bytes(wav_bytes(tone, 16_000))
+    out = run_example(
+        tmp_path, "--audio", "1", "--audio-file", str(wav), "--watch", "2", "--interval", "30", "--on-sound"
+    )
+    assert f"sound: the last 1 s of {wav}" in out, out
+    assert re.search(r"answer \(from 1 frame\(s\), 640x480 JPEG and 1\.0 s of 16000 Hz WAV\)", out), out
+    observations = re.findall(r"\(on (\w+)\)$", out, flags=re.M)
+    # the first comes at once (the interval starts due); the file's tone is loud from the start,
+    # so the next is set off by the sound, long before the 30 s interval
+    assert observations == ["interval", "sound"], out

@@ -1,14 +1,16 @@
 """The VisualAgent's request path against a real vLLM server.
 
-The CPU server runs a text-only model, so it refuses images: a loopback proxy between the
-provider and vLLM records the exact HTTP body, which must carry the right number of valid JPEG
-image parts, and the server's refusal must come back as a clear error (an error reply over MQTT).
-The GPU test runs Gemma 3n end to end and is skipped without CUDA.
+The CPU server runs a text-only model, so it refuses images and audio: a loopback proxy between
+the provider and vLLM records the exact HTTP body, which must carry the right number of valid JPEG
+image parts and a WAV clip of the right frames' tones, and the server's refusal must come back as a
+clear error (an error reply over MQTT). The GPU tests run Gemma 3n end to end and are skipped
+without CUDA.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 import json
@@ -22,10 +24,19 @@ from PIL import Image
 
 from argentic.agents.visual_agent import VisualAgent
 from argentic.errors import LLMRequestError
+from argentic.llm import AudioPart, ChatMessage, SamplingSettings
 from argentic.messaging import Messager
 from argentic.protocol import ErrorReply, Question
-from argentic.video import FramesOverWindow, TestPatternSource, read_frame_code
+from argentic.video import (
+    FramesOverWindow,
+    TestPatternSource,
+    read_frame_code,
+    read_tone_indices,
+    read_wav,
+    wav_bytes,
+)
 from argentic.video.encode import decode_data_url
+from argentic.video.test_pattern import TONE_STEPS
 
 MessagerFactory = Callable[[], Awaitable[Messager]]
 _HOP_HEADERS = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "accept-encoding"}
@@ -204,6 +215,113 @@ async def test_gemma_3n_answers_about_frames_end_to_end(gemma3n_server: Any) -> 
         assert isinstance(result.text, str) and result.text.strip()
         assert len(agent.last_frames) == 2
         assert result.usage.prompt_tokens > 2 * 200, "both images reached the model (~256 tokens each)"
+    finally:
+        await llm.close()
+        await source.stop()
+
+
+def audio_parts(body: dict[str, Any]) -> list[dict[str, str]]:
+    user = body["messages"][-1]
+    assert user["role"] == "user" and isinstance(user["content"], list)
+    return [part["input_audio"] for part in user["content"] if part["type"] == "input_audio"]
+
+
+@pytest.mark.vllm
+async def test_the_request_carries_the_last_seconds_of_sound_as_a_16_khz_wav(
+    recording_proxy: RecordingProxy, vllm_server: Any, messagers: MessagerFactory
+) -> None:
+    from argentic.llm.openai_provider import OpenAICompatibleProvider
+
+    source = TestPatternSource(160, 120, fps=30)
+    await source.start()
+    await source.wait_for_frame(20, newer_than=75)  # more than 2 s of sound
+    llm = OpenAICompatibleProvider(
+        base_url=recording_proxy.base_url,
+        model=vllm_server.model,
+        max_retries=0,
+        max_images_per_prompt=1,
+        max_audio_per_prompt=1,
+    )
+    agent = VisualAgent(llm=llm, messager=await messagers(), driver=source, role="ears", audio_s=2.0)
+    try:
+        with pytest.raises(LLMRequestError) as refused:
+            await agent.query_with_video("What do you hear?")
+        assert refused.value.status_code is not None and 400 <= refused.value.status_code < 500
+        assert "text only" in str(refused.value), "the refusal says the model takes no images or audio"
+
+        (body,) = recording_proxy.chat_bodies()
+        (audio,) = audio_parts(body)
+        assert audio["format"] == "wav"
+        samples, rate = read_wav(base64.b64decode(audio["data"], validate=True))
+        assert rate == 16_000 and len(samples) == 32_000, "2 s at Gemma 3n's 16 kHz"
+        clip = agent.last_audio
+        assert clip is not None and clip.last_index - clip.first_index == 59, "60 frames of sound"
+        tones = read_tone_indices(samples, rate, 30)
+        assert tones == [i % TONE_STEPS for i in range(clip.first_index, clip.last_index + 1)]
+        (url,) = image_parts(body)
+        assert clip.last_index >= read_frame_code(jpeg_pixels(url)), "the sound reaches the frame shown"
+
+        # over MQTT the refusal is an error reply, and the agent keeps serving
+        await agent.async_init()
+        client = await messagers()
+        topic = client.topics.agent_questions("ears")
+        for _ in range(2):
+            reply = await client.request(topic, Question(text="What do you hear?"), timeout=120)
+            assert isinstance(reply, ErrorReply) and reply.error.code == "llm_error"
+        assert len(recording_proxy.chat_bodies()) == 3
+        assert all(len(audio_parts(body)) == 1 for body in recording_proxy.chat_bodies())
+    finally:
+        await agent.stop()
+        await llm.close()
+        await source.stop()
+
+
+@pytest.mark.vllm
+async def test_a_text_only_server_refuses_audio_clearly(vllm_server: Any) -> None:
+    from argentic.llm.openai_provider import OpenAICompatibleProvider
+
+    tone = np.round(8000 * np.sin(np.arange(16_000) * 2 * np.pi * 440 / 16_000)).astype(np.int16)
+    message = ChatMessage.user("What do you hear?", audio=[AudioPart.from_bytes(wav_bytes(tone, 16_000))])
+    llm = OpenAICompatibleProvider(base_url=vllm_server.base_url, model=vllm_server.model, max_retries=0)
+    try:
+        with pytest.raises(LLMRequestError, match="text only") as refused:
+            await llm.chat([message])
+        assert refused.value.status_code == 400
+        # the same server still answers text
+        reply = await llm.chat([ChatMessage.user("Say hi.")], settings=SamplingSettings(max_tokens=4))
+        assert reply.usage.completion_tokens > 0
+    finally:
+        await llm.close()
+
+
+@pytest.mark.gpu
+async def test_gemma_3n_hears_the_tone(gemma3n_server: Any) -> None:
+    from argentic.llm.openai_provider import OpenAICompatibleProvider
+
+    source = TestPatternSource(320, 240, fps=30)
+    await source.start()
+    await source.wait_for_frame(30, newer_than=75)
+    llm = OpenAICompatibleProvider(
+        base_url=gemma3n_server.base_url,
+        model=gemma3n_server.model,
+        max_images_per_prompt=1,
+        max_audio_per_prompt=1,
+    )
+    agent = VisualAgent(llm=llm, driver=source)
+    schema = {
+        "type": "object",
+        "properties": {"heard": {"type": "string", "enum": ["a tone or beeps", "speech", "silence"]}},
+        "required": ["heard"],
+    }
+    try:
+        silent = await agent.ask_with_video("Describe the picture in a few words.")
+        result = await agent.ask_with_video(
+            "Listen to the audio clip. What do you hear?", output=schema, audio_s=2.0
+        )
+        assert agent.last_audio is not None and agent.last_audio.duration_s == 2.0
+        # about 188 audio tokens: the clip reached the model
+        assert result.usage.prompt_tokens > silent.usage.prompt_tokens + 100
+        assert result.data == {"heard": "a tone or beeps"}
     finally:
         await llm.close()
         await source.stop()

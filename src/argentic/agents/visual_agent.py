@@ -41,6 +41,7 @@ from argentic.protocol import Observation, Question
 from argentic.video.audio import AudioClip, AudioSource, SoundLevelDetector, audio_of, recent_clip
 from argentic.video.encode import EncodedFrame, encode_frames
 from argentic.video.factory import audio_source_from_config, source_from_config
+from argentic.video.frames import AudioBuffer
 from argentic.video.sampling import LatestFrame, SamplingPolicy, SceneChangeDetector, make_policy
 from argentic.video.source import FrameSource
 
@@ -215,6 +216,11 @@ class VisualAgent(Agent):
         limit = self.llm.max_audio_per_prompt
         return 1 if limit is None else limit
 
+    @property
+    def audio_buffer(self) -> AudioBuffer | None:
+        """The sound the agent hears: ``audio_source``'s, else the frame source's, else None."""
+        return audio_of(self.audio_source if self.audio_source is not None else self.source)
+
     @classmethod
     def from_config(
         cls,
@@ -331,7 +337,7 @@ class VisualAgent(Agent):
             return None
         await self._start_owned_audio()
         source = self.audio_source if self.audio_source is not None else self.source
-        if audio_of(source) is None:
+        if self.audio_buffer is None:
             raise VideoError(
                 f"{type(source).__name__} has no sound: give the agent an audio_source (an "
                 "AudioFileSource for a WAV file) or a source that carries audio"
@@ -455,7 +461,7 @@ class VisualAgent(Agent):
         observation (no frames, a model error) is logged and the watch goes on."""
         if interval_s is None and not on_scene_change and not on_sound:
             raise ValueError("watch needs interval_s, on_scene_change, on_sound, or a mix")
-        sound_buffer = audio_of(self.audio_source if self.audio_source is not None else self.source)
+        sound_buffer = self.audio_buffer
         if on_sound and sound_buffer is None:
             raise ValueError("watch(on_sound=True) needs a source with sound (or an audio_source)")
         loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ seconds from the end; :meth:`AudioClip.to_wav` makes the file that goes in an au
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import math
@@ -22,6 +23,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from argentic.errors import VideoError
 from argentic.video.frames import AudioBuffer, AudioChunk
 
 #: What Gemma 3n's audio encoder takes: 16 kHz mono (vLLM resamples other rates, but sending this
@@ -157,6 +159,27 @@ def clip_from_buffer(buffer: AudioBuffer, seconds: float, rate: int = MODEL_SAMP
 async def recent_clip(source: AudioSource, seconds: float, rate: int = MODEL_SAMPLE_RATE) -> AudioClip | None:
     """:func:`clip_from_buffer` of ``source``'s audio, in a worker thread."""
     return await asyncio.to_thread(clip_from_buffer, source.audio, seconds, rate)
+
+
+def buffered_s(buffer: AudioBuffer) -> float:
+    """How many seconds of sound ``buffer`` holds."""
+    return sum(chunk.samples / chunk.sample_rate for chunk in buffer.recent())
+
+
+async def wait_for_sound(buffer: AudioBuffer, seconds: float, timeout: float) -> None:  # noqa: ASYNC109 (the API takes plain timeouts)
+    """Wait until ``buffer`` holds ``seconds`` of sound (a feed that just started has less);
+    raises :class:`VideoError` after ``timeout`` seconds or when the source has ended."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while buffered_s(buffer) < seconds:
+        remaining = deadline - loop.time()
+        if buffer.closed_reason is not None or remaining <= 0:
+            raise VideoError(
+                f"{buffered_s(buffer):.1f} s of sound after {timeout:g} s, not {seconds:g} s"
+                + (f" ({buffer.closed_reason})" if buffer.closed_reason else "")
+            )
+        with contextlib.suppress(TimeoutError):
+            await buffer.wait(remaining)
 
 
 def audio_of(source: object) -> AudioBuffer | None:
