@@ -131,7 +131,7 @@ def newest_chunks(buffer: AudioBuffer, seconds: float) -> list[AudioChunk]:
     for chunk in reversed(buffer.recent()):
         chunks.append(chunk)
         total += chunk.samples / chunk.sample_rate
-        if total >= seconds:
+        if total >= seconds - 1e-9:  # 30 frames of 1/30 s add up to a hair under 1.0
             break
     chunks.reverse()
     return chunks
@@ -183,7 +183,10 @@ async def wait_for_sound(buffer: AudioBuffer, seconds: float, timeout: float) ->
 
 
 def audio_of(source: object) -> AudioBuffer | None:
-    """The audio buffer of ``source`` when it keeps one."""
+    """The audio buffer of ``source`` when it keeps one (a file known to have no audio track
+    keeps none)."""
+    if getattr(source, "has_audio", None) is False:
+        return None
     buffer = getattr(source, "audio", None)
     return buffer if isinstance(buffer, AudioBuffer) else None
 

@@ -63,6 +63,8 @@ class FileSource(BufferedSource):
         self.width = 0
         self.height = 0
         self.frame_rate: float | None = None
+        #: Whether the file has an audio track (known once started).
+        self.has_audio: bool | None = None
 
     def _open(self) -> Any:
         is_url = "://" in self.path
@@ -87,6 +89,7 @@ class FileSource(BufferedSource):
         if self._thread is not None and self._thread.is_alive():
             return
         container = await asyncio.to_thread(self._open)
+        self.has_audio = bool(container.streams.audio)
         if self.needs_video:
             stream = container.streams.video[0]
             self.width, self.height = stream.codec_context.width, stream.codec_context.height
