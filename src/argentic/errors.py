@@ -21,7 +21,8 @@
     │   ├── ToolExecutionError      the tool raised
     │   └── ToolTimeoutError        the tool did not answer in time
     ├── AgentError                  the agent gave up (repeated calls, unusable replies)
-    │   └── StepLimitError          the model was still calling tools at the step limit
+    │   ├── StepLimitError          the model was still calling tools at the step limit
+    │   └── AgentReplyError         an agent asked over MQTT answered with an error (``.code``)
     └── VideoError                  no frames, unreadable video, a WebRTC peer that failed
 
 Every message says what to do about the problem where there is something to do.
@@ -120,6 +121,15 @@ class AgentError(ArgenticError):
 
 class StepLimitError(AgentError):
     """The model was still calling tools when the step limit was reached."""
+
+
+class AgentReplyError(AgentError):
+    """An agent asked over MQTT answered with an error reply; ``code`` is the wire error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.reason = message
 
 
 class VideoError(ArgenticError):

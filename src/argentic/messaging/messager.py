@@ -50,8 +50,10 @@ from argentic.messaging.transport import (
     known_protocol,
     remember_protocol,
 )
+from argentic.messaging.peers import Peers
 from argentic.protocol import (
     MESSAGE_ADAPTER,
+    ClientStatus,
     ErrorReply,
     Message,
     Topics,
@@ -162,7 +164,14 @@ class Messager:
         self.keepalive = keepalive
         self.session_expiry_s = session_expiry_s
         self.persistent = persistent
-        self.will = will
+        # Without a will of the caller's, the will says this client is gone (see messaging.peers):
+        # it covers whatever the agents and tool services on this messager announced.
+        self._status_will = will is None
+        self.will = will or Will(
+            topic=self.topics.client_status(self.client_id),
+            message=ClientStatus(client_id=self.client_id, online=False),
+        )
+        self._peers: Peers | None = None
         self._leaving: list[Callable[[], Awaitable[None]]] = []
         self.max_payload_bytes = max_payload_bytes
         self.request_timeout_s = request_timeout_s
@@ -225,6 +234,13 @@ class Messager:
         return self._negotiated or self.protocol
 
     @property
+    def peers(self) -> Peers:
+        """Which other clients the broker reports gone (shared by every component on this messager)."""
+        if self._peers is None:
+            self._peers = Peers(self)
+        return self._peers
+
+    @property
     def is_connected(self) -> bool:
         return self._state is _State.CONNECTED
 
@@ -266,6 +282,7 @@ class Messager:
         self._state = _State.CONNECTED
         self._online = True
         self._runner = asyncio.create_task(self._run(), name=f"argentic-messager-{self.client_id}")
+        await self._say_online()
         logger.info(
             "connected to %s:%s as %s (MQTT %s)",
             self.broker_address,
@@ -392,6 +409,17 @@ class Messager:
 
         return cancel
 
+    async def _say_online(self) -> None:
+        """Retain ``online: true`` on the client's status topic (a will from an earlier connection
+        may have said otherwise)."""
+        if not self._status_will:
+            return
+        status = ClientStatus(client_id=self.client_id, online=True)
+        try:
+            await self.publish(self.topics.client_status(self.client_id), status, retain=True)
+        except MessagingError as exc:
+            logger.warning("could not publish the client status: %s", exc)
+
     async def disconnect(self) -> None:
         """Leave gracefully. Pending requests fail.
 
@@ -410,7 +438,11 @@ class Messager:
         self._leaving.clear()
         if self.will is not None and self._online:
             message = self.will.message
-            if message is not None:
+            if self._status_will:
+                # Everything announced was withdrawn above: clear the status rather than leave a
+                # retained "gone" behind for every client that ever ran.
+                message = None
+            elif message is not None:
                 message = message.model_copy(update={"id": new_id(), "ts": time.time()})
             try:
                 async with asyncio.timeout(min(self.publish_timeout_s, 5.0)):
@@ -487,6 +519,7 @@ class Messager:
                 continue
             self._state = _State.CONNECTED
             self._online = True
+            await self._say_online()
             logger.info("reconnected to %s:%s after %d attempts", self.broker_address, self.port, attempt)
             return
 
