@@ -173,17 +173,16 @@ async def test_a_live_replica_takes_over_the_presence_of_a_killed_one(
     holder = first if presence.client_id == "replica-1" else second
     survivor_id = "replica-2" if holder is first else "replica-1"
 
+    seen: list[Presence] = []
+
+    async def on_presence(presence: Presence) -> None:
+        seen.append(presence)
+
+    await observer.subscribe(observer.topics.agent_status("calc"), on_presence, model=Presence)
     os.kill(holder.pid, signal.SIGKILL)
-
-    async def taken_over() -> bool:
-        now = await presence_of(observer, "calc")
-        return now is not None and now.online and now.client_id == survivor_id
-
-    async def poll() -> None:
-        while not await taken_over():
-            await asyncio.sleep(0.2)
-
-    await asyncio.wait_for(poll(), 30)
+    await wait_until(lambda: any(p.online and p.client_id == survivor_id for p in seen), limit_s=30)
+    now = await presence_of(observer, "calc")
+    assert now is not None and now.online and now.client_id == survivor_id
     # The tools stay known too: the survivor announced them again.
     await wait_until(lambda: tools.services.get("math") is not None, limit_s=10)
     assert "add" in tools.tools

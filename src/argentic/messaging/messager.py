@@ -37,6 +37,7 @@ from argentic.errors import (
 )
 from argentic.messaging.dedupe import RecentIds
 from argentic.messaging.outbox import Outbox
+from argentic.messaging.peers import Peers
 from argentic.messaging.tls import build_ssl_context
 from argentic.messaging.transport import (
     ConnectionLostError,
@@ -50,7 +51,6 @@ from argentic.messaging.transport import (
     known_protocol,
     remember_protocol,
 )
-from argentic.messaging.peers import Peers
 from argentic.protocol import (
     MESSAGE_ADAPTER,
     ClientStatus,
