@@ -22,17 +22,18 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from argentic.config import MessagingConfig, TLSConfig
 from argentic.errors import MessagingError, NotConnectedError
 from argentic.messaging.connection import Connection, ConnectionSettings, State, Will
 from argentic.messaging.dispatch import Dispatcher, EmptyHandler, Handler, Subscription
 from argentic.messaging.requests import Requests
+from argentic.messaging.stream import DEFAULT_QUEUE_SIZE, Cleared, MessageStream
 from argentic.messaging.transport import Inbound, Outbound, Transport
 from argentic.protocol import ErrorReply, Message, Topics, new_id, topic_level
 
-__all__ = ["Messager", "Subscription", "Will"]
+__all__ = ["Cleared", "MessageStream", "Messager", "Subscription", "Will"]
 
 logger = logging.getLogger("argentic.messaging")
 
@@ -101,6 +102,7 @@ class Messager:
 
             transport = AiomqttTransport()
         self._leaving: list[Callable[[], Awaitable[None]]] = []
+        self._streams: set[MessageStream[Any]] = set()
         self._dispatcher = Dispatcher(
             max_payload_bytes=max_payload_bytes, max_concurrent_handlers=max_concurrent_handlers
         )
@@ -235,6 +237,8 @@ class Messager:
             except (MessagingError, TimeoutError) as exc:
                 logger.warning("could not publish the will on %s while leaving: %s", self.will.topic, exc)
         await self._connection.stop()
+        for stream in self._streams:
+            stream.end()
         self._requests.fail_all(NotConnectedError("the Messager disconnected while waiting for a reply"))
         self._dispatcher.cancel_handlers()
         await self._connection.close()
@@ -331,6 +335,90 @@ class Messager:
         broker_filter = subscription.broker_filter(self.protocol_version)
         if not self._dispatcher.uses(broker_filter, self.protocol_version):
             await self._connection.unsubscribe(broker_filter)
+
+    @overload
+    def messages(
+        self,
+        topic_filter: str,
+        *,
+        model: type[M],
+        qos: int | None = None,
+        shared_group: str | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        include_empty: Literal[False] = False,
+    ) -> MessageStream[M]: ...
+
+    @overload
+    def messages(
+        self,
+        topic_filter: str,
+        *,
+        model: type[M],
+        qos: int | None = None,
+        shared_group: str | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        include_empty: Literal[True],
+    ) -> MessageStream[M | Cleared]: ...
+
+    @overload
+    def messages(
+        self,
+        topic_filter: str,
+        *,
+        model: None = None,
+        qos: int | None = None,
+        shared_group: str | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        include_empty: Literal[False] = False,
+    ) -> MessageStream[Message]: ...
+
+    @overload
+    def messages(
+        self,
+        topic_filter: str,
+        *,
+        model: None = None,
+        qos: int | None = None,
+        shared_group: str | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        include_empty: Literal[True],
+    ) -> MessageStream[Message | Cleared]: ...
+
+    def messages(
+        self,
+        topic_filter: str,
+        *,
+        model: type[Message] | None = None,
+        qos: int | None = None,
+        shared_group: str | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        include_empty: bool = False,
+    ) -> MessageStream[Any]:
+        """The messages on ``topic_filter`` as an async iterator, subscribed while inside ``async with``.
+
+        The same messages a :meth:`subscribe` handler would get (malformed, oversized, expired and
+        duplicate ones dropped), in arrival order, through a queue of ``queue_size``: when the
+        reader falls that far behind, the oldest is dropped. ``include_empty`` also yields a
+        :class:`Cleared` for each empty payload (a cleared retained message).
+        """
+        return MessageStream(
+            topic_filter,
+            model=model,
+            qos=self.qos if qos is None else qos,
+            shared_group=shared_group,
+            queue_size=queue_size,
+            include_empty=include_empty,
+            attach=self._attach_stream,
+            detach=self._detach_stream,
+        )
+
+    async def _attach_stream(self, stream: MessageStream[Any]) -> None:
+        await self._add(stream.subscription)
+        self._streams.add(stream)
+
+    async def _detach_stream(self, stream: MessageStream[Any]) -> None:
+        self._streams.discard(stream)
+        await self.unsubscribe(stream.subscription)
 
     # --- request / response -------------------------------------------------------------------
 
