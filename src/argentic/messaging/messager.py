@@ -9,8 +9,9 @@ they have already handled, so a redelivery never reaches a handler twice.
 
 The work is shared by three collaborators, each in its own module: the :class:`Connection`
 (negotiation, reconnection, the outbox), the :class:`Dispatcher` (parsing, dropping, handler
-concurrency, the unclaimed backlog) and :class:`Requests` (pending replies). The Messager holds
-them together and is the one public face.
+concurrency, the unclaimed backlog) and :class:`Requests` (pending replies); a
+:class:`MessageStream` is a subscription read with ``async for``. The Messager holds them together
+and is the one public face.
 """
 
 from __future__ import annotations
