@@ -6,7 +6,10 @@
     │   ├── BrokerUnavailableError  no broker answers at the configured address
     │   ├── AuthenticationError     the broker refused the credentials
     │   ├── NotConnectedError       used before connect() or after disconnect()
-    │   └── RequestTimeoutError     no reply arrived before the request's timeout
+    │   ├── RequestTimeoutError     no reply arrived before the request's timeout
+    │   ├── OutboxFullError         the broker is away and the outbox of publishes is full
+    │   ├── ConnectionLostError     the connection dropped (the Messager reconnects by itself)
+    │   └── ProtocolRefusedError    the broker refused the MQTT version (3.1.1-only, asked for 5)
     ├── ProtocolError
     │   ├── MalformedMessageError   a payload is not JSON, too big, or not the expected schema
     │   └── InvalidTopicError       a value meant for a topic level carries '+', '#', '/' or nothing
@@ -57,6 +60,18 @@ class NotConnectedError(MessagingError):
 
 class RequestTimeoutError(MessagingError, TimeoutError):
     """No reply arrived before the request's timeout."""
+
+
+class OutboxFullError(MessagingError):
+    """The broker has been away so long that the outbox is full."""
+
+
+class ConnectionLostError(MessagingError):
+    """The connection to the broker dropped; the Messager reconnects."""
+
+
+class ProtocolRefusedError(MessagingError):
+    """The broker refused the MQTT protocol version (an MQTT 3.1.1-only broker asked for 5)."""
 
 
 class ProtocolError(ArgenticError):
