@@ -14,6 +14,8 @@ from argentic.errors import ArgenticError
 
 if TYPE_CHECKING:
     from argentic.agents.agent import Agent
+    from argentic.agents.client import AgentClient, describe_event
+    from argentic.agents.runtime import backends
     from argentic.agents.visual_agent import VisualAgent
     from argentic.llm import LLMFactory
     from argentic.messaging import Messager
@@ -23,6 +25,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Agent": "argentic.agents.agent",
+    "AgentClient": "argentic.agents.client",
+    "describe_event": "argentic.agents.client",
+    "backends": "argentic.agents.runtime",
     "VisualAgent": "argentic.agents.visual_agent",
     "LLMFactory": "argentic.llm",
     "Messager": "argentic.messaging",
@@ -34,6 +39,7 @@ _LAZY = {
 
 __all__ = [
     "Agent",
+    "AgentClient",
     "ArgenticConfig",
     "ArgenticError",
     "BaseTool",
@@ -42,6 +48,8 @@ __all__ = [
     "ToolManager",
     "ToolService",
     "VisualAgent",
+    "backends",
+    "describe_event",
     "load_config",
     "tool",
 ]

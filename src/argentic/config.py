@@ -126,12 +126,12 @@ class AgentConfig(Section):
     system_prompt: str = "You are a helpful assistant. Use the tools when they help."
     max_steps: int = Field(default=8, ge=1)
     tool_timeout_s: float = Field(default=30.0, gt=0)
-    tool_choice: str = Field(
-        default="auto",
-        description="until a tool round: auto, required, none, or a tool name (required suits base models)",
+    tool_choice: str | None = Field(
+        default=None,
+        description="until a tool round: auto, required, none, or a tool name; null: the model's profile",
     )
-    followup_tool_choice: str = Field(
-        default="auto", description="after a tool round: auto, required, none, or a tool name"
+    followup_tool_choice: str | None = Field(
+        default=None, description="after a tool round: auto, required, none, or a tool name; null: profile"
     )
     max_repeated_calls: int = Field(
         default=2, ge=1, description="identical tool calls before an answer is forced"

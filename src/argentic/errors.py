@@ -6,7 +6,10 @@
     │   ├── BrokerUnavailableError  no broker answers at the configured address
     │   ├── AuthenticationError     the broker refused the credentials
     │   ├── NotConnectedError       used before connect() or after disconnect()
-    │   └── RequestTimeoutError     no reply arrived before the request's timeout
+    │   ├── RequestTimeoutError     no reply arrived before the request's timeout
+    │   ├── OutboxFullError         the broker is away and the outbox of publishes is full
+    │   ├── ConnectionLostError     the connection dropped (the Messager reconnects by itself)
+    │   └── ProtocolRefusedError    the broker refused the MQTT version (3.1.1-only, asked for 5)
     ├── ProtocolError
     │   ├── MalformedMessageError   a payload is not JSON, too big, or not the expected schema
     │   └── InvalidTopicError       a value meant for a topic level carries '+', '#', '/' or nothing
@@ -21,7 +24,8 @@
     │   ├── ToolExecutionError      the tool raised
     │   └── ToolTimeoutError        the tool did not answer in time
     ├── AgentError                  the agent gave up (repeated calls, unusable replies)
-    │   └── StepLimitError          the model was still calling tools at the step limit
+    │   ├── StepLimitError          the model was still calling tools at the step limit
+    │   └── AgentReplyError         an agent asked over MQTT answered with an error (``.code``)
     └── VideoError                  no frames, unreadable video, a WebRTC peer that failed
 
 Every message says what to do about the problem where there is something to do.
@@ -56,6 +60,18 @@ class NotConnectedError(MessagingError):
 
 class RequestTimeoutError(MessagingError, TimeoutError):
     """No reply arrived before the request's timeout."""
+
+
+class OutboxFullError(MessagingError):
+    """The broker has been away so long that the outbox is full."""
+
+
+class ConnectionLostError(MessagingError):
+    """The connection to the broker dropped; the Messager reconnects."""
+
+
+class ProtocolRefusedError(MessagingError):
+    """The broker refused the MQTT protocol version (an MQTT 3.1.1-only broker asked for 5)."""
 
 
 class ProtocolError(ArgenticError):
@@ -120,6 +136,15 @@ class AgentError(ArgenticError):
 
 class StepLimitError(AgentError):
     """The model was still calling tools when the step limit was reached."""
+
+
+class AgentReplyError(AgentError):
+    """An agent asked over MQTT answered with an error reply; ``code`` is the wire error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.reason = message
 
 
 class VideoError(ArgenticError):

@@ -1,8 +1,19 @@
 """Agents: an LLM with tools answering questions, locally and over MQTT."""
 
 from argentic.agents.agent import Agent, AgentResult
+from argentic.agents.client import AgentClient, AgentRun, describe_event
 from argentic.agents.conversation import ConversationStore
 from argentic.agents.loop import LoopPolicy, ToolLoop
 from argentic.errors import StepLimitError
 
-__all__ = ["Agent", "AgentResult", "ConversationStore", "LoopPolicy", "StepLimitError", "ToolLoop"]
+__all__ = [
+    "Agent",
+    "AgentClient",
+    "AgentResult",
+    "AgentRun",
+    "ConversationStore",
+    "LoopPolicy",
+    "StepLimitError",
+    "ToolLoop",
+    "describe_event",
+]

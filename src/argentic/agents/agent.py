@@ -3,25 +3,28 @@
 Locally: ``await agent.query("...")`` (text, or a pydantic model with ``output=``), or
 ``await agent.ask(question)`` for the whole result (tool calls, usage, conversation id).
 
-Over MQTT, after ``await agent.async_init()``:
+Over MQTT, inside ``async with agent:`` (or between ``start()`` and ``stop()``):
 
 - questions arrive on ``{ns}/agents/{role}/questions`` (a shared subscription, so replicas of a
   role share them); the :class:`~argentic.protocol.Answer`, or an
   :class:`~argentic.protocol.ErrorReply`, goes to the question's ``reply_to``;
 - progress events and streamed tokens go to ``{ns}/agents/{role}/events/{question_id}``;
 - a retained :class:`~argentic.protocol.Presence` on ``{ns}/agents/{role}/status`` says the agent
-  is online; :meth:`Agent.will` is the last will that says it is not.
+  is online and names its client, whose last will makes it stale if the process dies (see
+  :mod:`argentic.messaging.peers`), so agents and tool services can share one messager.
 
 A payload that is not JSON cannot be answered (there is no ``reply_to`` to read): the messager
 logs and drops it. A JSON object that is not a valid question but names a ``reply_to`` gets an
 ErrorReply with code ``malformed_request``.
 
-Subclasses change how a question becomes the user message (:meth:`Agent.build_user_message`, e.g.
-to attach images) and how the model is called (:meth:`Agent.call_llm`).
+What the model needs (a tool policy for a small base model) comes from its profile
+(:mod:`argentic.llm.profiles`) unless set here.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +44,7 @@ from argentic.errors import (
     StepLimitError,
     VideoError,
 )
+from argentic.lifecycle import Running
 from argentic.llm import (
     ChatMessage,
     ChatResponse,
@@ -52,6 +56,7 @@ from argentic.llm import (
     ToolChoice,
     ToolDefinition,
 )
+from argentic.llm.profiles import profile_for
 from argentic.messaging import Messager, Will
 from argentic.protocol import (
     Answer,
@@ -108,8 +113,8 @@ def error_info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(code="internal", message=f"{type(exc).__name__}: {exc}")
 
 
-class Agent:
-    """An LLM with tools, serving one role."""
+class Agent(Running):
+    """An LLM with tools, serving one role: ``async with Agent(llm=..., messager=...) as agent:``."""
 
     def __init__(
         self,
@@ -120,8 +125,8 @@ class Agent:
         system_prompt: str | None = None,
         *,
         max_steps: int = 8,
-        tool_choice: ToolChoice = "auto",
-        followup_tool_choice: ToolChoice = "auto",
+        tool_choice: ToolChoice | None = None,
+        followup_tool_choice: ToolChoice | None = None,
         max_repeated_calls: int = 2,
         tool_timeout_s: float | None = None,
         tool_names: Sequence[str] | None = None,
@@ -134,10 +139,14 @@ class Agent:
         self.tool_manager = tool_manager
         self.role = topic_level(role, "agent role")
         self.system_prompt = system_prompt if system_prompt is not None else AgentConfig().system_prompt
+        # None: the model's profile decides (looked up once the model's name is known).
+        self._tool_choices = (tool_choice, followup_tool_choice)
+        self._profiled = asyncio.Lock()
+        self._profile_applied = False
         self.policy = LoopPolicy(
             max_steps=max_steps,
-            tool_choice=tool_choice,
-            followup_tool_choice=followup_tool_choice,
+            tool_choice=tool_choice or "auto",
+            followup_tool_choice=followup_tool_choice or "auto",
             max_repeated_calls=max_repeated_calls,
         )
         self.tool_timeout_s = tool_timeout_s
@@ -148,7 +157,9 @@ class Agent:
         )
         self._subscription: Any = None
         self._presence_watch: Any = None
+        self._presence_holder: str | None = None  # the client whose presence the role's topic holds
         self._cancel_leave: Callable[[], None] = lambda: None
+        self._cancel_watch: Callable[[], None] = lambda: None
 
     @classmethod
     def from_config(
@@ -175,9 +186,28 @@ class Agent:
         options.update(overrides)
         return cls(llm, messager, tool_manager, **options)
 
+    async def apply_profile(self) -> LoopPolicy:
+        """The loop policy with what the model's profile sets and the agent left open (once)."""
+        if self._profile_applied:
+            return self.policy
+        async with self._profiled:
+            if not self._profile_applied:
+                profile = profile_for(await self.llm.resolve_model())
+                first, followup = self._tool_choices
+                self.policy = dataclasses.replace(
+                    self.policy,
+                    tool_choice=first or profile.tool_choice or "auto",
+                    followup_tool_choice=followup or profile.followup_tool_choice or "auto",
+                    restate_tool_results=bool(profile.restate_tool_results),
+                )
+                self._profile_applied = True
+        return self.policy
+
     @staticmethod
     def will(topics: Topics, role: str, client_id: str | None = None) -> Will:
-        """The last will for an agent's messager: presence ``online: false``, retained."""
+        """A last will for a messager of this agent's own: presence ``online: false``, retained.
+
+        Not needed on a shared messager: the presence names the client, whose will covers it."""
         return Will(
             topic=topics.agent_status(role),
             message=Presence(role=role, online=False, client_id=client_id),
@@ -186,10 +216,16 @@ class Agent:
 
     # --- the MQTT face ------------------------------------------------------------------------
 
-    async def async_init(self) -> None:
-        """Serve questions from MQTT and announce presence (the messager must be connected)."""
+    async def start(self) -> None:
+        """Serve questions from MQTT and announce presence (the messager must be connected).
+
+        Without a messager this only looks up the model's profile."""
+        await self.apply_profile()
         if self.messager is None or self._subscription is not None:
             return
+        peers = self.messager.peers
+        await peers.start()
+        self._cancel_watch = peers.watch(self._on_client_gone)
         self._subscription = await self.messager.subscribe(
             self.messager.topics.agent_questions(self.role),
             self._on_question,
@@ -205,6 +241,10 @@ class Agent:
         await self._publish_presence(True)
         log.info("agent %s serving %s", self.role, self.messager.topics.agent_questions(self.role))
 
+    async def async_init(self) -> None:
+        """The older name of :meth:`start`."""
+        await self.start()
+
     async def stop(self) -> None:
         """Stop serving questions and say so (presence ``online: false``)."""
         if self.messager is None or self._subscription is None:
@@ -212,6 +252,7 @@ class Agent:
         subs = [self._subscription, self._presence_watch]
         self._subscription = self._presence_watch = None
         self._cancel_leave()
+        self._cancel_watch()
         try:
             for sub in subs:
                 if sub is not None:
@@ -221,7 +262,13 @@ class Agent:
             log.warning("could not unsubscribe or publish presence while stopping", exc_info=True)
 
     async def _on_presence(self, presence: Presence) -> None:
+        self._presence_holder = presence.client_id if presence.online else None
         if not presence.online and self._subscription is not None:
+            await self._publish_presence(True)
+
+    async def _on_client_gone(self, client_id: str) -> None:
+        # The replica whose presence the role's topic holds is gone: this one still serves.
+        if client_id == self._presence_holder and self._subscription is not None:
             await self._publish_presence(True)
 
     async def _publish_presence(self, online: bool) -> None:
@@ -303,13 +350,14 @@ class Agent:
         if output is None and question.output_schema is not None:
             output = question.output_schema
         sink: EventSink = events or NullEvents()
+        policy = await self.apply_profile()
         cid = question.conversation_id or conversation_id or new_id()
         await sink.progress("started", detail=f"conversation {cid}")
         try:
             async with self.conversations.open(cid) as conversation:
                 user = await self.build_user_message(question)
                 prompt = [*self.system_messages(), *conversation.messages, user]
-                loop = ToolLoop(self.call_llm, self.call_tool, self.tool_definitions(), self.policy, sink)
+                loop = ToolLoop(self.call_llm, self.call_tool, self.tool_definitions(), policy, sink)
                 result = await loop.run(prompt, output=output)
                 conversation.messages.extend([user, *result.messages])
         except Exception as exc:

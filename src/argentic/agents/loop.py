@@ -14,7 +14,9 @@ wanted, that answer validates). It is bounded:
 ``tool_choice`` is the policy until the model has made a round of tool calls, ``followup_tool_choice``
 the policy after that. A model
 that rarely calls tools on its own (a small base model) acts reliably with ``"required"`` then
-``"none"``: exactly one round of tool calls, then the answer.
+``"none"``: exactly one round of tool calls, then the answer. Such a model also overlooks results
+in tool turns: with ``restate_tool_results`` the request for the answer ends with a user note that
+repeats them.
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ class LoopPolicy:
     followup_tool_choice: ToolChoice = "auto"
     max_repeated_calls: int = 2
     max_unusable_replies: int = 2
+    #: Repeat the tool results in a last user note when asking for the answer (small models).
+    restate_tool_results: bool = False
 
 
 @dataclass
@@ -146,6 +150,8 @@ def _call_key(call: LLMToolCall) -> str:
     return f"{call.name}:{json.dumps(call.arguments, sort_keys=True, default=str)}"
 
 
+RESULTS_NOTE = "Your tool calls returned:\n{results}\nUse these results in your answer."
+
 FINAL_ANSWER_PROMPT = (
     "Give your final answer now as one JSON object that matches this JSON schema, nothing else:\n{schema}"
 )
@@ -183,10 +189,11 @@ class ToolLoop:
             choice = self._choice(rounds, force_answer)
             await self.events.progress("llm_call", detail=f"step {step + 1}, tool_choice={choice}")
             tools = self.tools if choice != "none" else []
+            note = [*self._results_note(), *retry] if not tools else retry
             try:
                 # With tools, no output spec: the answer is shaped afterwards (see _structured).
                 response = await self.call_llm(
-                    with_note([*prompt, *added], retry),
+                    with_note([*prompt, *added], note),
                     tools,
                     choice if tools else "auto",
                     None if tools else output,
@@ -218,6 +225,19 @@ class ToolLoop:
             f"no answer after {self.policy.max_steps} model calls (still calling tools); "
             "raise agent.max_steps or give the model fewer, clearer tools"
         )
+
+    def _results_note(self) -> list[ChatMessage]:
+        """The tool results restated, when the policy asks for it and there are any."""
+        if not self.policy.restate_tool_results or not self.records:
+            return []
+        lines = []
+        for record in self.records:
+            arguments = json.dumps(record.arguments, ensure_ascii=False, default=str)
+            outcome = (
+                json.dumps(record.result, ensure_ascii=False, default=str) if record.ok else record.error
+            )
+            lines.append(f"- {record.name}({arguments}) -> {outcome}")
+        return [ChatMessage.user(RESULTS_NOTE.format(results="\n".join(lines)))]
 
     def _choice(self, rounds: int, force_answer: bool) -> ToolChoice:
         if force_answer:
@@ -281,7 +301,9 @@ class ToolLoop:
         except LLMOutputError:
             pass
         schema = output if isinstance(output, dict) else output.model_json_schema()
-        ask = ChatMessage.user(FINAL_ANSWER_PROMPT.format(schema=json.dumps(schema)))
+        results = self._results_note()
+        ask_text = FINAL_ANSWER_PROMPT.format(schema=json.dumps(schema))
+        ask = ChatMessage.user(f"{results[0].text}\n\n{ask_text}" if results else ask_text)
         for attempt in range(self.policy.max_unusable_replies + 1):
             await self.events.progress("llm_call", detail="structured answer")
             try:

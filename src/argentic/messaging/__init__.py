@@ -1,6 +1,7 @@
 """MQTT messaging: the :class:`Messager`, its transports, and an embedded broker."""
 
 from argentic.messaging.messager import Messager, Subscription, Will
+from argentic.messaging.stream import Cleared, MessageStream
 from argentic.messaging.transport import Transport
 
-__all__ = ["Messager", "Subscription", "Transport", "Will"]
+__all__ = ["Cleared", "MessageStream", "Messager", "Subscription", "Transport", "Will"]

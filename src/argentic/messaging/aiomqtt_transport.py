@@ -26,16 +26,14 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from argentic.errors import AuthenticationError, BrokerUnavailableError, MessagingError
-from argentic.messaging.transport import (
-    Connected,
+from argentic.errors import (
+    AuthenticationError,
+    BrokerUnavailableError,
     ConnectionLostError,
-    ConnectOptions,
-    Inbound,
-    Outbound,
+    MessagingError,
     ProtocolRefusedError,
-    Transport,
 )
+from argentic.messaging.transport import Connected, ConnectOptions, Inbound, Outbound, Transport
 
 # Without it every QoS 1 round trip waits on Nagle against delayed ACK (tens of milliseconds).
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -12,10 +12,14 @@ import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from argentic.errors import AuthenticationError, BrokerUnavailableError, MessagingError
+from argentic.errors import (
+    AuthenticationError,
+    BrokerUnavailableError,
+    ConnectionLostError,
+    MessagingError,
+)
 from argentic.messaging.transport import (
     Connected,
-    ConnectionLostError,
     ConnectOptions,
     Inbound,
     Outbound,

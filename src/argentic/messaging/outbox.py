@@ -5,12 +5,10 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from argentic.errors import MessagingError
+from argentic.errors import OutboxFullError
 from argentic.messaging.transport import Outbound
 
-
-class OutboxFullError(MessagingError):
-    """The broker has been away so long that the outbox is full."""
+__all__ = ["Outbox", "OutboxFullError"]  # OutboxFullError: importable here as before
 
 
 class Outbox:

@@ -13,17 +13,24 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
-from argentic.errors import MessagingError
+# Importable from here as before; they live in the one tree of argentic.errors.
+from argentic.errors import ConnectionLostError, ProtocolRefusedError
+
+__all__ = [
+    "ConnectOptions",
+    "Connected",
+    "ConnectionLostError",
+    "Inbound",
+    "Outbound",
+    "ProtocolRefusedError",
+    "ProtocolVersion",
+    "Transport",
+    "WillMessage",
+    "known_protocol",
+    "remember_protocol",
+]
 
 ProtocolVersion = Literal["5", "3.1.1"]
-
-
-class ConnectionLostError(MessagingError):
-    """The connection to the broker dropped; the Messager reconnects."""
-
-
-class ProtocolRefusedError(MessagingError):
-    """The broker refused the MQTT protocol version (an MQTT 3.1.1-only broker asked for 5)."""
 
 
 @dataclass(frozen=True, slots=True)

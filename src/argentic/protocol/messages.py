@@ -158,6 +158,20 @@ class Presence(Message):
     client_id: str | None = None
 
 
+class ClientStatus(Message):
+    """A client's retained liveness on ``{ns}/clients/{client_id}/status``.
+
+    Every Messager says ``online: true`` when it connects, and its last will says ``online: false``,
+    so one will covers everything a client announced: an agent's presence or a tool service's
+    announcement that names a client the broker reports gone is stale. A graceful exit withdraws
+    the announcements itself and clears this status (an empty retained payload).
+    """
+
+    type: Literal["client_status"] = "client_status"
+    client_id: str
+    online: bool
+
+
 class Observation(Message):
     """What a visual agent saw in watch mode."""
 
@@ -195,6 +209,7 @@ class ToolAnnouncement(Message):
     type: Literal["tool_announcement"] = "tool_announcement"
     service_id: str
     tools: list[ToolSpec]
+    client_id: str | None = Field(default=None, description="the announcing client: stale once it is gone")
 
 
 class ToolCall(Message):
@@ -245,6 +260,7 @@ AnyMessage = Annotated[
     | Progress
     | Token
     | Presence
+    | ClientStatus
     | Observation
     | ToolAnnouncement
     | ToolCall

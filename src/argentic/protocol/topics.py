@@ -10,6 +10,7 @@ topic                                       messages                            
 ``{ns}/tools/services/{service_id}``        ``tool_announcement`` (empty = withdrawn)   yes
 ``{ns}/tools/{tool_name}/calls``            ``tool_call`` (a request)                   no
 ``{ns}/clients/{client_id}/inbox``          replies: ``answer``, ``tool_result``, ...   no
+``{ns}/clients/{client_id}/status``         ``client_status`` (the last will: offline)  yes
 ``{ns}/video/{stream}/offer``               ``webrtc_offer`` (a request)                no
 ==========================================  =========================================  ========
 
@@ -98,6 +99,12 @@ class Topics:
 
     def client_inbox(self, client_id: str) -> str:
         return self._join("clients", topic_level(client_id, "client id"), "inbox")
+
+    def client_status(self, client_id: str) -> str:
+        return self._join("clients", topic_level(client_id, "client id"), "status")
+
+    def client_status_all(self) -> str:
+        return self._join("clients", "+", "status")
 
     def video_offer(self, stream: str) -> str:
         return self._join("video", topic_level(stream, "video stream"), "offer")

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from argentic.errors import MessagingError, RequestTimeoutError
+from argentic.lifecycle import Running
 from argentic.llm import ToolDefinition
 from argentic.messaging import Messager
 from argentic.protocol import ErrorInfo, ErrorReply, ToolAnnouncement, ToolCall, ToolResult, ToolSpec
@@ -24,8 +25,11 @@ from argentic.protocol import ErrorInfo, ErrorReply, ToolAnnouncement, ToolCall,
 log = logging.getLogger(__name__)
 
 
-class ToolManager:
-    """Knows the announced tools and calls them. ``await async_init()`` before use."""
+class ToolManager(Running):
+    """Knows the announced tools and calls them: ``async with ToolManager(messager) as tools:``.
+
+    An announcement whose client the broker reports gone (its last will) counts as withdrawn.
+    """
 
     def __init__(
         self,
@@ -43,12 +47,14 @@ class ToolManager:
         self.withdrawal_grace_s = withdrawal_grace_s
         self._withdrawn_at: dict[str, float] = {}
         self._services: dict[str, list[ToolSpec]] = {}
+        self._announcers: dict[str, str | None] = {}  # service id -> the client that announced it
         self._changed = asyncio.Event()
         # In-flight calls per tool name, failed early when the last service of that tool goes away.
         self._inflight: dict[str, set[asyncio.Future[ToolResult]]] = {}
         self._subscription: Any = None
+        self._cancel_watch: Any = None
 
-    async def async_init(self, *, settle_s: float = 0.25) -> None:
+    async def start(self, *, settle_s: float = 0.25) -> None:
         """Start watching announcements.
 
         The broker sends the retained announcements right after the subscription; this waits up to
@@ -56,6 +62,9 @@ class ToolManager:
         """
         if self._subscription is not None:
             return
+        peers = self.messager.peers
+        await peers.start()
+        self._cancel_watch = peers.watch(self._on_client_gone)
         self._subscription = await self.messager.subscribe(
             self.messager.topics.tool_services_all(),
             self._on_announcement,
@@ -66,13 +75,25 @@ class ToolManager:
             await self.wait_for_tools(timeout=settle_s)
             await asyncio.sleep(0.02)  # the rest of the retained burst
 
-    async def close(self) -> None:
+    async def async_init(self, *, settle_s: float = 0.25) -> None:
+        """The older name of :meth:`start`."""
+        await self.start(settle_s=settle_s)
+
+    async def stop(self) -> None:
+        """Stop watching announcements."""
+        if self._cancel_watch is not None:
+            self._cancel_watch()
+            self._cancel_watch = None
         if self._subscription is not None:
             sub, self._subscription = self._subscription, None
             try:
                 await self.messager.unsubscribe(sub)
             except MessagingError:
                 log.debug("unsubscribe failed while closing", exc_info=True)
+
+    async def close(self) -> None:
+        """The older name of :meth:`stop`."""
+        await self.stop()
 
     # --- what is announced --------------------------------------------------------------------
 
@@ -112,7 +133,12 @@ class ToolManager:
 
     async def _on_announcement(self, announcement: ToolAnnouncement) -> None:
         # The topic's last level is the service id; the payload repeats it.
+        if self.messager.peers.gone(announcement.client_id):
+            log.info("ignored the tools of %s: its client is gone", announcement.service_id)
+            await self._withdraw(announcement.service_id)
+            return
         self._services[announcement.service_id] = list(announcement.tools)
+        self._announcers[announcement.service_id] = announcement.client_id
         for spec in announcement.tools:
             self._withdrawn_at.pop(spec.name, None)
         log.info(
@@ -123,7 +149,15 @@ class ToolManager:
         self._changed.set()
 
     async def _on_withdrawn(self, topic: str) -> None:
-        service_id = topic.rsplit("/", 1)[-1]
+        await self._withdraw(topic.rsplit("/", 1)[-1])
+
+    async def _on_client_gone(self, client_id: str) -> None:
+        stale = [service for service, client in self._announcers.items() if client == client_id]
+        await asyncio.gather(*(self._withdraw(service) for service in stale))
+
+    async def _withdraw(self, service_id: str) -> None:
+        """Forget ``service_id``'s tools; calls in flight fail unless another service has them soon."""
+        self._announcers.pop(service_id, None)
         specs = self._services.pop(service_id, None)
         if specs is None:
             return

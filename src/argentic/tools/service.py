@@ -8,10 +8,12 @@ service and tool name, so a restart replaces the announcement rather than adding
 
 Replicas (several processes with the same service name) share the calls: each subscribes with
 the shared group ``{service_id}`` (MQTT 5 shared subscriptions). They also share the announcement
-topic: when one replica's last will clears it, the live ones announce again.
+topic: when the replica that announced last stops, or the broker reports its client gone, the
+live ones announce again.
 
-The messager should carry :func:`tool_service_will` as its last will, so that a service that dies
-is withdrawn by the broker.
+The announcement names the messager's client, whose last will (see
+:mod:`argentic.messaging.peers`) makes it stale if the process dies: any number of services and
+agents can share one messager. :func:`tool_service_will` remains for a messager of its own.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from argentic.errors import ToolArgumentsError
+from argentic.lifecycle import Running
 from argentic.messaging import Messager, Will
 from argentic.protocol import ErrorInfo, ToolAnnouncement, ToolCall, ToolResult, Topics, topic_level
 from argentic.tools.base import BaseTool
@@ -35,8 +38,8 @@ def tool_service_will(topics: Topics, service_name: str) -> Will:
     return Will(topic=topics.tool_service(service_name), message=None, retain=True)
 
 
-class ToolService:
-    """Serves ``tools`` over ``messager`` (which must be connected before :meth:`start`)."""
+class ToolService(Running):
+    """Serves ``tools`` over ``messager``: ``async with ToolService(messager, tools, "math"):``."""
 
     def __init__(
         self,
@@ -59,6 +62,8 @@ class ToolService:
         self._subscriptions: list[Any] = []
         self._started = False
         self._cancel_leave: Callable[[], None] = lambda: None
+        self._cancel_watch: Callable[[], None] = lambda: None
+        self._announcer: str | None = None  # the client whose announcement the topic holds
         self.calls_served = 0
 
     @property
@@ -67,7 +72,9 @@ class ToolService:
 
     def announcement(self) -> ToolAnnouncement:
         return ToolAnnouncement(
-            service_id=self.service_id, tools=[t.spec(self.service_id) for t in self.tools.values()]
+            service_id=self.service_id,
+            tools=[t.spec(self.service_id) for t in self.tools.values()],
+            client_id=self.messager.client_id,
         )
 
     async def start(self) -> None:
@@ -75,14 +82,20 @@ class ToolService:
         if self._started:
             return
         topics = self.messager.topics
+        peers = self.messager.peers
+        await peers.start()
+        self._cancel_watch = peers.watch(self._on_client_gone)
         for name in self.tools:
             sub = await self.messager.subscribe(
                 topics.tool_calls(name), self._on_call, model=ToolCall, shared_group=self.service_id
             )
             self._subscriptions.append(sub)
-        # A replica's will (or a clean stop) clears the shared announcement: announce again.
-        sub = await self.messager.subscribe(self.topic, self._on_announcement, on_empty=self._on_withdrawn)
-        self._subscriptions.append(sub)
+        # A replica's clean stop clears the shared announcement, its death makes it stale:
+        # either way, announce again.
+        watch = await self.messager.subscribe(
+            self.topic, self._on_announcement, model=ToolAnnouncement, on_empty=self._on_withdrawn
+        )
+        self._subscriptions.append(watch)
         self._started = True
         self._cancel_leave = self.messager.before_disconnect(self.stop)
         await self.announce()
@@ -97,6 +110,7 @@ class ToolService:
             return
         self._started = False
         self._cancel_leave()
+        self._cancel_watch()
         for sub in self._subscriptions:
             try:
                 await self.messager.unsubscribe(sub)
@@ -108,15 +122,14 @@ class ToolService:
         except Exception:
             log.warning("could not withdraw the announcement of %s", self.service_id, exc_info=True)
 
-    async def __aenter__(self) -> ToolService:
-        await self.start()
-        return self
+    async def _on_announcement(self, announcement: ToolAnnouncement) -> None:
+        """Our own announcement echoed back, or a replica's: remember whose it is."""
+        self._announcer = announcement.client_id
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def _on_announcement(self, message: Any) -> None:
-        """Our own announcement echoed back (or a replica's): nothing to do."""
+    async def _on_client_gone(self, client_id: str) -> None:
+        if self._started and client_id == self._announcer:
+            log.info("the replica that announced %s is gone; announcing again", self.service_id)
+            await self.announce()
 
     async def _on_withdrawn(self, topic: str) -> None:
         if self._started:

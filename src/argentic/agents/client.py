@@ -1,0 +1,286 @@
+"""The caller's side of an agent: ask a role over MQTT, get the answer and, when wanted, its events.
+
+::
+
+    client = AgentClient(messager, role="assistant")
+    print(await client.ask("What is 2 + 2?"))                    # the answer's text
+    result = await client.ask("What is 2 + 2?", output=Sum)      # a validated Sum
+    answer = await client.answer("What is 2 + 2?")               # the whole Answer message
+
+    async with client.stream("What is 2 + 2?", output=Sum) as run:
+        async for event in run:                                  # Progress and Token messages
+            print(describe_event(event))
+    print(run.answer.tool_calls, await run.result())
+
+The question goes to ``{ns}/agents/{role}/questions`` (any replica of the role takes it); events
+come from ``{ns}/agents/{role}/events/{question_id}``; the answer, or an error reply, comes to the
+messager's inbox. An error reply raises :class:`~argentic.errors.AgentReplyError`; no answer in
+time raises :class:`~argentic.errors.RequestTimeoutError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from pydantic import BaseModel
+
+from argentic.errors import AgentReplyError, ArgenticError
+from argentic.llm.types import OutputSpec
+from argentic.messaging import Messager
+from argentic.protocol import Answer, ErrorReply, Message, Presence, Progress, Question, Token, topic_level
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+
+DEFAULT_TIMEOUT_S = 300.0
+#: Events held for a reader that is not reading; more are dropped (the answer never is).
+EVENT_QUEUE_SIZE = 10_000
+
+Event = Progress | Token
+
+
+def describe_event(event: Message) -> str:
+    """One line for a progress event (a token is its text)."""
+    if isinstance(event, Token):
+        return event.text
+    if not isinstance(event, Progress):
+        return event.type
+    parts: list[str] = [event.stage]
+    if event.tool:
+        parts.append(event.tool)
+    if event.arguments is not None:
+        parts.append(json.dumps(event.arguments, ensure_ascii=False))
+    if event.detail:
+        parts.append(f"({event.detail[:200]})")
+    return " ".join(parts)
+
+
+def _output_value(answer: Answer, output: OutputSpec | None) -> Any:
+    if output is None:
+        return answer.text
+    if isinstance(output, dict):
+        return answer.data
+    return output.model_validate(answer.data)
+
+
+class AgentRun:
+    """One question in flight: iterate it for its events; the answer follows (see :meth:`result`)."""
+
+    def __init__(
+        self, client: AgentClient, question: Question, output: OutputSpec | None, timeout: float
+    ) -> None:
+        self.client = client
+        self.question = question
+        self.output = output
+        self.timeout = timeout
+        self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=EVENT_QUEUE_SIZE)
+        self._subscription: Any = None
+        self._reply: asyncio.Task[Answer | ErrorReply] | None = None
+        self._dropped = 0
+
+    async def __aenter__(self) -> AgentRun:
+        messager = self.client.messager
+        self._subscription = await messager.subscribe(
+            messager.topics.agent_events(self.client.role, self.question.id), self._on_event
+        )
+        self._reply = asyncio.create_task(
+            messager.request(
+                messager.topics.agent_questions(self.client.role),
+                self.question,
+                response_model=Answer,
+                timeout=self.timeout,
+            ),
+            name=f"argentic-ask-{self.question.id}",
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._subscription is not None:
+            subscription, self._subscription = self._subscription, None
+            try:
+                await self.client.messager.unsubscribe(subscription)
+            except ArgenticError:
+                log.debug("unsubscribe failed", exc_info=True)
+        if exc_type is not None and self._reply is not None and not self._reply.done():
+            self._reply.cancel()
+
+    async def _on_event(self, event: Message) -> None:
+        if not isinstance(event, Progress | Token):
+            return
+        if self._events.full():
+            self._dropped += 1
+            if self._dropped == 1:
+                log.warning("events of question %s are not read fast enough; dropping", self.question.id)
+            return
+        self._events.put_nowait(event)
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        """The question's events as they come; ends once the answer (or error) has arrived."""
+        reply = self._started()
+        while not reply.done():
+            getter = asyncio.ensure_future(self._events.get())
+            await asyncio.wait({getter, reply}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
+        while not self._events.empty():
+            yield self._events.get_nowait()
+
+    def _started(self) -> asyncio.Task[Answer | ErrorReply]:
+        if self._reply is None:
+            raise RuntimeError("use the run inside `async with client.stream(...) as run:`")
+        return self._reply
+
+    async def wait(self) -> Answer:
+        """The whole answer message (tool calls, usage, conversation id); raises on an error reply."""
+        reply = await self._started()
+        if isinstance(reply, ErrorReply):
+            raise AgentReplyError(reply.error.code, reply.error.message)
+        return reply
+
+    @property
+    def answer(self) -> Answer:
+        """The answer, once it has arrived (after iterating, or after :meth:`wait`)."""
+        reply = self._started()
+        if not reply.done():
+            raise RuntimeError("the answer has not arrived yet: iterate the run or await run.wait()")
+        result = reply.result()
+        if isinstance(result, ErrorReply):
+            raise AgentReplyError(result.error.code, result.error.message)
+        return result
+
+    async def result(self) -> Any:
+        """The answer's text, or with ``output`` the validated structured answer."""
+        return _output_value(await self.wait(), self.output)
+
+
+class AgentClient:
+    """Asks one role's agents over ``messager`` (connected)."""
+
+    def __init__(self, messager: Messager, role: str = "assistant", *, timeout_s: float = DEFAULT_TIMEOUT_S):
+        self.messager = messager
+        self.role = topic_level(role, "agent role")
+        self.timeout_s = timeout_s
+
+    def question(
+        self,
+        text: str | Question,
+        *,
+        output: OutputSpec | None = None,
+        conversation_id: str | None = None,
+        stream: bool = False,
+    ) -> Question:
+        """The question message for ``text`` (a Question is taken as it is)."""
+        if isinstance(text, Question):
+            return text
+        schema = None
+        if output is not None:
+            schema = output if isinstance(output, dict) else output.model_json_schema()
+        return Question(text=text, conversation_id=conversation_id, stream=stream, output_schema=schema)
+
+    def stream(
+        self,
+        text: str | Question,
+        *,
+        output: OutputSpec | None = None,
+        conversation_id: str | None = None,
+        tokens: bool = False,
+        timeout: float | None = None,
+    ) -> AgentRun:
+        """Ask, and follow the question's events: ``async with client.stream(...) as run``.
+
+        ``tokens=True`` asks the agent to stream its answer's tokens as Token events."""
+        question = self.question(text, output=output, conversation_id=conversation_id, stream=tokens)
+        return AgentRun(self, question, output, self.timeout_s if timeout is None else timeout)
+
+    async def answer(
+        self,
+        text: str | Question,
+        *,
+        output: OutputSpec | None = None,
+        conversation_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (public API)
+    ) -> Answer:
+        """The whole answer message: text, structured data, tool calls, usage, conversation id."""
+        question = self.question(text, output=output, conversation_id=conversation_id)
+        reply = await self.messager.request(
+            self.messager.topics.agent_questions(self.role),
+            question,
+            response_model=Answer,
+            timeout=self.timeout_s if timeout is None else timeout,
+        )
+        if isinstance(reply, ErrorReply):
+            raise AgentReplyError(reply.error.code, reply.error.message)
+        return reply
+
+    @overload
+    async def ask(
+        self,
+        text: str | Question,
+        *,
+        output: None = None,
+        conversation_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (public API)
+    ) -> str: ...
+
+    @overload
+    async def ask(
+        self,
+        text: str | Question,
+        *,
+        output: type[T],
+        conversation_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (public API)
+    ) -> T: ...
+
+    @overload
+    async def ask(
+        self,
+        text: str | Question,
+        *,
+        output: dict[str, Any],
+        conversation_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (public API)
+    ) -> Any: ...
+
+    async def ask(
+        self,
+        text: str | Question,
+        *,
+        output: OutputSpec | None = None,
+        conversation_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (public API)
+    ) -> Any:
+        """The answer's text, or with ``output`` (a pydantic model or JSON schema) the structured answer."""
+        answer = await self.answer(text, output=output, conversation_id=conversation_id, timeout=timeout)
+        return _output_value(answer, output)
+
+    async def online(self, wait_s: float = 1.0) -> bool:
+        """Whether an agent of the role says it is online (its retained presence, from a live client)."""
+        peers = self.messager.peers
+        await peers.start()
+        seen: asyncio.Queue[Presence] = asyncio.Queue(maxsize=8)
+
+        async def on_presence(presence: Presence) -> None:
+            if not seen.full():
+                seen.put_nowait(presence)
+
+        subscription = await self.messager.subscribe(
+            self.messager.topics.agent_status(self.role), on_presence, model=Presence
+        )
+        try:
+            presence = await asyncio.wait_for(seen.get(), wait_s)
+        except TimeoutError:
+            return False
+        finally:
+            await self.messager.unsubscribe(subscription)
+        return presence.online and not peers.gone(presence.client_id)

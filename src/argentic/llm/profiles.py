@@ -1,0 +1,61 @@
+"""What a model needs from the agents that use it, in one place keyed by the model's name.
+
+A small base model rarely calls a tool unless told to, so its agents demand a tool call first and
+an answer after it; a multimodal model on vLLM takes a limited number of images per prompt. Agents
+look their model up here (``profile_for(await llm.resolve_model())``) and apply what the user did
+not set, so user code never checks a model's name. Add a profile with :func:`register_profile`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+from argentic.llm.local import CPU_MODEL_NAME
+from argentic.llm.types import ToolChoice
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Defaults for agents on one model; None leaves the agent's own default."""
+
+    #: The tool policy until the model made a round of tool calls ("required" suits base models).
+    tool_choice: ToolChoice | None = None
+    #: The tool policy after that ("none": answer now).
+    followup_tool_choice: ToolChoice | None = None
+    #: The most images one prompt may carry (vLLM's ``--limit-mm-per-prompt``).
+    max_images_per_prompt: int | None = None
+    #: Repeat tool results in the last user turn when asking for the answer: a model that
+    #: overlooks results in tool turns copies them from there.
+    restate_tool_results: bool | None = None
+
+
+#: Glob patterns (case-insensitive) and their profiles; the first that matches wins.
+_SMALL_BASE_MODEL = ModelProfile(
+    tool_choice="required", followup_tool_choice="none", restate_tool_results=True
+)
+
+_PROFILES: list[tuple[str, ModelProfile]] = [
+    # Gemma 3 270M, the CPU model: a base model that calls tools only when required to and reads
+    # a tool's result only when it is repeated right before the answer.
+    (CPU_MODEL_NAME, _SMALL_BASE_MODEL),
+    ("*gemma-3-270m*", _SMALL_BASE_MODEL),
+    # Gemma 3n on vLLM: one image per prompt unless the server raises --limit-mm-per-prompt.
+    ("*gemma-3n*", ModelProfile(max_images_per_prompt=1)),
+]
+
+DEFAULT_PROFILE = ModelProfile()
+
+
+def register_profile(pattern: str, profile: ModelProfile) -> None:
+    """Use ``profile`` for models whose name matches ``pattern`` (a glob); newest first."""
+    _PROFILES.insert(0, (pattern.lower(), profile))
+
+
+def profile_for(model: str) -> ModelProfile:
+    """The profile of ``model`` (served name, path or LoRA adapter name)."""
+    name = model.lower()
+    for pattern, profile in _PROFILES:
+        if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name.rsplit("/", 1)[-1], pattern):
+            return profile
+    return DEFAULT_PROFILE

@@ -1,0 +1,222 @@
+"""Incoming messages to their subscriptions: parsing, dropping, and bounded handler concurrency.
+
+A message is parsed once per model, dropped if malformed, oversized, expired or already handled
+by that subscription, and each handler runs in its own task under a bound. Messages a resumed
+session brings before the matching subscription exists wait, briefly, in the unclaimed backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from argentic.errors import MalformedMessageError
+from argentic.messaging.decoding import decode
+from argentic.messaging.dedupe import RecentIds
+from argentic.messaging.transport import Inbound
+from argentic.protocol import Message, matches, shared
+
+logger = logging.getLogger("argentic.messaging")
+
+M = TypeVar("M", bound=Message)
+Handler = Callable[[M], Awaitable[None]]
+EmptyHandler = Callable[[str], Awaitable[None]]
+
+UNCLAIMED_MAX = 1000  # messages that arrived before a matching subscribe() (a resumed session's backlog)
+UNCLAIMED_MAX_AGE_S = 60.0
+BACKLOG_FACTOR = 16  # deliveries allowed to wait for a handler slot, per slot
+
+
+@dataclass(eq=False)
+class Subscription(Generic[M]):
+    """A live subscription; pass it to :meth:`Messager.unsubscribe`."""
+
+    topic_filter: str
+    handler: Handler[M]
+    model: type[M] | None
+    qos: int
+    shared_group: str | None = None
+    on_empty: EmptyHandler | None = None
+    recent: RecentIds = field(default_factory=RecentIds)
+    # Awaited in the reading loop rather than in a task of its own, so deliveries keep their
+    # order; only for handlers that never wait (a message stream's queue).
+    inline: bool = False
+
+    def broker_filter(self, protocol: str) -> str:
+        # $share needs MQTT 5; on 3.1.1 every member receives every message.
+        if self.shared_group is not None and protocol == "5":
+            return shared(self.topic_filter, self.shared_group)
+        return self.topic_filter
+
+
+class Dispatcher:
+    """Hands incoming messages to the subscriptions whose filters match their topic."""
+
+    def __init__(self, *, max_payload_bytes: int, max_concurrent_handlers: int) -> None:
+        self.max_payload_bytes = max_payload_bytes
+        self.max_concurrent_handlers = max_concurrent_handlers
+        self.subscriptions: list[Subscription[Any]] = []
+        self._unclaimed: deque[tuple[float, Inbound]] = deque(maxlen=UNCLAIMED_MAX)
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None  # handlers running
+        self._backlog: asyncio.Semaphore | None = None  # deliveries running or waiting for a slot
+
+    def prepare(self) -> None:
+        if self._slots is None:  # once: handler tasks of an earlier connection release into them
+            self._slots = asyncio.Semaphore(self.max_concurrent_handlers)
+            self._backlog = asyncio.Semaphore(self.max_concurrent_handlers * BACKLOG_FACTOR)
+
+    def wanted(self, protocol: str) -> set[tuple[str, int]]:
+        """The broker subscriptions these subscriptions need: (filter, QoS) pairs."""
+        return {(sub.broker_filter(protocol), sub.qos) for sub in self.subscriptions}
+
+    def add(self, subscription: Subscription[Any]) -> None:
+        self.subscriptions.append(subscription)
+
+    def remove(self, subscription: Subscription[Any]) -> bool:
+        """Forget ``subscription``; False if it was not there."""
+        if subscription not in self.subscriptions:
+            return False
+        self.subscriptions.remove(subscription)
+        return True
+
+    def uses(self, broker_filter: str, protocol: str) -> bool:
+        return any(s.broker_filter(protocol) == broker_filter for s in self.subscriptions)
+
+    def cancel_handlers(self) -> None:
+        current = asyncio.current_task()
+        for task in list(self._handler_tasks):
+            if task is not current:
+                task.cancel()
+
+    # --- delivering ---------------------------------------------------------------------------
+
+    async def dispatch(self, inbound: Inbound) -> None:
+        topic = inbound.topic
+        targets = [s for s in self.subscriptions if matches(s.topic_filter, topic)]
+        if not targets:
+            self._unclaimed.append((time.monotonic(), inbound))
+            return
+        await self._deliver(inbound, targets)
+
+    async def claim_backlog(self, subscription: Subscription[Any]) -> None:
+        """Deliver messages a resumed session brought before this subscription existed."""
+        if not self._unclaimed:
+            return
+        oldest = time.monotonic() - UNCLAIMED_MAX_AGE_S
+        keep: deque[tuple[float, Inbound]] = deque(maxlen=UNCLAIMED_MAX)
+        claimed: list[Inbound] = []
+        for arrived, inbound in self._unclaimed:
+            if arrived < oldest:
+                continue
+            if matches(subscription.topic_filter, inbound.topic):
+                claimed.append(inbound)
+            else:
+                keep.append((arrived, inbound))
+        self._unclaimed = keep
+        for inbound in claimed:
+            await self._deliver(inbound, [subscription])
+
+    async def _deliver(self, inbound: Inbound, targets: list[Subscription[Any]]) -> None:
+        topic, payload = inbound.topic, inbound.payload
+        if not payload:
+            for sub in targets:
+                if sub.on_empty is not None:
+                    await self._run(sub, sub.on_empty(topic), topic)
+            return
+        if len(payload) > self.max_payload_bytes:
+            logger.warning(
+                "dropped a message on %s: %d bytes exceeds max_payload_bytes %d",
+                topic,
+                len(payload),
+                self.max_payload_bytes,
+            )
+            return
+        parsed: dict[type[Message] | None, Message] = {}
+        for sub in targets:
+            message = parsed.get(sub.model)
+            if message is None:
+                message = self._parse(inbound, sub.model, parsed)
+                if message is None:
+                    continue
+                parsed[sub.model] = message
+            # A retained delivery is the topic's current state, sent on every (re)subscription:
+            # it is not a redelivered event, and skipping it could leave a stale state behind.
+            if not inbound.retain and sub.recent.seen(message.id):
+                logger.debug("dropped a duplicate of message %s on %s", message.id, topic)
+                continue
+            await self._run(sub, sub.handler(message), topic)
+
+    def _parse(
+        self, inbound: Inbound, model: type[Message] | None, parsed: dict[type[Message] | None, Message]
+    ) -> Message | None:
+        message: Message | None = None
+        if model is not None:
+            generic = parsed.get(None)
+            if isinstance(generic, model):
+                message = generic
+        try:
+            if message is None:
+                message = decode(inbound.payload, model)
+        except MalformedMessageError as exc:
+            logger.warning("dropped a malformed message on %s: %s", inbound.topic, exc)
+            return None
+        if message.expired():
+            logger.info(
+                "dropped message %s on %s: expired at %s", message.id, inbound.topic, message.expires_at
+            )
+            return None
+        if message.reply_to is None and inbound.response_topic:
+            # An MQTT 5 sender that set only the Response Topic / Correlation Data properties.
+            correlation = message.correlation_id
+            if correlation is None and inbound.correlation_data is not None:
+                correlation = inbound.correlation_data.decode(errors="replace")
+            message = message.model_copy(
+                update={"reply_to": inbound.response_topic, "correlation_id": correlation}
+            )
+        return message
+
+    # --- handler concurrency ------------------------------------------------------------------
+
+    async def _run(self, subscription: Subscription[Any], work: Awaitable[None], topic: str) -> None:
+        if subscription.inline:
+            await _guard(work, topic, None)
+        else:
+            await self._spawn(work, topic)
+
+    async def _spawn(self, work: Awaitable[None], topic: str) -> None:
+        """Run one delivery in its own task; at most max_concurrent_handlers run at a time.
+
+        The reading loop waits only when many deliveries are already queued for a slot. It must
+        not wait for a slot itself: handlers that await replies (requests) would then block the
+        very loop that delivers those replies.
+        """
+        backlog, running = self._backlog, self._slots
+        assert backlog is not None and running is not None
+        await backlog.acquire()
+        task = asyncio.get_running_loop().create_task(_guard(work, topic, running))
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self._handler_tasks.discard(task)
+        if self._backlog is not None:
+            self._backlog.release()
+
+
+async def _guard(work: Awaitable[None], topic: str, running: asyncio.Semaphore | None) -> None:
+    try:
+        if running is None:
+            await work
+        else:
+            async with running:
+                await work
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("a handler for %s raised; the subscription carries on", topic)

@@ -1,0 +1,90 @@
+"""Which other clients the broker reports gone, from their retained ``client_status``.
+
+MQTT gives a client one last will. argentic spends it on the client itself: every Messager says
+``online: true`` on ``{ns}/clients/{client_id}/status`` when it connects and its will says
+``online: false``. Each announcement (an agent's presence, a tool service's tools) names the
+client that made it, so one will covers any number of agents and tool services sharing one
+Messager: when the broker reports a client gone, what it announced is stale.
+
+:class:`Peers` is that view, one per Messager (``messager.peers``), shared by every component on
+it: one subscription however many agents and services watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from argentic.protocol import ClientStatus
+
+if TYPE_CHECKING:
+    from argentic.messaging.messager import Messager
+
+log = logging.getLogger(__name__)
+
+#: Gone clients remembered; the oldest are forgotten first (a long-lived broker sees many).
+MAX_GONE = 10_000
+
+OnGone = Callable[[str], Awaitable[None]]
+
+
+class Peers:
+    """The clients the broker reported gone (their will said ``online: false``)."""
+
+    def __init__(self, messager: Messager) -> None:
+        self._messager = messager
+        self._gone: OrderedDict[str, None] = OrderedDict()
+        self._watchers: list[OnGone] = []
+        self._subscription: Any = None
+        self._starting = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Follow the client statuses (idempotent; the retained ones arrive right away)."""
+        async with self._starting:
+            if self._subscription is None:
+                self._subscription = await self._messager.subscribe(
+                    self._messager.topics.client_status_all(),
+                    self._on_status,
+                    model=ClientStatus,
+                    on_empty=self._on_cleared,
+                )
+
+    def gone(self, client_id: str | None) -> bool:
+        """Whether the broker reported ``client_id`` gone (and it has not come back since)."""
+        return client_id is not None and client_id in self._gone
+
+    def watch(self, on_gone: OnGone) -> Callable[[], None]:
+        """Call ``on_gone(client_id)`` whenever a client is reported gone; returns the cancel."""
+        self._watchers.append(on_gone)
+
+        def cancel() -> None:
+            if on_gone in self._watchers:
+                self._watchers.remove(on_gone)
+
+        return cancel
+
+    async def _on_status(self, status: ClientStatus) -> None:
+        if status.client_id == self._messager.client_id:
+            return  # our own will from an earlier connection; we are here
+        if status.online:
+            self._gone.pop(status.client_id, None)
+            return
+        if status.client_id in self._gone:
+            return
+        self._gone[status.client_id] = None
+        while len(self._gone) > MAX_GONE:
+            self._gone.popitem(last=False)
+        log.info("client %s is gone (its last will)", status.client_id)
+        for on_gone in list(self._watchers):
+            try:
+                await on_gone(status.client_id)
+            except Exception:
+                log.exception("a watcher of client %s raised", status.client_id)
+
+    async def _on_cleared(self, topic: str) -> None:
+        # A graceful exit: the client withdrew what it announced itself.
+        client_id = topic.split("/")[-2]
+        self._gone.pop(client_id, None)

@@ -1,0 +1,122 @@
+"""Request/response over publish/subscribe: one future per request, matched by correlation id.
+
+A request goes out with this client's inbox as ``reply_to`` and a correlation id; the reply that
+arrives on the inbox carrying that id completes the request's future, which is removed from the
+pending map in every case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from argentic.errors import MalformedMessageError, MessagingError, RequestTimeoutError
+from argentic.messaging.decoding import decode, raw_correlation
+from argentic.messaging.transport import Inbound
+from argentic.protocol import ErrorReply, Message, new_id, parse_message
+
+logger = logging.getLogger("argentic.messaging")
+
+M = TypeVar("M", bound=Message)
+Publish = Callable[[str, Message], Awaitable[None]]
+
+
+class Requests:
+    """The requests waiting for their reply on ``inbox``."""
+
+    def __init__(self, *, inbox: str, max_payload_bytes: int, publish: Publish) -> None:
+        self.inbox = inbox
+        self.max_payload_bytes = max_payload_bytes
+        self._publish = publish
+        self._pending: dict[str, asyncio.Future[tuple[Message | None, bytes]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def fail_all(self, error: Exception) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+
+    async def request(
+        self,
+        topic: str,
+        message: Message,
+        *,
+        response_model: type[M] | None,
+        timeout: float,  # noqa: ASYNC109
+    ) -> M | ErrorReply:
+        # The message id is unique already: reusing it spares a uuid4 per request.
+        correlation = message.correlation_id or message.id
+        if correlation in self._pending:  # the same message requested twice at once
+            correlation = new_id()
+        expires_at = time.time() + timeout
+        if message.expires_at is not None:
+            expires_at = min(expires_at, message.expires_at)
+        request = message.model_copy(
+            update={"reply_to": self.inbox, "correlation_id": correlation, "expires_at": expires_at}
+        )
+        future: asyncio.Future[tuple[Message | None, bytes]] = asyncio.get_running_loop().create_future()
+        self._pending[correlation] = future
+        try:
+            async with asyncio.timeout(timeout):
+                await self._publish(topic, request)
+                reply, payload = await future
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"no reply to {type(message).__name__} {message.id} on {topic} within {timeout:g}s "
+                "(is a responder subscribed and connected?)"
+            ) from None
+        finally:
+            self._pending.pop(correlation, None)
+        if isinstance(reply, ErrorReply):
+            return reply
+        if response_model is None:
+            if reply is None:
+                raise MalformedMessageError(f"the reply on {self.inbox} is not an argentic message")
+            return reply  # type: ignore[return-value]
+        if isinstance(reply, response_model):
+            return reply
+        return parse_message(payload, response_model)
+
+    async def reply(self, request: Message, response: Message) -> None:
+        if request.reply_to is None:
+            raise MessagingError(
+                f"{type(request).__name__} {request.id} has no reply_to: it is not a request"
+            )
+        correlation = request.correlation_id or request.id
+        if response.correlation_id != correlation:
+            response = response.model_copy(update={"correlation_id": correlation})
+        await self._publish(request.reply_to, response)
+
+    def on_reply(self, inbound: Inbound) -> None:
+        """A message on the inbox: complete the request it answers, if one still waits."""
+        payload = inbound.payload
+        if len(payload) > self.max_payload_bytes:
+            logger.warning("dropped an oversized reply on %s (%d bytes)", inbound.topic, len(payload))
+            return
+        message: Message | None
+        correlation: str | None
+        try:
+            message = decode(payload, None)
+            correlation = message.correlation_id
+            if message.expired():
+                logger.info("dropped expired reply %s on %s", message.id, inbound.topic)
+                return
+        except MalformedMessageError as exc:
+            # Maybe a message type only the requester's response_model knows: find its correlation id.
+            message = None
+            correlation = raw_correlation(payload)
+            if correlation is None:
+                logger.warning("dropped a malformed reply on %s: %s", inbound.topic, exc)
+                return
+        if correlation is None and inbound.correlation_data is not None:
+            correlation = inbound.correlation_data.decode(errors="replace")
+        future = self._pending.get(correlation) if correlation is not None else None
+        if future is None or future.done():
+            logger.debug("dropped a reply on %s that no request waits for (%s)", inbound.topic, correlation)
+            return
+        future.set_result((message, payload))

@@ -1,0 +1,189 @@
+"""One lifecycle on a real mosquitto: ``async with`` starts and stops every part, and parts that
+share one messager keep their presence right, whether they leave gracefully or die."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agents_support import REPO, add
+
+from argentic import Agent, AgentClient, ToolManager, ToolService
+from argentic.llm import ScriptedLLM, tool_call
+from argentic.messaging import Messager
+from argentic.protocol import ClientStatus, Presence
+from argentic.testing.messagers import MakeMessager
+from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.waiting import wait_until
+
+HERE = Path(__file__).resolve().parent
+
+
+async def retained(messager: Messager, topic: str, wait_s: float = 1.0) -> bytes | None:
+    """The retained payload on ``topic`` (None when there is none)."""
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_message(message: object) -> None:
+        got.put_nowait(b"message")
+
+    async def on_empty(_: str) -> None:
+        got.put_nowait(b"")
+
+    sub = await messager.subscribe(topic, on_message, on_empty=on_empty)
+    try:
+        return await asyncio.wait_for(got.get(), wait_s)
+    except TimeoutError:
+        return None
+    finally:
+        await messager.unsubscribe(sub)
+
+
+async def presence_of(messager: Messager, role: str) -> Presence | None:
+    got: asyncio.Queue[Presence] = asyncio.Queue()
+
+    async def on_presence(presence: Presence) -> None:
+        got.put_nowait(presence)
+
+    sub = await messager.subscribe(messager.topics.agent_status(role), on_presence, model=Presence)
+    try:
+        return await asyncio.wait_for(got.get(), 1.0)
+    except TimeoutError:
+        return None
+    finally:
+        await messager.unsubscribe(sub)
+
+
+async def test_parts_on_one_messager_start_and_stop_with_async_with(mqtt: MakeMessager) -> None:
+    bus, observer = await mqtt(), await mqtt()
+    watcher = ToolManager(observer)
+    await watcher.start()
+    llm = ScriptedLLM([tool_call("add", {"a": 2, "b": 3}), "5"])
+    async with (
+        ToolService(bus, [add], "math") as service,
+        ToolManager(bus) as tools,
+        Agent(llm=llm, messager=bus, tool_manager=tools, role="calc") as agent,
+    ):
+        await tools.wait_for_tools("add")
+        assert service.announcement().client_id == bus.client_id
+        presence = await presence_of(observer, "calc")
+        assert presence is not None and presence.online and presence.client_id == bus.client_id
+        client = AgentClient(observer, "calc")
+        assert await client.online()
+        assert await client.ask("2 + 3?", timeout=30) == "5"
+        assert agent.role == "calc"
+    # Leaving the block withdrew the tools and said offline; the messager itself stays connected.
+    await wait_until(lambda: "add" not in watcher.tools)
+    presence = await presence_of(observer, "calc")
+    assert presence is not None and not presence.online
+    assert not await AgentClient(observer, "calc").online()
+    assert bus.is_connected
+
+
+async def test_a_graceful_disconnect_clears_the_client_status(mqtt: MakeMessager) -> None:
+    bus, observer = await mqtt(), await mqtt()
+    topic = bus.topics.client_status(bus.client_id)
+    statuses: list[ClientStatus] = []
+
+    async def on_status(status: ClientStatus) -> None:
+        statuses.append(status)
+
+    await observer.subscribe(topic, on_status, model=ClientStatus)
+    await wait_until(lambda: any(s.online for s in statuses))
+    await bus.disconnect()
+    assert await retained(observer, topic) is None  # cleared, not a retained "gone" forever
+    assert not any(not s.online for s in statuses)
+
+
+def _start(port: int, namespace: str, client_id: str, role: str, service: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO / "src")])}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "shared_messager_process.py"),
+            str(port),
+            namespace,
+            client_id,
+            role,
+            service,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.strip() == "READY", line
+    return process
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+async def test_a_killed_process_makes_everything_it_announced_stale(
+    mosquitto: MosquittoBroker, namespace: str, mqtt: MakeMessager, processes: list[subprocess.Popen[str]]
+) -> None:
+    observer = await mqtt()
+    tools = ToolManager(observer)
+    await tools.start()
+    process = await asyncio.to_thread(_start, mosquitto.port, namespace, "shared-1", "calc", "math")
+    processes.append(process)
+    await tools.wait_for_tools("add", timeout=10)
+    client = AgentClient(observer, "calc")
+    assert await client.online()
+
+    os.kill(process.pid, signal.SIGKILL)
+    # One will (the client's) covers the agent and the tool service on that messager.
+    await wait_until(lambda: "add" not in tools.tools, limit_s=30)
+    await wait_until(lambda: observer.peers.gone("shared-1"), limit_s=5)
+    assert not await client.online()
+    # A manager that starts later does not take the stale retained announcement for live tools.
+    late = ToolManager(await mqtt())
+    await late.start()
+    await asyncio.sleep(0.3)
+    assert "add" not in late.tools
+    assert not await AgentClient(await mqtt(), "calc").online()
+
+
+async def test_a_live_replica_takes_over_the_presence_of_a_killed_one(
+    mosquitto: MosquittoBroker, namespace: str, mqtt: MakeMessager, processes: list[subprocess.Popen[str]]
+) -> None:
+    observer = await mqtt()
+    first = await asyncio.to_thread(_start, mosquitto.port, namespace, "replica-1", "calc", "math")
+    processes.append(first)
+    second = await asyncio.to_thread(_start, mosquitto.port, namespace, "replica-2", "calc", "math")
+    processes.append(second)
+    tools = ToolManager(observer)
+    await tools.start()
+    await tools.wait_for_tools("add", timeout=10)
+    presence = await presence_of(observer, "calc")
+    assert presence is not None and presence.client_id in ("replica-1", "replica-2")
+    holder = first if presence.client_id == "replica-1" else second
+    survivor_id = "replica-2" if holder is first else "replica-1"
+
+    seen: list[Presence] = []
+
+    async def on_presence(presence: Presence) -> None:
+        seen.append(presence)
+
+    await observer.subscribe(observer.topics.agent_status("calc"), on_presence, model=Presence)
+    os.kill(holder.pid, signal.SIGKILL)
+    await wait_until(lambda: any(p.online and p.client_id == survivor_id for p in seen), limit_s=30)
+    now = await presence_of(observer, "calc")
+    assert now is not None and now.online and now.client_id == survivor_id
+    # The tools stay known too: the survivor announced them again.
+    await wait_until(lambda: tools.services.get("math") is not None, limit_s=10)
+    assert "add" in tools.tools
+    assert await AgentClient(observer, "calc").online()

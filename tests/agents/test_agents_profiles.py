@@ -1,0 +1,66 @@
+"""Model profiles: what a model needs is looked up by its name, and the agent applies what the
+user left open (fast tier: scripted models named like the real ones)."""
+
+from __future__ import annotations
+
+import pytest
+from agents_support import add
+from pydantic import BaseModel
+
+from argentic import Agent, ToolManager, ToolService
+from argentic.llm import ScriptedLLM, tool_call
+from argentic.llm.local import CPU_MODEL_NAME
+from argentic.llm.profiles import DEFAULT_PROFILE, ModelProfile, profile_for, register_profile
+from argentic.testing.messagers import MakeMessager
+
+
+class Product(BaseModel):
+    value: int
+
+
+def test_profiles_match_by_name() -> None:
+    assert profile_for(CPU_MODEL_NAME).tool_choice == "required"
+    assert profile_for("/models/Gemma-3-270m-it").followup_tool_choice == "none"
+    assert profile_for("google/gemma-3n-E4B-it").max_images_per_prompt == 1
+    assert profile_for("some/other-model") is DEFAULT_PROFILE
+    register_profile("acme/*", ModelProfile(tool_choice="required"))
+    assert profile_for("ACME/tiny").tool_choice == "required"
+
+
+@pytest.fixture
+async def tools(memory: MakeMessager) -> ToolManager:
+    bus = await memory()
+    await ToolService(bus, [add], "math").start()
+    manager = ToolManager(bus)
+    await manager.start()
+    await manager.wait_for_tools("add")
+    return manager
+
+
+async def test_the_cpu_models_profile_sets_the_tool_policy_and_restates_results(tools: ToolManager) -> None:
+    llm = ScriptedLLM(
+        [tool_call("add", {"a": 1234, "b": 5678}), '{"value": 6912}'], model_name=CPU_MODEL_NAME
+    )
+    agent = Agent(llm=llm, tool_manager=tools)
+    result = await agent.ask("What is 1234 + 5678?", output=Product)
+    assert result.data == Product(value=6912)
+    first, answer = llm.requests
+    assert first.tool_choice == "required" and first.tools
+    assert not answer.tools and answer.output is Product  # "none": answer, constrained to the schema
+    # The result is repeated in the last user turn, right before the answer.
+    last = answer.messages[-1]
+    assert last.role == "user" and "6912" in last.text and "add" in last.text
+
+
+async def test_what_the_user_sets_wins_over_the_profile(tools: ToolManager) -> None:
+    llm = ScriptedLLM(["plain"], model_name=CPU_MODEL_NAME)
+    agent = Agent(llm=llm, tool_manager=tools, tool_choice="auto")
+    assert await agent.query("hi") == "plain"
+    assert llm.requests[0].tool_choice == "auto"
+
+
+async def test_other_models_keep_tool_turns_as_they_are(tools: ToolManager) -> None:
+    llm = ScriptedLLM([tool_call("add", {"a": 1, "b": 2}), "3"], model_name="some/instruct-model")
+    agent = Agent(llm=llm, tool_manager=tools)
+    assert await agent.query("1 + 2?") == "3"
+    assert llm.requests[0].tool_choice == "auto" and llm.requests[1].messages[-1].role == "tool"
