@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import math
+import struct
+import wave
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from argentic.errors import LLMRequestError
 from argentic.llm import (
+    AudioPart,
     ChatMessage,
     LLMFactory,
     SamplingSettings,
@@ -27,6 +33,18 @@ class Weather(BaseModel):
 class Verdict(BaseModel):
     label: Literal["yes", "no"]
     score: int = Field(ge=0, le=9)
+
+
+def tone_wav() -> bytes:
+    """One second of 440 Hz at 16 kHz, mono 16-bit (the CPU build's environment has no PyAV)."""
+    samples = [round(8000 * math.sin(2 * math.pi * 440 * i / 16_000)) for i in range(16_000)]
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16_000)
+        wav.writeframes(struct.pack(f"<{len(samples)}h", *samples))
+    return out.getvalue()
 
 
 async def main() -> dict[str, Any]:
@@ -68,6 +86,16 @@ async def main() -> dict[str, Any]:
         assert isinstance(last, StreamEnd)
         texts = [e.text for e in pieces if isinstance(e, TextDelta)]
         out["text_stream"] = {"pieces": len(texts), "joined_matches": "".join(texts) == last.response.content}
+
+        # a sound clip: the text-only model refuses it with a clear error, and the engine goes on
+        listen = ChatMessage.user("What do you hear?", audio=[AudioPart.from_bytes(tone_wav())])
+        try:
+            await llm.chat([listen], settings=few)
+            out["audio_refusal"] = None
+        except LLMRequestError as exc:
+            out["audio_refusal"] = str(exc)
+        after = await llm.chat([ChatMessage.user("Name a colour.")], settings=SamplingSettings(max_tokens=4))
+        out["after_audio_tokens"] = after.usage.completion_tokens
     finally:
         await llm.close()
     return out

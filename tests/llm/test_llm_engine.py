@@ -58,3 +58,5 @@ def test_embedded_engine_chats_calls_tools_and_streams(tmp_path: Path) -> None:
     assert first[1] == call["id"] and first[2] == "get_weather"
     assert json.loads("".join(d[3] for d in stream["deltas"])) == call["arguments"]
     assert result["text_stream"]["pieces"] >= 2 and result["text_stream"]["joined_matches"]
+    assert "takes text only" in (result["audio_refusal"] or ""), result["audio_refusal"]
+    assert result["after_audio_tokens"] > 0, "the engine answers after refusing the audio"

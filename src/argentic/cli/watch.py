@@ -1,8 +1,9 @@
 """``argentic watch``: a visual agent over a video source, answering questions and watching.
 
-It serves questions from MQTT like ``argentic agent`` (each answered with the current frames) and,
-with ``--question``, asks that question every ``--interval`` seconds and/or on each scene change,
-publishing observations on ``{ns}/agents/{role}/observations``.
+It serves questions from MQTT like ``argentic agent`` (each answered with the current frames, and
+with ``--audio S`` the last S seconds of sound) and, with ``--question``, asks that question every
+``--interval`` seconds and/or on each scene change and/or when the sound gets loud, publishing
+observations on ``{ns}/agents/{role}/observations``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on-change", action="store_true", help="also observe whenever the scene changes")
     parser.add_argument("--only-on-change", action="store_true", help="observe on scene changes only")
     parser.add_argument(
+        "--audio",
+        type=float,
+        metavar="SECONDS",
+        help="add the last SECONDS of sound (default: video.audio_s)",
+    )
+    parser.add_argument("--audio-file", help="hear this sound file (WAV) (default: video.audio_source)")
+    parser.add_argument(
+        "--on-sound",
+        action="store_true",
+        help="also observe when the sound gets loud (video.sound_threshold_dbfs)",
+    )
+    parser.add_argument(
         "--start-llm",
         action="store_true",
         help="start a local vLLM server (llm.server) when the configured endpoint does not answer",
@@ -70,6 +83,8 @@ async def watch(config: ArgenticConfig, args: argparse.Namespace) -> int:
                         interval_s=interval,
                         on_scene_change=args.on_change or args.only_on_change,
                         scene_threshold=config.video.scene_change_threshold,
+                        on_sound=args.on_sound,
+                        sound_threshold_dbfs=config.video.sound_threshold_dbfs,
                     )
                     say(f"observations on {messager.topics.agent_observations(role)}")
                 say("Ctrl-C stops")
@@ -89,8 +104,15 @@ def run(args: argparse.Namespace) -> int:
     overrides: dict[str, dict[str, object]] = {}
     if args.role:
         overrides["agent"] = {"role": args.role}
+    video: dict[str, object] = {}
     if args.source:
-        overrides["video"] = {"source": args.source}
+        video["source"] = args.source
+    if args.audio:
+        video["audio_s"] = args.audio
+    if args.audio_file:
+        video["audio_source"] = args.audio_file
+    if video:
+        overrides["video"] = video
     try:
         config = load_config(args.config, overrides=overrides or None)
         return asyncio.run(watch(config, args))

@@ -17,6 +17,7 @@ import openai
 from argentic.backoff import backoff_delay
 from argentic.errors import LLMError, LLMRequestError, LLMTimeoutError, LLMUnavailableError
 from argentic.llm.local_server import server_root
+from argentic.llm.wire import text_only_refusal
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +138,9 @@ class Endpoint:
                     f"with a higher limit: llm.server.limit_mm_per_prompt: {{{key}: N}}",
                     status_code=status,
                 )
-            if status == 400 and "not a multimodal model" in lowered:
-                return LLMRequestError(
-                    f"{what}: the model at {self.base_url} takes text only, and this request has images "
-                    f"or audio ({detail}). Serve a model that takes them (google/gemma-3n-E4B-it takes "
-                    "both) or ask without them.",
-                    status_code=status,
-                )
+            refusal = text_only_refusal(detail, f"at {self.base_url}") if status == 400 else None
+            if refusal is not None:
+                return LLMRequestError(f"{what}: {refusal}", status_code=status)
             if status == 404 and "model" in detail.lower():
                 return LLMRequestError(
                     f"{what}: {detail} Check llm.vllm_model_name "

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from argentic.config import LLMConfig
-from argentic.errors import LLMError, LLMTimeoutError
+from argentic.errors import LLMError, LLMRequestError, LLMTimeoutError
 from argentic.llm.base import LLMProvider
 from argentic.llm.markup import json_values, new_call_id
 from argentic.llm.output import output_schema
@@ -40,6 +40,7 @@ from argentic.llm.wire import (
     closed_schema,
     finish_response,
     message_to_wire,
+    text_only_refusal,
     tool_to_wire,
 )
 from argentic.protocol import Usage
@@ -244,7 +245,13 @@ class VLLMEngineProvider(LLMProvider):
             raise LLMError(f"{over} (engine_args limit_mm_per_prompt)")
         await self.start()
         params, mode = self._sampling(tools, tool_choice, output, settings, delta=delta)
-        engine_input = await self._render(messages, tools if tool_choice != "none" else ())
+        try:
+            engine_input = await self._render(messages, tools if tool_choice != "none" else ())
+        except (ValueError, TypeError) as exc:  # vLLM's renderer refusing the content
+            refusal = text_only_refusal(str(exc), f"{self.model_name} in the embedded engine")
+            if refusal is not None:
+                raise LLMRequestError(refusal) from exc
+            raise LLMRequestError(f"the embedded engine cannot take this prompt: {exc}") from exc
         request_id = f"argentic-{uuid.uuid4().hex}"
         return self._engine.generate(engine_input, params, request_id, lora_request=self._lora), mode
 

@@ -76,6 +76,17 @@ def check_media_limits(
     return None
 
 
+def text_only_refusal(detail: str, where: str) -> str | None:
+    """What to tell the user when vLLM refused images or audio because the model takes text only
+    (``detail`` is vLLM's message), or None for another refusal."""
+    if "not a multimodal model" not in detail.lower():
+        return None
+    return (
+        f"the model {where} takes text only, and this request has images or audio ({detail}). "
+        "Serve a model that takes them (google/gemma-3n-E4B-it takes both) or ask without them."
+    )
+
+
 def closed_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``schema`` whose objects forbid unknown keys (what strict tool schemas want)."""
     result = copy.deepcopy(schema)
