@@ -42,7 +42,7 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "${ARGENTIC_TEST_GEMMA3N_URL:-}" ]; then
-  if ! uv run python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  if ! uv run --extra vllm python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     report FAIL cuda "torch sees no CUDA device after the install"
     exit 1
   fi
@@ -51,7 +51,7 @@ if [ -z "${ARGENTIC_TEST_GEMMA3N_URL:-}" ]; then
   ARGENTIC_LLM__SERVER__LIMIT_MM_PER_PROMPT='{"image": 2, "audio": 1}' \
   ARGENTIC_LLM__SERVER__SERVED_MODEL_NAME="$MODEL" \
   ARGENTIC_LLM__SERVER__STARTUP_TIMEOUT_S=1800 \
-    uv run argentic serve --model "$MODEL" --port "$PORT" \
+    uv run --extra vllm argentic serve --model "$MODEL" --port "$PORT" \
       --max-model-len "${ARGENTIC_GPU_MAX_MODEL_LEN:-8192}" >"$log" 2>&1 &
   server_pid=$!
   until grep -q "^serving " "$log"; do
@@ -71,7 +71,7 @@ check() {  # name, then pytest node ids
   shift
   local out
   out=$(mktemp -t "argentic-gpu-$name.XXXXXX.log")
-  if uv run pytest -m gpu -q -p no:cacheprovider "$@" >"$out" 2>&1 && ! grep -q " skipped" "$out"; then
+  if uv run --extra vllm pytest -m gpu -q -p no:cacheprovider "$@" >"$out" 2>&1 && ! grep -q " skipped" "$out"; then
     report PASS "$name" "$(tail -1 "$out")"
   else
     report FAIL "$name" "$(tail -1 "$out") (log: $out)"
