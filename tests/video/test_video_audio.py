@@ -30,7 +30,6 @@ from argentic.video import (
     WebRTCSender,
     read_tone_indices,
     read_wav,
-    render_pattern,
     wav_bytes,
 )
 from argentic.video.audio import clip_from_buffer, level_dbfs, resample
@@ -183,43 +182,6 @@ async def test_sound_level_triggers_when_the_tone_starts_and_not_while_it_lasts(
 # --- files ----------------------------------------------------------------------------------
 
 
-def write_pattern_av(path: Path, frames: int, fps: int = 30, audio_codec: str = "pcm_s16le") -> Path:
-    """A video whose frame i shows the pattern of index i and whose sound is frame i's tone."""
-    rate = 48_000
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
-        video.options = {"preset": "ultrafast"}
-        audio = container.add_stream(audio_codec, rate=rate, layout="mono")
-        phase = 0.0
-        tones = []
-        for index in range(frames):
-            image = render_pattern(index, 160, 120)
-            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-            samples, phase = render_tone(index, rate, fps, phase)
-            tones.append(samples)
-        pcm = np.concatenate(tones)
-        step = 1024
-        sample_fmt = audio.codec_context.format.name
-        for start in range(0, len(pcm), step):
-            piece = pcm[start : start + step].reshape(1, -1)
-            if sample_fmt.startswith("flt"):
-                frame = av.AudioFrame.from_ndarray(
-                    (piece / 32768).astype(np.float32), format=sample_fmt, layout="mono"
-                )
-            else:
-                frame = av.AudioFrame.from_ndarray(piece, format="s16", layout="mono")
-            frame.sample_rate = rate
-            frame.pts = start
-            for packet in audio.encode(frame):
-                container.mux(packet)
-        for stream in (video, audio):
-            for packet in stream.encode():
-                container.mux(packet)
-    return path
-
-
 async def drain(source: FileSource) -> None:
     await source.start()
     await wait_until(lambda: source.finished, 60, "the file to be decoded")
@@ -227,8 +189,8 @@ async def drain(source: FileSource) -> None:
     await asyncio.sleep(0)
 
 
-async def test_a_video_files_audio_track_is_heard_with_its_frames(tmp_path: Path) -> None:
-    path = write_pattern_av(tmp_path / "pattern.mkv", frames=90)
+async def test_a_video_files_audio_track_is_heard_with_its_frames(pattern_video: VideoWriter) -> None:
+    path = pattern_video(suffix=".mkv", frames=90, width=160, height=120, audio_codec="pcm_s16le")
     source = FileSource(path, realtime=False)
     await drain(source)
     assert source.frames_seen == 90
@@ -237,8 +199,8 @@ async def test_a_video_files_audio_track_is_heard_with_its_frames(tmp_path: Path
     assert read_tone_indices(clip.samples, 16_000, 30) == expected_tones(30, 89)
 
 
-async def test_an_aac_track_is_heard_too(tmp_path: Path) -> None:
-    path = write_pattern_av(tmp_path / "pattern.mp4", frames=90, audio_codec="aac")
+async def test_an_aac_track_is_heard_too(pattern_video: VideoWriter) -> None:
+    path = pattern_video(frames=90, width=160, height=120, audio_codec="aac")
     source = FileSource(path, realtime=False)
     await drain(source)
     clip = clip_from_buffer(source.audio, 2.0)

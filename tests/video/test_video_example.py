@@ -78,3 +78,11 @@ def test_visual_example_hears_a_wav_file_and_watches_for_sound(tmp_path: Path) -
     # the first comes at once (the interval starts due); the file's tone is loud from the start,
     # so the next is set off by the sound, long before the 30 s interval
     assert observations == ["interval", "sound"], out
+
+
+def test_visual_example_hears_a_video_files_audio_track(
+    tmp_path: Path, pattern_video: Callable[..., Path]
+) -> None:
+    clip = pattern_video(frames=90, width=320, height=240, audio_codec="aac")
+    out = run_example(tmp_path, "--source", str(clip), "--audio", "1")
+    assert re.search(r"answer \(from 1 frame\(s\), 320x240 JPEG and 1\.0 s of 16000 Hz WAV\)", out), out
