@@ -461,6 +461,7 @@ class VisualAgent(Agent):
         observation (no frames, a model error) is logged and the watch goes on."""
         if interval_s is None and not on_scene_change and not on_sound:
             raise ValueError("watch needs interval_s, on_scene_change, on_sound, or a mix")
+        await self._start_owned_audio()
         sound_buffer = self.audio_buffer
         if on_sound and sound_buffer is None:
             raise ValueError("watch(on_sound=True) needs a source with sound (or an audio_source)")
