@@ -16,11 +16,10 @@ from argentic.agents import Agent, StepLimitError
 from argentic.errors import AgentError, LLMOutputError
 from argentic.llm import (
     ChatMessage,
+    ChatRequest,
     ChatResponse,
     FunctionLLM,
-    OutputSpec,
     ScriptedLLM,
-    ToolDefinition,
     tool_call,
 )
 from argentic.testing.messagers import MakeMessager
@@ -152,13 +151,8 @@ async def test_structured_answer_from_the_reply_itself() -> None:
 async def test_concurrent_questions_never_mix() -> None:
     both_started = asyncio.Barrier(2)
 
-    async def reply(
-        messages: Sequence[ChatMessage],
-        tools: Sequence[ToolDefinition],
-        choice: Any,
-        output: OutputSpec | None,
-    ) -> ChatResponse:
-        users = [m.text for m in messages if m.role == "user"]
+    async def reply(request: ChatRequest) -> ChatResponse:
+        users = [m.text for m in request.messages if m.role == "user"]
         assert len(users) == 1, users  # only this question's own user turn
         await both_started.wait()  # both questions are in the model at the same time
         return ChatResponse(content=f"answer to {users[0]}")

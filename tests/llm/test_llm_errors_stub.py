@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from argentic.errors import LLMRequestError, LLMTimeoutError, LLMUnavailableError
-from argentic.llm import ChatMessage, ToolDefinition
+from argentic.llm import ChatRequest, ToolDefinition
 from argentic.llm.openai_provider import OpenAICompatibleProvider
 from argentic.netutil import free_port
 
@@ -104,7 +104,7 @@ async def test_retries_429_and_5xx_then_succeeds() -> None:
 
     stub, server = await _start(handler)
     async with server, _provider(stub) as llm:
-        reply = await llm.chat([ChatMessage.user("hi")])
+        reply = await llm.chat(ChatRequest.user("hi"))
     assert reply.content == "ok" and reply.usage.total_tokens == 4
     assert stub.paths == ["/v1/chat/completions"] * 3
 
@@ -116,7 +116,7 @@ async def test_gives_up_after_max_retries_with_the_status() -> None:
     stub, server = await _start(handler)
     async with server, _provider(stub, max_retries=2) as llm:
         with pytest.raises(LLMRequestError, match="500: engine dead") as caught:
-            await llm.chat([ChatMessage.user("hi")])
+            await llm.chat(ChatRequest.user("hi"))
     assert caught.value.status_code == 500 and len(stub.paths) == 3
 
 
@@ -129,7 +129,7 @@ async def test_tools_refused_by_a_server_without_tool_parsing_is_explained() -> 
     tool = ToolDefinition(name="f", parameters={"type": "object", "properties": {}})
     async with server, _provider(stub) as llm:
         with pytest.raises(LLMRequestError, match="--enable-auto-tool-choice --tool-call-parser") as caught:
-            await llm.chat([ChatMessage.user("hi")], tools=[tool])
+            await llm.chat(ChatRequest.user("hi", tools=[tool]))
     assert caught.value.status_code == 400 and len(stub.paths) == 1  # a 400 is not retried
 
 
@@ -141,7 +141,7 @@ async def test_every_call_has_a_timeout() -> None:
     stub, server = await _start(handler)
     async with server, _provider(stub, timeout_s=0.3) as llm:
         with pytest.raises(LLMTimeoutError, match="within"):
-            await llm.chat([ChatMessage.user("hi")])
+            await llm.chat(ChatRequest.user("hi"))
 
 
 async def test_concurrent_requests_are_bounded_per_endpoint() -> None:
@@ -153,7 +153,7 @@ async def test_concurrent_requests_are_bounded_per_endpoint() -> None:
     async with server, _provider(stub, max_concurrency=3) as llm:
         critic = llm.with_overrides(temperature=0.5)  # same server: same bound
         replies = await asyncio.gather(
-            *[(llm if i % 2 else critic).chat([ChatMessage.user(str(i))]) for i in range(12)]
+            *[(llm if i % 2 else critic).chat(ChatRequest.user(str(i))) for i in range(12)]
         )
     assert len(replies) == 12 and stub.max_in_flight <= 3
 
@@ -162,5 +162,5 @@ async def test_connection_refused_names_the_url_and_the_fix() -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
     async with OpenAICompatibleProvider(base_url=url, max_retries=1, retry_delay_s=0.01) as llm:
         with pytest.raises(LLMUnavailableError) as caught:
-            await llm.chat([ChatMessage.user("hi")])
+            await llm.chat(ChatRequest.user("hi"))
     assert url in str(caught.value) and "argentic serve" in str(caught.value)

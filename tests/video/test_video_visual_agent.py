@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,7 @@ from PIL import Image
 
 from argentic.agents.visual_agent import EARLIER_FRAME_NOTE, VisualAgent, strip_earlier_images
 from argentic.errors import VideoError
-from argentic.llm import ChatMessage, FunctionLLM, ImagePart, ScriptedLLM, TextPart, tool_call
-from argentic.llm.scripted import ChatRequest
+from argentic.llm import ChatMessage, ChatRequest, FunctionLLM, ImagePart, ScriptedLLM, TextPart, tool_call
 from argentic.messaging import Messager
 from argentic.protocol import Answer, ErrorReply, Observation, Question
 from argentic.tools import ToolManager, ToolService, tool
@@ -44,7 +43,7 @@ def request_images(request: ChatRequest) -> list[np.ndarray]:
 
 
 def recording_llm(reply: str = "I see a test pattern.", **options: Any) -> FunctionLLM:
-    return FunctionLLM(lambda messages, tools, tool_choice, output: reply, **options)
+    return FunctionLLM(lambda request: reply, **options)
 
 
 @pytest.fixture
@@ -205,7 +204,8 @@ async def test_tools_work_as_for_agent(pattern: TestPatternSource, messagers: Me
     await manager.async_init()
     await manager.wait_for_tools("frame_parity")
 
-    def decide(messages: Sequence[ChatMessage], tools: Any, tool_choice: Any, output: Any) -> Any:
+    def decide(request: ChatRequest) -> Any:
+        messages = request.messages
         if messages[-1].role == "tool":
             return f"the frame is {messages[-1].content}"
         (image,) = [decode_jpeg(p.url) for m in messages for p in images_of(m)]

@@ -43,6 +43,7 @@ from argentic.errors import (
 )
 from argentic.llm import (
     ChatMessage,
+    ChatRequest,
     ChatResponse,
     LLMProvider,
     OutputSpec,
@@ -351,23 +352,15 @@ class Agent:
             )
         return await self.tool_manager.call(name, arguments, timeout=self.tool_timeout_s)
 
-    async def call_llm(
-        self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[ToolDefinition],
-        tool_choice: ToolChoice,
-        output: OutputSpec | None,
-        events: EventSink,
-    ) -> ChatResponse:
-        """The one place the model is called: streamed (tokens to ``events``) when asked."""
+    async def call_llm(self, request: ChatRequest, events: EventSink) -> ChatResponse:
+        """The one place the model is called: streamed (tokens to ``events``) when asked; the
+        agent's sampling settings apply unless the request has its own."""
+        if self.settings is not None and request.settings is None:
+            request = request.model_copy(update={"settings": self.settings})
         if not events.streaming:
-            return await self.llm.chat(
-                messages, tools=tools, tool_choice=tool_choice, output=output, settings=self.settings
-            )
+            return await self.llm.chat(request)
         final: ChatResponse | None = None
-        async for event in self.llm.stream(
-            messages, tools=tools, tool_choice=tool_choice, output=output, settings=self.settings
-        ):
+        async for event in self.llm.stream(request):
             if isinstance(event, TextDelta) and event.text:
                 await events.token(event.text)
             elif isinstance(event, StreamEnd):

@@ -26,8 +26,7 @@ from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.loop import EventSink, NullEvents, ToolLoop
 from argentic.config import AgentConfig, ArgenticConfig, VideoConfig
 from argentic.errors import VideoError
-from argentic.llm import ChatMessage, ChatResponse, ImagePart, LLMProvider, OutputSpec, TextPart
-from argentic.llm.types import ToolChoice, ToolDefinition
+from argentic.llm import ChatMessage, ChatRequest, ChatResponse, ImagePart, LLMProvider, OutputSpec, TextPart
 from argentic.protocol import Observation, Question
 from argentic.video.encode import EncodedFrame, encode_frames
 from argentic.video.factory import source_from_config
@@ -279,17 +278,9 @@ class VisualAgent(Agent):
             look.message = message
         return message
 
-    async def call_llm(
-        self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[ToolDefinition],
-        tool_choice: ToolChoice,
-        output: OutputSpec | None,
-        events: EventSink,
-    ) -> ChatResponse:
-        return await super().call_llm(
-            strip_earlier_images(messages, self.image_limit), tools, tool_choice, output, events
-        )
+    async def call_llm(self, request: ChatRequest, events: EventSink) -> ChatResponse:
+        messages = strip_earlier_images(request.messages, self.image_limit)
+        return await super().call_llm(request.model_copy(update={"messages": messages}), events)
 
     # --- watch mode ---------------------------------------------------------------------------
 

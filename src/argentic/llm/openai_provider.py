@@ -10,7 +10,7 @@ calls the model wrote as text are recovered; LoRA adapters are chosen by model n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,15 +21,12 @@ from argentic.errors import LLMError, LLMRequestError, LLMTimeoutError
 from argentic.llm.base import LLMProvider
 from argentic.llm.endpoint import Endpoint, normalize_base_url
 from argentic.llm.types import (
-    ChatMessage,
+    ChatRequest,
     ChatResponse,
-    OutputSpec,
     SamplingSettings,
     StreamEnd,
     StreamEvent,
     ToolCallDelta,
-    ToolChoice,
-    ToolDefinition,
 )
 from argentic.llm.wire import (
     StreamAssembler,
@@ -165,22 +162,15 @@ class OpenAICompatibleProvider(LLMProvider):
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _request(
-        self,
-        model: str,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[ToolDefinition],
-        tool_choice: ToolChoice,
-        output: OutputSpec | None,
-        settings: SamplingSettings | None,
-    ) -> tuple[dict[str, Any], bool]:
-        """The request body, and whether the server will enforce ``output``."""
+    def _body(self, model: str, request: ChatRequest) -> tuple[dict[str, Any], bool]:
+        """The request body, and whether the server will enforce ``request.output``."""
+        messages, tools, output = request.messages, request.tools, request.output
         if self.max_images_per_prompt is not None and count_images(messages) > self.max_images_per_prompt:
             raise LLMRequestError(
                 f"{count_images(messages)} images in one prompt, but the server takes at most "
                 f"{self.max_images_per_prompt} (llm.server.limit_mm_per_prompt)"
             )
-        merged = self.defaults.merged(settings)
+        merged = self.defaults.merged(request.settings)
         body: dict[str, Any] = {"model": model, "messages": [message_to_wire(m) for m in messages]}
         for key in ("temperature", "max_tokens", "top_p", "seed", "stop"):
             value = getattr(merged, key)
@@ -188,7 +178,7 @@ class OpenAICompatibleProvider(LLMProvider):
                 body[key] = value
         if tools:
             body["tools"] = [tool_to_wire(t, vllm=self.vllm) for t in tools]
-            body["tool_choice"] = tool_choice_to_wire(tool_choice, tools)
+            body["tool_choice"] = tool_choice_to_wire(request.tool_choice, tools)
         # A constraining response_format beside tools makes vLLM constrain everything: no tool calls.
         constrained = output is not None and not tools
         if constrained:
@@ -198,49 +188,32 @@ class OpenAICompatibleProvider(LLMProvider):
             body["extra_body"] = dict(merged.extra_body)
         return body, constrained
 
-    async def chat(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        tools: Sequence[ToolDefinition] = (),
-        tool_choice: ToolChoice = "auto",
-        output: OutputSpec | None = None,
-        settings: SamplingSettings | None = None,
-    ) -> ChatResponse:
+    async def chat(self, request: ChatRequest) -> ChatResponse:
         model = await self.resolve_model()
-        body, constrained = self._request(model, messages, tools, tool_choice, output, settings)
+        body, constrained = self._body(model, request)
         create = self.endpoint.client.chat.completions.create
 
         async def call() -> Any:
             return await create(**body)
 
-        completion = await self.endpoint.run(call, what=f"chat with {model}", tools_sent=bool(tools))
-        return response_from_completion(
-            completion, tools=tools, tool_choice=tool_choice, output=output, constrained=constrained
-        )
+        completion = await self.endpoint.run(call, what=f"chat with {model}", tools_sent=bool(request.tools))
+        return response_from_completion(completion, request, constrained=constrained)
 
-    async def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        tools: Sequence[ToolDefinition] = (),
-        tool_choice: ToolChoice = "auto",
-        output: OutputSpec | None = None,
-        settings: SamplingSettings | None = None,
-    ) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Token by token; tool-call pieces carry their call's id; the end has the whole reply.
 
         Connection errors before the first chunk are retried like :meth:`chat`; each chunk must come
         within the timeout.
         """
         model = await self.resolve_model()
-        body, constrained = self._request(model, messages, tools, tool_choice, output, settings)
+        body, constrained = self._body(model, request)
         body.update(stream=True, stream_options={"include_usage": True})
         endpoint = self.endpoint
         what = f"streaming chat with {model}"
+        tools_sent = bool(request.tools)
         create = endpoint.client.chat.completions.create
         async with endpoint.semaphore:
-            stream = await self._open_stream(create, body, what, bool(tools))
+            stream = await self._open_stream(create, body, what, tools_sent)
             assembler = StreamAssembler()
             iterator = stream.__aiter__()
             try:
@@ -255,14 +228,12 @@ class OpenAICompatibleProvider(LLMProvider):
                             f"{what}: no chunk from {self.base_url} for {endpoint.timeout_s:.0f}s"
                         ) from exc
                     except openai.APIError as exc:
-                        raise endpoint.map_error(exc, what=what, tools_sent=bool(tools)) from exc
+                        raise endpoint.map_error(exc, what=what, tools_sent=tools_sent) from exc
                     for event in assembler.feed(chunk):
                         yield event
             finally:
                 await stream.close()
-        response = assembler.response(
-            tools=tools, tool_choice=tool_choice, output=output, constrained=constrained
-        )
+        response = assembler.response(request, constrained=constrained)
         if response.tool_calls and not assembler.calls:  # recovered from text: announce them too
             for index, call in enumerate(response.tool_calls):
                 yield ToolCallDelta(
