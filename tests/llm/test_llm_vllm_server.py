@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any, Literal
 
 import pytest
@@ -196,6 +197,22 @@ async def test_concurrent_requests_and_overrides(llm: OpenAICompatibleProvider) 
     replies = await asyncio.gather(*calls)
     assert all(r.usage.completion_tokens > 0 for r in replies)
     assert all(r.usage.completion_tokens <= 8 for r in replies[:3])  # the override's default applies
+
+
+async def test_a_long_answer_outlasts_the_timeout_while_tokens_keep_coming(vllm_server: Any) -> None:
+    # The timeout bounds each wait for a token, not the whole answer: 2 s against an answer of
+    # 96 tokens, which takes several seconds on the CPU model.
+    settings = SamplingSettings(max_tokens=96, temperature=0, extra_body={"ignore_eos": True})
+    request = ChatRequest.user("Count from one to one hundred.", settings=settings)
+    async with OpenAICompatibleProvider(base_url=vllm_server.base_url, timeout_s=2, max_retries=0) as llm:
+        started = time.monotonic()
+        reply = await llm.chat(request)
+        elapsed = time.monotonic() - started
+        events = [event async for event in llm.stream(request)]
+    assert reply.usage.completion_tokens == 96 and reply.finish_reason == "length"
+    assert elapsed > 2, "the answer came within the timeout, so this tested nothing: raise max_tokens"
+    end = events[-1]
+    assert isinstance(end, StreamEnd) and end.response.usage.completion_tokens == 96
 
 
 async def test_unknown_model_name_is_a_clear_error(llm: OpenAICompatibleProvider) -> None:

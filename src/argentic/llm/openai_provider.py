@@ -17,7 +17,7 @@ from typing import Any
 import openai
 
 from argentic.config import LLMConfig
-from argentic.errors import LLMError, LLMRequestError, LLMTimeoutError
+from argentic.errors import LLMError, LLMRequestError
 from argentic.llm.base import LLMProvider
 from argentic.llm.endpoint import Endpoint, normalize_base_url
 from argentic.llm.types import (
@@ -33,7 +33,6 @@ from argentic.llm.wire import (
     count_images,
     message_to_wire,
     response_format_for,
-    response_from_completion,
     tool_choice_to_wire,
     tool_to_wire,
 )
@@ -189,50 +188,33 @@ class OpenAICompatibleProvider(LLMProvider):
         return body, constrained
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
+        """The reply, streamed from the server and assembled: the timeout bounds each wait for the
+        next token, so a long answer that keeps coming is never cut off."""
         model = await self.resolve_model()
         body, constrained = self._body(model, request)
-        create = self.endpoint.client.chat.completions.create
-
-        async def call() -> Any:
-            return await create(**body)
-
-        completion = await self.endpoint.run(call, what=f"chat with {model}", tools_sent=bool(request.tools))
-        return response_from_completion(completion, request, constrained=constrained)
+        assembler = StreamAssembler()
+        chunks = self.endpoint.chunks(body, what=f"chat with {model}", tools_sent=bool(request.tools))
+        async for chunk in chunks:
+            assembler.feed(chunk)
+        return assembler.response(request, constrained=constrained)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Token by token; tool-call pieces carry their call's id; the end has the whole reply.
 
-        Connection errors before the first chunk are retried like :meth:`chat`; each chunk must come
-        within the timeout.
+        Connection errors before the first chunk are retried; each chunk must come within the timeout.
         """
         model = await self.resolve_model()
         body, constrained = self._body(model, request)
-        body.update(stream=True, stream_options={"include_usage": True})
-        endpoint = self.endpoint
-        what = f"streaming chat with {model}"
-        tools_sent = bool(request.tools)
-        create = endpoint.client.chat.completions.create
-        async with endpoint.semaphore:
-            stream = await self._open_stream(create, body, what, tools_sent)
-            assembler = StreamAssembler()
-            iterator = stream.__aiter__()
-            try:
-                while True:
-                    try:
-                        async with asyncio.timeout(endpoint.timeout_s):
-                            chunk = await iterator.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError as exc:
-                        raise LLMTimeoutError(
-                            f"{what}: no chunk from {self.base_url} for {endpoint.timeout_s:.0f}s"
-                        ) from exc
-                    except openai.APIError as exc:
-                        raise endpoint.map_error(exc, what=what, tools_sent=tools_sent) from exc
-                    for event in assembler.feed(chunk):
-                        yield event
-            finally:
-                await stream.close()
+        assembler = StreamAssembler()
+        chunks = self.endpoint.chunks(
+            body, what=f"streaming chat with {model}", tools_sent=bool(request.tools)
+        )
+        try:
+            async for chunk in chunks:
+                for event in assembler.feed(chunk):
+                    yield event
+        finally:
+            await chunks.aclose()  # a consumer that stops early frees the connection and the slot now
         response = assembler.response(request, constrained=constrained)
         if response.tool_calls and not assembler.calls:  # recovered from text: announce them too
             for index, call in enumerate(response.tool_calls):
@@ -240,23 +222,6 @@ class OpenAICompatibleProvider(LLMProvider):
                     index=index, id=call.id, name=call.name, arguments_delta=call.arguments_json
                 )
         yield StreamEnd(response)
-
-    async def _open_stream(self, create: Any, body: dict[str, Any], what: str, tools_sent: bool) -> Any:
-        """The stream, opened with retries (the semaphore is already held by the caller)."""
-        endpoint = self.endpoint
-        attempt = 0
-        while True:
-            try:
-                async with asyncio.timeout(endpoint.timeout_s):
-                    return await create(**body)
-            except TimeoutError as exc:
-                raise LLMTimeoutError(f"{what}: {self.base_url} did not start answering in time") from exc
-            except openai.APIError as exc:
-                error = endpoint.map_error(exc, what=what, tools_sent=tools_sent)
-                if not endpoint.retryable(exc) or attempt >= endpoint.max_retries:
-                    raise error from exc
-                await asyncio.sleep(endpoint.backoff(attempt))
-                attempt += 1
 
     # -- lifecycle -----------------------------------------------------------------------------
 
