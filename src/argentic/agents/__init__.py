@@ -3,6 +3,15 @@
 from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.conversation import ConversationStore
 from argentic.agents.loop import LoopPolicy, ToolLoop
+from argentic.agents.messages import MessageBuilder
 from argentic.errors import StepLimitError
 
-__all__ = ["Agent", "AgentResult", "ConversationStore", "LoopPolicy", "StepLimitError", "ToolLoop"]
+__all__ = [
+    "Agent",
+    "AgentResult",
+    "ConversationStore",
+    "LoopPolicy",
+    "MessageBuilder",
+    "StepLimitError",
+    "ToolLoop",
+]

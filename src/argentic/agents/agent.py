@@ -16,8 +16,9 @@ A payload that is not JSON cannot be answered (there is no ``reply_to`` to read)
 logs and drops it. A JSON object that is not a valid question but names a ``reply_to`` gets an
 ErrorReply with code ``malformed_request``.
 
-Subclasses change how a question becomes the user message (:meth:`Agent.build_user_message`, e.g.
-to attach images) and how the model is called (:meth:`Agent.call_llm`).
+How a question becomes what the model reads is the agent's
+:class:`~argentic.agents.messages.MessageBuilder` (``message_builder=``; the visual agent's attaches
+video frames); :meth:`Agent.call_llm` is the one place the model is called.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from argentic.agents.conversation import ConversationStore
 from argentic.agents.events import MqttEvents
 from argentic.agents.loop import EventSink, LoopPolicy, NullEvents, ToolLoop
+from argentic.agents.messages import MessageBuilder
 from argentic.config import AgentConfig
 from argentic.errors import (
     AgentError,
@@ -129,6 +131,7 @@ class Agent:
         settings: SamplingSettings | None = None,
         max_conversations: int = 1000,
         max_history_messages: int = 200,
+        message_builder: MessageBuilder | None = None,
     ) -> None:
         self.llm = llm
         self.messager = messager
@@ -144,6 +147,7 @@ class Agent:
         self.tool_timeout_s = tool_timeout_s
         self.tool_names = list(tool_names) if tool_names is not None else None
         self.settings = settings
+        self.message_builder = message_builder or MessageBuilder()
         self.conversations = ConversationStore(
             max_conversations=max_conversations, max_messages=max_history_messages
         )
@@ -297,8 +301,13 @@ class Agent:
         conversation_id: str | None = None,
         output: OutputSpec | None = None,
         events: EventSink | None = None,
+        builder: MessageBuilder | None = None,
     ) -> AgentResult:
-        """Answer one question in its conversation (a new one unless an id is given)."""
+        """Answer one question in its conversation (a new one unless an id is given).
+
+        ``builder`` makes this question's messages in place of the agent's ``message_builder``.
+        """
+        builder = builder or self.message_builder
         if isinstance(question, str):
             question = Question(text=question, conversation_id=conversation_id)
         if output is None and question.output_schema is not None:
@@ -308,11 +317,10 @@ class Agent:
         await sink.progress("started", detail=f"conversation {cid}")
         try:
             async with self.conversations.open(cid) as conversation:
-                user = await self.build_user_message(question)
+                user = await builder.build(question)
                 prompt = [*self.system_messages(), *conversation.messages, user]
-                loop = ToolLoop(self.call_llm, self.call_tool, self.tool_definitions(), self.policy, sink)
-                result = await loop.run(prompt, output=output)
-                conversation.messages.extend([user, *result.messages])
+                result = await self.tool_loop(builder, sink).run(prompt, output=output)
+                conversation.messages.extend([builder.remember(user), *result.messages])
         except Exception as exc:
             await sink.progress("failed", detail=str(exc)[:500])
             raise
@@ -321,14 +329,21 @@ class Agent:
             question.id, cid, result.text, result.data, result.tool_calls, result.usage, result.steps
         )
 
-    # --- the overridable steps ----------------------------------------------------------------
+    # --- the steps of a question ----------------------------------------------------------------
 
     def system_messages(self) -> list[ChatMessage]:
         return [ChatMessage.system(self.system_prompt)] if self.system_prompt else []
 
-    async def build_user_message(self, question: Question) -> ChatMessage:
-        """The user message for ``question`` (a subclass may attach images)."""
-        return ChatMessage.user(question.text)
+    def tool_loop(self, builder: MessageBuilder, events: EventSink) -> ToolLoop:
+        """The loop for one question; each of its model requests is first given to ``builder.prepare``."""
+
+        async def call_llm(request: ChatRequest, events: EventSink) -> ChatResponse:
+            messages = builder.prepare(request.messages)
+            if messages is not request.messages:
+                request = request.model_copy(update={"messages": messages})
+            return await self.call_llm(request, events)
+
+        return ToolLoop(call_llm, self.call_tool, self.tool_definitions(), self.policy, events)
 
     def tool_definitions(self) -> list[ToolDefinition]:
         if self.tool_manager is None:
