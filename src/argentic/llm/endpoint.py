@@ -72,10 +72,6 @@ class Endpoint:
         )
         self._semaphore = asyncio.Semaphore(max_concurrency)
 
-    @property
-    def semaphore(self) -> asyncio.Semaphore:
-        return self._semaphore
-
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """The delay before retry ``attempt`` (0-based), at least what the server's Retry-After asks."""
         delay = backoff_delay(attempt, self.retry_delay_s, self.retry_max_delay_s)
