@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from typing import Any, Literal
 
@@ -200,19 +201,31 @@ async def test_concurrent_requests_and_overrides(llm: OpenAICompatibleProvider) 
 
 
 async def test_a_long_answer_outlasts_the_timeout_while_tokens_keep_coming(vllm_server: Any) -> None:
-    # The timeout bounds each wait for a token, not the whole answer: 2 s against an answer of
-    # 96 tokens, which takes several seconds on the CPU model.
-    settings = SamplingSettings(max_tokens=96, temperature=0, extra_body={"ignore_eos": True})
-    request = ChatRequest.user("Count from one to one hundred.", settings=settings)
-    async with OpenAICompatibleProvider(base_url=vllm_server.base_url, timeout_s=2, max_retries=0) as llm:
+    # The timeout bounds each wait for a token, not the whole answer. The machine's pace is measured
+    # first, so that on any host the timeout is far above one token's time and the answer takes
+    # well over the timeout.
+    def exactly(tokens: int) -> SamplingSettings:
+        return SamplingSettings(max_tokens=tokens, temperature=0, extra_body={"ignore_eos": True})
+
+    question = "Count from one to one hundred."
+    async with OpenAICompatibleProvider(base_url=vllm_server.base_url, max_retries=0) as pace:
+        started = time.monotonic()
+        await pace.chat(ChatRequest.user(question, settings=exactly(16)))
+        per_token = (time.monotonic() - started) / 16
+    timeout = max(2.0, 10 * per_token)
+    tokens = min(400, math.ceil(4 * timeout / per_token))
+    request = ChatRequest.user(question, settings=exactly(tokens))
+    async with OpenAICompatibleProvider(
+        base_url=vllm_server.base_url, timeout_s=timeout, max_retries=0
+    ) as llm:
         started = time.monotonic()
         reply = await llm.chat(request)
         elapsed = time.monotonic() - started
         events = [event async for event in llm.stream(request)]
-    assert reply.usage.completion_tokens == 96 and reply.finish_reason == "length"
-    assert elapsed > 2, "the answer came within the timeout, so this tested nothing: raise max_tokens"
+    assert reply.usage.completion_tokens == tokens and reply.finish_reason == "length"
+    assert elapsed > timeout, "the answer came within the timeout, so this tested nothing"
     end = events[-1]
-    assert isinstance(end, StreamEnd) and end.response.usage.completion_tokens == 96
+    assert isinstance(end, StreamEnd) and end.response.usage.completion_tokens == tokens
 
 
 async def test_unknown_model_name_is_a_clear_error(llm: OpenAICompatibleProvider) -> None:
