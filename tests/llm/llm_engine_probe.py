@@ -16,6 +16,7 @@ from argentic.errors import LLMRequestError
 from argentic.llm import (
     AudioPart,
     ChatMessage,
+    ChatRequest,
     LLMFactory,
     SamplingSettings,
     StreamEnd,
@@ -54,11 +55,11 @@ async def main() -> dict[str, Any]:
     out: dict[str, Any] = {"model": llm.model_name, "type": type(llm).__name__}
     try:
         text, required, structured = await asyncio.gather(
-            llm.chat([ChatMessage.user("Name a fruit.")], settings=SamplingSettings(max_tokens=8)),
+            llm.chat(ChatRequest.user("Name a fruit.", settings=SamplingSettings(max_tokens=8))),
             llm.chat(
-                [ChatMessage.user("Weather in Paris?")], tools=[tool], tool_choice="required", settings=few
+                ChatRequest.user("Weather in Paris?", tools=[tool], tool_choice="required", settings=few)
             ),
-            llm.chat([ChatMessage.user("Is the sky blue?")], output=Verdict, settings=few),
+            llm.chat(ChatRequest.user("Is the sky blue?", output=Verdict, settings=few)),
         )
         out["text"] = {"content": text.content, "completion_tokens": text.usage.completion_tokens}
         out["required"] = [c.model_dump() for c in required.tool_calls]
@@ -66,7 +67,10 @@ async def main() -> dict[str, Any]:
 
         question = [ChatMessage.user("Weather in Rome?")]
         events = [
-            e async for e in llm.stream(question, tools=[tool], tool_choice="get_weather", settings=few)
+            e
+            async for e in llm.stream(
+                ChatRequest(messages=question, tools=[tool], tool_choice="get_weather", settings=few)
+            )
         ]
         end = events[-1]
         assert isinstance(end, StreamEnd)
@@ -78,9 +82,7 @@ async def main() -> dict[str, Any]:
         }
         pieces = [
             e
-            async for e in llm.stream(
-                [ChatMessage.user("One, two,")], settings=SamplingSettings(max_tokens=8)
-            )
+            async for e in llm.stream(ChatRequest.user("One, two,", settings=SamplingSettings(max_tokens=8)))
         ]
         last = pieces[-1]
         assert isinstance(last, StreamEnd)
@@ -90,11 +92,11 @@ async def main() -> dict[str, Any]:
         # a sound clip: the text-only model refuses it with a clear error, and the engine goes on
         listen = ChatMessage.user("What do you hear?", audio=[AudioPart.from_bytes(tone_wav())])
         try:
-            await llm.chat([listen], settings=few)
+            await llm.chat(ChatRequest(messages=[listen], settings=few))
             out["audio_refusal"] = None
         except LLMRequestError as exc:
             out["audio_refusal"] = str(exc)
-        after = await llm.chat([ChatMessage.user("Name a colour.")], settings=SamplingSettings(max_tokens=4))
+        after = await llm.chat(ChatRequest.user("Name a colour.", settings=SamplingSettings(max_tokens=4)))
         out["after_audio_tokens"] = after.usage.completion_tokens
     finally:
         await llm.close()

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from argentic.agents.visual_agent import EARLIER_AUDIO_NOTE, VisualAgent, strip_earlier_images
+from argentic.agents.frame_messages import EARLIER_AUDIO_NOTE, strip_earlier_images
+from argentic.agents.visual_agent import VisualAgent
 from argentic.errors import VideoError
 from argentic.llm import AudioPart, ChatMessage, ImagePart, ScriptedLLM, TextPart
 from argentic.testing.waiting import wait_until

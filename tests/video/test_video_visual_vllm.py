@@ -24,7 +24,7 @@ from PIL import Image
 
 from argentic.agents.visual_agent import VisualAgent
 from argentic.errors import LLMRequestError
-from argentic.llm import AudioPart, ChatMessage, SamplingSettings
+from argentic.llm import AudioPart, ChatMessage, ChatRequest, SamplingSettings
 from argentic.messaging import Messager
 from argentic.protocol import ErrorReply, Question
 from argentic.video import (
@@ -285,10 +285,10 @@ async def test_a_text_only_server_refuses_audio_clearly(vllm_server: Any) -> Non
     llm = OpenAICompatibleProvider(base_url=vllm_server.base_url, model=vllm_server.model, max_retries=0)
     try:
         with pytest.raises(LLMRequestError, match="text only") as refused:
-            await llm.chat([message])
+            await llm.chat(ChatRequest(messages=[message]))
         assert refused.value.status_code == 400
         # the same server still answers text
-        reply = await llm.chat([ChatMessage.user("Say hi.")], settings=SamplingSettings(max_tokens=4))
+        reply = await llm.chat(ChatRequest.user("Say hi.", settings=SamplingSettings(max_tokens=4)))
         assert reply.usage.completion_tokens > 0
     finally:
         await llm.close()

@@ -1,45 +1,34 @@
-"""An agent that sees: each question goes to the model with frames from a video source.
+"""An agent that sees (and hears): each question goes to the model with frames from a video source,
+and with ``audio_s`` the last seconds of its sound.
 
-Frames are picked by a sampling policy (the latest frame; N frames over the last T seconds;
-scene changes), scaled to fit the model's image size, JPEG-encoded in a worker thread, and sent
-as image parts, never more than the model takes in one prompt (Gemma 3n on vLLM: one image
-unless the server raises ``--limit-mm-per-prompt``). Earlier turns of a conversation keep their
-text but not their images, so a long conversation stays within that limit and in memory.
+The frames come from the agent's message builder, :class:`~argentic.agents.frame_messages.FrameMessages`:
+picked by a sampling policy (the latest frame; N frames over the last T seconds; scene changes),
+scaled to fit the model's image size, JPEG-encoded in a worker thread, and sent as image parts,
+never more than the model takes in one prompt (Gemma 3n on vLLM: one image unless the server
+raises ``--limit-mm-per-prompt``). Earlier turns of a conversation keep their text but not their
+images, so a long conversation stays within that limit and in memory.
 
 Questions arrive over MQTT as for :class:`~argentic.agents.agent.Agent`, and tools work the same.
-Watch mode asks a standing question every few seconds and/or whenever the scene changes, and
-publishes each :class:`~argentic.protocol.Observation` on ``{ns}/agents/{role}/observations``.
+Watch mode asks a standing question every few seconds and/or whenever the scene changes and/or
+when the sound gets loud, and publishes each :class:`~argentic.protocol.Observation` on
+``{ns}/agents/{role}/observations``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from argentic.agents.agent import Agent, AgentResult
-from argentic.agents.loop import EventSink, NullEvents, ToolLoop
+from argentic.agents.frame_messages import FrameMessages, Look
+from argentic.agents.loop import EventSink, NullEvents
 from argentic.config import AgentConfig, ArgenticConfig, VideoConfig
-from argentic.errors import VideoError
-from argentic.llm import (
-    AudioPart,
-    ChatMessage,
-    ChatResponse,
-    ContentPart,
-    ImagePart,
-    LLMProvider,
-    OutputSpec,
-    TextPart,
-)
-from argentic.llm.types import ToolChoice, ToolDefinition
+from argentic.llm import LLMProvider, OutputSpec
 from argentic.protocol import Observation, Question
-from argentic.video.audio import AudioClip, AudioSource, SoundLevelDetector, audio_of, recent_clip
-from argentic.video.encode import EncodedFrame, encode_frames
+from argentic.video.audio import AudioClip, AudioSource, SoundLevelDetector
+from argentic.video.encode import EncodedFrame
 from argentic.video.factory import audio_source_from_config, source_from_config
 from argentic.video.frames import AudioBuffer
 from argentic.video.sampling import LatestFrame, SamplingPolicy, SceneChangeDetector, make_policy
@@ -50,89 +39,6 @@ if TYPE_CHECKING:
     from argentic.tools import ToolManager
 
 log = logging.getLogger(__name__)
-
-EARLIER_FRAME_NOTE = "[a video frame shown earlier, no longer attached]"
-EARLIER_AUDIO_NOTE = "[a sound clip played earlier, no longer attached]"
-
-
-@dataclass
-class _Look:
-    """What one question saw: set while the question runs (a context variable, so concurrent
-    questions never mix their frames)."""
-
-    policy: SamplingPolicy | None = None
-    audio_s: float | None = None
-    frames: list[EncodedFrame] = field(default_factory=list)
-    clip: AudioClip | None = None
-    message: ChatMessage | None = None
-
-
-_look: contextvars.ContextVar[_Look | None] = contextvars.ContextVar("argentic_visual_look", default=None)
-
-
-def describe_frames(frames: Sequence[EncodedFrame], asked_at: float) -> str:
-    """The note that tells the model what the attached images are."""
-    if len(frames) == 1:
-        age = max(0.0, asked_at - frames[0].frame.timestamp)
-        return f"(The image is the current video frame, captured {age:.1f} s ago.)"
-    ages = ", ".join(f"{max(0.0, asked_at - f.frame.timestamp):.1f}" for f in frames)
-    return f"(The {len(frames)} images are video frames in time order, captured {ages} s ago.)"
-
-
-def describe_audio(clip: AudioClip) -> str:
-    return f"(The audio is the last {clip.duration_s:.1f} s of sound from the same feed.)"
-
-
-def strip_earlier_images(
-    messages: Sequence[ChatMessage], limit: int, audio_limit: int | None = None
-) -> list[ChatMessage]:
-    """``messages`` with media (images, audio) only in the newest message that has any, at most
-    ``limit`` images and ``audio_limit`` clips (the newest; None: no audio limit); earlier media
-    become a short text note."""
-    last = max((i for i, m in enumerate(messages) if _media(m)), default=None)
-    if last is None:
-        return list(messages)
-    result: list[ChatMessage] = []
-    for i, message in enumerate(messages):
-        if not _media(message):
-            result.append(message)
-        elif i != last:
-            result.append(_without_media(message))
-        else:
-            assert isinstance(message.content, list)
-            images = [p for p in message.content if isinstance(p, ImagePart)]
-            clips = [p for p in message.content if isinstance(p, AudioPart)]
-            drop = {id(part) for part in images[: max(0, len(images) - limit)]}
-            if audio_limit is not None:
-                drop |= {id(part) for part in clips[: max(0, len(clips) - audio_limit)]}
-            # a copy: the question's own message loses its media once answered
-            kept = [part for part in message.content if id(part) not in drop]
-            result.append(message.model_copy(update={"content": kept}))
-    return result
-
-
-def _media(message: ChatMessage) -> bool:
-    return isinstance(message.content, list) and any(
-        isinstance(part, (ImagePart, AudioPart)) for part in message.content
-    )
-
-
-def _without_media(message: ChatMessage) -> ChatMessage:
-    assert isinstance(message.content, list)
-    parts: list[ContentPart] = []
-    for part in message.content:
-        note = (
-            EARLIER_FRAME_NOTE
-            if isinstance(part, ImagePart)
-            else EARLIER_AUDIO_NOTE
-            if isinstance(part, AudioPart)
-            else None
-        )
-        if note is None:
-            parts.append(part)
-        elif not parts or not (isinstance(parts[-1], TextPart) and parts[-1].text == note):
-            parts.append(TextPart(text=note))
-    return message.model_copy(update={"content": parts})
 
 
 class VisualAgent(Agent):
@@ -171,55 +77,83 @@ class VisualAgent(Agent):
                 "You are a visual assistant. You see video frames attached to each question; "
                 "answer from what they show. Use the tools when they help."
             )
-        super().__init__(llm, messager, tool_manager, role, system_prompt, **agent_options)
         chosen = driver if driver is not None else source
         if chosen is None:
             raise ValueError(
                 "VisualAgent needs a frame source: pass driver= (a WebRTCDriver, FileSource, ...)"
             )
-        self.source: FrameSource = chosen
-        self.sampling: SamplingPolicy = policy or LatestFrame()
-        self._max_images = max_images_per_prompt
-        self.max_image_side = max_image_side
-        self.jpeg_quality = jpeg_quality
-        self.frame_timeout_s = frame_timeout_s
         if audio_s is not None and audio_s <= 0:
             raise ValueError(f"audio_s must be positive seconds (or None for no sound), got {audio_s}")
-        self.audio_s = audio_s
-        self.audio_source = audio_source
-        self._max_audio = max_audio_per_prompt
+        limit = max_images_per_prompt if max_images_per_prompt is not None else llm.max_images_per_prompt
+        audio_limit = max_audio_per_prompt if max_audio_per_prompt is not None else llm.max_audio_per_prompt
+        #: The message builder that attaches the frames (per question: ``frames.with_policy(...)``).
+        self.frames = FrameMessages(
+            chosen,
+            policy or LatestFrame(),
+            image_limit=limit or 1,
+            max_image_side=max_image_side,
+            jpeg_quality=jpeg_quality,
+            frame_timeout_s=frame_timeout_s,
+            audio_s=audio_s,
+            audio_source=audio_source,
+            audio_limit=1 if audio_limit is None else audio_limit,
+            on_look=self._saw,
+        )
+        super().__init__(
+            llm, messager, tool_manager, role, system_prompt, message_builder=self.frames, **agent_options
+        )
         #: The frames sent with the most recent question (for logs, tests and benchmarks).
         self.last_frames: list[EncodedFrame] = []
         #: The sound sent with the most recent question, if any.
         self.last_audio: AudioClip | None = None
-        self._owned_audio: AudioSource | None = None
-        self._owned_audio_started = False
         self.observations = 0
         self._watch_task: asyncio.Task[None] | None = None
+        self._owned_audio: AudioSource | None = None
+        self._owned_audio_started = False
+
+    def _saw(self, look: Look) -> None:
+        self.last_frames = look.frames
+        self.last_audio = look.clip
+
+    @property
+    def source(self) -> FrameSource:
+        return self.frames.source
 
     @property
     def driver(self) -> FrameSource:
-        return self.source
+        return self.frames.source
+
+    @property
+    def sampling(self) -> SamplingPolicy:
+        return self.frames.policy
 
     @property
     def image_limit(self) -> int:
         """Images one prompt may carry: the explicit setting, else the provider's, else 1."""
-        if self._max_images is not None:
-            return self._max_images
-        return self.llm.max_images_per_prompt or 1
+        return self.frames.image_limit
+
+    @property
+    def max_image_side(self) -> int:
+        return self.frames.max_image_side
+
+    @property
+    def audio_s(self) -> float | None:
+        """Seconds of sound added to each question (None: no sound)."""
+        return self.frames.audio_s
+
+    @property
+    def audio_source(self) -> AudioSource | None:
+        return self.frames.audio_source
 
     @property
     def audio_limit(self) -> int:
         """Audio clips one prompt may carry: the explicit setting, else the provider's, else 1."""
-        if self._max_audio is not None:
-            return self._max_audio
-        limit = self.llm.max_audio_per_prompt
-        return 1 if limit is None else limit
+        return self.frames.audio_limit
 
     @property
     def audio_buffer(self) -> AudioBuffer | None:
         """The sound the agent hears: ``audio_source``'s, else the frame source's, else None."""
-        return audio_of(self.audio_source if self.audio_source is not None else self.source)
+        return self.frames.audio_buffer
 
     @classmethod
     def from_config(
@@ -263,6 +197,21 @@ class VisualAgent(Agent):
         visual._owned_audio = owned_audio  # built here from the config: the agent starts and stops it
         return visual
 
+    async def _start_owned_audio(self) -> None:
+        """Start the sound file source built from the config, once, and wait for its first sound."""
+        owned = self._owned_audio
+        if owned is None or self._owned_audio_started:
+            return
+        self._owned_audio_started = True
+        await owned.start()
+        if not len(owned.audio):
+            with contextlib.suppress(TimeoutError):
+                await owned.audio.wait(self.frames.frame_timeout_s)
+
+    async def start(self) -> None:
+        await self._start_owned_audio()
+        await super().start()
+
     # --- questions with video -----------------------------------------------------------------
 
     async def query_with_video(
@@ -294,109 +243,21 @@ class VisualAgent(Agent):
     ) -> AgentResult:
         """Like :meth:`Agent.ask`, with frames picked by ``policy`` (default: the agent's) and
         ``audio_s`` seconds of sound (default: the agent's ``audio_s``)."""
-        token = _look.set(_Look(policy=policy, audio_s=audio_s))
-        try:
-            return await self.ask(question, conversation_id=conversation_id, output=output, events=events)
-        finally:
-            _look.reset(token)
-
-    async def ask(
-        self,
-        question: Question | str,
-        *,
-        conversation_id: str | None = None,
-        output: OutputSpec | None = None,
-        events: EventSink | None = None,
-    ) -> AgentResult:
-        look = _look.get()
-        token = _look.set(_Look()) if look is None else None
-        try:
-            return await super().ask(question, conversation_id=conversation_id, output=output, events=events)
-        finally:
-            current = _look.get()
-            if current is not None and current.message is not None:
-                # the history keeps the question's text, not its images (memory, per-prompt limit)
-                current.message.content = _without_media(current.message).content
-            if token is not None:
-                _look.reset(token)
+        await self._start_owned_audio()
+        builder = self.frames.with_policy(policy).with_audio(audio_s)
+        return await self.ask(
+            question, conversation_id=conversation_id, output=output, events=events, builder=builder
+        )
 
     async def sample_frames(self, policy: SamplingPolicy | None = None) -> list[EncodedFrame]:
         """Frames for one prompt, encoded; waits up to ``frame_timeout_s`` for a first frame."""
-        if self.source.latest() is None:
-            await self.source.wait_for_frame(self.frame_timeout_s)
-        frames = await (policy or self.sampling).sample(self.source, self.image_limit)
-        if not frames:
-            raise VideoError("the video source has no frames to show the model")
-        return await encode_frames(frames[: self.image_limit], self.max_image_side, self.jpeg_quality)
+        return await self.frames.with_policy(policy).sample()
 
     async def sample_audio(self, seconds: float | None = None) -> AudioClip | None:
         """The last ``seconds`` (default: ``audio_s``) of the feed's sound at 16 kHz; None when no
         sound is asked for or allowed. Raises :class:`VideoError` when the source has no sound."""
-        seconds = seconds if seconds is not None else self.audio_s
-        if seconds is None or self.audio_limit < 1:
-            return None
         await self._start_owned_audio()
-        source = self.audio_source if self.audio_source is not None else self.source
-        if self.audio_buffer is None:
-            raise VideoError(
-                f"{type(source).__name__} has no sound: give the agent an audio_source (an "
-                "AudioFileSource for a WAV file) or a source that carries audio"
-            )
-        assert isinstance(source, AudioSource)
-        clip = await recent_clip(source, seconds)
-        if clip is None:
-            raise VideoError("no sound has arrived yet from the audio source")
-        return clip
-
-    async def _start_owned_audio(self) -> None:
-        """Start the sound file source built from the config, once, and wait for its first sound."""
-        owned = self._owned_audio
-        if owned is None or self._owned_audio_started:
-            return
-        self._owned_audio_started = True
-        await owned.start()
-        if not len(owned.audio):
-            with contextlib.suppress(TimeoutError):
-                await owned.audio.wait(self.frame_timeout_s)
-
-    async def async_init(self) -> None:
-        await self._start_owned_audio()
-        await super().async_init()
-
-    async def build_user_message(self, question: Question) -> ChatMessage:
-        look = _look.get()
-        asked_at = time.time()
-        encoded = await self.sample_frames(look.policy if look else None)
-        clip = await self.sample_audio(look.audio_s if look else None)
-        text = f"{question.text}\n\n{describe_frames(encoded, asked_at)}"
-        audio: list[AudioPart] = []
-        if clip is not None:
-            text += f"\n{describe_audio(clip)}"
-            audio.append(AudioPart.from_bytes(await asyncio.to_thread(clip.to_wav)))
-        message = ChatMessage.user(text, images=[f.url for f in encoded], audio=audio)
-        self.last_frames = encoded
-        self.last_audio = clip
-        if look is not None:
-            look.frames = encoded
-            look.clip = clip
-            look.message = message
-        return message
-
-    async def call_llm(
-        self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[ToolDefinition],
-        tool_choice: ToolChoice,
-        output: OutputSpec | None,
-        events: EventSink,
-    ) -> ChatResponse:
-        return await super().call_llm(
-            strip_earlier_images(messages, self.image_limit, self.audio_limit),
-            tools,
-            tool_choice,
-            output,
-            events,
-        )
+        return await self.frames.with_audio(seconds).sample_audio()
 
     # --- watch mode ---------------------------------------------------------------------------
 
@@ -414,22 +275,20 @@ class VisualAgent(Agent):
 
         Each observation stands alone: it has no conversation history and leaves none.
         """
-        look = _Look(policy=policy, audio_s=audio_s)
-        token = _look.set(look)
-        try:
-            user = await self.build_user_message(Question(text=question))
-            loop = ToolLoop(self.call_llm, self.call_tool, self.tool_definitions(), self.policy, NullEvents())
-            result = await loop.run([*self.system_messages(), user])
-        finally:
-            _look.reset(token)
+        await self._start_owned_audio()
+        frames = self.frames.with_policy(policy).with_audio(audio_s)
+        user, look = await frames.look(question)
+        seen = look.frames
+        await self.apply_profile()
+        result = await self.tool_loop(frames, NullEvents()).run([*self.system_messages(), user])
         observation = Observation(
             role=self.role,
             question=question,
             text=result.text,
-            frame_ts=look.frames[-1].frame.timestamp if look.frames else None,
+            frame_ts=seen[-1].frame.timestamp if seen else None,
             data={
-                "frames": len(look.frames),
-                "frame_index": look.frames[-1].frame.index if look.frames else None,
+                "frames": len(seen),
+                "frame_index": seen[-1].frame.index if seen else None,
                 "tool_calls": [call.model_dump(mode="json") for call in result.tool_calls],
                 "audio_s": round(look.clip.duration_s, 3) if look.clip is not None else None,
                 "trigger": trigger,
