@@ -4,12 +4,18 @@
     uv run python examples/visual_agent_vllm.py --source clip.mp4 "What is happening?"
     uv run python examples/visual_agent_vllm.py --source webrtc        # over WebRTC (a local sender)
     uv run python examples/visual_agent_vllm.py --watch 3              # then three observations
+    uv run python examples/visual_agent_vllm.py --cpu                  # no GPU: the tiny CPU model
 
 The model must take images: Gemma 3n, for example, on a GPU machine:
 
     vllm serve google/gemma-3n-E4B-it --limit-mm-per-prompt '{"image": 2}'
 
 with ``llm.vllm_base_url`` pointing at it (default ``http://localhost:8000/v1``). See docs/video.md.
+
+On a machine without a GPU, ``--cpu`` serves the CPU build's tiny vision-language model when no server
+answers (built on first use, a few minutes). Its weights are random: it sees nothing and its answers
+are noise. It shows the whole path working (frames, JPEG parts, vLLM's image processing, the image
+limit per prompt, watch mode); for answers about the video, serve Gemma 3n on a GPU.
 
 It reads ``config.yaml`` (or ``$ARGENTIC_CONFIG``), then:
 
@@ -23,8 +29,8 @@ It reads ``config.yaml`` (or ``$ARGENTIC_CONFIG``), then:
 4. with ``--watch N``, asks a standing question every few seconds and prints the N observations
    the agent publishes on ``{ns}/agents/{role}/observations``.
 
-A model that cannot take images (the text-only CPU model of the tests) refuses the request: the
-script prints the server's refusal and how to start a model that sees.
+A model that cannot take images (the text-only CPU model) refuses the request: the script prints
+the server's refusal and how to start a model that sees.
 """
 
 from __future__ import annotations
@@ -40,13 +46,21 @@ from argentic.agents.visual_agent import VisualAgent
 from argentic.config import load_config
 from argentic.errors import ArgenticError
 from argentic.llm.factory import endpoint_url
-from argentic.llm.local_server import health_ok
+from argentic.llm.local import CPU_VLM_NAME
+from argentic.llm.local_server import ensure_local_server, health_ok
 from argentic.messaging import Messager
 from argentic.protocol import Answer, ErrorReply, Observation, Question, Topics
 from argentic.video import TestPatternSource, WebRTCDriver, WebRTCSender, source_from_config
 
 QUESTION = "Describe what you see in one sentence: the colours and any shapes."
 MODEL_HINT = "vllm serve google/gemma-3n-E4B-it --limit-mm-per-prompt '{\"image\": 2}'"
+# --cpu: the CPU build's tiny vision-language model, two images per prompt, short (noise) answers.
+CPU_SETTINGS = {"max_tokens": 24, "server": {"cpu_model": CPU_VLM_NAME, "limit_mm_per_prompt": {"image": 2}}}
+NOISE_NOTICE = (
+    f"{CPU_VLM_NAME} has random weights: it sees nothing and its answers are noise. This run shows the "
+    "path working (frames, JPEG parts, vLLM's image processing, the image limit); for answers about "
+    f"the video, serve Gemma 3n on a GPU:\n    {MODEL_HINT}"
+)
 
 
 def say(text: str) -> None:
@@ -65,6 +79,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--watch", type=int, default=0, metavar="N", help="then print N watch observations")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between watch observations")
     parser.add_argument("--external-sender", action="store_true", help="with --source webrtc: do not send")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help=f"when no server answers, serve the CPU build's {CPU_VLM_NAME} (random weights: sees nothing)",
+    )
     return parser.parse_args()
 
 
@@ -74,15 +93,25 @@ async def main(args: argparse.Namespace) -> int:
         video["sampling"] = args.sampling
     if video["source"] == "webrtc" and not args.external_sender:
         video["host_addresses"] = ["127.0.0.1"]  # sender and receiver are both here
-    config = load_config(overrides={"video": video})
+    config = load_config(overrides={"video": video, **({"llm": CPU_SETTINGS} if args.cpu else {})})
     topics = Topics(config.messaging.namespace)
     role = "visual"
     base_url = endpoint_url(config.llm)
-    if config.llm.provider != "scripted" and not await asyncio.to_thread(health_ok, base_url):
+    if (
+        config.llm.provider != "scripted"
+        and not args.cpu
+        and not await asyncio.to_thread(health_ok, base_url)
+    ):
         say(f"no model server answers at {base_url}. On a GPU machine start one that sees:")
         say(f"    {MODEL_HINT}")
+        say(f"or run with --cpu to serve the tiny CPU model ({CPU_VLM_NAME}, which sees nothing)")
         return 2
-    async with backends(config) as backend, AsyncExitStack() as stack:
+    async with AsyncExitStack() as stack:
+        if args.cpu:
+            server = await ensure_local_server(config, progress=say)
+            if server is not None:
+                stack.push_async_callback(asyncio.to_thread, server.stop)
+        backend = await stack.enter_async_context(backends(config))
         if backend.broker is not None:
             address = f"{config.messaging.broker_address}:{config.messaging.port}"
             say(f"started the embedded MQTT broker on {address}")
@@ -109,7 +138,10 @@ async def main(args: argparse.Namespace) -> int:
         agent = VisualAgent.from_config(config, llm=backend.llm, messager=agent_bus, driver=source, role=role)
         await agent.async_init()
         stack.push_async_callback(agent.stop)
-        say(f"model {await backend.llm.resolve_model()}; up to {agent.image_limit} image(s) per prompt")
+        model = await backend.llm.resolve_model()
+        say(f"model {model}; up to {agent.image_limit} image(s) per prompt")
+        if model == CPU_VLM_NAME:
+            say(NOISE_NOTICE)
 
         question = Question(text=" ".join(args.question) or QUESTION)
         say(f"question: {question.text}")
