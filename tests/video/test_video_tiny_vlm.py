@@ -103,42 +103,41 @@ async def test_the_server_takes_the_agents_frames_and_counts_each_one(
 async def test_a_prompt_over_the_limit_is_refused_and_argentic_stays_within_it(
     vlm_server: Any, pattern: TestPatternSource
 ) -> None:
-    frames = await VisualAgent(llm=provider(vlm_server), driver=pattern, max_image_side=320).sample_frames(
-        FramesOverWindow(frames=VLM_IMAGE_LIMIT + 1, window_s=5)
-    )
-    # sample_frames keeps to the agent's limit; build the over-limit prompt from one frame repeated
-    urls = [frames[0].url] * (VLM_IMAGE_LIMIT + 1)
-    over = [ChatMessage.user("What do you see?", images=urls)]
-
-    # the server refuses it: with the raw client, and through a provider that does not know the limit
-    raw = openai.AsyncOpenAI(base_url=vlm_server.base_url, api_key="none", max_retries=0)
-    parts: list[Any] = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
-    with pytest.raises(openai.BadRequestError) as refused:
-        await raw.chat.completions.create(
-            model=vlm_server.model,
-            messages=[{"role": "user", "content": [*parts, {"type": "text", "text": "What do you see?"}]}],
-            max_tokens=4,
-        )
-    assert refused.value.status_code == 400 and f"At most {VLM_IMAGE_LIMIT}" in str(refused.value)
-    await raw.close()
-    unaware = provider(vlm_server, limit=None)
-    with pytest.raises(LLMRequestError) as from_server:
-        await unaware.chat(over, settings=SHORT)
-    assert from_server.value.status_code == 400
-    await unaware.close()
-
-    # a provider that knows the limit refuses before sending; the agent never gets there
     llm = provider(vlm_server)
+    unaware = provider(vlm_server, limit=None)
+    raw = openai.AsyncOpenAI(base_url=vlm_server.base_url, api_key="none", max_retries=0)
+    agent = VisualAgent(llm=llm, driver=pattern, policy=FramesOverWindow(frames=4, window_s=5))
     try:
+        (frame, *_) = await agent.sample_frames()
+        urls = [frame.url] * (VLM_IMAGE_LIMIT + 1)
+        over = [ChatMessage.user("What do you see?", images=urls)]
+
+        # the server refuses it: from the raw client, and through a provider that does not know the limit
+        parts: list[Any] = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
+        parts.append({"type": "text", "text": "What do you see?"})
+        with pytest.raises(openai.BadRequestError) as refused:
+            await raw.chat.completions.create(
+                model=vlm_server.model,
+                messages=[{"role": "user", "content": parts}],
+                max_tokens=4,
+            )
+        assert refused.value.status_code == 400 and f"At most {VLM_IMAGE_LIMIT}" in str(refused.value)
+        with pytest.raises(LLMRequestError) as from_server:
+            await unaware.chat(over, settings=SHORT)
+        assert from_server.value.status_code == 400
+
+        # a provider that knows the limit refuses before sending
         with pytest.raises(LLMRequestError) as local:
             await llm.chat(over, settings=SHORT)
         assert local.value.status_code is None, "refused by argentic, not by the server"
-        agent = VisualAgent(llm=llm, driver=pattern, policy=FramesOverWindow(frames=4, window_s=5))
-        # earlier turns lose their images, so a conversation never adds up past the limit
+        # the agent sends no more than the limit, and earlier turns lose their images, so a
+        # conversation never adds up past it
         for _ in range(2):
             result = await agent.ask_with_video("And now?", conversation_id="c1")
             assert len(agent.last_frames) == VLM_IMAGE_LIMIT and isinstance(result.text, str)
     finally:
+        await raw.close()
+        await unaware.close()
         await llm.close()
 
 
