@@ -50,6 +50,22 @@ def _edit_json(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
     path.write_text(json.dumps(data, ensure_ascii=False, indent=1))
 
 
+def _mute(model: Any, tokenizer: Any, vocab_size: int) -> None:
+    """Zero the (tied) embedding rows of tokens that print nothing: special tokens and whitespace.
+
+    A random decoder with tied embeddings tends to repeat its last input token, and a chat prompt
+    ends in a newline: the replies came out blank, which an agent rightly rejects. With these rows
+    at zero their logit is 0 while the largest of the other random logits is positive, so greedy
+    replies are visible noise. The model never ends a reply itself: it writes up to max_tokens.
+    """
+    # decoded as vLLM decodes a reply: special tokens skipped
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+    silent = [i for i, text in enumerate(texts) if not text.strip()]
+    silent += range(len(tokenizer), vocab_size)  # padding rows past the tokenizer
+    with torch.no_grad():
+        model.get_input_embeddings().weight[silent] = 0
+
+
 def main(out: Path, tokenizer_dir: Path) -> None:
     started = time.monotonic()
     torch.manual_seed(0)  # the same noise on every machine
@@ -105,6 +121,7 @@ def main(out: Path, tokenizer_dir: Path) -> None:
         pad_token_id=0,
     )
     model = Idefics3ForConditionalGeneration(config).to(torch.bfloat16)
+    _mute(model, processor.tokenizer, vocab_size)
     model.generation_config.eos_token_id = [EOS_ID, END_OF_TURN_ID]
     model.save_pretrained(out)
     processor.save_pretrained(out)
