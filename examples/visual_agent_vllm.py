@@ -6,6 +6,7 @@
     uv run python examples/visual_agent_vllm.py --watch 3              # then three observations
     uv run python examples/visual_agent_vllm.py --audio 3 "What do you hear?"   # and the last 3 s of sound
     uv run python examples/visual_agent_vllm.py --audio 2 --audio-file door.wav --watch 3 --on-sound
+    uv run python examples/visual_agent_vllm.py --cpu                  # no GPU: the tiny CPU model
 
 The model must take images (and, with ``--audio``, sound): Gemma 3n, for example, on a GPU machine
 (``uv sync --extra vllm`` installs vLLM there):
@@ -13,6 +14,9 @@ The model must take images (and, with ``--audio``, sound): Gemma 3n, for example
     vllm serve google/gemma-3n-E4B-it --limit-mm-per-prompt '{"image": 2, "audio": 1}'
 
 with ``llm.vllm_base_url`` pointing at it (default ``http://localhost:8000/v1``). See docs/video.md.
+On a machine without a GPU, ``--cpu`` serves the CPU build's tiny vision-language model when no
+server answers (built on first use). Its weights are random: it sees nothing and its answers are
+noise, but the whole path works (frames, JPEG parts, vLLM's image processing, the image limit).
 The broker of ``config.yaml`` is used, or the embedded one started. With ``--source webrtc`` this
 script also streams the test pattern to the agent over WebRTC (signaling over MQTT), unless
 ``--external-sender`` says another process does (``examples/webrtc_sender.py``, a browser page).
@@ -27,12 +31,15 @@ from contextlib import AsyncExitStack
 
 from argentic import AgentClient, Messager, VisualAgent, backends, load_config
 from argentic.errors import AgentReplyError, ArgenticError
+from argentic.llm.local import CPU_VLM_NAME
 from argentic.protocol import Observation
 from argentic.video import TestPatternSource, WebRTCDriver, WebRTCSender, source_from_config
 from argentic.video.audio import wait_for_sound
 
 QUESTION = "Describe what you see in one sentence: the colours and any shapes."
 MODEL_HINT = 'vllm serve google/gemma-3n-E4B-it --limit-mm-per-prompt \'{"image": 2, "audio": 1}\''
+# --cpu: the tiny vision-language model, two images per prompt, short answers (they are noise).
+CPU_SETTINGS = {"max_tokens": 24, "server": {"cpu_model": CPU_VLM_NAME, "limit_mm_per_prompt": {"image": 2}}}
 
 
 def parse_args() -> argparse.Namespace:
@@ -54,6 +61,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--audio-file", help="with --audio: hear this sound file (WAV) instead")
     parser.add_argument("--on-sound", action="store_true", help="with --watch: also ask when it gets loud")
+    parser.add_argument(
+        "--cpu", action="store_true", help=f"no server answers: serve {CPU_VLM_NAME} (sees nothing)"
+    )
     return parser.parse_args()
 
 
@@ -67,9 +77,9 @@ async def main(args: argparse.Namespace) -> int:
         video["audio_source"] = args.audio_file
     if args.source == "webrtc" and not args.external_sender:
         video["host_addresses"] = ["127.0.0.1"]  # sender and receiver are both here
-    config = load_config(overrides={"video": video})
+    config = load_config(overrides={"video": video, **({"llm": CPU_SETTINGS} if args.cpu else {})})
     async with AsyncExitStack() as stack:
-        backend = await stack.enter_async_context(backends(config))
+        backend = await stack.enter_async_context(backends(config, start_llm=args.cpu))
         messager = await stack.enter_async_context(Messager.from_config(config.messaging))
         source = await stack.enter_async_context(source_from_config(config.video, messager))
         if isinstance(source, WebRTCDriver) and not args.external_sender:
@@ -87,6 +97,11 @@ async def main(args: argparse.Namespace) -> int:
         )
         await stack.enter_async_context(agent)
         print(f"model {await backend.llm.resolve_model()}; up to {agent.image_limit} image(s) per prompt")
+        if args.cpu:
+            print(
+                f"{CPU_VLM_NAME} has random weights: it sees nothing and its answers are noise; for answers"
+            )
+            print(f"about the video, serve Gemma 3n on a GPU:\n    {MODEL_HINT}")
         if agent.audio_s:
             if agent.audio_buffer is None:
                 print(f"{args.source} has no sound; --audio-file names a WAV file to hear")
@@ -103,7 +118,7 @@ async def main(args: argparse.Namespace) -> int:
         except AgentReplyError as exc:
             print(f"the agent could not answer: {exc}")
             print("if the model cannot take images (or sound), serve one that does:")
-            print(f"    {MODEL_HINT}")
+            print(f"    {MODEL_HINT}\nor run with --cpu to serve the tiny CPU model, which sees nothing")
             return 1
         frames, heard = agent.last_frames, agent.last_audio
         sound = f" and {heard.duration_s:.1f} s of {heard.sample_rate} Hz WAV" if heard is not None else ""

@@ -3,7 +3,8 @@
 The CPU server runs a text-only model, so it refuses images and audio: a loopback proxy between
 the provider and vLLM records the exact HTTP body, which must carry the right number of valid JPEG
 image parts and a WAV clip of the right frames' tones, and the server's refusal must come back as a
-clear error (an error reply over MQTT). The GPU tests run Gemma 3n end to end and are skipped
+clear error (an error reply over MQTT). test_video_tiny_vlm.py sends the same image requests to a
+multimodal server, which accepts them. The GPU tests run Gemma 3n end to end and are skipped
 without CUDA.
 """
 

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
 from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.frame_messages import FrameMessages, Look
-from argentic.agents.loop import EventSink, NullEvents
+from argentic.agents.loop import EventSink, LoopPolicy, NullEvents
 from argentic.config import AgentConfig, ArgenticConfig, VideoConfig
 from argentic.llm import LLMProvider, OutputSpec
+from argentic.llm.profiles import profile_for
 from argentic.protocol import Observation, Question
 from argentic.video.audio import AudioClip, AudioSource, SoundLevelDetector
 from argentic.video.encode import EncodedFrame
@@ -86,6 +88,7 @@ class VisualAgent(Agent):
             raise ValueError(f"audio_s must be positive seconds (or None for no sound), got {audio_s}")
         limit = max_images_per_prompt if max_images_per_prompt is not None else llm.max_images_per_prompt
         audio_limit = max_audio_per_prompt if max_audio_per_prompt is not None else llm.max_audio_per_prompt
+        self._limit_known = limit is not None  # else the model's profile may say, once it is known
         #: The message builder that attaches the frames (per question: ``frames.with_policy(...)``).
         self.frames = FrameMessages(
             chosen,
@@ -110,6 +113,17 @@ class VisualAgent(Agent):
         self._watch_task: asyncio.Task[None] | None = None
         self._owned_audio: AudioSource | None = None
         self._owned_audio_started = False
+
+    async def apply_profile(self) -> LoopPolicy:
+        """The agent's profile, and the model profile's image limit when none was set or reported."""
+        policy = await super().apply_profile()
+        if not self._limit_known:
+            self._limit_known = True
+            limit = profile_for(await self.llm.resolve_model()).max_images_per_prompt
+            if limit is not None and limit != self.frames.image_limit:
+                self.frames = dataclasses.replace(self.frames, image_limit=limit)
+                self.message_builder = self.frames
+        return policy
 
     def _saw(self, look: Look) -> None:
         self.last_frames = look.frames
@@ -244,6 +258,7 @@ class VisualAgent(Agent):
         """Like :meth:`Agent.ask`, with frames picked by ``policy`` (default: the agent's) and
         ``audio_s`` seconds of sound (default: the agent's ``audio_s``)."""
         await self._start_owned_audio()
+        await self.apply_profile()  # the model's image limit, before the builder is copied
         builder = self.frames.with_policy(policy).with_audio(audio_s)
         return await self.ask(
             question, conversation_id=conversation_id, output=output, events=events, builder=builder
@@ -276,10 +291,10 @@ class VisualAgent(Agent):
         Each observation stands alone: it has no conversation history and leaves none.
         """
         await self._start_owned_audio()
+        await self.apply_profile()
         frames = self.frames.with_policy(policy).with_audio(audio_s)
         user, look = await frames.look(question)
         seen = look.frames
-        await self.apply_profile()
         result = await self.tool_loop(frames, NullEvents()).run([*self.system_messages(), user])
         observation = Observation(
             role=self.role,
