@@ -179,6 +179,27 @@ async def test_tools_refused_by_a_server_without_tool_parsing_is_explained() -> 
     assert caught.value.status_code == 400 and len(stub.paths) == 1  # a 400 is not retried
 
 
+@pytest.mark.parametrize(
+    ("message", "says"),
+    [
+        ("At most 2 image(s) may be provided in one prompt.", "limit_mm_per_prompt: {image: N}"),
+        ("At most 1 audio(s) may be provided in one prompt.", "limit_mm_per_prompt: {audio: N}"),
+        ("At most 0 audio(s) may be provided in one prompt.", "takes no audio clips"),
+        ("gemma3-270m is not a multimodal model", "takes text only"),
+    ],
+)
+async def test_media_refusals_are_explained(message: str, says: str) -> None:
+    async def handler(path: str, body: dict[str, object]) -> Reply:
+        return 400, {"error": {"message": message, "type": "BadRequestError", "code": 400}}
+
+    stub, server = await _start(handler)
+    async with server, _provider(stub) as llm:
+        with pytest.raises(LLMRequestError) as caught:
+            await llm.chat(ChatRequest.user("hi"))
+    assert says in str(caught.value) and message in str(caught.value)
+    assert caught.value.status_code == 400 and len(stub.paths) == 1
+
+
 async def test_every_call_has_a_timeout() -> None:
     async def handler(path: str, body: dict[str, object]) -> Reply:
         await asyncio.sleep(30)

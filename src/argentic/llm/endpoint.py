@@ -200,6 +200,12 @@ class Endpoint:
             if status == 400 and "at most" in lowered and ("image" in lowered or "audio" in lowered):
                 kind = "audio clips" if "audio" in lowered else "images"
                 key = "audio" if "audio" in lowered else "image"
+                if "at most 0 " in lowered:  # vLLM's limit for a modality the model does not take
+                    return LLMRequestError(
+                        f"{what}: the model at {self.base_url} takes no {kind} ({detail}). Serve a model "
+                        "that does (google/gemma-3n-E4B-it takes images and audio) or ask without them.",
+                        status_code=status,
+                    )
                 return LLMRequestError(
                     f"{what}: too many {kind} for one prompt ({detail}). Send fewer, or start the server "
                     f"with a higher limit: llm.server.limit_mm_per_prompt: {{{key}: N}}",
