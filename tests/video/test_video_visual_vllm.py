@@ -326,3 +326,23 @@ async def test_gemma_3n_hears_the_tone(gemma3n_server: Any) -> None:
     finally:
         await llm.close()
         await source.stop()
+
+
+@pytest.mark.vllm
+async def test_a_model_that_sees_but_does_not_hear_refuses_audio_clearly(vlm_server: Any) -> None:
+    """The tiny vision-language server takes images, not audio: the refusal says which."""
+    from argentic.llm.openai_provider import OpenAICompatibleProvider
+
+    source = TestPatternSource(320, 240, fps=30)
+    await source.start()
+    await source.wait_for_frame(20, newer_than=40)
+    llm = OpenAICompatibleProvider(base_url=vlm_server.base_url, model=vlm_server.model, max_retries=0)
+    agent = VisualAgent(llm=llm, driver=source, audio_s=1.0, max_images_per_prompt=1)
+    try:
+        with pytest.raises(LLMRequestError) as refused:
+            await agent.query_with_video("What do you hear?")
+        assert refused.value.status_code == 400
+        assert "takes no audio clips" in str(refused.value), str(refused.value)
+    finally:
+        await llm.close()
+        await source.stop()
