@@ -60,6 +60,13 @@ class MessagingConfig(Section):
     persistent: bool = Field(default=True, description="broker keeps session and QoS 1 messages while away")
     max_concurrent_handlers: int = Field(default=64, gt=0, description="deliveries handled at once")
     embedded_broker: Literal["auto", "always", "never"] = "auto"
+    reply_topics: list[str] = Field(
+        default=["{namespace}/clients/+/inbox"],
+        description="MQTT filters a request's reply_to must match to be answered ({namespace} is replaced)",
+    )
+    max_queued_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="received payload bytes held before reading pauses"
+    )
     tls: TLSConfig = TLSConfig()
     reconnect: ReconnectConfig = ReconnectConfig()
 

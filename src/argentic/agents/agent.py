@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from argentic.agents.conversation import ConversationStore
 from argentic.agents.events import MqttEvents
@@ -38,6 +38,7 @@ from argentic.agents.loop import EventSink, LoopPolicy, NullEvents, ToolLoop
 from argentic.config import AgentConfig
 from argentic.errors import (
     AgentError,
+    InvalidTopicError,
     LLMError,
     LLMTimeoutError,
     LLMUnavailableError,
@@ -85,6 +86,7 @@ class IncomingQuestion(Message):
 
     model_config = ConfigDict(extra="allow", frozen=True)
     type: str = "question"
+    id: Any = Field(default_factory=new_id)  # any id gets its error reply
 
 
 @dataclass
@@ -280,12 +282,14 @@ class Agent(Running):
         assert self.messager is not None
         try:
             question = Question.model_validate(incoming.model_dump())
-        except ValidationError as exc:
-            problems = describe_validation_error(exc)
-            log.warning("invalid question %s: %s", incoming.id, problems)
+            topic_level(question.id, "question id")  # it names the question's events topic
+        except (ValidationError, InvalidTopicError) as exc:
+            problems = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+            log.warning("invalid question %.64r: %s", incoming.id, problems)
             if incoming.reply_to:
                 error = ErrorInfo(code="malformed_request", message=f"not a valid question: {problems}")
-                await self.messager.reply(incoming, ErrorReply(request_id=incoming.id, error=error))
+                request_id = incoming.id if isinstance(incoming.id, str) else None
+                await self.messager.reply(incoming, ErrorReply(request_id=request_id, error=error))
             return
         if not question.reply_to:
             log.info("question %s has no reply_to: its answer goes only to the events topic", question.id)
@@ -352,9 +356,12 @@ class Agent(Running):
         sink: EventSink = events or NullEvents()
         policy = await self.apply_profile()
         cid = question.conversation_id or conversation_id or new_id()
+        # A conversation belongs to who asked (known by the reply topic): another sender naming
+        # the same id starts a conversation of its own instead of reading this one.
+        key = f"{question.reply_to}\x00{cid}" if question.reply_to else cid
         await sink.progress("started", detail=f"conversation {cid}")
         try:
-            async with self.conversations.open(cid) as conversation:
+            async with self.conversations.open(key) as conversation:
                 user = await self.build_user_message(question)
                 prompt = [*self.system_messages(), *conversation.messages, user]
                 loop = ToolLoop(self.call_llm, self.call_tool, self.tool_definitions(), policy, sink)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import time
@@ -26,6 +27,7 @@ from argentic.errors import (
     MessagingError,
     ProtocolRefusedError,
 )
+from argentic.messaging.limits import MAX_SEND_ATTEMPTS
 from argentic.messaging.outbox import Outbox
 from argentic.messaging.tls import build_ssl_context
 from argentic.messaging.transport import (
@@ -273,7 +275,13 @@ class Connection:
                 await self.transport.publish(outbound)
         except ConnectionLostError:
             # Sent again after reconnecting; receivers drop a duplicate by its message id.
-            self.outbox.put(outbound)
+            retry = self._again(outbound)
+            if retry is None:
+                raise MessagingError(
+                    f"the publish on {outbound.topic[:120]} was dropped: the connection was lost at "
+                    f"each of {MAX_SEND_ATTEMPTS} attempts (does the broker refuse it?)"
+                ) from None
+            self.outbox.put(retry)
         except TimeoutError:
             raise MessagingError(
                 f"the broker did not acknowledge a publish on {outbound.topic} within {timeout:g}s"
@@ -365,6 +373,21 @@ class Connection:
                 await self._connected()
             return
 
+    @staticmethod
+    def _again(outbound: Outbound) -> Outbound | None:
+        """``outbound`` to be sent once more, or None when the connection dropped at every attempt:
+        a broker disconnects a client for a publish it refuses, so sending it forever would keep
+        this client off the broker."""
+        attempts = outbound.attempts + 1
+        if attempts >= MAX_SEND_ATTEMPTS:
+            logger.error(
+                "dropped a publish on %s: the connection was lost at each of %d attempts",
+                outbound.topic[:120],
+                attempts,
+            )
+            return None
+        return dataclasses.replace(outbound, attempts=attempts)
+
     async def _flush_outbox(self) -> None:
         """Send what was queued, in order, in windows of concurrent publishes."""
         while len(self.outbox):
@@ -375,7 +398,9 @@ class Connection:
             failed = []
             for message, result in zip(batch, results, strict=True):
                 if isinstance(result, ConnectionLostError):
-                    failed.append(message)
+                    retry = self._again(message)
+                    if retry is not None:
+                        failed.append(retry)
                 elif isinstance(result, BaseException):  # refused by the broker: resending would not help
                     logger.error("dropped a queued publish on %s: %s", message.topic, result)
             if failed:

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
@@ -29,6 +29,7 @@ from argentic.config import MessagingConfig, TLSConfig
 from argentic.errors import MessagingError, NotConnectedError
 from argentic.messaging.connection import Connection, ConnectionSettings, State, Will
 from argentic.messaging.dispatch import Dispatcher, EmptyHandler, Handler, Subscription
+from argentic.messaging.limits import ReplyPolicy, check_topic
 from argentic.messaging.peers import Peers
 from argentic.messaging.requests import Requests
 from argentic.messaging.stream import DEFAULT_QUEUE_SIZE, Cleared, MessageStream
@@ -70,6 +71,8 @@ class Messager:
         reconnect_initial_delay_s: float = 0.2,
         reconnect_max_delay_s: float = 10.0,
         max_inflight: int = 1000,
+        reply_topics: Sequence[str] | None = None,
+        max_queued_bytes: int = 64 * 1024 * 1024,
         transport: Transport | None = None,
     ) -> None:
         if qos not in (0, 1, 2):
@@ -83,6 +86,8 @@ class Messager:
             topic_level(client_id, "client id") if client_id else f"argentic-{uuid.uuid4().hex[:16]}"
         )
         self.inbox = self.topics.client_inbox(self.client_id)
+        #: Where replies may go (``messaging.reply_topics``; default: the clients' inboxes).
+        self.replies = ReplyPolicy.of(reply_topics, namespace)
         self.username = username
         self.tls = tls if tls is not None and tls.enabled else None
         self.protocol = protocol
@@ -114,9 +119,14 @@ class Messager:
         self._leaving: list[Callable[[], Awaitable[None]]] = []
         self._streams: set[MessageStream[Any]] = set()
         self._dispatcher = Dispatcher(
-            max_payload_bytes=max_payload_bytes, max_concurrent_handlers=max_concurrent_handlers
+            max_payload_bytes=max_payload_bytes,
+            max_concurrent_handlers=max_concurrent_handlers,
+            replies=self.replies,
+            max_pending_bytes=max_queued_bytes,
         )
-        self._requests = Requests(inbox=self.inbox, max_payload_bytes=max_payload_bytes, publish=self.publish)
+        self._requests = Requests(
+            inbox=self.inbox, max_payload_bytes=max_payload_bytes, publish=self.publish, replies=self.replies
+        )
         settings = ConnectionSettings(
             broker_address=broker_address,
             port=port,
@@ -169,6 +179,8 @@ class Messager:
             "max_concurrent_handlers": config.max_concurrent_handlers,
             "reconnect_initial_delay_s": config.reconnect.initial_delay_s,
             "reconnect_max_delay_s": config.reconnect.max_delay_s,
+            "reply_topics": config.reply_topics,
+            "max_queued_bytes": config.max_queued_bytes,
         }
         values.update(overrides)
         return cls(**values)
@@ -316,6 +328,7 @@ class Messager:
         queued in the outbox. Raises NotConnectedError before connect() or after disconnect().
         """
         self._require_open()
+        check_topic(topic)  # a topic the broker refuses would drop the connection, not just this publish
         await self._connection.publish(
             self._outbound(topic, message, self.qos if qos is None else qos, retain)
         )

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from argentic.errors import MalformedMessageError, MessagingError, RequestTimeoutError
 from argentic.messaging.decoding import decode, raw_correlation
+from argentic.messaging.limits import ReplyPolicy
 from argentic.messaging.transport import Inbound
 from argentic.protocol import ErrorReply, Message, new_id, parse_message
 
@@ -27,8 +28,11 @@ Publish = Callable[[str, Message], Awaitable[None]]
 class Requests:
     """The requests waiting for their reply on ``inbox``."""
 
-    def __init__(self, *, inbox: str, max_payload_bytes: int, publish: Publish) -> None:
+    def __init__(
+        self, *, inbox: str, max_payload_bytes: int, publish: Publish, replies: ReplyPolicy | None = None
+    ) -> None:
         self.inbox = inbox
+        self.replies = replies
         self.max_payload_bytes = max_payload_bytes
         self._publish = publish
         self._pending: dict[str, asyncio.Future[tuple[Message | None, bytes]]] = {}
@@ -87,7 +91,9 @@ class Requests:
             raise MessagingError(
                 f"{type(request).__name__} {request.id} has no reply_to: it is not a request"
             )
-        correlation = request.correlation_id or request.id
+        if self.replies is not None:
+            self.replies.check(request.reply_to)  # InvalidTopicError: not where answers may go
+        correlation = request.correlation_id or (request.id if isinstance(request.id, str) else None)
         if response.correlation_id != correlation:
             response = response.model_copy(update={"correlation_id": correlation})
         await self._publish(request.reply_to, response)

@@ -70,6 +70,7 @@ class Outbound:
     response_topic: str | None = None
     correlation_data: bytes | None = None
     expires_at: float | None = None  # Unix seconds; becomes MessageExpiryInterval
+    attempts: int = 0  # sends that ended with the connection lost (see limits.MAX_SEND_ATTEMPTS)
 
 
 @dataclass(frozen=True, slots=True)
