@@ -45,6 +45,8 @@ async def serve(config: ArgenticConfig, module: str, name: str, only: list[str] 
         name,
         call_timeout_s=config.tools.call_timeout_s,
         max_concurrent_calls=config.tools.max_concurrent_calls,
+        isolate_sync_tools=config.tools.isolate_sync_tools,
+        max_memory_mb=config.tools.max_memory_mb,
     )
     try:
         await service.start()
@@ -57,7 +59,11 @@ async def serve(config: ArgenticConfig, module: str, name: str, only: list[str] 
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except ArgenticError as exc:
+        print(f"argentic tools: {exc}", file=sys.stderr)
+        return 1
     module = args.module or config.tools.module
     if not module:
         print("argentic tools: name a module with --module (or set tools.module)", file=sys.stderr)

@@ -27,6 +27,7 @@ from typing import Any
 from argentic.errors import ToolArgumentsError
 from argentic.lifecycle import Running
 from argentic.messaging import Messager, Will
+from argentic.messaging.limits import check_value
 from argentic.protocol import ErrorInfo, ToolAnnouncement, ToolCall, ToolResult, Topics, topic_level
 from argentic.tools.base import BaseTool
 
@@ -49,8 +50,13 @@ class ToolService(Running):
         *,
         call_timeout_s: float = 30.0,
         max_concurrent_calls: int = 32,
+        isolate_sync_tools: bool = False,
+        max_memory_mb: int | None = 1024,
     ) -> None:
         self.messager = messager
+        # Sync tools in a process per call, cut off at the timeout (see tools.isolation).
+        self.isolate_sync_tools = isolate_sync_tools
+        self.max_memory_mb = max_memory_mb
         self.service_id = topic_level(service_name, "tool service name")
         self.call_timeout_s = call_timeout_s
         self.tools: dict[str, BaseTool] = {}
@@ -156,7 +162,14 @@ class ToolService(Running):
         started = time.monotonic()
         try:
             async with self._slots:
-                result = await asyncio.wait_for(item.invoke(call.arguments), timeout)
+                result = await asyncio.wait_for(
+                    item.invoke(
+                        call.arguments, isolate=self.isolate_sync_tools, max_memory_mb=self.max_memory_mb
+                    ),
+                    timeout,
+                )
+            # Receivers could not parse an integer of thousands of digits: say so instead.
+            check_value(result, "the result")
         except ToolArgumentsError as exc:
             return self._error(call, "invalid_arguments", str(exc), details=item.parameters())
         except TimeoutError:
