@@ -19,7 +19,15 @@ from argentic.agents import Agent
 from argentic.errors import InvalidTopicError
 from argentic.llm import FunctionLLM
 from argentic.messaging import Messager
-from argentic.protocol import Answer, ErrorReply, Question, ToolCall, parse_message
+from argentic.protocol import (
+    Answer,
+    ErrorReply,
+    Presence,
+    Question,
+    ToolAnnouncement,
+    ToolCall,
+    parse_message,
+)
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.tools import ToolManager, ToolService
@@ -174,3 +182,40 @@ async def test_a_conversation_belongs_to_who_asked(agent: tuple[Agent, Messager]
         topic, Question(text="and my card?", conversation_id="c1"), response_model=Answer, timeout=20
     )
     assert isinstance(again, Answer) and "4111" in again.text
+
+
+async def test_an_announcement_is_filed_under_its_topic(mqtt: MakeMessager, raw: aiomqtt.Client) -> None:
+    async with ToolService(await mqtt(), all_tools(), "math"), ToolManager(await mqtt()) as tools:
+        await tools.wait_for_tools("add")
+        evil = tools.messager.topics.tool_service("evil")
+        forged = ToolAnnouncement(service_id="math", tools=[]).to_json()
+        await raw.publish(evil, forged, qos=1, retain=True)
+        await raw.publish(evil, b"", qos=1, retain=True)  # and cleared again
+        # a question that goes through after both were delivered
+        assert (await tools.call("add", {"a": 1, "b": 1}, timeout=10)).result == 2
+        assert "add" in tools.tools and "math" in tools.services and "evil" not in tools.services
+
+
+async def test_a_service_repairs_what_is_retained_on_its_topic(
+    mqtt: MakeMessager, raw: aiomqtt.Client
+) -> None:
+    async with ToolService(await mqtt(), all_tools(), "mended") as service:
+        for garbage in (b"garbage", ToolAnnouncement(service_id="mended", tools=[]).to_json()):
+            await raw.publish(service.topic, garbage, qos=1, retain=True)
+            # A manager that starts later still learns the service's tools from the retained one.
+            async with ToolManager(await mqtt()) as late:
+                await late.wait_for_tools("add", timeout=10)
+
+
+async def test_an_agent_repairs_its_status_while_online(
+    agent: tuple[Agent, Messager], raw: aiomqtt.Client, mqtt: MakeMessager
+) -> None:
+    _, bus = agent
+    status = bus.topics.agent_status("guard")
+    await raw.publish(status, b"{not json", qos=1, retain=True)
+    watcher = await mqtt()
+    # Whether the repair is retained before this subscribes or arrives after, a presence comes.
+    async with watcher.messages(status, model=Presence) as presences, asyncio.timeout(10):
+        async for presence in presences:
+            assert presence.online and presence.role == "guard"
+            break

@@ -237,7 +237,10 @@ class Agent(Running):
         # Replicas share one retained presence per role: when another one leaves (its stop or its
         # will says offline), those still serving say online again.
         self._presence_watch = await self.messager.subscribe(
-            self.messager.topics.agent_status(self.role), self._on_presence, model=Presence
+            self.messager.topics.agent_status(self.role),
+            self._on_presence,
+            model=Presence,
+            on_invalid=self._repair_presence,
         )
         self._cancel_leave = self.messager.before_disconnect(self.stop)
         await self._publish_presence(True)
@@ -265,7 +268,12 @@ class Agent(Running):
 
     async def _on_presence(self, presence: Presence) -> None:
         self._presence_holder = presence.client_id if presence.online else None
-        if not presence.online and self._subscription is not None:
+        if (not presence.online or presence.role != self.role) and self._subscription is not None:
+            await self._publish_presence(True)
+
+    async def _repair_presence(self, topic: str) -> None:
+        # Something not a presence was retained on the role's status while this agent serves.
+        if self._subscription is not None:
             await self._publish_presence(True)
 
     async def _on_client_gone(self, client_id: str) -> None:

@@ -8,6 +8,7 @@ session brings before the matching subscription exists wait, briefly, in the unc
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -32,6 +33,14 @@ UNCLAIMED_MAX = 1000  # messages that arrived before a matching subscribe() (a r
 UNCLAIMED_MAX_AGE_S = 60.0
 BACKLOG_FACTOR = 16  # deliveries allowed to wait for a handler slot, per slot
 
+_TOPIC: contextvars.ContextVar[str | None] = contextvars.ContextVar("argentic_delivery_topic", default=None)
+
+
+def delivery_topic() -> str | None:
+    """Inside a handler: the topic the message came on (a payload may name anything; the topic is
+    what the broker's ACL vouches for)."""
+    return _TOPIC.get()
+
 
 @dataclass(eq=False)
 class Subscription(Generic[M]):
@@ -47,6 +56,8 @@ class Subscription(Generic[M]):
     # Awaited in the reading loop rather than in a task of its own, so deliveries keep their
     # order; only for handlers that never wait (a message stream's queue).
     inline: bool = False
+    # Called with the topic when a payload there is not a valid message (so an owner can repair it).
+    on_invalid: EmptyHandler | None = None
 
     def broker_filter(self, protocol: str) -> str:
         # $share needs MQTT 5; on 3.1.1 every member receives every message.
@@ -170,11 +181,14 @@ class Dispatcher:
                 )
             return
         parsed: dict[type[Message] | None, Message] = {}
+        malformed: set[type[Message] | None] = set()
         for sub in targets:
             message = parsed.get(sub.model)
             if message is None:
-                message = self._parse(inbound, sub.model, parsed)
+                message = self._parse(inbound, sub.model, parsed, malformed)
                 if message is None:
+                    if sub.model in malformed and sub.on_invalid is not None:
+                        await self._run(sub, sub.on_invalid(topic), topic)
                     continue
                 parsed[sub.model] = message
             # A retained delivery is the topic's current state, sent on every (re)subscription:
@@ -185,7 +199,11 @@ class Dispatcher:
             await self._run(sub, sub.handler(message), topic, size)
 
     def _parse(
-        self, inbound: Inbound, model: type[Message] | None, parsed: dict[type[Message] | None, Message]
+        self,
+        inbound: Inbound,
+        model: type[Message] | None,
+        parsed: dict[type[Message] | None, Message],
+        malformed: set[type[Message] | None],
     ) -> Message | None:
         message: Message | None = None
         if model is not None:
@@ -196,7 +214,8 @@ class Dispatcher:
             if message is None:
                 message = decode(inbound.payload, model)
         except MalformedMessageError as exc:
-            logger.warning("dropped a malformed message on %s: %s", inbound.topic, exc)
+            logger.warning("dropped a malformed message on %s: %s", inbound.topic, str(exc)[:500])
+            malformed.add(model)
             return None
         if message.expired():
             logger.info(
@@ -225,10 +244,14 @@ class Dispatcher:
     async def _run(
         self, subscription: Subscription[Any], work: Awaitable[None], topic: str, size: int = 0
     ) -> None:
-        if subscription.inline:
-            await _guard(work, topic, None)
-        else:
-            await self._spawn(work, topic, size)
+        token = _TOPIC.set(topic)  # a spawned task copies it with the rest of the context
+        try:
+            if subscription.inline:
+                await _guard(work, topic, None)
+            else:
+                await self._spawn(work, topic, size)
+        finally:
+            _TOPIC.reset(token)
 
     async def _spawn(self, work: Awaitable[None], topic: str, size: int = 0) -> None:
         """Run one delivery in its own task; at most max_concurrent_handlers run at a time.

@@ -28,7 +28,7 @@ from typing import Any, Literal, TypeVar, overload
 from argentic.config import MessagingConfig, TLSConfig
 from argentic.errors import MessagingError, NotConnectedError
 from argentic.messaging.connection import Connection, ConnectionSettings, State, Will
-from argentic.messaging.dispatch import Dispatcher, EmptyHandler, Handler, Subscription
+from argentic.messaging.dispatch import Dispatcher, EmptyHandler, Handler, Subscription, delivery_topic
 from argentic.messaging.limits import ReplyPolicy, check_topic
 from argentic.messaging.peers import Peers
 from argentic.messaging.requests import Requests
@@ -36,7 +36,7 @@ from argentic.messaging.stream import DEFAULT_QUEUE_SIZE, Cleared, MessageStream
 from argentic.messaging.transport import Inbound, Outbound, Transport
 from argentic.protocol import ClientStatus, ErrorReply, Message, Topics, new_id, topic_level
 
-__all__ = ["Cleared", "MessageStream", "Messager", "Subscription", "Will"]
+__all__ = ["Cleared", "MessageStream", "Messager", "Subscription", "Will", "delivery_topic"]
 
 logger = logging.getLogger("argentic.messaging")
 
@@ -344,14 +344,23 @@ class Messager:
         qos: int | None = None,
         shared_group: str | None = None,
         on_empty: EmptyHandler | None = None,
+        on_invalid: EmptyHandler | None = None,
     ) -> Subscription[M]:
         """Call ``handler`` with each valid message on ``topic_filter`` (MQTT wildcards allowed).
 
         Malformed, oversized and expired payloads are logged and dropped, as are duplicates. Empty
-        payloads (cleared retained messages) go to ``on_empty`` with their topic, if given.
+        payloads (cleared retained messages) go to ``on_empty`` with their topic, if given; the
+        topic of a malformed one to ``on_invalid``. Inside the handler, :func:`delivery_topic`
+        tells the topic the message came on.
         """
         subscription: Subscription[M] = Subscription(
-            topic_filter, handler, model, self.qos if qos is None else qos, shared_group, on_empty
+            topic_filter,
+            handler,
+            model,
+            self.qos if qos is None else qos,
+            shared_group,
+            on_empty,
+            on_invalid=on_invalid,
         )
         await self._add(subscription)
         return subscription

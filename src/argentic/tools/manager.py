@@ -19,7 +19,7 @@ from typing import Any
 from argentic.errors import MessagingError, RequestTimeoutError
 from argentic.lifecycle import Running
 from argentic.llm import ToolDefinition
-from argentic.messaging import Messager
+from argentic.messaging import Messager, delivery_topic
 from argentic.protocol import ErrorInfo, ErrorReply, ToolAnnouncement, ToolCall, ToolResult, ToolSpec
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,15 @@ class ToolManager(Running):
                 await self._changed.wait()
 
     async def _on_announcement(self, announcement: ToolAnnouncement) -> None:
-        # The topic's last level is the service id; the payload repeats it.
+        # Filed under the topic's service id, which the broker's ACL guards; the payload repeats it
+        # and anyone who may publish somewhere could write any name there.
+        topic = delivery_topic()
+        if topic is not None and topic.rsplit("/", 1)[-1] != announcement.service_id:
+            log.warning(
+                "ignored an announcement on %s that names service %.64r", topic, announcement.service_id
+            )
+            await self._withdraw(topic.rsplit("/", 1)[-1])
+            return
         if self.messager.peers.gone(announcement.client_id):
             log.info("ignored the tools of %s: its client is gone", announcement.service_id)
             await self._withdraw(announcement.service_id)

@@ -99,7 +99,11 @@ class ToolService(Running):
         # A replica's clean stop clears the shared announcement, its death makes it stale:
         # either way, announce again.
         watch = await self.messager.subscribe(
-            self.topic, self._on_announcement, model=ToolAnnouncement, on_empty=self._on_withdrawn
+            self.topic,
+            self._on_announcement,
+            model=ToolAnnouncement,
+            on_empty=self._on_withdrawn,
+            on_invalid=self._on_garbage,
         )
         self._subscriptions.append(watch)
         self._started = True
@@ -129,8 +133,19 @@ class ToolService(Running):
             log.warning("could not withdraw the announcement of %s", self.service_id, exc_info=True)
 
     async def _on_announcement(self, announcement: ToolAnnouncement) -> None:
-        """Our own announcement echoed back, or a replica's: remember whose it is."""
+        """Our own announcement echoed back, or a replica's: remember whose it is. One that names
+        another service or hides our tools was not made by a replica: replace it."""
         self._announcer = announcement.client_id
+        if self._started and (
+            announcement.service_id != self.service_id or (self.tools and not announcement.tools)
+        ):
+            log.warning("the announcement of %s was replaced by another; announcing again", self.service_id)
+            await self.announce()
+
+    async def _on_garbage(self, topic: str) -> None:
+        if self._started:
+            log.warning("the announcement of %s was overwritten; announcing again", self.service_id)
+            await self.announce()
 
     async def _on_client_gone(self, client_id: str) -> None:
         if self._started and client_id == self._announcer:
