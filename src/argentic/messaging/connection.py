@@ -124,6 +124,8 @@ class Connection:
         self._runner: asyncio.Task[None] | None = None
         self._ssl: Any = None
         self._ever_connected = False
+        #: When the connection was last lost or regained (monotonic seconds; 0: never).
+        self.changed_at = 0.0
 
     @property
     def where(self) -> str:
@@ -342,6 +344,7 @@ class Connection:
                 reason = exc
             if self.state is State.CLOSED:
                 return
+            self.changed_at = time.monotonic()
             logger.warning("lost the connection to %s (%s); reconnecting", self.where, reason)
             await self._reconnect()
 
@@ -368,6 +371,7 @@ class Connection:
                 continue
             self.state = State.CONNECTED
             self.online = True
+            self.changed_at = time.monotonic()
             logger.info("reconnected to %s after %d attempts", self.where, attempt)
             if self._connected is not None:
                 await self._connected()

@@ -76,7 +76,9 @@ class Dispatcher:
         max_concurrent_handlers: int,
         replies: ReplyPolicy | None = None,
         max_pending_bytes: int | None = None,
+        on_repeat: Callable[[Message], Awaitable[None]] | None = None,
     ) -> None:
+        self.on_repeat = on_repeat  # a request seen before: its reply may need sending again
         self.max_payload_bytes = max_payload_bytes
         self.replies = replies
         # Payload bytes held by deliveries not yet handled; beyond it deliveries are shed (a
@@ -195,6 +197,8 @@ class Dispatcher:
             # it is not a redelivered event, and skipping it could leave a stale state behind.
             if not inbound.retain and sub.recent.seen(sender_key(message)):
                 logger.debug("dropped a duplicate of message %s on %s", message.id, topic)
+                if message.reply_to is not None and self.on_repeat is not None:
+                    await _guard(self.on_repeat(message), topic, None)
                 continue
             await self._run(sub, sub.handler(message), topic, size)
 

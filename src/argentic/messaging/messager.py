@@ -123,6 +123,7 @@ class Messager:
             max_concurrent_handlers=max_concurrent_handlers,
             replies=self.replies,
             max_pending_bytes=max_queued_bytes,
+            on_repeat=self._replay,
         )
         self._requests = Requests(
             inbox=self.inbox, max_payload_bytes=max_payload_bytes, publish=self.publish, replies=self.replies
@@ -197,11 +198,20 @@ class Messager:
         """Which other clients the broker reports gone (shared by every component on this messager)."""
         if self._peers is None:
             self._peers = Peers(self)
+            # Requests that waited in a gone client's session (a replica killed mid-request) are
+            # sent again at once; receivers that already have them drop the copy by its id.
+            self._peers.watch(lambda _client: self._requests.resend())
         return self._peers
 
     @property
     def is_connected(self) -> bool:
         return self._connection.state is State.CONNECTED
+
+    def reconnected_within(self, seconds: float) -> bool:
+        """Whether the connection was lost or regained in the last ``seconds`` (or is down now):
+        a broker restart then explains what the broker said meanwhile, such as clients' wills."""
+        changed = self._connection.changed_at
+        return not self.is_connected or (changed > 0 and time.monotonic() - changed < seconds)
 
     @property
     def pending_requests(self) -> int:
@@ -296,6 +306,9 @@ class Messager:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.disconnect()
+
+    async def _replay(self, request: Message) -> None:
+        await self._requests.replay(request)
 
     async def _receive(self, inbound: Inbound) -> None:
         if inbound.topic == self.inbox:
@@ -484,15 +497,27 @@ class Messager:
         *,
         response_model: type[M] | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
+        retry_after: float | None = None,
     ) -> M | ErrorReply:
         """Publish ``message`` as a request and wait for its reply (or an ErrorReply).
+
+        The same request (same id) is sent again after ``retry_after`` seconds without a reply
+        (default a third of the timeout), and at once when a client is reported gone: a replica
+        that died holding it cannot answer, and receivers drop a copy they already have.
 
         Raises RequestTimeoutError when no reply comes in ``timeout`` seconds (default
         request_timeout_s), NotConnectedError if the Messager is disconnected meanwhile.
         """
         self._require_open()
         timeout = self.request_timeout_s if timeout is None else timeout
-        return await self._requests.request(topic, message, response_model=response_model, timeout=timeout)
+        await self.peers.start()
+        return await self._requests.request(
+            topic,
+            message,
+            response_model=response_model,
+            timeout=timeout,
+            retry_after=retry_after if retry_after is not None else max(timeout / 3, 1.0),
+        )
 
     async def reply(self, request: Message, response: Message) -> None:
         """Send ``response`` to ``request.reply_to``, carrying the request's correlation id."""
