@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import math
 import socket
+import ssl
 import struct
 import time
 import uuid
@@ -160,6 +161,12 @@ class AiomqttTransport(Transport):
                 ) from exc
             raise BrokerUnavailableError(f"the MQTT broker at {where} refused the connection: {exc}") from exc
         except (aiomqtt.MqttError, OSError, TimeoutError, ValueError) as exc:
+            tls_error = _tls_failure(exc)
+            if tls_error is not None:
+                raise BrokerUnavailableError(
+                    f"the TLS handshake with the MQTT broker at {where} failed ({tls_error}); check "
+                    "that messaging.tls.ca_certs holds the CA that signed the broker's certificate"
+                ) from exc
             raise BrokerUnavailableError(
                 f"no MQTT broker answered at {where} ({exc or type(exc).__name__}); start one "
                 "(`argentic broker`, mosquitto) or fix messaging.broker_address / messaging.port"
@@ -342,6 +349,17 @@ def _varint(value: int) -> bytes:
         out.append(byte | 0x80 if value else byte)
         if not value:
             return bytes(out)
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """What went wrong in the TLS handshake, if that is what ``exc`` (or what it wraps) is."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return str(getattr(seen, "verify_message", None) or seen.reason or seen)
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    return text if "SSL" in text or "CERTIFICATE" in text else None
 
 
 def _describe(done: asyncio.Future[None]) -> str:
