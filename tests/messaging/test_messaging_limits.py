@@ -67,3 +67,30 @@ async def test_payloads_waiting_for_handlers_are_capped(connect: Connect) -> Non
     release.set()
     await sender.publish(topic, Question(text="small"))
     await wait_until(lambda: "small" in handled)
+
+
+async def test_the_receive_queue_is_bounded_and_loses_nothing(connect: Connect) -> None:
+    sender = await connect()
+    receiver = await connect(max_queued_bytes=1_000_000, max_concurrent_handlers=1)
+    topic = receiver.topics.agent_questions("flood")
+    release = asyncio.Event()
+    handled: list[str] = []
+
+    async def slow(question: Question) -> None:
+        await release.wait()
+        handled.append(question.text)
+
+    await receiver.subscribe(topic, slow, model=Question)
+    count = 400
+    await asyncio.gather(
+        *(sender.publish(topic, Question(text=f"{i}:" + "x" * 10_000)) for i in range(count))
+    )
+    transport = receiver._connection.transport
+    peak = 0
+    for _ in range(50):  # while the handler is stuck, the flood waits in the broker
+        peak = max(peak, transport._queued_bytes)
+        await asyncio.sleep(0.01)
+    assert peak <= 2_000_000
+    release.set()
+    await wait_until(lambda: len(handled) == count, limit_s=60, what=lambda: f"{len(handled)} of {count}")
+    assert sorted(int(t.split(":")[0]) for t in handled) == list(range(count))

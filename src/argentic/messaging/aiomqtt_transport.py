@@ -63,6 +63,11 @@ class AiomqttTransport(Transport):
         self._inbox: asyncio.Queue[Inbound | None] = asyncio.Queue()
         self._v5 = False
         self._session_present = False
+        # Received bytes not yet read by messages(): beyond the bound the socket is not read
+        # until half of them are, so a flood waits in the broker rather than in this process.
+        self._queued_bytes = 0
+        self._max_queued_bytes: int | None = None
+        self._paused: tuple[int, Any, Any] | None = None  # socket fd, aiomqtt's reader and its args
 
     def _build(self, options: ConnectOptions) -> aiomqtt.Client:
         v5 = options.protocol == "5"
@@ -135,11 +140,42 @@ class AiomqttTransport(Transport):
         self._inbox.put_nowait(
             Inbound(message.topic, payload, message.qos, bool(message.retain), response_topic, correlation)
         )
+        self._queued_bytes += len(payload)
+        limit = self._max_queued_bytes
+        if limit is not None and self._queued_bytes > limit and self._paused is None:
+            self._pause_reading(client)
+
+    def _pause_reading(self, client: paho.Client) -> None:
+        loop = asyncio.get_running_loop()
+        sock = client.socket()
+        try:
+            fd = sock.fileno() if sock is not None else -1
+            selector = getattr(loop, "_selector", None)
+            key = selector.get_key(fd) if selector is not None and fd >= 0 else None
+        except (KeyError, ValueError, OSError):
+            return
+        reader = key.data[0] if key is not None and key.data else None
+        if reader is None:
+            return  # a loop that does not tell its readers: the queue stays unbounded
+        callback, args = reader._callback, reader._args or ()  # removing the reader clears them
+        loop.remove_reader(fd)
+        self._paused = (fd, callback, args)
+
+    def _resume_reading(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is None or self._client is None or self._lost is None or self._lost.done():
+            return
+        fd, callback, args = paused
+        with contextlib.suppress(OSError, ValueError):
+            asyncio.get_running_loop().add_reader(fd, callback, *args)
 
     async def connect(self, options: ConnectOptions) -> Connected:
         await self.disconnect()
         # A resumed session's queued messages arrive right behind the CONNACK: be ready for them.
         self._inbox = asyncio.Queue()
+        self._queued_bytes = 0
+        self._paused = None
+        self._max_queued_bytes = options.max_queued_bytes
         client = self._build(options)
         where = f"{options.host}:{options.port}"
         try:
@@ -308,6 +344,10 @@ class AiomqttTransport(Transport):
             inbound = await inbox.get()
             if inbound is None:
                 break
+            self._queued_bytes -= len(inbound.payload)
+            limit = self._max_queued_bytes
+            if self._paused is not None and (limit is None or self._queued_bytes <= limit // 2):
+                self._resume_reading()
             yield inbound
         raise ConnectionLostError(str(lost.exception()) if lost.done() else "connection to the broker lost")
 

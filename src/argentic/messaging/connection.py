@@ -88,6 +88,7 @@ class ConnectionSettings:
     reconnect_initial_delay_s: float
     reconnect_max_delay_s: float
     max_inflight: int
+    max_queued_bytes: int | None = None
 
 
 Receiver = Callable[[Inbound], Awaitable[None]]
@@ -186,6 +187,7 @@ class Connection:
             tls_insecure=bool(settings.tls and settings.tls.insecure),
             will=will,
             max_inflight=settings.max_inflight,
+            max_queued_bytes=settings.max_queued_bytes,
         )
 
     def _session_expiry(self) -> int:

@@ -146,6 +146,7 @@ class Messager:
             reconnect_initial_delay_s=reconnect_initial_delay_s,
             reconnect_max_delay_s=reconnect_max_delay_s,
             max_inflight=max_inflight,
+            max_queued_bytes=max_queued_bytes,
         )
         self._connection = Connection(
             transport,

@@ -57,6 +57,7 @@ class ConnectOptions:
     tls_insecure: bool = False
     will: WillMessage | None = None
     max_inflight: int = 1000
+    max_queued_bytes: int | None = None  # received bytes held before the socket is read again
 
 
 @dataclass(frozen=True, slots=True)
