@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiomqtt
@@ -38,7 +38,7 @@ DEEP = "/".join(["x"] * 250)
 def echo_llm() -> FunctionLLM:
     """Answers with every user text it was shown, so a test can see what history reached it."""
 
-    def reply(messages: list[Any], *_: Any) -> str:
+    def reply(messages: Sequence[Any], *_: Any) -> str:
         return " | ".join(m.text for m in messages if m.role == "user")
 
     return FunctionLLM(reply)

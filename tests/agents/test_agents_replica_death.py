@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ async def test_no_question_is_lost_when_a_replica_dies(
 ) -> None:
     asked: list[str] = []
 
-    def answer(messages: list[Any], *_: Any) -> str:
+    def answer(messages: Sequence[Any], *_: Any) -> str:
         asked.append(messages[-1].text)
         return "live"
 
