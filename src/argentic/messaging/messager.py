@@ -126,7 +126,11 @@ class Messager:
             on_repeat=self._replay,
         )
         self._requests = Requests(
-            inbox=self.inbox, max_payload_bytes=max_payload_bytes, publish=self.publish, replies=self.replies
+            inbox=self.inbox,
+            max_payload_bytes=max_payload_bytes,
+            publish=self.publish,
+            replies=self.replies,
+            unsettled=self.reconnected_within,
         )
         settings = ConnectionSettings(
             broker_address=broker_address,

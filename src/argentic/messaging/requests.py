@@ -34,9 +34,19 @@ class Requests:
     """The requests waiting for their reply on ``inbox``."""
 
     def __init__(
-        self, *, inbox: str, max_payload_bytes: int, publish: Publish, replies: ReplyPolicy | None = None
+        self,
+        *,
+        inbox: str,
+        max_payload_bytes: int,
+        publish: Publish,
+        replies: ReplyPolicy | None = None,
+        unsettled: Callable[[float], bool] = lambda _seconds: False,
     ) -> None:
         self.inbox = inbox
+        # Whether the connection dropped or came back in the last given seconds: silence is then
+        # explained by the broker's absence, and a copy sent now could reach a second replica
+        # while the first one's answer is still coming.
+        self._unsettled = unsettled
         self.replies = replies
         self.max_payload_bytes = max_payload_bytes
         self._publish = publish
@@ -88,7 +98,7 @@ class Requests:
                 attempt = 1
                 while not future.done():
                     await asyncio.wait({future}, timeout=retry_after)
-                    if not future.done():
+                    if not future.done() and not self._unsettled(retry_after or 0.0):
                         attempt += 1
                         logger.info(
                             "no reply to %s %s yet; sending it again", type(message).__name__, message.id

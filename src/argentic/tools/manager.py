@@ -227,11 +227,23 @@ class ToolManager(Running):
                         )
                     )
 
+    def _suspended_tool(self, name: str) -> bool:
+        return any(spec.name == name for _, specs in self._suspended.values() for spec in specs)
+
     # --- calling ------------------------------------------------------------------------------
 
     async def call(self, name: str, arguments: dict[str, Any], *, timeout: float | None = None) -> ToolResult:  # noqa: ASYNC109
         """Call tool ``name``; the result's ``ok`` tells success, ``error`` says what went wrong."""
         spec = self.tools.get(name)
+        if (
+            spec is None
+            and self._suspended_tool(name)
+            and self.messager.reconnected_within(self.restart_grace_s)
+        ):
+            # Its service was reported gone by a broker restart: wait for it to come back.
+            with contextlib.suppress(TimeoutError):
+                await self.wait_for_tools(name, timeout=self.restart_grace_s)
+            spec = self.tools.get(name)
         withdrawn = self._withdrawn_at.get(name)
         if spec is None and withdrawn is not None:
             remaining = withdrawn + self.withdrawal_grace_s - time.monotonic()
