@@ -11,12 +11,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 from agents_support import REPO, add
 
 from argentic.agents import Agent
 from argentic.llm import FunctionLLM
-from argentic.protocol import Answer, Question
+from argentic.protocol import Answer, Question, parse_message
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.tools import ToolManager, ToolService
@@ -24,8 +25,8 @@ from argentic.tools import ToolManager, ToolService
 SCRIPT = str(Path(__file__).with_name("replica_process.py"))
 
 
-@pytest.fixture
-def doomed(mosquitto: MosquittoBroker, namespace: str) -> Iterator[subprocess.Popen[str]]:
+def start_replica(mosquitto: MosquittoBroker, namespace: str) -> subprocess.Popen[str]:
+    """The replica process (always the same client id), once it serves."""
     process = subprocess.Popen(
         [sys.executable, SCRIPT, str(mosquitto.port), namespace, f"{namespace}-doomed", "pair", "pair"],
         cwd=Path(SCRIPT).parent,
@@ -33,9 +34,15 @@ def doomed(mosquitto: MosquittoBroker, namespace: str) -> Iterator[subprocess.Po
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "READY"
+    return process
+
+
+@pytest.fixture
+def doomed(mosquitto: MosquittoBroker, namespace: str) -> Iterator[subprocess.Popen[str]]:
+    process = start_replica(mosquitto, namespace)
     try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "READY"
         yield process
     finally:
         process.kill()
@@ -79,3 +86,42 @@ async def test_no_tool_call_is_lost_when_a_replica_dies(
         )
     assert [r.result for r in results] == [i + 1 for i in range(10)]
     assert live.calls_served == 10
+
+
+async def test_a_replica_started_again_does_not_answer_what_others_did(
+    mqtt: MakeMessager, namespace: str, mosquitto: MosquittoBroker, doomed: subprocess.Popen[str]
+) -> None:
+    """Its resumed session still holds the calls handed to it while it was dead; their callers sent
+    them again and another replica answered: the new run leaves them alone."""
+    live = ToolService(await mqtt(client_id=f"{namespace}-tools", persistent=True), [add], "pair")
+    caller = await mqtt()
+    replies: dict[str, set[str]] = {}
+    async with (
+        aiomqtt.Client(mosquitto.host, mosquitto.port, protocol=aiomqtt.ProtocolVersion.V5) as spy,
+        live,
+        ToolManager(caller) as manager,
+    ):
+        await spy.subscribe(caller.inbox, qos=1)
+
+        async def watch() -> None:
+            async for message in spy.messages:
+                reply = parse_message(bytes(message.payload))  # type: ignore[arg-type]
+                replies.setdefault(reply.correlation_id or "", set()).add(reply.id)
+
+        watching = asyncio.create_task(watch())
+        await manager.wait_for_tools("add")
+        doomed.kill()
+        doomed.wait(10)
+        first = await asyncio.gather(*(manager.call("add", {"a": i, "b": 1}, timeout=15) for i in range(10)))
+        assert [r.result for r in first] == [i + 1 for i in range(10)]
+        again = await asyncio.to_thread(start_replica, mosquitto, namespace)
+        try:
+            second = await asyncio.gather(
+                *(manager.call("add", {"a": i, "b": 2}, timeout=15) for i in range(10))
+            )
+            assert [r.result for r in second] == [i + 2 for i in range(10)]
+        finally:
+            again.kill()
+            again.wait(10)
+        watching.cancel()
+    assert all(len(ids) == 1 for ids in replies.values()), replies

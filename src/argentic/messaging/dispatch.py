@@ -147,6 +147,16 @@ class Dispatcher:
             else:
                 keep.append((arrived, inbound))
         self._unclaimed = keep
+        if claimed and subscription.shared_group is not None:
+            # Requests a shared group handed to an earlier run of this client (a replica that was
+            # killed and started again): their senders sent them again when the broker reported
+            # that run gone, so another replica may have answered them already.
+            logger.info(
+                "left %d requests held for an earlier run of this client on %s to their senders' resends",
+                len(claimed),
+                subscription.topic_filter,
+            )
+            return
         for inbound in claimed:
             await self._deliver(inbound, [subscription])
 
