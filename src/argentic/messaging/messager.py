@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
@@ -203,9 +203,6 @@ class Messager:
         """Which other clients the broker reports gone (shared by every component on this messager)."""
         if self._peers is None:
             self._peers = Peers(self)
-            # Requests that waited in a gone client's session (a replica killed mid-request) are
-            # sent again at once; receivers that already have them drop the copy by its id.
-            self._peers.watch(lambda _client: self._requests.resend())
         return self._peers
 
     @property
@@ -507,8 +504,8 @@ class Messager:
         """Publish ``message`` as a request and wait for its reply (or an ErrorReply).
 
         The same request (same id) is sent again after ``retry_after`` seconds without a reply
-        (default a third of the timeout), and at once when a client is reported gone: a replica
-        that died holding it cannot answer, and receivers drop a copy they already have.
+        (default a third of the timeout): a replica that died holding it cannot answer, and
+        receivers drop a copy they already have (see also :meth:`resend`).
 
         Raises RequestTimeoutError when no reply comes in ``timeout`` seconds (default
         request_timeout_s), NotConnectedError if the Messager is disconnected meanwhile.
@@ -523,6 +520,12 @@ class Messager:
             timeout=timeout,
             retry_after=retry_after if retry_after is not None else max(timeout / 3, 1.0),
         )
+
+    async def resend(self, topics: Collection[str]) -> None:
+        """Send again, under the same ids, the requests waiting for a reply that went to ``topics``:
+        a client that served them is gone (a replica killed while it held some). Receivers that
+        already have one drop the copy; another replica answers what the gone one held."""
+        await self._requests.resend(set(topics))
 
     async def reply(self, request: Message, response: Message) -> None:
         """Send ``response`` to ``request.reply_to``, carrying the request's correlation id."""

@@ -129,11 +129,11 @@ class Requests:
         for _ in range(copies):
             await self._publish(topic, request)
 
-    async def resend(self) -> None:
-        """Send every waiting request again (same ids): a client that held some of them is gone."""
+    async def resend(self, topics: set[str]) -> None:
+        """Send the waiting requests to ``topics`` again (same ids): a client that held some is gone."""
         for correlation, (topic, request) in list(self._sent.items()):
             future = self._pending.get(correlation)
-            if future is None or future.done():
+            if future is None or future.done() or topic not in topics:
                 continue
             try:
                 await self._send_copies(topic, request, 2)

@@ -176,6 +176,10 @@ class ToolManager(Running):
         stale = [service for service, client in self._announcers.items() if client == client_id]
         for service in stale:
             self._suspended[service] = (client_id, list(self._services.get(service, [])))
+        # Calls the gone client may have held go out again at once; a live replica takes them.
+        topics = self.messager.topics
+        names = {spec.name for service in stale for spec in self._services.get(service, [])}
+        await self.messager.resend({topics.tool_calls(name) for name in names})
         await asyncio.gather(*(self._withdraw(service, gone_client=client_id) for service in stale))
 
     async def _on_client_back(self, client_id: str) -> None:
