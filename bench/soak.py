@@ -239,8 +239,8 @@ async def worker(
             tally.took("tool call", started, origin)
         elif result.ok:
             tally.wrong += 1
-        elif result.error is not None and result.error.code == "timeout":
-            tally.lost += 1
+        elif result.error is not None and result.error.code == "timeout" and result.service_id is None:
+            tally.lost += 1  # no reply came (a timeout the service itself reports is an error reply)
         else:
             code = result.error.code if result.error else "unknown"
             tally.error(code, result.error.message if result.error else "")
