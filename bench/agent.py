@@ -34,20 +34,17 @@ import openai
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from argentic.agents import Agent
+from argentic.agents import Agent, AgentClient
 from argentic.agents.loop import EventSink
 from argentic.llm import (
-    ChatMessage,
+    ChatRequest,
     ChatResponse,
     LLMFactory,
-    OutputSpec,
     SamplingSettings,
-    ToolChoice,
-    ToolDefinition,
 )
 from argentic.llm.wire import message_to_wire, tool_choice_to_wire, tool_to_wire
 from argentic.messaging import Messager
-from argentic.protocol import Answer, Question, ToolCall, ToolResult
+from argentic.protocol import ToolCall, ToolResult
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.vllm_server import cpu_vllm_server
 from argentic.tools import ToolManager, ToolService, tool
@@ -139,7 +136,7 @@ async def raw_rtt(broker: MosquittoBroker, calls: int) -> list[float]:
 # --- 2. concurrent questions -------------------------------------------------------------------
 
 
-Recorded = dict[str, list[tuple[list[ChatMessage], list[ToolDefinition], ToolChoice]]]
+Recorded = dict[str, list[ChatRequest]]
 
 
 class RecordingAgent(Agent):
@@ -149,31 +146,18 @@ class RecordingAgent(Agent):
         super().__init__(*args, **kwargs)
         self.recorded: Recorded = {}
 
-    async def call_llm(
-        self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[ToolDefinition],
-        tool_choice: ToolChoice,
-        output: OutputSpec | None,
-        events: EventSink,
-    ) -> ChatResponse:
-        key = next(m.text for m in messages if m.role == "user")
-        self.recorded.setdefault(key, []).append((list(messages), list(tools), tool_choice))
-        return await super().call_llm(messages, tools, tool_choice, output, events)
+    async def call_llm(self, request: ChatRequest, events: EventSink) -> ChatResponse:
+        key = next(m.text for m in request.messages if m.role == "user")
+        self.recorded.setdefault(key, []).append(request)
+        return await super().call_llm(request, events)
 
 
-async def agent_pass(client: Messager, role: str, questions: list[str]) -> tuple[float, int]:
-    """Seconds for all questions, and the completion tokens they took."""
-    topic = client.topics.agent_questions(role)
+async def agent_pass(client: AgentClient, questions: list[str]) -> tuple[float, int]:
+    """Seconds for all questions, and the completion tokens they took (an error reply raises)."""
     started = time.perf_counter()
-    answers = await asyncio.gather(
-        *(client.request(topic, Question(text=q), response_model=Answer, timeout=900) for q in questions)
-    )
+    answers = await asyncio.gather(*(client.answer(q, timeout=900) for q in questions))
     elapsed = time.perf_counter() - started
-    done = [a for a in answers if isinstance(a, Answer)]
-    if len(done) < len(answers):
-        raise RuntimeError(f"{len(answers) - len(done)} questions failed, e.g. {answers[0]}")
-    return elapsed, sum(a.usage.completion_tokens for a in done)
+    return elapsed, sum(a.usage.completion_tokens for a in answers)
 
 
 async def direct_pass(base_url: str, model: str, recorded: Recorded) -> tuple[float, int]:
@@ -181,18 +165,19 @@ async def direct_pass(base_url: str, model: str, recorded: Recorded) -> tuple[fl
     client = openai.AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=900)
     tokens = 0
 
-    async def task(calls: list[tuple[list[ChatMessage], list[ToolDefinition], ToolChoice]]) -> None:
+    async def task(calls: list[ChatRequest]) -> None:
         nonlocal tokens
-        for messages, tools, choice in calls:
+        for request in calls:
+            tools = request.tools
             body: dict[str, Any] = {
                 "model": model,
-                "messages": [message_to_wire(m) for m in messages],
+                "messages": [message_to_wire(m) for m in request.messages],
                 "max_tokens": MAX_TOKENS,
                 "temperature": 0,
             }
             if tools:
                 body["tools"] = [tool_to_wire(t, vllm=True) for t in tools]
-                body["tool_choice"] = tool_choice_to_wire(choice, tools)
+                body["tool_choice"] = tool_choice_to_wire(request.tool_choice, tools)
             completion = await client.chat.completions.create(**body)
             tokens += completion.usage.completion_tokens if completion.usage else 0
 
@@ -240,14 +225,14 @@ async def concurrency(
         )
         await agent.async_init()
         print(f"warm-up: {tasks} questions through the agent", file=sys.stderr, flush=True)
-        await agent_pass(client, "bench", questions)
+        await agent_pass(AgentClient(client, "bench"), questions)
         recorded = {question: list(calls) for question, calls in agent.recorded.items()}
         # Alternate the sides and keep each one's best pass: other load on the machine comes and goes.
         agent_runs: list[tuple[float, int]] = []
         direct_runs: list[tuple[float, int]] = []
         for number in range(rounds):
             agent.recorded.clear()
-            agent_runs.append(await agent_pass(client, "bench", questions))
+            agent_runs.append(await agent_pass(AgentClient(client, "bench"), questions))
             direct_runs.append(await direct_pass(base_url, model, recorded))
             print(
                 f"round {number + 1}: agent {agent_runs[-1]}, direct {direct_runs[-1]} (seconds, tokens)",

@@ -75,6 +75,10 @@ class LLMServerConfig(Section):
     """How ``argentic serve`` starts ``vllm serve``."""
 
     model: str | None = Field(default=None, description="model id or path; None builds the CPU model")
+    cpu_model: Literal["gemma3-270m", "tiny-vlm"] = Field(
+        default="gemma3-270m",
+        description="with no model: the CPU build to serve; tiny-vlm takes images but has random weights",
+    )
     served_model_name: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -109,7 +113,9 @@ class LLMConfig(Section):
     max_tokens: int | None = Field(default=None, gt=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = None
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: float = Field(
+        default=120.0, gt=0, description="the longest wait for an answer to start, or for its next token"
+    )
     max_retries: int = Field(default=3, ge=0)
     max_concurrency: int = Field(default=64, gt=0, description="concurrent requests per endpoint")
     retry_delay_s: float = Field(default=0.5, gt=0, description="first retry delay; doubles, with jitter")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiomqtt
@@ -17,7 +17,7 @@ from paho.mqtt.properties import Properties
 
 from argentic.agents import Agent
 from argentic.errors import InvalidTopicError
-from argentic.llm import FunctionLLM
+from argentic.llm import ChatRequest, FunctionLLM
 from argentic.messaging import Messager
 from argentic.protocol import (
     Answer,
@@ -38,8 +38,8 @@ DEEP = "/".join(["x"] * 250)
 def echo_llm() -> FunctionLLM:
     """Answers with every user text it was shown, so a test can see what history reached it."""
 
-    def reply(messages: Sequence[Any], *_: Any) -> str:
-        return " | ".join(m.text for m in messages if m.role == "user")
+    def reply(request: ChatRequest) -> str:
+        return " | ".join(m.text for m in request.messages if m.role == "user")
 
     return FunctionLLM(reply)
 

@@ -7,16 +7,15 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 import pytest
 from agents_support import REPO, add
 
 from argentic.agents import Agent
-from argentic.llm import FunctionLLM
+from argentic.llm import ChatRequest, FunctionLLM
 from argentic.protocol import Answer, Question, parse_message
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
@@ -54,8 +53,8 @@ async def test_no_question_is_lost_when_a_replica_dies(
 ) -> None:
     asked: list[str] = []
 
-    def answer(messages: Sequence[Any], *_: Any) -> str:
-        asked.append(messages[-1].text)
+    def answer(request: ChatRequest) -> str:
+        asked.append(request.messages[-1].text)
         return "live"
 
     bus = await mqtt(client_id=f"{namespace}-live", persistent=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from argentic.agents import Agent
-from argentic.llm import FunctionLLM
+from argentic.llm import ChatRequest, FunctionLLM
 from argentic.messaging import Messager
 from argentic.protocol import Answer, Question
 from argentic.testing.messagers import MakeMessager, connected_messagers
@@ -101,8 +101,8 @@ async def _serve(make: MakeMessager, mosquitto: MosquittoBroker, namespace: str)
     await tools.start()
     await tools.wait_for_tools("add", "echo")
 
-    def answer(messages: Sequence[Any], *_: Any) -> str:
-        return f"seen {len(messages)}"
+    def answer(request: ChatRequest) -> str:
+        return f"seen {len(request.messages)}"
 
     agent = Agent(llm=FunctionLLM(answer), messager=agent_bus, tool_manager=tools, role="fuzz")
     await agent.start()

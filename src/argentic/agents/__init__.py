@@ -4,6 +4,7 @@ from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.client import AgentClient, AgentRun, describe_event
 from argentic.agents.conversation import ConversationStore
 from argentic.agents.loop import LoopPolicy, ToolLoop
+from argentic.agents.messages import MessageBuilder
 from argentic.errors import StepLimitError
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "AgentRun",
     "ConversationStore",
     "LoopPolicy",
+    "MessageBuilder",
     "StepLimitError",
     "ToolLoop",
     "describe_event",

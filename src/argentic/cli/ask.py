@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import Any
 
+from argentic.agents.client import AgentClient, describe_event
 from argentic.config import ArgenticConfig, load_config
-from argentic.errors import ArgenticError, RequestTimeoutError
+from argentic.errors import AgentReplyError, ArgenticError, RequestTimeoutError
 from argentic.messaging import Messager
-from argentic.protocol import Answer, ErrorReply, Message, Presence, Progress, Question, Token
+from argentic.protocol import Progress, Token
 
 HELP = "ask an agent a question over MQTT and print the answer"
 
@@ -23,74 +25,83 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
     parser.add_argument("--json", action="store_true", help="print the whole answer message as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "--output",
+        type=output_schema,
+        help="ask for a structured answer: a JSON schema, or fields such as 'value:int,sentence:str' "
+        "(a small model answers a number best as an int field)",
+    )
 
 
-def _describe(event: Progress) -> str:
-    parts: list[str] = [event.stage]
-    if event.tool:
-        parts.append(event.tool)
-    if event.arguments is not None:
-        parts.append(json.dumps(event.arguments, ensure_ascii=False))
-    if event.detail:
-        parts.append(f"({event.detail[:200]})")
-    return " ".join(parts)
+_FIELD_TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean"}
 
 
-async def _online(messager: Messager, role: str, wait_s: float = 1.0) -> bool:
-    """Whether the role's retained presence says online (it arrives at once when there is one)."""
-    seen: asyncio.Queue[Presence] = asyncio.Queue(maxsize=8)
-
-    async def on_presence(presence: Presence) -> None:
-        if not seen.full():
-            seen.put_nowait(presence)
-
-    subscription = await messager.subscribe(messager.topics.agent_status(role), on_presence, model=Presence)
-    try:
-        return (await asyncio.wait_for(seen.get(), wait_s)).online
-    except TimeoutError:
-        return False
-    finally:
-        await messager.unsubscribe(subscription)
+def output_schema(text: str) -> dict[str, Any]:
+    """A JSON schema from ``--output``: JSON as it is, or ``name:type`` fields joined by commas."""
+    if text.lstrip().startswith("{"):
+        try:
+            schema = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise argparse.ArgumentTypeError(f"not a JSON schema: {exc}") from exc
+        if not isinstance(schema, dict):
+            raise argparse.ArgumentTypeError("the JSON schema must be an object")
+        return schema
+    properties: dict[str, Any] = {}
+    for field in filter(None, (part.strip() for part in text.split(","))):
+        name, _, kind = field.partition(":")
+        if kind not in _FIELD_TYPES or not name:
+            raise argparse.ArgumentTypeError(
+                f"{field!r}: write fields as name:type with type one of {', '.join(_FIELD_TYPES)}"
+            )
+        # Bounded, so a small model cannot run on to max_tokens inside one field.
+        bound = {"maxLength": 200} if kind == "str" else {}
+        properties[name] = {"type": _FIELD_TYPES[kind], **bound}
+    if not properties:
+        raise argparse.ArgumentTypeError("no fields given")
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
 
 
 async def ask(config: ArgenticConfig, args: argparse.Namespace) -> int:
     role = args.role or config.agent.role
-    question = Question(text=args.text, conversation_id=args.conversation, stream=args.stream)
     async with Messager.from_config(config.messaging) as messager:
-        streamed = False
-
-        async def on_event(event: Message) -> None:
-            nonlocal streamed
-            if isinstance(event, Token) and args.stream:
-                streamed = True
-                print(event.text, end="", flush=True)
-            elif isinstance(event, Progress) and not args.quiet:
-                print(f"[{role}] {_describe(event)}", file=sys.stderr, flush=True)
-
-        await messager.subscribe(messager.topics.agent_events(role, question.id), on_event)
-        if not args.quiet and not await _online(messager, role):
+        client = AgentClient(messager, role, timeout_s=args.timeout)
+        if not args.quiet and not await client.online():
             print(
                 f"argentic ask: no agent with role {role!r} says it is online; the question waits up to "
                 f"{args.timeout:g} s for one",
                 file=sys.stderr,
                 flush=True,
             )
-        reply = await messager.request(
-            messager.topics.agent_questions(role), question, response_model=Answer, timeout=args.timeout
-        )
-    if streamed:
-        print()
-    if isinstance(reply, ErrorReply):
-        print(f"argentic ask: {reply.error.code}: {reply.error.message}", file=sys.stderr)
-        return 1
+        streamed = False
+        async with client.stream(
+            args.text, output=args.output, conversation_id=args.conversation, tokens=args.stream
+        ) as run:
+            async for event in run:
+                if isinstance(event, Token):
+                    streamed = True
+                    print(event.text, end="", flush=True)
+                elif isinstance(event, Progress) and not args.quiet:
+                    print(f"[{role}] {describe_event(event)}", file=sys.stderr, flush=True)
+        if streamed:
+            print()
+        try:
+            answer = await run.wait()
+        except AgentReplyError as exc:
+            print(f"argentic ask: {exc}", file=sys.stderr)
+            return 1
     if args.json:
-        print(reply.model_dump_json(indent=2))
+        print(answer.model_dump_json(indent=2))
     else:
-        for call in reply.tool_calls:
+        for call in answer.tool_calls:
             outcome = json.dumps(call.result, ensure_ascii=False) if call.ok else call.error
             print(f"tool {call.name}({json.dumps(call.arguments, ensure_ascii=False)}) -> {outcome}")
-        print(reply.text if reply.data is None else json.dumps(reply.data, ensure_ascii=False))
-        print(f"(conversation {reply.conversation_id})", file=sys.stderr)
+        print(answer.text if answer.data is None else json.dumps(answer.data, ensure_ascii=False))
+        print(f"(conversation {answer.conversation_id})", file=sys.stderr)
     return 0
 
 
