@@ -318,7 +318,7 @@ async def soak(duration: float, workers: int) -> dict[str, Any]:
         await asyncio.to_thread(broker.restart, down_for=10.0)
         await at(0.5)
         print(
-            f"{time.time():.1f} killing tool service tools-1 and starting it again",
+            f"+{time.perf_counter() - origin:.1f}s killing tool service tools-1 and starting it again",
             file=sys.stderr,
             flush=True,
         )
