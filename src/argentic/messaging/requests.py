@@ -126,8 +126,8 @@ class Requests:
     async def _send_copies(self, topic: str, request: Message, copies: int) -> None:
         # A broker hands a shared subscription's messages to its members in turn, the dead
         # session of a killed member included: consecutive copies reach different members.
-        for _ in range(copies):
-            await self._publish(topic, request)
+        # Started together, the copies leave back to back, not interleaved with other requests'.
+        await asyncio.gather(*(self._publish(topic, request) for _ in range(copies)))
 
     async def resend(self, topics: set[str]) -> None:
         """Send the waiting requests to ``topics`` again (same ids): a client that held some is gone."""
