@@ -22,7 +22,11 @@ async def slow_answer(*_: Any) -> str:
 
 
 async def main(port: int, namespace: str, client_id: str, role: str, service: str) -> None:
-    messager = Messager("127.0.0.1", port, namespace=namespace, client_id=client_id, persistent=True)
+    # A short session, as docs/security.md advises for replicas: once this process is killed the
+    # broker soon stops handing it requests.
+    messager = Messager(
+        "127.0.0.1", port, namespace=namespace, client_id=client_id, persistent=True, session_expiry_s=5
+    )
     async with (
         messager,
         ToolService(messager, [add], service),

@@ -505,7 +505,8 @@ class Messager:
 
         The same request (same id) is sent again after ``retry_after`` seconds without a reply
         (default a third of the timeout): a replica that died holding it cannot answer, and
-        receivers drop a copy they already have (see also :meth:`resend`).
+        receivers drop a copy they already have (see also :meth:`resend`). Replicas with a
+        short session expiry stop drawing requests soon after they die.
 
         Raises RequestTimeoutError when no reply comes in ``timeout`` seconds (default
         request_timeout_s), NotConnectedError if the Messager is disconnected meanwhile.

@@ -24,7 +24,6 @@ from argentic.protocol import ErrorReply, Message, new_id, parse_message
 logger = logging.getLogger("argentic.messaging")
 
 M = TypeVar("M", bound=Message)
-MAX_COPIES = 3  # copies of a request sent at one retry
 REPLAY_MAX = 2000  # recent replies kept to answer a repeated request again
 REPLAY_MAX_BYTES = 256 * 1024  # larger replies are not kept
 Publish = Callable[[str, Message], Awaitable[None]]
@@ -95,15 +94,14 @@ class Requests:
         try:
             async with asyncio.timeout(timeout):
                 await self._publish(topic, request)
-                attempt = 1
                 while not future.done():
                     await asyncio.wait({future}, timeout=retry_after)
                     if not future.done() and not self._unsettled(retry_after or 0.0):
-                        attempt += 1
+                        # One copy: several could reach several live replicas, each answering.
                         logger.info(
                             "no reply to %s %s yet; sending it again", type(message).__name__, message.id
                         )
-                        await self._send_copies(topic, request, min(attempt, MAX_COPIES))
+                        await self._publish(topic, request)
                 reply, payload = future.result()
         except TimeoutError:
             raise RequestTimeoutError(
