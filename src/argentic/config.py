@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from argentic.errors import ConfigError
 
@@ -60,6 +60,13 @@ class MessagingConfig(Section):
     persistent: bool = Field(default=True, description="broker keeps session and QoS 1 messages while away")
     max_concurrent_handlers: int = Field(default=64, gt=0, description="deliveries handled at once")
     embedded_broker: Literal["auto", "always", "never"] = "auto"
+    reply_topics: list[str] = Field(
+        default=["{namespace}/clients/+/inbox"],
+        description="MQTT filters a request's reply_to must match to be answered ({namespace} is replaced)",
+    )
+    max_queued_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="received payload bytes held before reading pauses"
+    )
     tls: TLSConfig = TLSConfig()
     reconnect: ReconnectConfig = ReconnectConfig()
 
@@ -151,6 +158,10 @@ class ToolsConfig(Section):
     service_name: str = "tools"
     call_timeout_s: float = Field(default=30.0, gt=0)
     max_concurrent_calls: int = Field(default=32, gt=0)
+    isolate_sync_tools: bool = Field(
+        default=True, description="run each call of a sync tool in a process its timeout can kill"
+    )
+    max_memory_mb: int | None = Field(default=1024, gt=0, description="memory an isolated call may add")
     module: str | None = Field(
         default=None, description="module or .py file whose tools `argentic tools` serves"
     )
@@ -192,7 +203,14 @@ class VideoConfig(Section):
 
 
 class LoggingConfig(Section):
-    level: str = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="the commands' log level (-v sets DEBUG)"
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
 
 class ArgenticConfig(Section):

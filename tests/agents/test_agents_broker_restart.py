@@ -16,6 +16,7 @@ from argentic.messaging import Messager
 from argentic.protocol import Answer, Question
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.waiting import wait_until
 from argentic.tools import ToolManager, ToolService, tool
 
 started = asyncio.Event()
@@ -74,4 +75,31 @@ async def test_a_task_survives_a_broker_restart_mid_tool_call(
     again = await client.request(topic, Question(text="Still there?"), response_model=Answer, timeout=30)
     assert isinstance(again, Answer) and again.text == "still here"
     await agent.stop()
+    await service.stop()
+
+
+async def test_a_tool_result_outlives_a_long_broker_restart(
+    buses: Callable[[str], Awaitable[Messager]], private_mosquitto: MosquittoBroker
+) -> None:
+    """mosquitto sends every client's will when it stops: the tool service is reported gone while
+    the broker is down for longer than the withdrawal grace, yet its result is still coming."""
+    started.clear()
+    release.clear()
+    service = ToolService(await buses("tools"), [measure], "long-restart", call_timeout_s=60)
+    await service.start()
+    manager = ToolManager(await buses("caller"), default_timeout_s=60)
+    await manager.async_init()
+    await manager.wait_for_tools("measure")
+
+    calling = asyncio.create_task(manager.call("measure", {"length": 5}))
+    await asyncio.wait_for(started.wait(), 30)
+    await asyncio.to_thread(private_mosquitto.restart, down_for=4.0)
+    release.set()
+
+    result = await asyncio.wait_for(calling, 60)
+    assert result.ok and result.result == 10, result.error
+    # and the tools are known again once the service is back, without waiting for it to announce
+    await wait_until(lambda: "measure" in manager.tools, limit_s=10)
+    again = await manager.call("measure", {"length": 1}, timeout=20)
+    assert again.ok and again.result == 2
     await service.stop()

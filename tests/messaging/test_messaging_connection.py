@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 from messaging_support import BrokerUnderTest, start_peer, stop_peer
 
 from argentic.config import MessagingConfig, TLSConfig
-from argentic.errors import AuthenticationError, BrokerUnavailableError
+from argentic.errors import AuthenticationError, BrokerUnavailableError, ConfigError
 from argentic.messaging import Messager
 from argentic.messaging.aiomqtt_transport import AiomqttTransport
 from argentic.messaging.embedded_broker import EmbeddedBroker
@@ -183,6 +184,34 @@ async def test_tls_with_an_untrusted_certificate_fails(
     # Trusting only the system CAs, the self-signed certificate must be refused.
     with pytest.raises(BrokerUnavailableError, match=f"{broker.host}:{broker.port}"):
         await messagers(broker.host, broker.port, tls=TLSConfig(enabled=True), connect_timeout_s=5)
+
+
+async def test_tls_with_a_missing_ca_file_says_which_key(messagers: Messagers, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.pem"
+    with pytest.raises(ConfigError, match=r"messaging\.tls\.ca_certs"):
+        await messagers("127.0.0.1", 1, tls=TLSConfig(enabled=True, ca_certs=missing), connect_timeout_s=2)
+
+
+async def test_tls_with_the_wrong_ca_says_so(
+    tls_mosquitto: TLSMosquitto, messagers: Messagers, tmp_path: Path
+) -> None:
+    broker = tls_mosquitto
+    other, other_key = tmp_path / "other.pem", tmp_path / "other-key.pem"
+    await asyncio.to_thread(
+        subprocess.run,
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(other_key), "-out", str(other), "-subj", "/CN=someone-else",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    with pytest.raises(BrokerUnavailableError) as caught:
+        await messagers(
+            broker.host, broker.port, tls=TLSConfig(enabled=True, ca_certs=other), connect_timeout_s=5
+        )
+    assert "TLS handshake" in str(caught.value) and "messaging.tls.ca_certs" in str(caught.value)
+    assert "start one" not in str(caught.value)
 
 
 async def test_plain_client_cannot_talk_to_a_tls_listener(

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from argentic.agents.conversation import ConversationStore
 from argentic.agents.events import MqttEvents
@@ -42,6 +42,7 @@ from argentic.agents.messages import MessageBuilder
 from argentic.config import AgentConfig
 from argentic.errors import (
     AgentError,
+    InvalidTopicError,
     LLMError,
     LLMTimeoutError,
     LLMUnavailableError,
@@ -90,6 +91,7 @@ class IncomingQuestion(Message):
 
     model_config = ConfigDict(extra="allow", frozen=True)
     type: str = "question"
+    id: Any = Field(default_factory=new_id)  # any id gets its error reply
 
 
 @dataclass
@@ -242,7 +244,10 @@ class Agent(Running):
         # Replicas share one retained presence per role: when another one leaves (its stop or its
         # will says offline), those still serving say online again.
         self._presence_watch = await self.messager.subscribe(
-            self.messager.topics.agent_status(self.role), self._on_presence, model=Presence
+            self.messager.topics.agent_status(self.role),
+            self._on_presence,
+            model=Presence,
+            on_invalid=self._repair_presence,
         )
         self._cancel_leave = self.messager.before_disconnect(self.stop)
         await self._publish_presence(True)
@@ -270,7 +275,12 @@ class Agent(Running):
 
     async def _on_presence(self, presence: Presence) -> None:
         self._presence_holder = presence.client_id if presence.online else None
-        if not presence.online and self._subscription is not None:
+        if (not presence.online or presence.role != self.role) and self._subscription is not None:
+            await self._publish_presence(True)
+
+    async def _repair_presence(self, topic: str) -> None:
+        # Something not a presence was retained on the role's status while this agent serves.
+        if self._subscription is not None:
             await self._publish_presence(True)
 
     async def _on_client_gone(self, client_id: str) -> None:
@@ -287,12 +297,14 @@ class Agent(Running):
         assert self.messager is not None
         try:
             question = Question.model_validate(incoming.model_dump())
-        except ValidationError as exc:
-            problems = describe_validation_error(exc)
-            log.warning("invalid question %s: %s", incoming.id, problems)
+            topic_level(question.id, "question id")  # it names the question's events topic
+        except (ValidationError, InvalidTopicError) as exc:
+            problems = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+            log.warning("invalid question %.64r: %s", incoming.id, problems)
             if incoming.reply_to:
                 error = ErrorInfo(code="malformed_request", message=f"not a valid question: {problems}")
-                await self.messager.reply(incoming, ErrorReply(request_id=incoming.id, error=error))
+                request_id = incoming.id if isinstance(incoming.id, str) else None
+                await self.messager.reply(incoming, ErrorReply(request_id=request_id, error=error))
             return
         if not question.reply_to:
             log.info("question %s has no reply_to: its answer goes only to the events topic", question.id)
@@ -364,9 +376,12 @@ class Agent(Running):
         sink: EventSink = events or NullEvents()
         await self.apply_profile()
         cid = question.conversation_id or conversation_id or new_id()
+        # A conversation belongs to who asked (known by the reply topic): another sender naming
+        # the same id starts a conversation of its own instead of reading this one.
+        key = f"{question.reply_to}\x00{cid}" if question.reply_to else cid
         await sink.progress("started", detail=f"conversation {cid}")
         try:
-            async with self.conversations.open(cid) as conversation:
+            async with self.conversations.open(key) as conversation:
                 user = await builder.build(question)
                 prompt = [*self.system_messages(), *conversation.messages, user]
                 result = await self.tool_loop(builder, sink).run(prompt, output=output)

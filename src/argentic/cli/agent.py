@@ -11,7 +11,6 @@ from argentic.agents.runtime import backends, wait_for_shutdown
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError
 from argentic.messaging import Messager
-from argentic.protocol import Topics
 from argentic.tools import ToolManager
 
 HELP = "run an agent that answers questions published on MQTT"
@@ -31,20 +30,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def serve(config: ArgenticConfig, *, start_llm: bool = False) -> int:
     role = config.agent.role
-    async with backends(config, start_llm=start_llm) as backend:
-        will = Agent.will(Topics(config.messaging.namespace), role)
-        async with Messager.from_config(config.messaging, will=will) as messager:
-            tools = ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role)
-            await tools.async_init()
-            agent = Agent.from_config(config.agent, llm=backend.llm, messager=messager, tool_manager=tools)
-            await agent.async_init()
-            print(
-                f"agent {role!r} answering {messager.topics.agent_questions(role)}; Ctrl-C stops",
-                file=sys.stderr,
-            )
-            await wait_for_shutdown()
-            await agent.stop()
-            await tools.close()
+    # The default will (the client's status) makes the presence stale if the process dies, and
+    # tells requesters to send again what this replica held.
+    async with (
+        backends(config, start_llm=start_llm) as backend,
+        Messager.from_config(config.messaging) as messager,
+    ):
+        tools = ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role)
+        await tools.async_init()
+        agent = Agent.from_config(config.agent, llm=backend.llm, messager=messager, tool_manager=tools)
+        await agent.async_init()
+        print(
+            f"agent {role!r} answering {messager.topics.agent_questions(role)}; Ctrl-C stops",
+            file=sys.stderr,
+        )
+        await wait_for_shutdown()
+        await agent.stop()
+        await tools.close()
     return 0
 
 

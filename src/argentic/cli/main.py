@@ -40,10 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configured_level(config_file: str | None) -> int:
+    """``logging.level`` of the config; INFO when it cannot be read (the command says why)."""
+    from argentic.config import load_config
+    from argentic.errors import ArgenticError
+
+    try:
+        return int(getattr(logging, load_config(config_file).logging.level))
+    except ArgenticError:
+        return logging.INFO
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else configured_level(args.config),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -11,8 +11,7 @@ from argentic.agents.runtime import wait_for_shutdown
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError
 from argentic.messaging import Messager
-from argentic.protocol import Topics
-from argentic.tools import ToolService, tool_service_will
+from argentic.tools import ToolService
 from argentic.tools.loader import import_module, tools_in
 
 HELP = "serve the @tool functions of a Python module over MQTT"
@@ -36,8 +35,9 @@ async def serve(config: ArgenticConfig, module: str, name: str, only: list[str] 
     if not tools:
         print(f"argentic tools: {module} defines no tools (use @tool or BaseTool)", file=sys.stderr)
         return 1
-    topics = Topics(config.messaging.namespace)
-    messager = Messager.from_config(config.messaging, will=tool_service_will(topics, name))
+    # The default will (the client's status) covers the announcement: a broker restart sends it,
+    # and callers wait for this client to come back rather than fail calls whose result is coming.
+    messager = Messager.from_config(config.messaging)
     await messager.connect()
     service = ToolService(
         messager,
@@ -45,6 +45,8 @@ async def serve(config: ArgenticConfig, module: str, name: str, only: list[str] 
         name,
         call_timeout_s=config.tools.call_timeout_s,
         max_concurrent_calls=config.tools.max_concurrent_calls,
+        isolate_sync_tools=config.tools.isolate_sync_tools,
+        max_memory_mb=config.tools.max_memory_mb,
     )
     try:
         await service.start()
@@ -57,7 +59,11 @@ async def serve(config: ArgenticConfig, module: str, name: str, only: list[str] 
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except ArgenticError as exc:
+        print(f"argentic tools: {exc}", file=sys.stderr)
+        return 1
     module = args.module or config.tools.module
     if not module:
         print("argentic tools: name a module with --module (or set tools.module)", file=sys.stderr)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import math
 import socket
+import ssl
 import struct
 import time
 import uuid
@@ -62,6 +63,11 @@ class AiomqttTransport(Transport):
         self._inbox: asyncio.Queue[Inbound | None] = asyncio.Queue()
         self._v5 = False
         self._session_present = False
+        # Received bytes not yet read by messages(): beyond the bound the socket is not read
+        # until half of them are, so a flood waits in the broker rather than in this process.
+        self._queued_bytes = 0
+        self._max_queued_bytes: int | None = None
+        self._paused: tuple[int, Any, Any] | None = None  # socket fd, aiomqtt's reader and its args
 
     def _build(self, options: ConnectOptions) -> aiomqtt.Client:
         v5 = options.protocol == "5"
@@ -134,11 +140,42 @@ class AiomqttTransport(Transport):
         self._inbox.put_nowait(
             Inbound(message.topic, payload, message.qos, bool(message.retain), response_topic, correlation)
         )
+        self._queued_bytes += len(payload)
+        limit = self._max_queued_bytes
+        if limit is not None and self._queued_bytes > limit and self._paused is None:
+            self._pause_reading(client)
+
+    def _pause_reading(self, client: paho.Client) -> None:
+        loop = asyncio.get_running_loop()
+        sock = client.socket()
+        try:
+            fd = sock.fileno() if sock is not None else -1
+            selector = getattr(loop, "_selector", None)
+            key = selector.get_key(fd) if selector is not None and fd >= 0 else None
+        except (KeyError, ValueError, OSError):
+            return
+        reader = key.data[0] if key is not None and key.data else None
+        if reader is None:
+            return  # a loop that does not tell its readers: the queue stays unbounded
+        callback, args = reader._callback, reader._args or ()  # removing the reader clears them
+        loop.remove_reader(fd)
+        self._paused = (fd, callback, args)
+
+    def _resume_reading(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is None or self._client is None or self._lost is None or self._lost.done():
+            return
+        fd, callback, args = paused
+        with contextlib.suppress(OSError, ValueError):
+            asyncio.get_running_loop().add_reader(fd, callback, *args)
 
     async def connect(self, options: ConnectOptions) -> Connected:
         await self.disconnect()
         # A resumed session's queued messages arrive right behind the CONNACK: be ready for them.
         self._inbox = asyncio.Queue()
+        self._queued_bytes = 0
+        self._paused = None
+        self._max_queued_bytes = options.max_queued_bytes
         client = self._build(options)
         where = f"{options.host}:{options.port}"
         try:
@@ -160,6 +197,12 @@ class AiomqttTransport(Transport):
                 ) from exc
             raise BrokerUnavailableError(f"the MQTT broker at {where} refused the connection: {exc}") from exc
         except (aiomqtt.MqttError, OSError, TimeoutError, ValueError) as exc:
+            tls_error = _tls_failure(exc)
+            if tls_error is not None:
+                raise BrokerUnavailableError(
+                    f"the TLS handshake with the MQTT broker at {where} failed ({tls_error}); check "
+                    "that messaging.tls.ca_certs holds the CA that signed the broker's certificate"
+                ) from exc
             raise BrokerUnavailableError(
                 f"no MQTT broker answered at {where} ({exc or type(exc).__name__}); start one "
                 "(`argentic broker`, mosquitto) or fix messaging.broker_address / messaging.port"
@@ -301,6 +344,10 @@ class AiomqttTransport(Transport):
             inbound = await inbox.get()
             if inbound is None:
                 break
+            self._queued_bytes -= len(inbound.payload)
+            limit = self._max_queued_bytes
+            if self._paused is not None and (limit is None or self._queued_bytes <= limit // 2):
+                self._resume_reading()
             yield inbound
         raise ConnectionLostError(str(lost.exception()) if lost.done() else "connection to the broker lost")
 
@@ -342,6 +389,17 @@ def _varint(value: int) -> bytes:
         out.append(byte | 0x80 if value else byte)
         if not value:
             return bytes(out)
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """What went wrong in the TLS handshake, if that is what ``exc`` (or what it wraps) is."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return str(getattr(seen, "verify_message", None) or seen.reason or seen)
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    return text if "SSL" in text or "CERTIFICATE" in text else None
 
 
 def _describe(done: asyncio.Future[None]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import time
@@ -26,6 +27,7 @@ from argentic.errors import (
     MessagingError,
     ProtocolRefusedError,
 )
+from argentic.messaging.limits import MAX_SEND_ATTEMPTS
 from argentic.messaging.outbox import Outbox
 from argentic.messaging.tls import build_ssl_context
 from argentic.messaging.transport import (
@@ -86,6 +88,7 @@ class ConnectionSettings:
     reconnect_initial_delay_s: float
     reconnect_max_delay_s: float
     max_inflight: int
+    max_queued_bytes: int | None = None
 
 
 Receiver = Callable[[Inbound], Awaitable[None]]
@@ -122,6 +125,8 @@ class Connection:
         self._runner: asyncio.Task[None] | None = None
         self._ssl: Any = None
         self._ever_connected = False
+        #: When the connection was last lost or regained (monotonic seconds; 0: never).
+        self.changed_at = 0.0
 
     @property
     def where(self) -> str:
@@ -182,6 +187,7 @@ class Connection:
             tls_insecure=bool(settings.tls and settings.tls.insecure),
             will=will,
             max_inflight=settings.max_inflight,
+            max_queued_bytes=settings.max_queued_bytes,
         )
 
     def _session_expiry(self) -> int:
@@ -273,7 +279,13 @@ class Connection:
                 await self.transport.publish(outbound)
         except ConnectionLostError:
             # Sent again after reconnecting; receivers drop a duplicate by its message id.
-            self.outbox.put(outbound)
+            retry = self._again(outbound)
+            if retry is None:
+                raise MessagingError(
+                    f"the publish on {outbound.topic[:120]} was dropped: the connection was lost at "
+                    f"each of {MAX_SEND_ATTEMPTS} attempts (does the broker refuse it?)"
+                ) from None
+            self.outbox.put(retry)
         except TimeoutError:
             raise MessagingError(
                 f"the broker did not acknowledge a publish on {outbound.topic} within {timeout:g}s"
@@ -334,6 +346,7 @@ class Connection:
                 reason = exc
             if self.state is State.CLOSED:
                 return
+            self.changed_at = time.monotonic()
             logger.warning("lost the connection to %s (%s); reconnecting", self.where, reason)
             await self._reconnect()
 
@@ -360,10 +373,26 @@ class Connection:
                 continue
             self.state = State.CONNECTED
             self.online = True
+            self.changed_at = time.monotonic()
             logger.info("reconnected to %s after %d attempts", self.where, attempt)
             if self._connected is not None:
                 await self._connected()
             return
+
+    @staticmethod
+    def _again(outbound: Outbound) -> Outbound | None:
+        """``outbound`` to be sent once more, or None when the connection dropped at every attempt:
+        a broker disconnects a client for a publish it refuses, so sending it forever would keep
+        this client off the broker."""
+        attempts = outbound.attempts + 1
+        if attempts >= MAX_SEND_ATTEMPTS:
+            logger.error(
+                "dropped a publish on %s: the connection was lost at each of %d attempts",
+                outbound.topic[:120],
+                attempts,
+            )
+            return None
+        return dataclasses.replace(outbound, attempts=attempts)
 
     async def _flush_outbox(self) -> None:
         """Send what was queued, in order, in windows of concurrent publishes."""
@@ -375,7 +404,9 @@ class Connection:
             failed = []
             for message, result in zip(batch, results, strict=True):
                 if isinstance(result, ConnectionLostError):
-                    failed.append(message)
+                    retry = self._again(message)
+                    if retry is not None:
+                        failed.append(retry)
                 elif isinstance(result, BaseException):  # refused by the broker: resending would not help
                     logger.error("dropped a queued publish on %s: %s", message.topic, result)
             if failed:

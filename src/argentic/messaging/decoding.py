@@ -26,7 +26,7 @@ def raw_correlation(payload: bytes) -> str | None:
     """The correlation id of a JSON payload that is not (yet) a known message type."""
     try:
         data = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     value = data.get("correlation_id") if isinstance(data, dict) else None
     return value if isinstance(value, str) else None

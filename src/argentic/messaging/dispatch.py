@@ -8,6 +8,7 @@ session brings before the matching subscription exists wait, briefly, in the unc
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -15,9 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from argentic.errors import MalformedMessageError
+from argentic.errors import InvalidTopicError, MalformedMessageError
 from argentic.messaging.decoding import decode
 from argentic.messaging.dedupe import RecentIds
+from argentic.messaging.limits import ReplyPolicy
 from argentic.messaging.transport import Inbound
 from argentic.protocol import Message, matches, shared
 
@@ -30,6 +32,14 @@ EmptyHandler = Callable[[str], Awaitable[None]]
 UNCLAIMED_MAX = 1000  # messages that arrived before a matching subscribe() (a resumed session's backlog)
 UNCLAIMED_MAX_AGE_S = 60.0
 BACKLOG_FACTOR = 16  # deliveries allowed to wait for a handler slot, per slot
+
+_TOPIC: contextvars.ContextVar[str | None] = contextvars.ContextVar("argentic_delivery_topic", default=None)
+
+
+def delivery_topic() -> str | None:
+    """Inside a handler: the topic the message came on (a payload may name anything; the topic is
+    what the broker's ACL vouches for)."""
+    return _TOPIC.get()
 
 
 @dataclass(eq=False)
@@ -46,6 +56,8 @@ class Subscription(Generic[M]):
     # Awaited in the reading loop rather than in a task of its own, so deliveries keep their
     # order; only for handlers that never wait (a message stream's queue).
     inline: bool = False
+    # Called with the topic when a payload there is not a valid message (so an owner can repair it).
+    on_invalid: EmptyHandler | None = None
 
     def broker_filter(self, protocol: str) -> str:
         # $share needs MQTT 5; on 3.1.1 every member receives every message.
@@ -57,8 +69,24 @@ class Subscription(Generic[M]):
 class Dispatcher:
     """Hands incoming messages to the subscriptions whose filters match their topic."""
 
-    def __init__(self, *, max_payload_bytes: int, max_concurrent_handlers: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_payload_bytes: int,
+        max_concurrent_handlers: int,
+        replies: ReplyPolicy | None = None,
+        max_pending_bytes: int | None = None,
+        on_repeat: Callable[[Message], Awaitable[None]] | None = None,
+    ) -> None:
+        self.on_repeat = on_repeat  # a request seen before: its reply may need sending again
         self.max_payload_bytes = max_payload_bytes
+        self.replies = replies
+        # Payload bytes held by deliveries not yet handled; beyond it deliveries are shed (a
+        # requester's retry brings a request back). Waiting instead would stall the reading loop,
+        # which also carries the replies those handlers may be waiting for.
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_bytes = 0
+        self.shed = 0
         self.max_concurrent_handlers = max_concurrent_handlers
         self.subscriptions: list[Subscription[Any]] = []
         self._unclaimed: deque[tuple[float, Inbound]] = deque(maxlen=UNCLAIMED_MAX)
@@ -119,6 +147,16 @@ class Dispatcher:
             else:
                 keep.append((arrived, inbound))
         self._unclaimed = keep
+        if claimed and subscription.shared_group is not None:
+            # Requests a shared group handed to an earlier run of this client (a replica that was
+            # killed and started again): their senders sent them again when the broker reported
+            # that run gone, so another replica may have answered them already.
+            logger.info(
+                "left %d requests held for an earlier run of this client on %s to their senders' resends",
+                len(claimed),
+                subscription.topic_filter,
+            )
+            return
         for inbound in claimed:
             await self._deliver(inbound, [subscription])
 
@@ -137,23 +175,49 @@ class Dispatcher:
                 self.max_payload_bytes,
             )
             return
+        size = len(payload)
+        if (
+            self.max_pending_bytes is not None
+            and self.pending_bytes
+            and self.pending_bytes + size > self.max_pending_bytes
+        ):
+            self.shed += 1
+            if self.shed == 1 or self.shed % 100 == 0:
+                logger.warning(
+                    "dropped a message on %s: %d payload bytes already wait for handlers "
+                    "(messaging.max_queued_bytes %d; %d dropped so far)",
+                    topic,
+                    self.pending_bytes,
+                    self.max_pending_bytes,
+                    self.shed,
+                )
+            return
         parsed: dict[type[Message] | None, Message] = {}
+        malformed: set[type[Message] | None] = set()
         for sub in targets:
             message = parsed.get(sub.model)
             if message is None:
-                message = self._parse(inbound, sub.model, parsed)
+                message = self._parse(inbound, sub.model, parsed, malformed)
                 if message is None:
+                    if sub.model in malformed and sub.on_invalid is not None:
+                        await self._run(sub, sub.on_invalid(topic), topic)
                     continue
                 parsed[sub.model] = message
             # A retained delivery is the topic's current state, sent on every (re)subscription:
             # it is not a redelivered event, and skipping it could leave a stale state behind.
-            if not inbound.retain and sub.recent.seen(message.id):
+            if not inbound.retain and sub.recent.seen(sender_key(message)):
                 logger.debug("dropped a duplicate of message %s on %s", message.id, topic)
+                if message.reply_to is not None and self.on_repeat is not None:
+                    await _guard(self.on_repeat(message), topic, None)
                 continue
-            await self._run(sub, sub.handler(message), topic)
+            await self._run(sub, sub.handler(message), topic, size)
 
     def _parse(
-        self, inbound: Inbound, model: type[Message] | None, parsed: dict[type[Message] | None, Message]
+        self,
+        inbound: Inbound,
+        model: type[Message] | None,
+        parsed: dict[type[Message] | None, Message],
+        malformed: set[type[Message] | None],
     ) -> Message | None:
         message: Message | None = None
         if model is not None:
@@ -164,7 +228,8 @@ class Dispatcher:
             if message is None:
                 message = decode(inbound.payload, model)
         except MalformedMessageError as exc:
-            logger.warning("dropped a malformed message on %s: %s", inbound.topic, exc)
+            logger.warning("dropped a malformed message on %s: %s", inbound.topic, str(exc)[:500])
+            malformed.add(model)
             return None
         if message.expired():
             logger.info(
@@ -175,21 +240,34 @@ class Dispatcher:
             # An MQTT 5 sender that set only the Response Topic / Correlation Data properties.
             correlation = message.correlation_id
             if correlation is None and inbound.correlation_data is not None:
-                correlation = inbound.correlation_data.decode(errors="replace")
+                correlation = inbound.correlation_data.decode(errors="replace")[:256]
             message = message.model_copy(
                 update={"reply_to": inbound.response_topic, "correlation_id": correlation}
             )
+        if message.reply_to is not None and self.replies is not None:
+            # Checked before anyone acts on the request: its answer could go nowhere else.
+            try:
+                self.replies.check(message.reply_to)
+            except InvalidTopicError as exc:
+                logger.warning("dropped message %s on %s: %s", str(message.id)[:64], inbound.topic, exc)
+                return None
         return message
 
     # --- handler concurrency ------------------------------------------------------------------
 
-    async def _run(self, subscription: Subscription[Any], work: Awaitable[None], topic: str) -> None:
-        if subscription.inline:
-            await _guard(work, topic, None)
-        else:
-            await self._spawn(work, topic)
+    async def _run(
+        self, subscription: Subscription[Any], work: Awaitable[None], topic: str, size: int = 0
+    ) -> None:
+        token = _TOPIC.set(topic)  # a spawned task copies it with the rest of the context
+        try:
+            if subscription.inline:
+                await _guard(work, topic, None)
+            else:
+                await self._spawn(work, topic, size)
+        finally:
+            _TOPIC.reset(token)
 
-    async def _spawn(self, work: Awaitable[None], topic: str) -> None:
+    async def _spawn(self, work: Awaitable[None], topic: str, size: int = 0) -> None:
         """Run one delivery in its own task; at most max_concurrent_handlers run at a time.
 
         The reading loop waits only when many deliveries are already queued for a slot. It must
@@ -201,12 +279,20 @@ class Dispatcher:
         await backlog.acquire()
         task = asyncio.get_running_loop().create_task(_guard(work, topic, running))
         self._handler_tasks.add(task)
-        task.add_done_callback(self._handler_done)
+        self.pending_bytes += size
+        task.add_done_callback(lambda done: self._handler_done(done, size))
 
-    def _handler_done(self, task: asyncio.Task[None]) -> None:
+    def _handler_done(self, task: asyncio.Task[None], size: int) -> None:
         self._handler_tasks.discard(task)
+        self.pending_bytes -= size
         if self._backlog is not None:
             self._backlog.release()
+
+
+def sender_key(message: Message) -> str:
+    """What a duplicate shares with the original: its id, per sender. A request's sender is known
+    by its reply topic, so two clients that happen to pick the same id are both answered."""
+    return f"{message.reply_to or ''}\x00{message.id}"
 
 
 async def _guard(work: Awaitable[None], topic: str, running: asyncio.Semaphore | None) -> None:

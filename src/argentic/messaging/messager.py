@@ -21,21 +21,22 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from argentic.config import MessagingConfig, TLSConfig
 from argentic.errors import MessagingError, NotConnectedError
 from argentic.messaging.connection import Connection, ConnectionSettings, State, Will
-from argentic.messaging.dispatch import Dispatcher, EmptyHandler, Handler, Subscription
+from argentic.messaging.dispatch import Dispatcher, EmptyHandler, Handler, Subscription, delivery_topic
+from argentic.messaging.limits import ReplyPolicy, check_topic
 from argentic.messaging.peers import Peers
 from argentic.messaging.requests import Requests
 from argentic.messaging.stream import DEFAULT_QUEUE_SIZE, Cleared, MessageStream
 from argentic.messaging.transport import Inbound, Outbound, Transport
 from argentic.protocol import ClientStatus, ErrorReply, Message, Topics, new_id, topic_level
 
-__all__ = ["Cleared", "MessageStream", "Messager", "Subscription", "Will"]
+__all__ = ["Cleared", "MessageStream", "Messager", "Subscription", "Will", "delivery_topic"]
 
 logger = logging.getLogger("argentic.messaging")
 
@@ -70,6 +71,8 @@ class Messager:
         reconnect_initial_delay_s: float = 0.2,
         reconnect_max_delay_s: float = 10.0,
         max_inflight: int = 1000,
+        reply_topics: Sequence[str] | None = None,
+        max_queued_bytes: int = 64 * 1024 * 1024,
         transport: Transport | None = None,
     ) -> None:
         if qos not in (0, 1, 2):
@@ -83,6 +86,8 @@ class Messager:
             topic_level(client_id, "client id") if client_id else f"argentic-{uuid.uuid4().hex[:16]}"
         )
         self.inbox = self.topics.client_inbox(self.client_id)
+        #: Where replies may go (``messaging.reply_topics``; default: the clients' inboxes).
+        self.replies = ReplyPolicy.of(reply_topics, namespace)
         self.username = username
         self.tls = tls if tls is not None and tls.enabled else None
         self.protocol = protocol
@@ -114,9 +119,19 @@ class Messager:
         self._leaving: list[Callable[[], Awaitable[None]]] = []
         self._streams: set[MessageStream[Any]] = set()
         self._dispatcher = Dispatcher(
-            max_payload_bytes=max_payload_bytes, max_concurrent_handlers=max_concurrent_handlers
+            max_payload_bytes=max_payload_bytes,
+            max_concurrent_handlers=max_concurrent_handlers,
+            replies=self.replies,
+            max_pending_bytes=max_queued_bytes,
+            on_repeat=self._replay,
         )
-        self._requests = Requests(inbox=self.inbox, max_payload_bytes=max_payload_bytes, publish=self.publish)
+        self._requests = Requests(
+            inbox=self.inbox,
+            max_payload_bytes=max_payload_bytes,
+            publish=self.publish,
+            replies=self.replies,
+            unsettled=self.reconnected_within,
+        )
         settings = ConnectionSettings(
             broker_address=broker_address,
             port=port,
@@ -135,6 +150,7 @@ class Messager:
             reconnect_initial_delay_s=reconnect_initial_delay_s,
             reconnect_max_delay_s=reconnect_max_delay_s,
             max_inflight=max_inflight,
+            max_queued_bytes=max_queued_bytes,
         )
         self._connection = Connection(
             transport,
@@ -169,6 +185,8 @@ class Messager:
             "max_concurrent_handlers": config.max_concurrent_handlers,
             "reconnect_initial_delay_s": config.reconnect.initial_delay_s,
             "reconnect_max_delay_s": config.reconnect.max_delay_s,
+            "reply_topics": config.reply_topics,
+            "max_queued_bytes": config.max_queued_bytes,
         }
         values.update(overrides)
         return cls(**values)
@@ -190,6 +208,12 @@ class Messager:
     @property
     def is_connected(self) -> bool:
         return self._connection.state is State.CONNECTED
+
+    def reconnected_within(self, seconds: float) -> bool:
+        """Whether the connection was lost or regained in the last ``seconds`` (or is down now):
+        a broker restart then explains what the broker said meanwhile, such as clients' wills."""
+        changed = self._connection.changed_at
+        return not self.is_connected or (changed > 0 and time.monotonic() - changed < seconds)
 
     @property
     def pending_requests(self) -> int:
@@ -285,6 +309,9 @@ class Messager:
     ) -> None:
         await self.disconnect()
 
+    async def _replay(self, request: Message) -> None:
+        await self._requests.replay(request)
+
     async def _receive(self, inbound: Inbound) -> None:
         if inbound.topic == self.inbox:
             self._requests.on_reply(inbound)
@@ -316,6 +343,7 @@ class Messager:
         queued in the outbox. Raises NotConnectedError before connect() or after disconnect().
         """
         self._require_open()
+        check_topic(topic)  # a topic the broker refuses would drop the connection, not just this publish
         await self._connection.publish(
             self._outbound(topic, message, self.qos if qos is None else qos, retain)
         )
@@ -331,14 +359,23 @@ class Messager:
         qos: int | None = None,
         shared_group: str | None = None,
         on_empty: EmptyHandler | None = None,
+        on_invalid: EmptyHandler | None = None,
     ) -> Subscription[M]:
         """Call ``handler`` with each valid message on ``topic_filter`` (MQTT wildcards allowed).
 
         Malformed, oversized and expired payloads are logged and dropped, as are duplicates. Empty
-        payloads (cleared retained messages) go to ``on_empty`` with their topic, if given.
+        payloads (cleared retained messages) go to ``on_empty`` with their topic, if given; the
+        topic of a malformed one to ``on_invalid``. Inside the handler, :func:`delivery_topic`
+        tells the topic the message came on.
         """
         subscription: Subscription[M] = Subscription(
-            topic_filter, handler, model, self.qos if qos is None else qos, shared_group, on_empty
+            topic_filter,
+            handler,
+            model,
+            self.qos if qos is None else qos,
+            shared_group,
+            on_empty,
+            on_invalid=on_invalid,
         )
         await self._add(subscription)
         return subscription
@@ -462,15 +499,34 @@ class Messager:
         *,
         response_model: type[M] | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
+        retry_after: float | None = None,
     ) -> M | ErrorReply:
         """Publish ``message`` as a request and wait for its reply (or an ErrorReply).
+
+        The same request (same id) is sent again after ``retry_after`` seconds without a reply
+        (default a third of the timeout): a replica that died holding it cannot answer, and
+        receivers drop a copy they already have (see also :meth:`resend`). Replicas with a
+        short session expiry stop drawing requests soon after they die.
 
         Raises RequestTimeoutError when no reply comes in ``timeout`` seconds (default
         request_timeout_s), NotConnectedError if the Messager is disconnected meanwhile.
         """
         self._require_open()
         timeout = self.request_timeout_s if timeout is None else timeout
-        return await self._requests.request(topic, message, response_model=response_model, timeout=timeout)
+        await self.peers.start()
+        return await self._requests.request(
+            topic,
+            message,
+            response_model=response_model,
+            timeout=timeout,
+            retry_after=retry_after if retry_after is not None else max(timeout / 3, 1.0),
+        )
+
+    async def resend(self, topics: Collection[str]) -> None:
+        """Send again, under the same ids, the requests waiting for a reply that went to ``topics``:
+        a client that served them is gone (a replica killed while it held some). Receivers that
+        already have one drop the copy; another replica answers what the gone one held."""
+        await self._requests.resend(set(topics))
 
     async def reply(self, request: Message, response: Message) -> None:
         """Send ``response`` to ``request.reply_to``, carrying the request's correlation id."""

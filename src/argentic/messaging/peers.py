@@ -38,6 +38,7 @@ class Peers:
         self._messager = messager
         self._gone: OrderedDict[str, None] = OrderedDict()
         self._watchers: list[OnGone] = []
+        self._returners: list[OnGone] = []
         self._subscription: Any = None
         self._starting = asyncio.Lock()
 
@@ -66,11 +67,29 @@ class Peers:
 
         return cancel
 
+    def watch_return(self, on_back: OnGone) -> Callable[[], None]:
+        """Call ``on_back(client_id)`` when a client reported gone says it is online again (a broker
+        restart sends every client's will); returns the cancel."""
+        self._returners.append(on_back)
+
+        def cancel() -> None:
+            if on_back in self._returners:
+                self._returners.remove(on_back)
+
+        return cancel
+
     async def _on_status(self, status: ClientStatus) -> None:
         if status.client_id == self._messager.client_id:
             return  # our own will from an earlier connection; we are here
         if status.online:
-            self._gone.pop(status.client_id, None)
+            if status.client_id in self._gone:
+                del self._gone[status.client_id]
+                log.info("client %s is back", status.client_id)
+                for on_back in list(self._returners):
+                    try:
+                        await on_back(status.client_id)
+                    except Exception:
+                        log.exception("a watcher of client %s raised", status.client_id)
             return
         if status.client_id in self._gone:
             return

@@ -10,28 +10,50 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from argentic.errors import MalformedMessageError, MessagingError, RequestTimeoutError
 from argentic.messaging.decoding import decode, raw_correlation
+from argentic.messaging.dispatch import sender_key
+from argentic.messaging.limits import ReplyPolicy
 from argentic.messaging.transport import Inbound
 from argentic.protocol import ErrorReply, Message, new_id, parse_message
 
 logger = logging.getLogger("argentic.messaging")
 
 M = TypeVar("M", bound=Message)
+REPLAY_MAX = 2000  # recent replies kept to answer a repeated request again
+REPLAY_MAX_BYTES = 256 * 1024  # larger replies are not kept
 Publish = Callable[[str, Message], Awaitable[None]]
 
 
 class Requests:
     """The requests waiting for their reply on ``inbox``."""
 
-    def __init__(self, *, inbox: str, max_payload_bytes: int, publish: Publish) -> None:
+    def __init__(
+        self,
+        *,
+        inbox: str,
+        max_payload_bytes: int,
+        publish: Publish,
+        replies: ReplyPolicy | None = None,
+        unsettled: Callable[[float], bool] = lambda _seconds: False,
+    ) -> None:
         self.inbox = inbox
+        # Whether the connection dropped or came back in the last given seconds: silence is then
+        # explained by the broker's absence, and a copy sent now could reach a second replica
+        # while the first one's answer is still coming.
+        self._unsettled = unsettled
+        self.replies = replies
         self.max_payload_bytes = max_payload_bytes
         self._publish = publish
         self._pending: dict[str, asyncio.Future[tuple[Message | None, bytes]]] = {}
+        self._sent: dict[str, tuple[str, Message]] = {}  # correlation -> (topic, request), to resend
+        # sender key of a request answered here -> (reply topic, reply): a repeated request whose
+        # first reply was lost (its requester's session expired, say) is answered again.
+        self._replies: OrderedDict[str, tuple[str, Message]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -48,7 +70,14 @@ class Requests:
         *,
         response_model: type[M] | None,
         timeout: float,  # noqa: ASYNC109
+        retry_after: float | None = None,
     ) -> M | ErrorReply:
+        """Publish ``message`` with this inbox as its reply topic and wait for the reply.
+
+        Without a reply after ``retry_after`` seconds the same request (same id) is sent again, and
+        again, until ``timeout``: a receiver that has it drops the copy, and another replica takes
+        one that waited in the session of a replica that died.
+        """
         # The message id is unique already: reusing it spares a uuid4 per request.
         correlation = message.correlation_id or message.id
         if correlation in self._pending:  # the same message requested twice at once
@@ -61,10 +90,19 @@ class Requests:
         )
         future: asyncio.Future[tuple[Message | None, bytes]] = asyncio.get_running_loop().create_future()
         self._pending[correlation] = future
+        self._sent[correlation] = (topic, request)
         try:
             async with asyncio.timeout(timeout):
                 await self._publish(topic, request)
-                reply, payload = await future
+                while not future.done():
+                    await asyncio.wait({future}, timeout=retry_after)
+                    if not future.done() and not self._unsettled(retry_after or 0.0):
+                        # One copy: several could reach several live replicas, each answering.
+                        logger.info(
+                            "no reply to %s %s yet; sending it again", type(message).__name__, message.id
+                        )
+                        await self._publish(topic, request)
+                reply, payload = future.result()
         except TimeoutError:
             raise RequestTimeoutError(
                 f"no reply to {type(message).__name__} {message.id} on {topic} within {timeout:g}s "
@@ -72,6 +110,7 @@ class Requests:
             ) from None
         finally:
             self._pending.pop(correlation, None)
+            self._sent.pop(correlation, None)
         if isinstance(reply, ErrorReply):
             return reply
         if response_model is None:
@@ -82,15 +121,44 @@ class Requests:
             return reply
         return parse_message(payload, response_model)
 
+    async def _send_copies(self, topic: str, request: Message, copies: int) -> None:
+        # A broker hands a shared subscription's messages to its members in turn, the dead
+        # session of a killed member included: consecutive copies reach different members.
+        # Started together, the copies leave back to back, not interleaved with other requests'.
+        await asyncio.gather(*(self._publish(topic, request) for _ in range(copies)))
+
+    async def resend(self, topics: set[str]) -> None:
+        """Send the waiting requests to ``topics`` again (same ids): a client that held some is gone."""
+        for correlation, (topic, request) in list(self._sent.items()):
+            future = self._pending.get(correlation)
+            if future is None or future.done() or topic not in topics:
+                continue
+            try:
+                await self._send_copies(topic, request, 2)
+            except MessagingError as exc:
+                logger.warning("could not send %s again: %s", request.id, exc)
+
     async def reply(self, request: Message, response: Message) -> None:
         if request.reply_to is None:
             raise MessagingError(
                 f"{type(request).__name__} {request.id} has no reply_to: it is not a request"
             )
-        correlation = request.correlation_id or request.id
+        if self.replies is not None:
+            self.replies.check(request.reply_to)  # InvalidTopicError: not where answers may go
+        correlation = request.correlation_id or (request.id if isinstance(request.id, str) else None)
         if response.correlation_id != correlation:
             response = response.model_copy(update={"correlation_id": correlation})
         await self._publish(request.reply_to, response)
+        if len(response.to_json()) <= REPLAY_MAX_BYTES:
+            self._replies[sender_key(request)] = (request.reply_to, response)
+            if len(self._replies) > REPLAY_MAX:
+                self._replies.popitem(last=False)
+
+    async def replay(self, request: Message) -> None:
+        """A request seen before: send its reply again, if it was answered here and kept."""
+        kept = self._replies.get(sender_key(request))
+        if kept is not None:
+            await self._publish(*kept)
 
     def on_reply(self, inbound: Inbound) -> None:
         """A message on the inbox: complete the request it answers, if one still waits."""

@@ -57,6 +57,7 @@ class ConnectOptions:
     tls_insecure: bool = False
     will: WillMessage | None = None
     max_inflight: int = 1000
+    max_queued_bytes: int | None = None  # received bytes held before the socket is read again
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ class Outbound:
     response_topic: str | None = None
     correlation_data: bytes | None = None
     expires_at: float | None = None  # Unix seconds; becomes MessageExpiryInterval
+    attempts: int = 0  # sends that ended with the connection lost (see limits.MAX_SEND_ATTEMPTS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -285,8 +285,8 @@ def parse_message(payload: bytes | str, model: type[M] | None = None, *, max_byt
         raise MalformedMessageError(f"payload of {size} bytes exceeds the limit of {max_bytes}")
     try:
         data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedMessageError(f"payload is not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # also too deep, or an integer of too many digits
+        raise MalformedMessageError(f"payload is not JSON argentic can read: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise MalformedMessageError(f"payload must be a JSON object, got {type(data).__name__}")
     try:

@@ -30,6 +30,8 @@ class MosquittoBroker:
         users: dict[str, str] | None = None,
         persistence: bool = True,
         workdir: Path | None = None,
+        acl_file: Path | None = None,
+        namespace: str = "argentic",
     ) -> None:
         binary = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
@@ -41,6 +43,9 @@ class MosquittoBroker:
         self.port = port or free_port()
         self.users = users
         self.persistence = persistence
+        # An ACL written for the "argentic" namespace (deploy/mosquitto.acl), applied to ``namespace``.
+        self.acl_file = acl_file
+        self.namespace = namespace
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="argentic-mosquitto-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -74,6 +79,17 @@ class MosquittoBroker:
             lines += ["allow_anonymous false", f"password_file {password_file}"]
         else:
             lines.append("allow_anonymous true")
+        if self.acl_file is not None:
+            acl = self.workdir / "acl"
+            rules = self.acl_file.read_text().splitlines()
+            acl.write_text(
+                "\n".join(
+                    line.replace(" argentic/", f" {self.namespace}/") if not line.startswith("#") else line
+                    for line in rules
+                )
+                + "\n"
+            )
+            lines.append(f"acl_file {acl}")
         config = self.workdir / "mosquitto.conf"
         config.write_text("\n".join(lines) + "\n")
         return config

@@ -100,8 +100,14 @@ class BaseTool(ABC):
             problems = describe_validation_error(exc, root="(arguments)", limit=8)
             raise ToolArgumentsError(f"invalid arguments for {self.tool_name}: {problems}") from exc
 
-    async def invoke(self, arguments: dict[str, Any]) -> Any:
-        """Validate ``arguments``, run, and return the JSON-ready result."""
+    async def invoke(
+        self, arguments: dict[str, Any], *, isolate: bool = False, max_memory_mb: int | None = None
+    ) -> Any:
+        """Validate ``arguments``, run, and return the JSON-ready result.
+
+        ``isolate`` asks for a process of its own when the tool is sync (see
+        :mod:`argentic.tools.isolation`); an async tool runs on the event loop regardless.
+        """
         args = self.validate_arguments(arguments)
         return to_jsonable_python(await self.run(args))
 
@@ -116,8 +122,10 @@ class FunctionTool(BaseTool):
         name: str | None = None,
         description: str | None = None,
         timeout_s: float | None = None,
+        isolate: bool | None = None,
     ) -> None:
         self.fn = fn
+        self.isolate = isolate  # None: as the service says (ToolService isolate_sync_tools)
         self._name = name or fn.__name__
         self._description = description if description is not None else inspect.cleandoc(fn.__doc__ or "")
         self._timeout_s = timeout_s
@@ -148,11 +156,24 @@ class FunctionTool(BaseTool):
     def __repr__(self) -> str:
         return f"FunctionTool({self._name!r})"
 
-    async def run(self, args: Any) -> Any:
+    def _call_args(self, args: Any) -> dict[str, Any]:
         if self._single_model:
-            call_args: dict[str, Any] = {self._single_model: args}
-        else:
-            call_args = {field: getattr(args, field) for field in type(args).model_fields}
+            return {self._single_model: args}
+        return {field: getattr(args, field) for field in type(args).model_fields}
+
+    async def invoke(
+        self, arguments: dict[str, Any], *, isolate: bool = False, max_memory_mb: int | None = None
+    ) -> Any:
+        wanted = self.isolate if self.isolate is not None else isolate
+        if self._is_async or not wanted:
+            return await super().invoke(arguments)
+        from argentic.tools.isolation import call_isolated
+
+        args = self.validate_arguments(arguments)
+        return await call_isolated(self.fn, self._call_args(args), max_memory_mb=max_memory_mb)
+
+    async def run(self, args: Any) -> Any:
+        call_args = self._call_args(args)
         if self._is_async:
             return await cast(Callable[..., Awaitable[Any]], self.fn)(**call_args)
         # A sync tool may block (files, HTTP, CPU): keep it off the event loop.
@@ -188,7 +209,11 @@ def tool(fn: Callable[..., Any], /) -> FunctionTool: ...
 
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, timeout_s: float | None = None
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout_s: float | None = None,
+    isolate: bool | None = None,
 ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 
 
@@ -199,8 +224,13 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout_s: float | None = None,
+    isolate: bool | None = None,
 ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
     """Make a tool of a typed function: ``@tool`` or ``@tool(name=..., timeout_s=...)``.
+
+    ``isolate=True`` runs each call of a sync function in a process of its own, which the call's
+    timeout kills (for tools that may compute or allocate without bound); ``None`` leaves it to
+    the service.
 
     >>> @tool
     ... def add(a: int, b: int) -> int:
@@ -211,6 +241,8 @@ def tool(
     """
 
     def wrap(function: Callable[..., Any]) -> FunctionTool:
-        return FunctionTool(function, name=name, description=description, timeout_s=timeout_s)
+        return FunctionTool(
+            function, name=name, description=description, timeout_s=timeout_s, isolate=isolate
+        )
 
     return wrap(fn) if fn is not None else wrap

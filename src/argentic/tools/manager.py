@@ -19,7 +19,7 @@ from typing import Any
 from argentic.errors import MessagingError, RequestTimeoutError
 from argentic.lifecycle import Running
 from argentic.llm import ToolDefinition
-from argentic.messaging import Messager
+from argentic.messaging import Messager, delivery_topic
 from argentic.protocol import ErrorInfo, ErrorReply, ToolAnnouncement, ToolCall, ToolResult, ToolSpec
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class ToolManager(Running):
         default_timeout_s: float = 30.0,
         caller: str | None = None,
         withdrawal_grace_s: float = 2.0,
+        restart_grace_s: float = 15.0,
     ) -> None:
         self.messager = messager
         self.default_timeout_s = default_timeout_s
@@ -45,6 +46,11 @@ class ToolManager(Running):
         # A withdrawn tool may be announced again at once by a replica of its service: calls wait
         # this long for that before they fail.
         self.withdrawal_grace_s = withdrawal_grace_s
+        # A broker that stops sends every client's will; a client reported gone around a restart
+        # of our own connection gets this long to come back before its calls in flight fail.
+        self.restart_grace_s = restart_grace_s
+        # Services whose client was reported gone, kept to be restored if it comes back.
+        self._suspended: dict[str, tuple[str, list[ToolSpec]]] = {}
         self._withdrawn_at: dict[str, float] = {}
         self._services: dict[str, list[ToolSpec]] = {}
         self._announcers: dict[str, str | None] = {}  # service id -> the client that announced it
@@ -53,6 +59,7 @@ class ToolManager(Running):
         self._inflight: dict[str, set[asyncio.Future[ToolResult]]] = {}
         self._subscription: Any = None
         self._cancel_watch: Any = None
+        self._cancel_return: Any = None
 
     async def start(self, *, settle_s: float = 0.25) -> None:
         """Start watching announcements.
@@ -65,6 +72,7 @@ class ToolManager(Running):
         peers = self.messager.peers
         await peers.start()
         self._cancel_watch = peers.watch(self._on_client_gone)
+        self._cancel_return = peers.watch_return(self._on_client_back)
         self._subscription = await self.messager.subscribe(
             self.messager.topics.tool_services_all(),
             self._on_announcement,
@@ -83,7 +91,8 @@ class ToolManager(Running):
         """Stop watching announcements."""
         if self._cancel_watch is not None:
             self._cancel_watch()
-            self._cancel_watch = None
+            self._cancel_return()
+            self._cancel_watch = self._cancel_return = None
         if self._subscription is not None:
             sub, self._subscription = self._subscription, None
             try:
@@ -132,11 +141,21 @@ class ToolManager(Running):
                 await self._changed.wait()
 
     async def _on_announcement(self, announcement: ToolAnnouncement) -> None:
-        # The topic's last level is the service id; the payload repeats it.
-        if self.messager.peers.gone(announcement.client_id):
-            log.info("ignored the tools of %s: its client is gone", announcement.service_id)
-            await self._withdraw(announcement.service_id)
+        # Filed under the topic's service id, which the broker's ACL guards; the payload repeats it
+        # and anyone who may publish somewhere could write any name there.
+        topic = delivery_topic()
+        if topic is not None and topic.rsplit("/", 1)[-1] != announcement.service_id:
+            log.warning(
+                "ignored an announcement on %s that names service %.64r", topic, announcement.service_id
+            )
+            await self._withdraw(topic.rsplit("/", 1)[-1])
             return
+        if announcement.client_id is not None and self.messager.peers.gone(announcement.client_id):
+            log.info("set aside the tools of %s: its client is gone", announcement.service_id)
+            self._suspended[announcement.service_id] = (announcement.client_id, list(announcement.tools))
+            await self._withdraw(announcement.service_id, gone_client=announcement.client_id)
+            return
+        self._suspended.pop(announcement.service_id, None)
         self._services[announcement.service_id] = list(announcement.tools)
         self._announcers[announcement.service_id] = announcement.client_id
         for spec in announcement.tools:
@@ -149,14 +168,38 @@ class ToolManager(Running):
         self._changed.set()
 
     async def _on_withdrawn(self, topic: str) -> None:
-        await self._withdraw(topic.rsplit("/", 1)[-1])
+        service_id = topic.rsplit("/", 1)[-1]
+        self._suspended.pop(service_id, None)
+        await self._withdraw(service_id)
 
     async def _on_client_gone(self, client_id: str) -> None:
         stale = [service for service, client in self._announcers.items() if client == client_id]
-        await asyncio.gather(*(self._withdraw(service) for service in stale))
+        for service in stale:
+            self._suspended[service] = (client_id, list(self._services.get(service, [])))
+        # Calls the gone client may have held go out again at once; a live replica takes them.
+        topics = self.messager.topics
+        names = {spec.name for service in stale for spec in self._services.get(service, [])}
+        await self.messager.resend({topics.tool_calls(name) for name in names})
+        await asyncio.gather(*(self._withdraw(service, gone_client=client_id) for service in stale))
 
-    async def _withdraw(self, service_id: str) -> None:
-        """Forget ``service_id``'s tools; calls in flight fail unless another service has them soon."""
+    async def _on_client_back(self, client_id: str) -> None:
+        """A client reported gone is online again (a broker restart): its tools are back at once."""
+        for service, (client, specs) in list(self._suspended.items()):
+            if client == client_id and service not in self._services:
+                del self._suspended[service]
+                self._services[service] = specs
+                self._announcers[service] = client
+                for spec in specs:
+                    self._withdrawn_at.pop(spec.name, None)
+                log.info("tools of %s are back: %s", service, ", ".join(t.name for t in specs))
+        self._changed.set()
+
+    async def _withdraw(self, service_id: str, *, gone_client: str | None = None) -> None:
+        """Forget ``service_id``'s tools; calls in flight fail unless another service has them soon.
+
+        When its client was reported gone while our own connection dropped or came back, the
+        broker restarted: the service's result may still come, so its calls wait for the client
+        to return (up to ``restart_grace_s``) before they fail."""
         self._announcers.pop(service_id, None)
         specs = self._services.pop(service_id, None)
         if specs is None:
@@ -167,6 +210,15 @@ class ToolManager(Running):
         for spec in specs:
             self._withdrawn_at[spec.name] = now
         await asyncio.sleep(self.withdrawal_grace_s)
+        peers = self.messager.peers
+        if gone_client is not None and self.messager.reconnected_within(self.restart_grace_s):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.restart_grace_s):
+                    while peers.gone(gone_client):
+                        self._changed.clear()
+                        await self._changed.wait()
+            if not peers.gone(gone_client):
+                return
         known = self.tools
         for name, waiters in list(self._inflight.items()):
             if name in known:
@@ -179,11 +231,23 @@ class ToolManager(Running):
                         )
                     )
 
+    def _suspended_tool(self, name: str) -> bool:
+        return any(spec.name == name for _, specs in self._suspended.values() for spec in specs)
+
     # --- calling ------------------------------------------------------------------------------
 
     async def call(self, name: str, arguments: dict[str, Any], *, timeout: float | None = None) -> ToolResult:  # noqa: ASYNC109
         """Call tool ``name``; the result's ``ok`` tells success, ``error`` says what went wrong."""
         spec = self.tools.get(name)
+        if (
+            spec is None
+            and self._suspended_tool(name)
+            and self.messager.reconnected_within(self.restart_grace_s)
+        ):
+            # Its service was reported gone by a broker restart: wait for it to come back.
+            with contextlib.suppress(TimeoutError):
+                await self.wait_for_tools(name, timeout=self.restart_grace_s)
+            spec = self.tools.get(name)
         withdrawn = self._withdrawn_at.get(name)
         if spec is None and withdrawn is not None:
             remaining = withdrawn + self.withdrawal_grace_s - time.monotonic()

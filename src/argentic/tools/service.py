@@ -27,6 +27,7 @@ from typing import Any
 from argentic.errors import ToolArgumentsError
 from argentic.lifecycle import Running
 from argentic.messaging import Messager, Will
+from argentic.messaging.limits import check_value
 from argentic.protocol import ErrorInfo, ToolAnnouncement, ToolCall, ToolResult, Topics, topic_level
 from argentic.tools.base import BaseTool
 
@@ -49,8 +50,13 @@ class ToolService(Running):
         *,
         call_timeout_s: float = 30.0,
         max_concurrent_calls: int = 32,
+        isolate_sync_tools: bool = False,
+        max_memory_mb: int | None = 1024,
     ) -> None:
         self.messager = messager
+        # Sync tools in a process per call, cut off at the timeout (see tools.isolation).
+        self.isolate_sync_tools = isolate_sync_tools
+        self.max_memory_mb = max_memory_mb
         self.service_id = topic_level(service_name, "tool service name")
         self.call_timeout_s = call_timeout_s
         self.tools: dict[str, BaseTool] = {}
@@ -93,7 +99,11 @@ class ToolService(Running):
         # A replica's clean stop clears the shared announcement, its death makes it stale:
         # either way, announce again.
         watch = await self.messager.subscribe(
-            self.topic, self._on_announcement, model=ToolAnnouncement, on_empty=self._on_withdrawn
+            self.topic,
+            self._on_announcement,
+            model=ToolAnnouncement,
+            on_empty=self._on_withdrawn,
+            on_invalid=self._on_garbage,
         )
         self._subscriptions.append(watch)
         self._started = True
@@ -123,8 +133,19 @@ class ToolService(Running):
             log.warning("could not withdraw the announcement of %s", self.service_id, exc_info=True)
 
     async def _on_announcement(self, announcement: ToolAnnouncement) -> None:
-        """Our own announcement echoed back, or a replica's: remember whose it is."""
+        """Our own announcement echoed back, or a replica's: remember whose it is. One that names
+        another service or hides our tools was not made by a replica: replace it."""
         self._announcer = announcement.client_id
+        if self._started and (
+            announcement.service_id != self.service_id or (self.tools and not announcement.tools)
+        ):
+            log.warning("the announcement of %s was replaced by another; announcing again", self.service_id)
+            await self.announce()
+
+    async def _on_garbage(self, topic: str) -> None:
+        if self._started:
+            log.warning("the announcement of %s was overwritten; announcing again", self.service_id)
+            await self.announce()
 
     async def _on_client_gone(self, client_id: str) -> None:
         if self._started and client_id == self._announcer:
@@ -156,7 +177,14 @@ class ToolService(Running):
         started = time.monotonic()
         try:
             async with self._slots:
-                result = await asyncio.wait_for(item.invoke(call.arguments), timeout)
+                result = await asyncio.wait_for(
+                    item.invoke(
+                        call.arguments, isolate=self.isolate_sync_tools, max_memory_mb=self.max_memory_mb
+                    ),
+                    timeout,
+                )
+            # Receivers could not parse an integer of thousands of digits: say so instead.
+            check_value(result, "the result")
         except ToolArgumentsError as exc:
             return self._error(call, "invalid_arguments", str(exc), details=item.parameters())
         except TimeoutError:
