@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, TypeVar, overload
@@ -31,7 +32,19 @@ from pydantic import BaseModel
 from argentic.errors import AgentReplyError, ArgenticError
 from argentic.llm.types import OutputSpec
 from argentic.messaging import Messager
-from argentic.protocol import Answer, ErrorReply, Message, Presence, Progress, Question, Token, topic_level
+from argentic.protocol import (
+    Answer,
+    Cancel,
+    ErrorReply,
+    Message,
+    Presence,
+    Progress,
+    Question,
+    TaskInput,
+    TaskStatus,
+    Token,
+    topic_level,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +54,18 @@ DEFAULT_TIMEOUT_S = 300.0
 #: Events held for a reader that is not reading; more are dropped (the answer never is).
 EVENT_QUEUE_SIZE = 10_000
 
-Event = Progress | Token
+Event = Progress | Token | TaskStatus
 
 
 def describe_event(event: Message) -> str:
     """One line for a progress event (a token is its text)."""
     if isinstance(event, Token):
         return event.text
+    if isinstance(event, TaskStatus):
+        line = f"{event.asked_by or 'client'} -> {event.role}: {event.state}"
+        if event.error is not None:
+            return f"{line} ({event.error.code}: {event.error.message[:200]})"
+        return f"{line} ({event.text[:200]})" if event.text else line
     if not isinstance(event, Progress):
         return event.type
     parts: list[str] = [event.stage]
@@ -112,7 +130,7 @@ class AgentRun:
             self._reply.cancel()
 
     async def _on_event(self, event: Message) -> None:
-        if not isinstance(event, Progress | Token):
+        if not isinstance(event, Progress | Token | TaskStatus):
             return
         if self._events.full():
             self._dropped += 1
@@ -138,6 +156,16 @@ class AgentRun:
         if self._reply is None:
             raise RuntimeError("use the run inside `async with client.stream(...) as run:`")
         return self._reply
+
+    async def give_input(self, status: TaskStatus, text: str) -> None:
+        """Answer an ``input-required`` status of this run (the task goes on with ``text``)."""
+        if status.reply_to is None:
+            raise ValueError("this status asks for no input (it has no reply_to)")
+        await self.client.messager.reply(status, TaskInput(question_id=status.question_id, text=text))
+
+    async def cancel(self, reason: str | None = None) -> None:
+        """Ask the agent to stop; the answer becomes a ``canceled`` error reply."""
+        await self.client.cancel(self.question.id, reason)
 
     async def wait(self) -> Answer:
         """The whole answer message (tool calls, usage, conversation id); raises on an error reply."""
@@ -177,14 +205,29 @@ class AgentClient:
         output: OutputSpec | None = None,
         conversation_id: str | None = None,
         stream: bool = False,
+        deadline_s: float | None = None,
     ) -> Question:
-        """The question message for ``text`` (a Question is taken as it is)."""
+        """The question message for ``text`` (a Question is taken as it is).
+
+        ``deadline_s`` bounds the whole task, with every task it spawns, to that many seconds."""
         if isinstance(text, Question):
             return text
         schema = None
         if output is not None:
             schema = output if isinstance(output, dict) else output.model_json_schema()
-        return Question(text=text, conversation_id=conversation_id, stream=stream, output_schema=schema)
+        return Question(
+            text=text,
+            conversation_id=conversation_id,
+            stream=stream,
+            output_schema=schema,
+            deadline=None if deadline_s is None else time.time() + deadline_s,
+        )
+
+    async def cancel(self, question_id: str, reason: str | None = None) -> None:
+        """Stop the role's work on ``question_id`` and on the tasks it spawned."""
+        await self.messager.publish(
+            self.messager.topics.agent_cancel(self.role), Cancel(question_id=question_id, reason=reason)
+        )
 
     def stream(
         self,
@@ -194,11 +237,15 @@ class AgentClient:
         conversation_id: str | None = None,
         tokens: bool = False,
         timeout: float | None = None,
+        deadline_s: float | None = None,
     ) -> AgentRun:
         """Ask, and follow the question's events: ``async with client.stream(...) as run``.
 
-        ``tokens=True`` asks the agent to stream its answer's tokens as Token events."""
-        question = self.question(text, output=output, conversation_id=conversation_id, stream=tokens)
+        ``tokens=True`` asks the agent to stream its answer's tokens as Token events; the events
+        include the task's states (``task_status``), those of the tasks it spawned too."""
+        question = self.question(
+            text, output=output, conversation_id=conversation_id, stream=tokens, deadline_s=deadline_s
+        )
         return AgentRun(self, question, output, self.timeout_s if timeout is None else timeout)
 
     @overload
