@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from team_support import answers, ask_following, asks, config, member_process, model, states, team
@@ -336,3 +338,93 @@ async def test_the_asking_agent_keeps_serving_while_it_waits(mqtt: MakeMessager,
         assert not first.done()
         release.set()
         assert "slow done" in await first
+
+
+async def test_argentic_team_runs_the_chosen_roles_each_with_its_presence(
+    mqtt: MakeMessager, mosquitto: MosquittoBroker, namespace: str, tmp_path: Path
+) -> None:
+    file = tmp_path / "team.yaml"
+    file.write_text(
+        "llm:\n  provider: scripted\n"
+        "roles:\n"
+        "  architect:\n    description: plans\n    delegates: [developer]\n"
+        "  developer:\n    description: codes\n    replicas: 2\n"
+        "  reviewer:\n    description: reviews\n"
+    )
+    env = {
+        **os.environ,
+        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
+        "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
+        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
+        "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "argentic.cli.main",
+        "-c",
+        str(file),
+        "team",
+        "--roles",
+        "architect,developer",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        line = b""
+        while b"team serving" not in line:  # log lines come first
+            line = await asyncio.wait_for(process.stderr.readline(), 60)
+            assert line, "argentic team ended before serving"
+        assert b"architect x1, developer x2" in line
+        messager = await mqtt()
+        directory = Directory.of(messager)
+        developer = await directory.presence("developer", wait_s=10)
+        assert developer is not None and developer.online and developer.card is not None
+        assert developer.card.description == "codes"
+        assert await directory.presence("reviewer", wait_s=0.5) is None  # not run here
+        # The scripted provider echoes the question.
+        assert await AgentClient(messager, "developer").ask("hello", timeout=20) == "hello"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+async def test_a_person_at_argentic_ask_answers_when_the_role_asks_back(
+    mqtt: MakeMessager, mosquitto: MosquittoBroker, namespace: str
+) -> None:
+    def reviewer(text: str, tool_results: list[str]) -> object:
+        if not tool_results:
+            return tool_call("ask_back", {"question": "which file?"})
+        return "reviewed " + tool_results[0]
+
+    cfg = config(namespace, {"reviewer": {"ask_back": True}})
+    async with team(cfg, await mqtt(), {"reviewer": model(reviewer)}):
+        env = {
+            **os.environ,
+            "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
+            "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
+            "ARGENTIC_MESSAGING__NAMESPACE": namespace,
+        }
+        process = await asyncio.create_subprocess_exec(
+            *(
+                sys.executable,
+                "-m",
+                "argentic.cli.main",
+                "ask",
+                "-r",
+                "reviewer",
+                "review it",
+                "--deadline",
+                "60",
+            ),
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(b"main.py\n"), 90)
+    assert process.returncode == 0, err.decode()
+    assert out.decode().strip().endswith('reviewed "main.py"')
+    assert "[reviewer] asks: which file?" in err.decode()
+    assert "client -> reviewer: completed" in err.decode()

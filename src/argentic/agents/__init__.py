@@ -4,6 +4,7 @@ from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.client import AgentClient, AgentRun, describe_event
 from argentic.agents.conversation import ConversationStore
 from argentic.agents.loop import LoopPolicy, ToolLoop
+from argentic.agents.team import Team, TeamAgent
 from argentic.errors import StepLimitError
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "ConversationStore",
     "LoopPolicy",
     "StepLimitError",
+    "Team",
+    "TeamAgent",
     "ToolLoop",
     "describe_event",
 ]

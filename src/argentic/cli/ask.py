@@ -6,11 +6,24 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 
+from argentic.agents.client import describe_event
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError, RequestTimeoutError
 from argentic.messaging import Messager
-from argentic.protocol import Answer, ErrorReply, Message, Presence, Progress, Question, Token
+from argentic.protocol import (
+    Answer,
+    Cancel,
+    ErrorReply,
+    Message,
+    Presence,
+    Progress,
+    Question,
+    TaskInput,
+    TaskStatus,
+    Token,
+)
 
 HELP = "ask an agent a question over MQTT and print the answer"
 
@@ -21,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conversation", help="continue this conversation id")
     parser.add_argument("--stream", action="store_true", help="print the answer's tokens as they come")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
+    parser.add_argument(
+        "--deadline", type=float, help="seconds the whole task (with what it asks other agents) may take"
+    )
     parser.add_argument("--json", action="store_true", help="print the whole answer message as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
@@ -53,9 +69,20 @@ async def _online(messager: Messager, role: str, wait_s: float = 1.0) -> bool:
         await messager.unsubscribe(subscription)
 
 
+async def _give_input(messager: Messager, status: TaskStatus) -> None:
+    """The agent asks back: read the answer from the terminal."""
+    print(f"[{status.role}] asks: {status.text}", file=sys.stderr, flush=True)
+    line = await asyncio.to_thread(sys.stdin.readline)
+    text = line.strip() or "(no answer)"
+    await messager.reply(status, TaskInput(question_id=status.question_id, text=text))
+
+
 async def ask(config: ArgenticConfig, args: argparse.Namespace) -> int:
     role = args.role or config.agent.role
-    question = Question(text=args.text, conversation_id=args.conversation, stream=args.stream)
+    deadline = None if args.deadline is None else time.time() + args.deadline
+    question = Question(
+        text=args.text, conversation_id=args.conversation, stream=args.stream, deadline=deadline
+    )
     async with Messager.from_config(config.messaging) as messager:
         streamed = False
 
@@ -66,6 +93,11 @@ async def ask(config: ArgenticConfig, args: argparse.Namespace) -> int:
                 print(event.text, end="", flush=True)
             elif isinstance(event, Progress) and not args.quiet:
                 print(f"[{role}] {_describe(event)}", file=sys.stderr, flush=True)
+            elif isinstance(event, TaskStatus):
+                if not args.quiet:
+                    print(f"[task] {describe_event(event)}", file=sys.stderr, flush=True)
+                if event.state == "input-required" and event.reply_to and event.question_id == question.id:
+                    await _give_input(messager, event)
 
         await messager.subscribe(messager.topics.agent_events(role, question.id), on_event)
         if not args.quiet and not await _online(messager, role):
@@ -75,9 +107,15 @@ async def ask(config: ArgenticConfig, args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        reply = await messager.request(
-            messager.topics.agent_questions(role), question, response_model=Answer, timeout=args.timeout
-        )
+        try:
+            reply = await messager.request(
+                messager.topics.agent_questions(role), question, response_model=Answer, timeout=args.timeout
+            )
+        except asyncio.CancelledError:
+            # Ctrl-C: the agent stops working on it too.
+            cancel = Cancel(question_id=question.id, reason="the asker stopped waiting")
+            await asyncio.wait_for(messager.publish(messager.topics.agent_cancel(role), cancel), 5)
+            raise
     if streamed:
         print()
     if isinstance(reply, ErrorReply):
