@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ from argentic.agents.client import AgentClient
 from argentic.agents.delegation import Directory
 from argentic.errors import AgentReplyError
 from argentic.llm.scripted import tool_call
-from argentic.protocol import Answer, Presence, TaskStatus
+from argentic.protocol import Answer, ErrorReply, Presence, TaskStatus
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.waiting import wait_until
@@ -428,3 +429,38 @@ async def test_a_person_at_argentic_ask_answers_when_the_role_asks_back(
     assert out.decode().strip().endswith('reviewed "main.py"')
     assert "[reviewer] asks: which file?" in err.decode()
     assert "client -> reviewer: completed" in err.decode()
+
+
+async def test_a_question_and_its_cancel_work_from_mosquitto_pub(
+    mqtt: MakeMessager, mosquitto: MosquittoBroker, namespace: str
+) -> None:
+    async def hangs(text: str, _results: list[str]) -> str:
+        await asyncio.sleep(3600)
+        return "late"
+
+    cfg = config(namespace, {"a": {}})
+    async with team(cfg, await mqtt(), {"a": model(hangs)}):
+        watcher = await mqtt()
+        reply_topic = f"{namespace}/clients/shell/inbox"
+
+        async def pub(topic: str, payload: dict[str, object]) -> None:
+            process = await asyncio.create_subprocess_exec(
+                "mosquitto_pub", "-h", mosquitto.host, "-p", str(mosquitto.port),
+                "-t", topic, "-q", "1", "-m", json.dumps(payload),
+            )  # fmt: skip
+            assert await asyncio.wait_for(process.wait(), 30) == 0
+
+        async with (
+            watcher.messages(f"{namespace}/agents/a/events/q-shell", model=TaskStatus) as statuses,
+            watcher.messages(reply_topic, model=ErrorReply) as replies,
+        ):
+            question = {"type": "question", "id": "q-shell", "text": "slow", "reply_to": reply_topic}
+            await pub(f"{namespace}/agents/a/questions", question)
+            async with asyncio.timeout(30):
+                async for status in statuses:
+                    if status.state == "working":
+                        break
+            await pub(f"{namespace}/agents/a/cancel", {"type": "cancel", "question_id": "q-shell"})
+            async with asyncio.timeout(30):
+                reply = await anext(aiter(replies))
+    assert reply.error.code == "canceled" and reply.request_id == "q-shell"

@@ -25,6 +25,7 @@ from typing import Any
 
 from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.delegation import Asker, Delegation, think_with
+from argentic.agents.events import MqttEvents
 from argentic.agents.loop import EventSink
 from argentic.agents.tasks import Task, TaskBoard
 from argentic.config import ArgenticConfig, RoleConfig, team_problems, team_roles
@@ -135,7 +136,8 @@ class TeamAgent(Agent):
     ) -> AgentResult:
         """As :meth:`Agent.ask`; a question from MQTT runs as a task (limits, states, cancel)."""
         answer = super().ask
-        if self.messager is None or isinstance(question, str) or question.reply_to is None:
+        # A task only when asked over MQTT (the agent's question handler passes its MQTT events).
+        if self.messager is None or isinstance(question, str) or not isinstance(events, MqttEvents):
             return await answer(question, conversation_id=conversation_id, output=output, events=events)
         asked = question
         task = Task(asked, self.role, self.messager.topics.agent_events(self.role, asked.id))
