@@ -34,7 +34,7 @@ import openai
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from argentic.agents import Agent
+from argentic.agents import Agent, AgentClient
 from argentic.agents.loop import EventSink
 from argentic.llm import (
     ChatMessage,
@@ -47,7 +47,7 @@ from argentic.llm import (
 )
 from argentic.llm.wire import message_to_wire, tool_choice_to_wire, tool_to_wire
 from argentic.messaging import Messager
-from argentic.protocol import Answer, Question, ToolCall, ToolResult
+from argentic.protocol import ToolCall, ToolResult
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.vllm_server import cpu_vllm_server
 from argentic.tools import ToolManager, ToolService, tool
@@ -162,18 +162,12 @@ class RecordingAgent(Agent):
         return await super().call_llm(messages, tools, tool_choice, output, events)
 
 
-async def agent_pass(client: Messager, role: str, questions: list[str]) -> tuple[float, int]:
-    """Seconds for all questions, and the completion tokens they took."""
-    topic = client.topics.agent_questions(role)
+async def agent_pass(client: AgentClient, questions: list[str]) -> tuple[float, int]:
+    """Seconds for all questions, and the completion tokens they took (an error reply raises)."""
     started = time.perf_counter()
-    answers = await asyncio.gather(
-        *(client.request(topic, Question(text=q), response_model=Answer, timeout=900) for q in questions)
-    )
+    answers = await asyncio.gather(*(client.answer(q, timeout=900) for q in questions))
     elapsed = time.perf_counter() - started
-    done = [a for a in answers if isinstance(a, Answer)]
-    if len(done) < len(answers):
-        raise RuntimeError(f"{len(answers) - len(done)} questions failed, e.g. {answers[0]}")
-    return elapsed, sum(a.usage.completion_tokens for a in done)
+    return elapsed, sum(a.usage.completion_tokens for a in answers)
 
 
 async def direct_pass(base_url: str, model: str, recorded: Recorded) -> tuple[float, int]:
@@ -240,14 +234,14 @@ async def concurrency(
         )
         await agent.async_init()
         print(f"warm-up: {tasks} questions through the agent", file=sys.stderr, flush=True)
-        await agent_pass(client, "bench", questions)
+        await agent_pass(AgentClient(client, "bench"), questions)
         recorded = {question: list(calls) for question, calls in agent.recorded.items()}
         # Alternate the sides and keep each one's best pass: other load on the machine comes and goes.
         agent_runs: list[tuple[float, int]] = []
         direct_runs: list[tuple[float, int]] = []
         for number in range(rounds):
             agent.recorded.clear()
-            agent_runs.append(await agent_pass(client, "bench", questions))
+            agent_runs.append(await agent_pass(AgentClient(client, "bench"), questions))
             direct_runs.append(await direct_pass(base_url, model, recorded))
             print(
                 f"round {number + 1}: agent {agent_runs[-1]}, direct {direct_runs[-1]} (seconds, tokens)",

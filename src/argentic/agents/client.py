@@ -5,6 +5,7 @@
     client = AgentClient(messager, role="assistant")
     print(await client.ask("What is 2 + 2?"))                    # the answer's text
     result = await client.ask("What is 2 + 2?", output=Sum)      # a validated Sum
+    answer = await client.answer("What is 2 + 2?")               # the whole Answer message
 
     async with client.stream("What is 2 + 2?", output=Sum) as run:
         async for event in run:                                  # Progress and Token messages
@@ -248,6 +249,26 @@ class AgentClient:
         )
         return AgentRun(self, question, output, self.timeout_s if timeout is None else timeout)
 
+    async def answer(
+        self,
+        text: str | Question,
+        *,
+        output: OutputSpec | None = None,
+        conversation_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (public API)
+    ) -> Answer:
+        """The whole answer message: text, structured data, tool calls, usage, conversation id."""
+        question = self.question(text, output=output, conversation_id=conversation_id)
+        reply = await self.messager.request(
+            self.messager.topics.agent_questions(self.role),
+            question,
+            response_model=Answer,
+            timeout=self.timeout_s if timeout is None else timeout,
+        )
+        if isinstance(reply, ErrorReply):
+            raise AgentReplyError(reply.error.code, reply.error.message)
+        return reply
+
     @overload
     async def ask(
         self,
@@ -287,16 +308,8 @@ class AgentClient:
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
     ) -> Any:
         """The answer's text, or with ``output`` (a pydantic model or JSON schema) the structured answer."""
-        question = self.question(text, output=output, conversation_id=conversation_id)
-        reply = await self.messager.request(
-            self.messager.topics.agent_questions(self.role),
-            question,
-            response_model=Answer,
-            timeout=self.timeout_s if timeout is None else timeout,
-        )
-        if isinstance(reply, ErrorReply):
-            raise AgentReplyError(reply.error.code, reply.error.message)
-        return _output_value(reply, output)
+        answer = await self.answer(text, output=output, conversation_id=conversation_id, timeout=timeout)
+        return _output_value(answer, output)
 
     async def online(self, wait_s: float = 1.0) -> bool:
         """Whether an agent of the role says it is online (its retained presence, from a live client)."""
