@@ -131,3 +131,19 @@ def test_argentic_team_names_an_unknown_role(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "unknown role(s) zed" in done.stderr and "roles: a, b" in done.stderr
+
+
+def test_an_endpoint_without_server_settings_is_served_where_its_url_points() -> None:
+    config = ArgenticConfig.model_validate(
+        {
+            "llm": {
+                "endpoints": {
+                    "small": {"base_url": "http://127.0.0.1:8123/v1", "model": "tiny", "temperature": 0.2}
+                }
+            }
+        }
+    )
+    small = endpoint_config(config.llm, "small")
+    assert (small.server.host, small.server.port, small.server.model) == ("127.0.0.1", 8123, "tiny")
+    assert small.vllm_base_url == "http://127.0.0.1:8123/v1" and small.temperature == 0.2
+    assert small.endpoints == {}

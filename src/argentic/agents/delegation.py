@@ -182,7 +182,7 @@ class Delegation:
                                     "type": "object",
                                     "properties": {
                                         "role": {"type": "string", "enum": list(self.delegates)},
-                                        "question": {**question, "description": "what this member should do"},
+                                        "question": question,
                                     },
                                     "required": ["role", "question"],
                                     "additionalProperties": False,
