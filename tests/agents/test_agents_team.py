@@ -464,3 +464,14 @@ async def test_a_question_and_its_cancel_work_from_mosquitto_pub(
             async with asyncio.timeout(30):
                 reply = await anext(aiter(replies))
     assert reply.error.code == "canceled" and reply.request_id == "q-shell"
+
+
+async def test_replicas_on_one_messager_share_the_questions(mqtt: MakeMessager, namespace: str) -> None:
+    cfg = config(namespace, {"developer": {"replicas": 3}})
+    developer = model(answers("code"))
+    async with team(cfg, await mqtt(), {"developer": developer}) as running:
+        assert len(running.agents) == 3
+        client = AgentClient(await mqtt(), "developer")
+        replies = await asyncio.gather(*(client.ask(f"task {i}", timeout=30) for i in range(6)))
+    assert sorted(replies) == sorted(f"code: task {i}" for i in range(6))
+    assert len(developer.requests) == 6  # each question answered once, not once per replica
