@@ -77,6 +77,18 @@ async def test_presence_carries_an_agent_card(mqtt: MakeMessager, namespace: str
     assert reviewer is not None and reviewer.card is not None and reviewer.card.asks_back
 
 
+async def test_a_client_discovers_the_team_from_the_broker(mqtt: MakeMessager, namespace: str) -> None:
+    cfg = config(
+        namespace,
+        {"lead": {"description": "leads", "delegates": ["developer"]}, "developer": {"description": "codes"}},
+    )
+    async with team(cfg, await mqtt(), {"lead": model(answers("a")), "developer": model(answers("d"))}):
+        found = await Directory.of(await mqtt()).discover(wait_s=1.0)
+    assert list(found) == ["developer", "lead"]
+    lead = found["lead"].card
+    assert lead is not None and lead.description == "leads" and lead.delegates == ["developer"]
+
+
 async def test_a_supervisor_fans_out_in_parallel_and_combines(mqtt: MakeMessager, namespace: str) -> None:
     started: list[str] = []
     both = asyncio.Event()

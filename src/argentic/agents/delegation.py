@@ -116,6 +116,23 @@ class Directory:
                 await asyncio.wait_for(seen.wait(), wait_s)
         return self._presence.get(role)
 
+    async def discover(self, wait_s: float = PRESENCE_WAIT_S) -> dict[str, Presence]:
+        """The roles online now, with their agent cards: the retained presences of every role,
+        read for ``wait_s`` seconds, less those whose client the broker reports gone."""
+        await self.messager.peers.start()
+        found: dict[str, Presence] = {}
+        topic = self.messager.topics.agent_status_all()
+        async with self.messager.messages(topic, model=Presence) as presences:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    async for presence in presences:
+                        found[presence.role] = presence
+        return {
+            role: presence
+            for role, presence in sorted(found.items())
+            if presence.online and not self.messager.peers.gone(presence.client_id)
+        }
+
     async def online(self, role: str, wait_s: float = PRESENCE_WAIT_S) -> bool:
         """Whether an agent of ``role`` says it is online, from a client the broker has not reported gone."""
         presence = await self.presence(role, wait_s)

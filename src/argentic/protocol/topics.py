@@ -86,6 +86,9 @@ class Topics:
     def agent_status(self, role: str) -> str:
         return self._join("agents", topic_level(role, "agent role"), "status")
 
+    def agent_status_all(self) -> str:
+        return self._join("agents", "+", "status")
+
     def agent_cancel(self, role: str) -> str:
         return self._join("agents", topic_level(role, "agent role"), "cancel")
 
