@@ -298,8 +298,6 @@ class Delegation:
         timeout = self.timeout_s
         if question.deadline is not None:
             timeout = min(timeout, max(0.0, question.deadline - time.time()) + DEADLINE_GRACE_S)
-        if task is not None:
-            task.children.add(question.id)
         worker: list[str | None] = [None]
         gone = asyncio.Event()
 
@@ -314,6 +312,7 @@ class Delegation:
                 gone_wait = asyncio.ensure_future(gone.wait())
                 try:
                     await asyncio.wait({follow, gone_wait}, return_when=asyncio.FIRST_COMPLETED)
+                    answered = follow.done()  # else its agent went offline first
                 except asyncio.CancelledError:
                     await self._cancel(role, question.id, f"{self.asker.role} stopped")
                     # Let the sub-task's last states (canceled, or its deadline) through first.
@@ -324,7 +323,9 @@ class Delegation:
                     gone_wait.cancel()
                     if not follow.done():
                         follow.cancel()
-                if gone.is_set() and not follow.done():
+                    else:
+                        _log_failure(follow)
+                if not answered:
                     await self._cancel(role, question.id, "its agent went offline")
                     return _failure(
                         name, "unavailable", f"the {role} agent working on it went offline before answering"
@@ -339,8 +340,6 @@ class Delegation:
             return _failure(name, "tool_failed", f"asking the {role} failed: {exc}")
         finally:
             stop_watching()
-            if task is not None:
-                task.children.discard(question.id)
         return ToolResult(call_id="", tool=name, ok=True, result=answer.text)
 
     def _question(self, task: Task | None, text: str) -> Question:
@@ -439,6 +438,11 @@ class Delegation:
         if isinstance(reply, ErrorReply):
             return _failure("ask_back", reply.error.code, reply.error.message)
         return ToolResult(call_id="", tool="ask_back", ok=True, result=reply.text)
+
+
+def _log_failure(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("following a sub-task failed: %s", done.exception())
 
 
 def think_with(agent: Any) -> Callable[[list[ChatMessage]], Any]:

@@ -20,7 +20,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from argentic.errors import (
@@ -50,7 +50,6 @@ class Task:
     topic: str  # its events topic
     runner: asyncio.Task[Any] | None = None
     canceled: str | None = None  # why, once cancelled
-    children: set[str] = field(default_factory=set)  # ids of the questions it asked
 
     @property
     def root_id(self) -> str:
