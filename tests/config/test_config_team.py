@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,34 @@ def test_an_endpoint_without_server_settings_is_served_where_its_url_points() ->
     assert (small.server.host, small.server.port, small.server.model) == ("127.0.0.1", 8123, "tiny")
     assert small.vllm_base_url == "http://127.0.0.1:8123/v1" and small.temperature == 0.2
     assert small.endpoints == {}
+
+
+def test_argentic_serve_starts_the_server_of_a_named_endpoint() -> None:
+    env = {**os.environ, "ARGENTIC_LLM__ENDPOINTS__CODER__SERVER__PYTHON": sys.executable}
+    config = str(ROOT / "examples" / "team.yaml")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "argentic.cli.main",
+            "-c",
+            config,
+            "serve",
+            "--endpoint",
+            "coder",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--model Qwen/Qwen2.5-Coder-7B-Instruct" in done.stdout and "--port 8001" in done.stdout
+    unknown = subprocess.run(
+        [sys.executable, "-m", "argentic.cli.main", "-c", config, "serve", "--endpoint", "codr", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unknown.returncode == 2 and "no endpoint 'codr' (endpoints: big, coder)" in unknown.stderr
