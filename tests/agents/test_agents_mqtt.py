@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -258,3 +259,40 @@ async def test_argentic_ask_says_when_no_agent_is_online(mosquitto: MosquittoBro
     text = err.decode()
     assert "no agent with role 'nobody' says it is online" in text
     assert "no answer within 1 s" in text
+
+
+async def test_argentic_ask_cli_asks_for_a_structured_answer(
+    served: tuple[Agent, ScriptedLLM, Messager], mosquitto: MosquittoBroker
+) -> None:
+    _, llm, client = served
+    llm.add(tool_call("add", {"a": 2, "b": 2}), '{"value": 4}')
+    env = {
+        **os.environ,
+        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
+        "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
+        "ARGENTIC_MESSAGING__NAMESPACE": client.topics.namespace,
+    }
+    ask = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "argentic.cli.main",
+        "ask", "2 + 2?", "--role", "calc", "--output", "value:int", "--timeout", "60", "-q",
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(ask.communicate(), 120)
+    assert ask.returncode == 0, err.decode()
+    # structured data comes back only when the question carried the schema
+    assert json.loads(out.decode().splitlines()[-1]) == {"value": 4}
+
+
+def test_ask_output_fields() -> None:
+    from argentic.cli.ask import output_schema
+
+    schema = output_schema("value:int, sentence:str")
+    assert schema["properties"] == {
+        "value": {"type": "integer"},
+        "sentence": {"type": "string", "maxLength": 200},
+    }
+    assert schema["required"] == ["value", "sentence"]
+    assert output_schema('{"type": "object"}') == {"type": "object"}
+    for bad in ("value:complex", "value", "", "{not json"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            output_schema(bad)

@@ -150,7 +150,9 @@ def _call_key(call: LLMToolCall) -> str:
     return f"{call.name}:{json.dumps(call.arguments, sort_keys=True, default=str)}"
 
 
-RESULTS_NOTE = "Your tool calls returned:\n{results}\nUse these results in your answer."
+# The question, the results, then the instruction: the wording a 270M base model followed best
+# (15 of 16 arithmetic questions answered with the tool's value, against 1 to 7 for other wordings).
+RESULTS_NOTE = "{question}\n{results}\nAnswer with the results the tools returned."
 
 FINAL_ANSWER_PROMPT = (
     "Give your final answer now as one JSON object that matches this JSON schema, nothing else:\n{schema}"
@@ -189,7 +191,7 @@ class ToolLoop:
             choice = self._choice(rounds, force_answer)
             await self.events.progress("llm_call", detail=f"step {step + 1}, tool_choice={choice}")
             tools = self.tools if choice != "none" else []
-            note = [*self._results_note(), *retry] if not tools else retry
+            note = [*self._results_note(prompt), *retry] if not tools else retry
             try:
                 # With tools, no output spec: the answer is shaped afterwards (see _structured).
                 response = await self.call_llm(
@@ -226,10 +228,11 @@ class ToolLoop:
             "raise agent.max_steps or give the model fewer, clearer tools"
         )
 
-    def _results_note(self) -> list[ChatMessage]:
-        """The tool results restated, when the policy asks for it and there are any."""
+    def _results_note(self, prompt: Sequence[ChatMessage]) -> list[ChatMessage]:
+        """The question and the tool results restated, when the policy asks for it and there are any."""
         if not self.policy.restate_tool_results or not self.records:
             return []
+        question = next((m.text for m in reversed(prompt) if m.role == "user"), "")
         lines = []
         for record in self.records:
             arguments = json.dumps(record.arguments, ensure_ascii=False, default=str)
@@ -237,7 +240,7 @@ class ToolLoop:
                 json.dumps(record.result, ensure_ascii=False, default=str) if record.ok else record.error
             )
             lines.append(f"- {record.name}({arguments}) -> {outcome}")
-        return [ChatMessage.user(RESULTS_NOTE.format(results="\n".join(lines)))]
+        return [ChatMessage.user(RESULTS_NOTE.format(question=question, results="\n".join(lines)))]
 
     def _choice(self, rounds: int, force_answer: bool) -> ToolChoice:
         if force_answer:
@@ -301,7 +304,7 @@ class ToolLoop:
         except LLMOutputError:
             pass
         schema = output if isinstance(output, dict) else output.model_json_schema()
-        results = self._results_note()
+        results = self._results_note(prompt)
         ask_text = FINAL_ANSWER_PROMPT.format(schema=json.dumps(schema))
         ask = ChatMessage.user(f"{results[0].text}\n\n{ask_text}" if results else ask_text)
         for attempt in range(self.policy.max_unusable_replies + 1):

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import Any
 
 from argentic.agents.client import AgentClient, AgentRun, describe_event
 from argentic.config import ArgenticConfig, load_config
@@ -27,6 +28,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the whole answer message as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "--output",
+        type=output_schema,
+        help="ask for a structured answer: a JSON schema, or fields such as 'value:int,sentence:str' "
+        "(a small model answers a number best as an int field)",
+    )
+
+
+_FIELD_TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean"}
+
+
+def output_schema(text: str) -> dict[str, Any]:
+    """A JSON schema from ``--output``: JSON as it is, or ``name:type`` fields joined by commas."""
+    if text.lstrip().startswith("{"):
+        try:
+            schema = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise argparse.ArgumentTypeError(f"not a JSON schema: {exc}") from exc
+        if not isinstance(schema, dict):
+            raise argparse.ArgumentTypeError("the JSON schema must be an object")
+        return schema
+    properties: dict[str, Any] = {}
+    for field in filter(None, (part.strip() for part in text.split(","))):
+        name, _, kind = field.partition(":")
+        if kind not in _FIELD_TYPES or not name:
+            raise argparse.ArgumentTypeError(
+                f"{field!r}: write fields as name:type with type one of {', '.join(_FIELD_TYPES)}"
+            )
+        # Bounded, so a small model cannot run on to max_tokens inside one field.
+        bound = {"maxLength": 200} if kind == "str" else {}
+        properties[name] = {"type": _FIELD_TYPES[kind], **bound}
+    if not properties:
+        raise argparse.ArgumentTypeError("no fields given")
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
 
 
 async def _give_input(run: AgentRun, status: TaskStatus) -> None:
@@ -49,7 +89,11 @@ async def ask(config: ArgenticConfig, args: argparse.Namespace) -> int:
             )
         streamed = False
         async with client.stream(
-            args.text, conversation_id=args.conversation, tokens=args.stream, deadline_s=args.deadline
+            args.text,
+            output=args.output,
+            conversation_id=args.conversation,
+            tokens=args.stream,
+            deadline_s=args.deadline,
         ) as run:
             try:
                 async for event in run:
