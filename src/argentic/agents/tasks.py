@@ -145,7 +145,6 @@ class TaskBoard:
         """Run ``work()`` as ``task``: refused when it closes a cycle, is too deep or late; stopped
         by a cancel or the deadline; its states published."""
         question = task.question
-        await self.status(task, "submitted", text=question.text)
         try:
             reason = self._canceled.pop(question.id, None)
             if reason is not None:
@@ -153,6 +152,7 @@ class TaskBoard:
             check_question(question, task.role, max_depth)
         except TaskError as exc:
             state: TaskState = "canceled" if exc.code == "canceled" else "failed"
+            await self.status(task, "submitted", text=question.text)
             await self.status(task, state, error=ErrorInfo(code=exc.code, message=str(exc)))
             raise
         token = current_task.set(task)
@@ -163,6 +163,8 @@ class TaskBoard:
         task.runner = runner
         self.running[question.id] = task
         try:
+            # The work starts at once; its first states go out meanwhile, in order.
+            await self.status(task, "submitted", text=question.text)
             await self.status(task, "working")
             await asyncio.wait({runner}, timeout=task.remaining_s())
             if not runner.done():
