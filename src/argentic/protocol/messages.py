@@ -76,7 +76,9 @@ class Question(Message):
     # A task between agents: who asked, the roles up the chain (cycles and depth are checked
     # against it), the first question of the tree, and the deadline the first asker set.
     asked_by: str | None = Field(default=None, max_length=128, description="the asking role or client")
-    chain: list[str] = Field(default=[], max_length=64, description="roles asking, first asker first")
+    chain: list[Annotated[str, Field(max_length=128)]] = Field(
+        default=[], max_length=64, description="roles asking, first asker first"
+    )
     parent_id: str | None = Field(default=None, max_length=128, description="the question this one serves")
     root_id: str | None = Field(default=None, max_length=128, description="the first question of the tree")
     deadline: float | None = Field(default=None, description="Unix seconds: the whole tree ends by then")
