@@ -37,13 +37,10 @@ from paho.mqtt.properties import Properties
 from argentic.agents import Agent, AgentClient
 from argentic.agents.loop import EventSink
 from argentic.llm import (
-    ChatMessage,
+    ChatRequest,
     ChatResponse,
     LLMFactory,
-    OutputSpec,
     SamplingSettings,
-    ToolChoice,
-    ToolDefinition,
 )
 from argentic.llm.wire import message_to_wire, tool_choice_to_wire, tool_to_wire
 from argentic.messaging import Messager
@@ -139,7 +136,7 @@ async def raw_rtt(broker: MosquittoBroker, calls: int) -> list[float]:
 # --- 2. concurrent questions -------------------------------------------------------------------
 
 
-Recorded = dict[str, list[tuple[list[ChatMessage], list[ToolDefinition], ToolChoice]]]
+Recorded = dict[str, list[ChatRequest]]
 
 
 class RecordingAgent(Agent):
@@ -149,17 +146,10 @@ class RecordingAgent(Agent):
         super().__init__(*args, **kwargs)
         self.recorded: Recorded = {}
 
-    async def call_llm(
-        self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[ToolDefinition],
-        tool_choice: ToolChoice,
-        output: OutputSpec | None,
-        events: EventSink,
-    ) -> ChatResponse:
-        key = next(m.text for m in messages if m.role == "user")
-        self.recorded.setdefault(key, []).append((list(messages), list(tools), tool_choice))
-        return await super().call_llm(messages, tools, tool_choice, output, events)
+    async def call_llm(self, request: ChatRequest, events: EventSink) -> ChatResponse:
+        key = next(m.text for m in request.messages if m.role == "user")
+        self.recorded.setdefault(key, []).append(request)
+        return await super().call_llm(request, events)
 
 
 async def agent_pass(client: AgentClient, questions: list[str]) -> tuple[float, int]:
@@ -175,18 +165,19 @@ async def direct_pass(base_url: str, model: str, recorded: Recorded) -> tuple[fl
     client = openai.AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=900)
     tokens = 0
 
-    async def task(calls: list[tuple[list[ChatMessage], list[ToolDefinition], ToolChoice]]) -> None:
+    async def task(calls: list[ChatRequest]) -> None:
         nonlocal tokens
-        for messages, tools, choice in calls:
+        for request in calls:
+            tools = request.tools
             body: dict[str, Any] = {
                 "model": model,
-                "messages": [message_to_wire(m) for m in messages],
+                "messages": [message_to_wire(m) for m in request.messages],
                 "max_tokens": MAX_TOKENS,
                 "temperature": 0,
             }
             if tools:
                 body["tools"] = [tool_to_wire(t, vllm=True) for t in tools]
-                body["tool_choice"] = tool_choice_to_wire(choice, tools)
+                body["tool_choice"] = tool_choice_to_wire(request.tool_choice, tools)
             completion = await client.chat.completions.create(**body)
             tokens += completion.usage.completion_tokens if completion.usage else 0
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import openai
 
-from argentic.llm import ChatMessage, LLMFactory, SamplingSettings
+from argentic.llm import ChatRequest, LLMFactory, SamplingSettings
 from argentic.llm.openai_provider import OpenAICompatibleProvider
 
 PROMPT = "Write a short list of fruits."
@@ -46,7 +46,7 @@ async def bench(
     settings = SamplingSettings(max_tokens=tokens, temperature=0.8, extra_body=extra)
 
     async def via_provider(i: int) -> int:
-        reply = await provider.chat([ChatMessage.user(f"{PROMPT} ({i})")], settings=settings)
+        reply = await provider.chat(ChatRequest.user(f"{PROMPT} ({i})", settings=settings))
         return reply.usage.completion_tokens
 
     async def via_raw(i: int) -> int:

@@ -10,47 +10,23 @@ The model must take images: Gemma 3n, for example, on a GPU machine:
     vllm serve google/gemma-3n-E4B-it --limit-mm-per-prompt '{"image": 2}'
 
 with ``llm.vllm_base_url`` pointing at it (default ``http://localhost:8000/v1``). See docs/video.md.
-
-It reads ``config.yaml`` (or ``$ARGENTIC_CONFIG``), then:
-
-1. uses the configured MQTT broker, or starts the embedded one when none listens locally;
-2. opens the video source: the test pattern, a file (played at its own rate, looping), or a
-   ``WebRTCDriver``; with ``--source webrtc`` this script also streams the test pattern to it over
-   WebRTC, signaling over MQTT, unless ``--external-sender`` says another process does
-   (``examples/webrtc_sender.py``, or a browser page);
-3. starts a ``VisualAgent`` that serves questions on MQTT, and asks it one as a client would;
-   the agent attaches the newest frame(s), JPEG-encoded and scaled, within the model's image limit;
-4. with ``--watch N``, asks a standing question every few seconds and prints the N observations
-   the agent publishes on ``{ns}/agents/{role}/observations``.
-
-A model that cannot take images (the text-only CPU model of the tests) refuses the request: the
-script prints the server's refusal and how to start a model that sees.
+The broker of ``config.yaml`` is used, or the embedded one started. With ``--source webrtc`` this
+script also streams the test pattern to the agent over WebRTC (signaling over MQTT), unless
+``--external-sender`` says another process does (``examples/webrtc_sender.py``, a browser page).
 """
-
-from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from contextlib import AsyncExitStack
 
-from argentic.agents.runtime import backends
-from argentic.agents.visual_agent import VisualAgent
-from argentic.config import load_config
-from argentic.errors import ArgenticError
-from argentic.llm.factory import endpoint_url
-from argentic.llm.local_server import health_ok
-from argentic.messaging import Messager
-from argentic.protocol import Answer, ErrorReply, Observation, Question, Topics
+from argentic import AgentClient, Messager, VisualAgent, backends, load_config
+from argentic.errors import AgentReplyError, ArgenticError
+from argentic.protocol import Observation
 from argentic.video import TestPatternSource, WebRTCDriver, WebRTCSender, source_from_config
 
 QUESTION = "Describe what you see in one sentence: the colours and any shapes."
 MODEL_HINT = "vllm serve google/gemma-3n-E4B-it --limit-mm-per-prompt '{\"image\": 2}'"
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 def parse_args() -> argparse.Namespace:
@@ -58,7 +34,9 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("question", nargs="*", help=f"default: {QUESTION!r}")
-    parser.add_argument("--source", help="'test_pattern' (default), 'webrtc', or a video file/URL")
+    parser.add_argument(
+        "--source", default="test_pattern", help="'test_pattern', 'webrtc', or a video file/URL"
+    )
     parser.add_argument(
         "--sampling", choices=["latest", "window", "scene_change"], help="default: video.sampling"
     )
@@ -69,77 +47,55 @@ def parse_args() -> argparse.Namespace:
 
 
 async def main(args: argparse.Namespace) -> int:
-    video: dict[str, object] = {"source": args.source or "test_pattern"}
+    video: dict[str, object] = {"source": args.source}
     if args.sampling:
         video["sampling"] = args.sampling
-    if video["source"] == "webrtc" and not args.external_sender:
+    if args.source == "webrtc" and not args.external_sender:
         video["host_addresses"] = ["127.0.0.1"]  # sender and receiver are both here
     config = load_config(overrides={"video": video})
-    topics = Topics(config.messaging.namespace)
-    role = "visual"
-    base_url = endpoint_url(config.llm)
-    if config.llm.provider != "scripted" and not await asyncio.to_thread(health_ok, base_url):
-        say(f"no model server answers at {base_url}. On a GPU machine start one that sees:")
-        say(f"    {MODEL_HINT}")
-        return 2
-    async with backends(config) as backend, AsyncExitStack() as stack:
-        if backend.broker is not None:
-            address = f"{config.messaging.broker_address}:{config.messaging.port}"
-            say(f"started the embedded MQTT broker on {address}")
-        will = VisualAgent.will(topics, role)
-        agent_bus = await stack.enter_async_context(Messager.from_config(config.messaging, will=will))
-        client = await stack.enter_async_context(Messager.from_config(config.messaging, persistent=False))
-        source = source_from_config(config.video, agent_bus)
-        await source.start()
-        stack.push_async_callback(source.stop)
-        if isinstance(source, WebRTCDriver):
-            if args.external_sender:
-                say(f"waiting for a WebRTC offer on {source.offer_topic}")
-            else:
-                pattern = TestPatternSource(640, 480, fps=30, scene_every=150)
-                await pattern.start()
-                stack.push_async_callback(pattern.stop)
-                sender = WebRTCSender.from_config(client, pattern, config.video, reconnect=True)
-                await sender.connect()
-                stack.push_async_callback(sender.close)
-                say(f"streaming the test pattern over WebRTC to {source.offer_topic}")
+    async with AsyncExitStack() as stack:
+        backend = await stack.enter_async_context(backends(config))
+        messager = await stack.enter_async_context(Messager.from_config(config.messaging))
+        source = await stack.enter_async_context(source_from_config(config.video, messager))
+        if isinstance(source, WebRTCDriver) and not args.external_sender:
+            pattern = await stack.enter_async_context(TestPatternSource(640, 480, fps=30, scene_every=150))
+            await stack.enter_async_context(
+                WebRTCSender.from_config(messager, pattern, config.video, reconnect=True)
+            )
+            print(f"streaming the test pattern over WebRTC to {source.offer_topic}")
         frame = await source.wait_for_frame(60)
-        say(f"video: {config.video.source}, {frame.width}x{frame.height}")
-
-        agent = VisualAgent.from_config(config, llm=backend.llm, messager=agent_bus, driver=source, role=role)
-        await agent.async_init()
-        stack.push_async_callback(agent.stop)
-        say(f"model {await backend.llm.resolve_model()}; up to {agent.image_limit} image(s) per prompt")
-
-        question = Question(text=" ".join(args.question) or QUESTION)
-        say(f"question: {question.text}")
-        reply = await client.request(
-            topics.agent_questions(role), question, response_model=Answer, timeout=config.llm.timeout_s * 2
+        print(f"video: {args.source}, {frame.width}x{frame.height}")
+        agent = VisualAgent.from_config(
+            config, llm=backend.llm, messager=messager, driver=source, role="visual"
         )
-        if isinstance(reply, ErrorReply):
-            say(f"the agent could not answer: {reply.error.code}: {reply.error.message}")
-            if reply.error.code == "llm_error":
-                say(f"if the model cannot take images, serve one that does:\n    {MODEL_HINT}")
+        await stack.enter_async_context(agent)
+        print(f"model {await backend.llm.resolve_model()}; up to {agent.image_limit} image(s) per prompt")
+
+        question = " ".join(args.question) or QUESTION
+        print(f"question: {question}")
+        try:
+            answer = await AgentClient(messager, agent.role).ask(question)
+        except AgentReplyError as exc:
+            print(f"the agent could not answer: {exc}\nif the model cannot take images, serve one that does:")
+            print(f"    {MODEL_HINT}")
             return 1
         frames = agent.last_frames
-        say(f"answer (from {len(frames)} frame(s), {frames[0].width}x{frames[0].height} JPEG): {reply.text}")
+        print(f"answer (from {len(frames)} frame(s), {frames[0].width}x{frames[0].height} JPEG): {answer}")
 
         if args.watch:
-            seen: asyncio.Queue[Observation] = asyncio.Queue(maxsize=args.watch * 2)
-
-            async def on_observation(observation: Observation) -> None:
-                seen.put_nowait(observation)
-
-            await client.subscribe(topics.agent_observations(role), on_observation, model=Observation)
-            agent.start_watch("What changed? One sentence.", interval_s=args.interval, on_scene_change=True)
-            for _ in range(args.watch):
-                observation = await asyncio.wait_for(seen.get(), config.llm.timeout_s + args.interval * 2)
-                say(f"observation: {observation.text}")
+            topic = messager.topics.agent_observations(agent.role)
+            async with messager.messages(topic, model=Observation) as observations:
+                agent.start_watch(
+                    "What changed? One sentence.", interval_s=args.interval, on_scene_change=True
+                )
+                for _ in range(args.watch):
+                    async with asyncio.timeout(config.llm.timeout_s + args.interval * 2):
+                        observation = await anext(aiter(observations))
+                    print(f"observation: {observation.text}")
         return 0
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         sys.exit(asyncio.run(main(parse_args())))
     except ArgenticError as exc:

@@ -120,7 +120,9 @@ class LLMConfig(Section):
     max_tokens: int | None = Field(default=None, gt=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = None
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: float = Field(
+        default=120.0, gt=0, description="the longest wait for an answer to start, or for its next token"
+    )
     max_retries: int = Field(default=3, ge=0)
     max_concurrency: int = Field(default=64, gt=0, description="concurrent requests per endpoint")
     retry_delay_s: float = Field(default=0.5, gt=0, description="first retry delay; doubles, with jitter")

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Sequence
-from typing import Any
 
 from argentic import Messager
 from argentic.agents.team import TeamAgent
-from argentic.llm import ChatMessage, FunctionLLM
+from argentic.llm import ChatRequest, FunctionLLM
 
 
-async def never(messages: Sequence[ChatMessage], *_: Any) -> str:
+async def never(request: ChatRequest) -> str:
     await asyncio.sleep(3600)
     return "late"
 

@@ -12,7 +12,7 @@ from typing import Any
 from argentic.agents.client import AgentClient
 from argentic.agents.team import Team
 from argentic.config import ArgenticConfig
-from argentic.llm import ChatMessage, FunctionLLM, ToolDefinition
+from argentic.llm import ChatMessage, ChatRequest, FunctionLLM
 from argentic.llm.scripted import tool_call
 from argentic.messaging import Messager
 from argentic.protocol import TaskStatus
@@ -35,8 +35,8 @@ def results(messages: Sequence[ChatMessage]) -> list[str]:
 def model(decide: Decide, name: str = "function") -> FunctionLLM:
     """A model that calls ``decide(question, tool_results)`` for each reply."""
 
-    async def reply(messages: Sequence[ChatMessage], tools: Sequence[ToolDefinition], *_: Any) -> Reply:
-        outcome = decide(asked(messages), results(messages))
+    async def reply(request: ChatRequest) -> Reply:
+        outcome = decide(asked(request.messages), results(request.messages))
         if asyncio.iscoroutine(outcome):
             outcome = await outcome
         return outcome

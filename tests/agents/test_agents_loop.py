@@ -13,16 +13,17 @@ from agents_support import all_tools
 from pydantic import BaseModel, Field
 
 from argentic.agents import Agent, StepLimitError
+from argentic.agents.messages import MessageBuilder
 from argentic.errors import AgentError, LLMOutputError
 from argentic.llm import (
     ChatMessage,
+    ChatRequest,
     ChatResponse,
     FunctionLLM,
-    OutputSpec,
     ScriptedLLM,
-    ToolDefinition,
     tool_call,
 )
+from argentic.protocol import Question
 from argentic.testing.messagers import MakeMessager
 from argentic.tools import ToolManager, ToolService
 
@@ -149,16 +150,41 @@ async def test_structured_answer_from_the_reply_itself() -> None:
     }
 
 
+class Tagged(MessageBuilder):
+    """Marks the question, counts each request's messages, and keeps the plain question."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    async def build(self, question: Question) -> ChatMessage:
+        return ChatMessage.user(f"{self.tag} {question.text}")
+
+    def prepare(self, messages: list[ChatMessage]) -> list[ChatMessage]:
+        return [ChatMessage.system(f"{len(messages)} messages"), *messages]
+
+    def remember(self, message: ChatMessage) -> ChatMessage:
+        return ChatMessage.user(message.text.removeprefix(f"{self.tag} "))
+
+
+async def test_the_message_builder_shapes_the_question_each_request_and_the_history() -> None:
+    llm = ScriptedLLM(["a", "b", "c"])
+    agent = Agent(llm=llm, system_prompt="", message_builder=Tagged("[q]"))
+    await agent.ask("one", conversation_id="c")
+    await agent.ask("two", conversation_id="c")
+    await agent.ask("three", conversation_id="c", builder=Tagged("[other]"))
+    assert [[m.text for m in r.messages] for r in llm.requests] == [
+        ["1 messages", "[q] one"],
+        ["3 messages", "one", "a", "[q] two"],
+        ["5 messages", "one", "a", "two", "b", "[other] three"],
+    ]
+    assert [m.text for m in agent.conversations.history("c")] == ["one", "a", "two", "b", "three", "c"]
+
+
 async def test_concurrent_questions_never_mix() -> None:
     both_started = asyncio.Barrier(2)
 
-    async def reply(
-        messages: Sequence[ChatMessage],
-        tools: Sequence[ToolDefinition],
-        choice: Any,
-        output: OutputSpec | None,
-    ) -> ChatResponse:
-        users = [m.text for m in messages if m.role == "user"]
+    async def reply(request: ChatRequest) -> ChatResponse:
+        users = [m.text for m in request.messages if m.role == "user"]
         assert len(users) == 1, users  # only this question's own user turn
         await both_started.wait()  # both questions are in the model at the same time
         return ChatResponse(content=f"answer to {users[0]}")

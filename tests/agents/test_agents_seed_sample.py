@@ -26,8 +26,7 @@ async def main():
             "provider": "vllm",
             "vllm_base_url": "{base_url}",
             "vllm_model_name": "{model}",
-            "temperature": 0.0,
-            "max_tokens": 48,
+            "temperature": 0.0,{max_tokens}
         },
         "messaging": {"broker_address": "127.0.0.1", "port": {port}},
     }
@@ -48,7 +47,7 @@ async def main():
     )
     await agent.async_init()
 
-    response = await agent.query("Name a primary colour.")
+    response = await agent.query("{question}")
     print("ANSWER", type(response).__name__, bool(response))
     await messager.disconnect()
 
@@ -58,9 +57,21 @@ asyncio.run(main())
 
 
 @pytest.mark.vllm
-def test_seed_style_sample_runs(tmp_path: Path, mosquitto: MosquittoBroker, vllm_server: Any) -> None:
+@pytest.mark.parametrize(
+    ("max_tokens", "question"),
+    [
+        ('\n            "max_tokens": 48,', "Name a primary colour."),
+        # No bound in the config: the CPU model never stops by itself, the server bounds the reply.
+        ("", "What is the capital of France?"),
+    ],
+    ids=["max_tokens", "no_max_tokens"],
+)
+def test_seed_style_sample_runs(
+    tmp_path: Path, mosquitto: MosquittoBroker, vllm_server: Any, max_tokens: str, question: str
+) -> None:
     script = tmp_path / "sample.py"
     code = SAMPLE.replace("{base_url}", vllm_server.base_url).replace("{model}", vllm_server.model)
+    code = code.replace("{max_tokens}", max_tokens).replace("{question}", question)
     script.write_text(code.replace("{port}", str(mosquitto.port)))
     done = subprocess.run(
         [sys.executable, str(script)], cwd=REPO, env=dict(os.environ), capture_output=True, timeout=200

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from argentic.llm import (
     ChatMessage,
+    ChatRequest,
     LLMFactory,
     SamplingSettings,
     StreamEnd,
@@ -36,11 +37,11 @@ async def main() -> dict[str, Any]:
     out: dict[str, Any] = {"model": llm.model_name, "type": type(llm).__name__}
     try:
         text, required, structured = await asyncio.gather(
-            llm.chat([ChatMessage.user("Name a fruit.")], settings=SamplingSettings(max_tokens=8)),
+            llm.chat(ChatRequest.user("Name a fruit.", settings=SamplingSettings(max_tokens=8))),
             llm.chat(
-                [ChatMessage.user("Weather in Paris?")], tools=[tool], tool_choice="required", settings=few
+                ChatRequest.user("Weather in Paris?", tools=[tool], tool_choice="required", settings=few)
             ),
-            llm.chat([ChatMessage.user("Is the sky blue?")], output=Verdict, settings=few),
+            llm.chat(ChatRequest.user("Is the sky blue?", output=Verdict, settings=few)),
         )
         out["text"] = {"content": text.content, "completion_tokens": text.usage.completion_tokens}
         out["required"] = [c.model_dump() for c in required.tool_calls]
@@ -48,7 +49,10 @@ async def main() -> dict[str, Any]:
 
         question = [ChatMessage.user("Weather in Rome?")]
         events = [
-            e async for e in llm.stream(question, tools=[tool], tool_choice="get_weather", settings=few)
+            e
+            async for e in llm.stream(
+                ChatRequest(messages=question, tools=[tool], tool_choice="get_weather", settings=few)
+            )
         ]
         end = events[-1]
         assert isinstance(end, StreamEnd)
@@ -60,9 +64,7 @@ async def main() -> dict[str, Any]:
         }
         pieces = [
             e
-            async for e in llm.stream(
-                [ChatMessage.user("One, two,")], settings=SamplingSettings(max_tokens=8)
-            )
+            async for e in llm.stream(ChatRequest.user("One, two,", settings=SamplingSettings(max_tokens=8)))
         ]
         last = pieces[-1]
         assert isinstance(last, StreamEnd)

@@ -12,20 +12,43 @@ from dataclasses import dataclass, field
 import pytest
 
 from argentic.errors import LLMRequestError, LLMTimeoutError, LLMUnavailableError
-from argentic.llm import ChatMessage, ToolDefinition
+from argentic.llm import ChatRequest, ToolDefinition
 from argentic.llm.openai_provider import OpenAICompatibleProvider
 from argentic.netutil import free_port
 
-Reply = tuple[int, dict[str, object]]
 
-COMPLETION = {
-    "id": "x",
-    "object": "chat.completion",
-    "created": 0,
-    "model": "stub",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-}
+@dataclass
+class Tokens:
+    """A streamed answer: ``texts`` one chunk each, ``gap_s`` apart; ``stall`` stops sending after
+    them without ending the stream (headers and the chunks so far are sent)."""
+
+    texts: list[str]
+    gap_s: float = 0.0
+    stall: bool = False
+
+    def chunks(self) -> list[dict[str, object]]:
+        def chunk(delta: dict[str, object], finish: str | None = None) -> dict[str, object]:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            return {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "stub",
+                "choices": [choice],
+            }
+
+        usage = {
+            "prompt_tokens": 3,
+            "completion_tokens": len(self.texts),
+            "total_tokens": 3 + len(self.texts),
+        }
+        last = {**chunk({}), "choices": [], "usage": usage}
+        return [chunk({"content": text}) for text in self.texts] + [chunk({}, "stop"), last]
+
+
+Reply = tuple[int, dict[str, object] | Tokens]
+
+COMPLETION = Tokens(["ok"])
 
 
 @dataclass
@@ -62,6 +85,9 @@ class Stub:
                     status, payload = await self.handler(path, body)
                 finally:
                     self.in_flight -= 1
+                if isinstance(payload, Tokens):
+                    await self._stream(writer, payload)
+                    continue
                 data = json.dumps(payload).encode()
                 writer.write(
                     f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n".encode()
@@ -73,6 +99,26 @@ class Stub:
             pass
         finally:
             writer.close()
+
+    async def _stream(self, writer: asyncio.StreamWriter, tokens: Tokens) -> None:
+        """Server-sent events in HTTP chunked encoding, as vLLM streams a chat completion."""
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        events = [f"data: {json.dumps(chunk)}\n\n" for chunk in tokens.chunks()]
+        if tokens.stall:
+            events = events[: len(tokens.texts)]
+        for index, event in enumerate(events):
+            if index and tokens.gap_s:
+                await asyncio.sleep(tokens.gap_s)
+            data = event.encode()
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            await writer.drain()
+        if tokens.stall:
+            await asyncio.sleep(3600)
+        done = b"data: [DONE]\n\n"
+        writer.write(f"{len(done):x}\r\n".encode() + done + b"\r\n0\r\n\r\n")
+        await writer.drain()
 
 
 async def _start(
@@ -104,7 +150,7 @@ async def test_retries_429_and_5xx_then_succeeds() -> None:
 
     stub, server = await _start(handler)
     async with server, _provider(stub) as llm:
-        reply = await llm.chat([ChatMessage.user("hi")])
+        reply = await llm.chat(ChatRequest.user("hi"))
     assert reply.content == "ok" and reply.usage.total_tokens == 4
     assert stub.paths == ["/v1/chat/completions"] * 3
 
@@ -116,7 +162,7 @@ async def test_gives_up_after_max_retries_with_the_status() -> None:
     stub, server = await _start(handler)
     async with server, _provider(stub, max_retries=2) as llm:
         with pytest.raises(LLMRequestError, match="500: engine dead") as caught:
-            await llm.chat([ChatMessage.user("hi")])
+            await llm.chat(ChatRequest.user("hi"))
     assert caught.value.status_code == 500 and len(stub.paths) == 3
 
 
@@ -129,7 +175,7 @@ async def test_tools_refused_by_a_server_without_tool_parsing_is_explained() -> 
     tool = ToolDefinition(name="f", parameters={"type": "object", "properties": {}})
     async with server, _provider(stub) as llm:
         with pytest.raises(LLMRequestError, match="--enable-auto-tool-choice --tool-call-parser") as caught:
-            await llm.chat([ChatMessage.user("hi")], tools=[tool])
+            await llm.chat(ChatRequest.user("hi", tools=[tool]))
     assert caught.value.status_code == 400 and len(stub.paths) == 1  # a 400 is not retried
 
 
@@ -141,7 +187,31 @@ async def test_every_call_has_a_timeout() -> None:
     stub, server = await _start(handler)
     async with server, _provider(stub, timeout_s=0.3) as llm:
         with pytest.raises(LLMTimeoutError, match="within"):
-            await llm.chat([ChatMessage.user("hi")])
+            await llm.chat(ChatRequest.user("hi"))
+
+
+async def test_a_long_answer_that_keeps_coming_outlasts_the_timeout() -> None:
+    # 12 tokens 0.1 s apart: 1.1 s in all, well over the 0.4 s timeout, never 0.4 s without one.
+    async def handler(path: str, body: dict[str, object]) -> Reply:
+        return 200, Tokens([f"t{i} " for i in range(12)], gap_s=0.1)
+
+    stub, server = await _start(handler)
+    async with server, _provider(stub, timeout_s=0.4) as llm:
+        reply = await llm.chat(ChatRequest.user("hi"))
+    assert reply.content == "".join(f"t{i} " for i in range(12)) and reply.usage.completion_tokens == 12
+
+
+async def test_a_stream_that_stalls_times_out() -> None:
+    async def handler(path: str, body: dict[str, object]) -> Reply:
+        return 200, Tokens(["one ", "two "], stall=True)
+
+    stub, server = await _start(handler)
+    async with server, _provider(stub, timeout_s=0.3) as llm:
+        with pytest.raises(LLMTimeoutError, match="no new token"):
+            await llm.chat(ChatRequest.user("hi"))
+        with pytest.raises(LLMTimeoutError, match="no new token"):
+            _ = [event async for event in llm.stream(ChatRequest.user("hi"))]
+    assert stub.paths == ["/v1/chat/completions"] * 2  # a stall mid-answer is not retried
 
 
 async def test_concurrent_requests_are_bounded_per_endpoint() -> None:
@@ -153,7 +223,7 @@ async def test_concurrent_requests_are_bounded_per_endpoint() -> None:
     async with server, _provider(stub, max_concurrency=3) as llm:
         critic = llm.with_overrides(temperature=0.5)  # same server: same bound
         replies = await asyncio.gather(
-            *[(llm if i % 2 else critic).chat([ChatMessage.user(str(i))]) for i in range(12)]
+            *[(llm if i % 2 else critic).chat(ChatRequest.user(str(i))) for i in range(12)]
         )
     assert len(replies) == 12 and stub.max_in_flight <= 3
 
@@ -162,5 +232,5 @@ async def test_connection_refused_names_the_url_and_the_fix() -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
     async with OpenAICompatibleProvider(base_url=url, max_retries=1, retry_delay_s=0.01) as llm:
         with pytest.raises(LLMUnavailableError) as caught:
-            await llm.chat([ChatMessage.user("hi")])
+            await llm.chat(ChatRequest.user("hi"))
     assert url in str(caught.value) and "argentic serve" in str(caught.value)

@@ -91,6 +91,8 @@ def test_no_model_serves_the_cpu_build_with_the_flags_that_work_there() -> None:
     assert argv[argv.index("--tool-strict-level") + 1] == "parameter"
     assert json.loads(argv[argv.index("--structured-outputs-config") + 1])["backend"] == "xgrammar"
     assert plan.env["HF_HUB_OFFLINE"] == "1" and plan.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    # a base model that never stops by itself: every reply is bounded by the server
+    assert json.loads(argv[argv.index("--override-generation-config") + 1]) == {"max_new_tokens": 512}
 
 
 def test_cache_dir_follows_the_environment(tmp_path: Path) -> None:

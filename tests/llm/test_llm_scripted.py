@@ -11,6 +11,7 @@ from argentic.config import load_config
 from argentic.errors import ConfigError, LLMError, LLMOutputError
 from argentic.llm import (
     ChatMessage,
+    ChatRequest,
     ChatResponse,
     FunctionLLM,
     ImagePart,
@@ -54,52 +55,52 @@ ADD = ToolDefinition.from_model("add", Add)
 
 async def test_scripted_plays_steps_in_order_and_records_requests() -> None:
     llm = ScriptedLLM([tool_call("add", {"a": 1, "b": 2}), "three"])
-    first = await llm.chat([ChatMessage.user("1+2?")], tools=[ADD], tool_choice="required")
+    first = await llm.chat(ChatRequest.user("1+2?", tools=[ADD], tool_choice="required"))
     assert first.finish_reason == "tool_calls"
     (call,) = first.tool_calls
     assert call.parse_arguments(Add) == Add(a=1, b=2)
     history = [ChatMessage.user("1+2?"), first.message(), ChatMessage.tool(call.id, call.name, "3")]
-    second = await llm.chat(history)
+    second = await llm.chat(ChatRequest(messages=history))
     assert second.content == "three" and second.tool_calls == []
     assert [len(r.messages) for r in llm.requests] == [1, 3]
     assert llm.requests[0].tool_choice == "required" and llm.requests[0].tools == [ADD]
     assert second.usage.total_tokens == second.usage.prompt_tokens + second.usage.completion_tokens > 0
     with pytest.raises(LLMError, match="exhausted"):
-        await llm.chat(history)
+        await llm.chat(ChatRequest(messages=history))
 
 
 async def test_scripted_tool_call_ids_are_unique_per_reply() -> None:
     llm = ScriptedLLM([tool_call("add", {"a": 1, "b": 1})], repeat_last=True)
-    ids = {(await llm.chat([ChatMessage.user("x")])).tool_calls[0].id for _ in range(3)}
+    ids = {(await llm.chat(ChatRequest.user("x"))).tool_calls[0].id for _ in range(3)}
     assert len(ids) == 3
 
 
 async def test_scripted_parses_structured_output_like_real_providers() -> None:
     llm = ScriptedLLM(['{"label": "yes", "reason": "ok"}', '{"label": "maybe"}'])
-    reply = await llm.chat([ChatMessage.user("?")], output=Verdict)
+    reply = await llm.chat(ChatRequest.user("?", output=Verdict))
     assert reply.parsed == Verdict(label="yes", reason="ok")
     with pytest.raises(LLMOutputError, match="Verdict"):
-        await llm.chat([ChatMessage.user("?")], output=Verdict)
+        await llm.chat(ChatRequest.user("?", output=Verdict))
 
 
 async def test_scripted_steps_can_be_functions_and_exceptions() -> None:
-    async def echo_tools(messages, tools, tool_choice, output):  # type: ignore[no-untyped-def]
-        return ",".join(t.name for t in tools)
+    async def echo_tools(request: ChatRequest) -> str:
+        return ",".join(t.name for t in request.tools)
 
     llm = ScriptedLLM([echo_tools, LLMError("boom")])
-    assert (await llm.chat([ChatMessage.user("x")], tools=[ADD])).content == "add"
+    assert (await llm.chat(ChatRequest.user("x", tools=[ADD]))).content == "add"
     with pytest.raises(LLMError, match="boom"):
-        await llm.chat([ChatMessage.user("x")])
+        await llm.chat(ChatRequest.user("x"))
 
 
 async def test_scripted_stream_yields_text_pieces_then_the_end() -> None:
     llm = ScriptedLLM(
         ["one two three", [tool_call("add", {"a": 1, "b": 2}), tool_call("add", {"a": 3, "b": 4})]]
     )
-    events = [e async for e in llm.stream([ChatMessage.user("x")])]
+    events = [e async for e in llm.stream(ChatRequest.user("x"))]
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "one two three"
     assert isinstance(events[-1], StreamEnd) and events[-1].response.content == "one two three"
-    events = [e async for e in llm.stream([ChatMessage.user("x")], tools=[ADD])]
+    events = [e async for e in llm.stream(ChatRequest.user("x", tools=[ADD]))]
     deltas = [e for e in events if isinstance(e, ToolCallDelta)]
     end = events[-1]
     assert isinstance(end, StreamEnd)
@@ -111,24 +112,24 @@ async def test_overrides_share_the_script_and_history() -> None:
     llm = ScriptedLLM(["a", "b"], model_name="base")
     critic = llm.with_overrides(model="critic", temperature=0.9)
     assert isinstance(critic, LLMProvider)
-    assert (await critic.chat([ChatMessage.user("x")])).model == "critic"
-    assert (await llm.chat([ChatMessage.user("x")])).content == "b"
+    assert (await critic.chat(ChatRequest.user("x"))).model == "critic"
+    assert (await llm.chat(ChatRequest.user("x"))).content == "b"
     assert critic.overrides == {"temperature": 0.9} and len(llm.requests) == 2
 
 
 async def test_function_llm_sees_everything_and_can_answer_with_tool_calls() -> None:
-    def fn(messages, tools, tool_choice, output):  # type: ignore[no-untyped-def]
-        if tool_choice == "add":
+    def fn(request: ChatRequest) -> LLMToolCall | ChatResponse:
+        if request.tool_choice == "add":
             return LLMToolCall(id="c1", name="add", arguments={"a": 2, "b": 2})
-        return ChatResponse(content=messages[-1].text.upper())
+        return ChatResponse(content=request.messages[-1].text.upper())
 
     llm = FunctionLLM(fn)
-    reply = await llm.chat([ChatMessage.user("hi")], tools=[ADD], tool_choice="add")
+    reply = await llm.chat(ChatRequest.user("hi", tools=[ADD], tool_choice="add"))
     assert reply.tool_calls[0].parse_arguments(Add).a == 2
-    assert (await llm.chat([ChatMessage.user("hi")])).content == "HI"
+    assert (await llm.chat(ChatRequest.user("hi"))).content == "HI"
     await llm.close()
     with pytest.raises(LLMError, match="closed"):
-        await llm.chat([ChatMessage.user("hi")])
+        await llm.chat(ChatRequest.user("hi"))
 
 
 def test_factory_picks_the_provider_from_config() -> None:

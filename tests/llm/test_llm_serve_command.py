@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from argentic.errors import LLMRequestError
-from argentic.llm import ChatMessage, SamplingSettings, ToolDefinition
+from argentic.llm import ChatMessage, ChatRequest, SamplingSettings, ToolDefinition
 from argentic.llm.local_server import health_ok
 from argentic.llm.openai_provider import OpenAICompatibleProvider
 from argentic.netutil import free_port
@@ -82,7 +82,9 @@ async def test_serve_starts_survives_a_restart_and_stops(tmp_path: Path) -> None
     process, pid = await _serve(config, port, log)
     llm = OpenAICompatibleProvider(base_url=f"http://127.0.0.1:{port}/v1", max_retries=4, retry_delay_s=0.2)
     try:
-        first = await llm.chat(question, tools=[tool], tool_choice="pick", settings=settings)
+        first = await llm.chat(
+            ChatRequest(messages=question, tools=[tool], tool_choice="pick", settings=settings)
+        )
         first.tool_calls[0].parse_arguments(Pick)
         await _stop(process, pid, port)
         assert "stopped" in _tail(log)
@@ -90,10 +92,12 @@ async def test_serve_starts_survives_a_restart_and_stops(tmp_path: Path) -> None
         # The same provider (its pooled connections now dead) works once a server is back; this
         # one is started without tool-call parsing, which vLLM answers with HTTP 400 for tools.
         process, pid = await _serve(config, port, log, tool_call_parser="null")
-        second = await llm.chat(question, settings=settings)
+        second = await llm.chat(ChatRequest(messages=question, settings=settings))
         assert second.model == first.model == "gemma3-270m" and second.usage.completion_tokens > 0
         with pytest.raises(LLMRequestError, match="--enable-auto-tool-choice --tool-call-parser") as caught:
-            await llm.chat(question, tools=[tool], tool_choice="pick", settings=settings)
+            await llm.chat(
+                ChatRequest(messages=question, tools=[tool], tool_choice="pick", settings=settings)
+            )
         assert caught.value.status_code == 400
     finally:
         await llm.close()

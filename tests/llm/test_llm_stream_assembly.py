@@ -6,13 +6,14 @@ from typing import Any
 
 from openai.types.chat import ChatCompletionChunk
 
-from argentic.llm import TextDelta, ToolCallDelta, ToolDefinition
+from argentic.llm import ChatRequest, TextDelta, ToolCallDelta, ToolDefinition
 from argentic.llm.wire import StreamAssembler
 
 TOOLS = [
     ToolDefinition(name="add", parameters={"type": "object", "properties": {"a": {"type": "integer"}}}),
     ToolDefinition(name="mul", parameters={"type": "object", "properties": {"a": {"type": "integer"}}}),
 ]
+REQUEST = ChatRequest.user("?", tools=TOOLS)
 
 
 def chunk(
@@ -56,7 +57,7 @@ def test_two_interleaved_tool_calls_keep_their_ids() -> None:
         events += assembler.feed(c)
     deltas = [e for e in events if isinstance(e, ToolCallDelta)]
     assert [(d.index, d.id, d.name) for d in deltas if d.id] == [(0, "call_a", "add"), (1, "call_b", "mul")]
-    reply = assembler.response(tools=TOOLS, tool_choice="auto", output=None, constrained=False)
+    reply = assembler.response(REQUEST, constrained=False)
     assert [(c.id, c.name, c.arguments) for c in reply.tool_calls] == [
         ("call_a", "add", {"a": 2}),
         ("call_b", "mul", {"a": 3}),
@@ -68,7 +69,7 @@ def test_a_server_that_sends_no_ids_gets_one_per_call() -> None:
     assembler = StreamAssembler()
     first = assembler.feed(chunk(piece(0, '{"a": 1}', name="add")))
     assert isinstance(first[0], ToolCallDelta) and first[0].id
-    reply = assembler.response(tools=TOOLS, tool_choice="required", output=None, constrained=False)
+    reply = assembler.response(REQUEST.model_copy(update={"tool_choice": "required"}), constrained=False)
     assert reply.tool_calls[0].id == first[0].id
 
 
@@ -79,6 +80,6 @@ def test_tool_calls_streamed_as_text_are_recovered_at_the_end() -> None:
         events += assembler.feed(chunk({"content": text}))
     events += assembler.feed(chunk({}, finish="stop"))
     assert all(isinstance(e, TextDelta) for e in events)
-    reply = assembler.response(tools=TOOLS, tool_choice="auto", output=None, constrained=False)
+    reply = assembler.response(REQUEST, constrained=False)
     assert [(c.name, c.arguments) for c in reply.tool_calls] == [("mul", {"a": 4})]
     assert reply.finish_reason == "tool_calls" and reply.content is None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import time
 from typing import Any, Literal
 
 import pytest
@@ -17,6 +19,7 @@ from argentic.config import load_config
 from argentic.errors import LLMRequestError, LLMUnavailableError
 from argentic.llm import (
     ChatMessage,
+    ChatRequest,
     LLMFactory,
     SamplingSettings,
     StreamEnd,
@@ -76,14 +79,12 @@ async def test_discovers_the_model_and_checks_health(llm: OpenAICompatibleProvid
 async def test_base_url_without_v1_is_joined_correctly(vllm_server: Any) -> None:
     root = vllm_server.base_url.removesuffix("/v1") + "/"
     async with OpenAICompatibleProvider(base_url=root) as llm:
-        reply = await llm.chat([ChatMessage.user("Hello")], settings=SHORT)
+        reply = await llm.chat(ChatRequest.user("Hello", settings=SHORT))
     assert reply.model == vllm_server.model and reply.usage.completion_tokens > 0
 
 
 async def test_chat_returns_text_and_usage(llm: OpenAICompatibleProvider) -> None:
-    reply = await llm.chat(
-        [ChatMessage.system("Be brief."), ChatMessage.user("Name a colour.")], settings=SHORT
-    )
+    reply = await llm.chat(ChatRequest.user("Name a colour.", system="Be brief.", settings=SHORT))
     assert isinstance(reply.content, str) and reply.content
     assert reply.finish_reason in ("stop", "length")
     assert 0 < reply.usage.completion_tokens <= 16
@@ -91,7 +92,7 @@ async def test_chat_returns_text_and_usage(llm: OpenAICompatibleProvider) -> Non
 
 
 async def test_stream_yields_text_deltas_then_the_whole_reply(llm: OpenAICompatibleProvider) -> None:
-    events = [e async for e in llm.stream([ChatMessage.user("Count: one, two,")], settings=SHORT)]
+    events = [e async for e in llm.stream(ChatRequest.user("Count: one, two,", settings=SHORT))]
     deltas = [e for e in events if isinstance(e, TextDelta)]
     end = events[-1]
     assert isinstance(end, StreamEnd) and len(deltas) >= 2
@@ -101,10 +102,12 @@ async def test_stream_yields_text_deltas_then_the_whole_reply(llm: OpenAICompati
 
 async def test_required_tool_call_validates_against_the_tool_model(llm: OpenAICompatibleProvider) -> None:
     reply = await llm.chat(
-        [ChatMessage.user("What is the weather in Paris?")],
-        tools=[WEATHER, CONVERT],
-        tool_choice="required",
-        settings=TOOL_TOKENS,
+        ChatRequest.user(
+            "What is the weather in Paris?",
+            tools=[WEATHER, CONVERT],
+            tool_choice="required",
+            settings=TOOL_TOKENS,
+        )
     )
     assert reply.tool_calls, reply
     for call in reply.tool_calls:
@@ -114,13 +117,17 @@ async def test_required_tool_call_validates_against_the_tool_model(llm: OpenAICo
 
 async def test_named_tool_call_validates_and_the_result_goes_back(llm: OpenAICompatibleProvider) -> None:
     question = [ChatMessage.user("Convert 12 euros to dollars.")]
-    reply = await llm.chat(question, tools=[WEATHER, CONVERT], tool_choice="convert", settings=TOOL_TOKENS)
+    reply = await llm.chat(
+        ChatRequest(messages=question, tools=[WEATHER, CONVERT], tool_choice="convert", settings=TOOL_TOKENS)
+    )
     (call,) = reply.tool_calls
     assert call.name == "convert"
     call.parse_arguments(Convert)
     # The tool result goes back as a tool message with the call's id; the server accepts the history.
     history = [*question, reply.message(), ChatMessage.tool(call.id, call.name, json.dumps({"result": 13.1}))]
-    follow_up = await llm.chat(history, tools=[WEATHER, CONVERT], tool_choice="none", settings=SHORT)
+    follow_up = await llm.chat(
+        ChatRequest(messages=history, tools=[WEATHER, CONVERT], tool_choice="none", settings=SHORT)
+    )
     assert follow_up.tool_calls == [] and follow_up.usage.prompt_tokens > reply.usage.prompt_tokens
 
 
@@ -128,10 +135,9 @@ async def test_streamed_tool_call_is_assembled_with_its_id(llm: OpenAICompatible
     events = [
         e
         async for e in llm.stream(
-            [ChatMessage.user("Weather in Rome?")],
-            tools=[WEATHER],
-            tool_choice="get_weather",
-            settings=TOOL_TOKENS,
+            ChatRequest.user(
+                "Weather in Rome?", tools=[WEATHER], tool_choice="get_weather", settings=TOOL_TOKENS
+            )
         )
     ]
     deltas = [e for e in events if isinstance(e, ToolCallDelta)]
@@ -146,9 +152,11 @@ async def test_streamed_tool_call_is_assembled_with_its_id(llm: OpenAICompatible
 
 async def test_structured_output_validates_against_the_model(llm: OpenAICompatibleProvider) -> None:
     reply = await llm.chat(
-        [ChatMessage.user("Give a fact about Tokyo as JSON.")],
-        output=CityFact,
-        settings=SamplingSettings(max_tokens=96, temperature=0),
+        ChatRequest.user(
+            "Give a fact about Tokyo as JSON.",
+            output=CityFact,
+            settings=SamplingSettings(max_tokens=96, temperature=0),
+        )
     )
     assert isinstance(reply.parsed, CityFact)
     assert CityFact.model_validate_json(reply.content or "") == reply.parsed
@@ -164,9 +172,9 @@ async def test_structured_output_from_a_json_schema(llm: OpenAICompatibleProvide
         "required": ["answer", "score"],
     }
     reply = await llm.chat(
-        [ChatMessage.user("Is water wet?")],
-        output=schema,
-        settings=SamplingSettings(max_tokens=48, temperature=0),
+        ChatRequest.user(
+            "Is water wet?", output=schema, settings=SamplingSettings(max_tokens=48, temperature=0)
+        )
     )
     assert isinstance(reply.parsed, dict) and reply.parsed["answer"] in ("yes", "no")
     assert isinstance(reply.parsed["score"], int) and reply.parsed["score"] <= 9
@@ -175,11 +183,9 @@ async def test_structured_output_from_a_json_schema(llm: OpenAICompatibleProvide
 async def test_output_with_tools_does_not_constrain_the_reply(llm: OpenAICompatibleProvider) -> None:
     # With tools present the output schema must not be sent as response_format: the tool call still happens.
     reply = await llm.chat(
-        [ChatMessage.user("Weather in Oslo?")],
-        tools=[WEATHER],
-        tool_choice="required",
-        output=CityFact,
-        settings=TOOL_TOKENS,
+        ChatRequest.user(
+            "Weather in Oslo?", tools=[WEATHER], tool_choice="required", output=CityFact, settings=TOOL_TOKENS
+        )
     )
     assert reply.tool_calls and reply.parsed is None
     reply.tool_calls[0].parse_arguments(Weather)
@@ -187,22 +193,50 @@ async def test_output_with_tools_does_not_constrain_the_reply(llm: OpenAICompati
 
 async def test_concurrent_requests_and_overrides(llm: OpenAICompatibleProvider) -> None:
     hot = llm.with_overrides(temperature=1.0, max_tokens=8, seed=1)
-    calls = [hot.chat([ChatMessage.user(f"Item {i}:")]) for i in range(3)]
-    calls += [llm.chat([ChatMessage.user(f"Item {i}:")], settings=SHORT) for i in range(3)]
+    calls = [hot.chat(ChatRequest.user(f"Item {i}:")) for i in range(3)]
+    calls += [llm.chat(ChatRequest.user(f"Item {i}:", settings=SHORT)) for i in range(3)]
     replies = await asyncio.gather(*calls)
     assert all(r.usage.completion_tokens > 0 for r in replies)
     assert all(r.usage.completion_tokens <= 8 for r in replies[:3])  # the override's default applies
 
 
+async def test_a_long_answer_outlasts_the_timeout_while_tokens_keep_coming(vllm_server: Any) -> None:
+    # The timeout bounds each wait for a token, not the whole answer. The machine's pace is measured
+    # first, so that on any host the timeout is far above one token's time and the answer takes
+    # well over the timeout.
+    def exactly(tokens: int) -> SamplingSettings:
+        return SamplingSettings(max_tokens=tokens, temperature=0, extra_body={"ignore_eos": True})
+
+    question = "Count from one to one hundred."
+    async with OpenAICompatibleProvider(base_url=vllm_server.base_url, max_retries=0) as pace:
+        started = time.monotonic()
+        await pace.chat(ChatRequest.user(question, settings=exactly(16)))
+        per_token = (time.monotonic() - started) / 16
+    timeout = max(2.0, 10 * per_token)
+    tokens = min(400, math.ceil(4 * timeout / per_token))
+    request = ChatRequest.user(question, settings=exactly(tokens))
+    async with OpenAICompatibleProvider(
+        base_url=vllm_server.base_url, timeout_s=timeout, max_retries=0
+    ) as llm:
+        started = time.monotonic()
+        reply = await llm.chat(request)
+        elapsed = time.monotonic() - started
+        events = [event async for event in llm.stream(request)]
+    assert reply.usage.completion_tokens == tokens and reply.finish_reason == "length"
+    assert elapsed > timeout, "the answer came within the timeout, so this tested nothing"
+    end = events[-1]
+    assert isinstance(end, StreamEnd) and end.response.usage.completion_tokens == tokens
+
+
 async def test_unknown_model_name_is_a_clear_error(llm: OpenAICompatibleProvider) -> None:
     adapter = llm.with_overrides(model="no-such-adapter")  # LoRA adapters are chosen by this name
     with pytest.raises(LLMRequestError, match="no-such-adapter") as caught:
-        await adapter.chat([ChatMessage.user("hi")], settings=SHORT)
+        await adapter.chat(ChatRequest.user("hi", settings=SHORT))
     assert caught.value.status_code == 404
 
 
 async def test_metrics_are_readable(llm: OpenAICompatibleProvider) -> None:
-    await llm.chat([ChatMessage.user("hi")], settings=SHORT)
+    await llm.chat(ChatRequest.user("hi", settings=SHORT))
     metrics = await llm.metrics()
     names = {key.split("{")[0] for key in metrics}
     assert {"vllm:num_requests_running", "vllm:num_requests_waiting"} <= names
@@ -213,7 +247,7 @@ async def test_wrong_url_says_what_a_base_url_looks_like(vllm_server: Any) -> No
     wrong = vllm_server.base_url.removesuffix("/v1") + "/api/v1"
     async with OpenAICompatibleProvider(base_url=wrong, model=vllm_server.model) as llm:
         with pytest.raises(LLMRequestError, match="404") as caught:
-            await llm.chat([ChatMessage.user("hi")], settings=SHORT)
+            await llm.chat(ChatRequest.user("hi", settings=SHORT))
     assert "http://HOST:PORT/v1" in str(caught.value)
 
 
@@ -222,7 +256,7 @@ async def test_server_down_names_the_url() -> None:
     async with OpenAICompatibleProvider(base_url=url, max_retries=2, retry_delay_s=0.05) as llm:
         assert not await llm.health()
         with pytest.raises(LLMUnavailableError, match="argentic serve") as caught:
-            await llm.chat([ChatMessage.user("hi")])
+            await llm.chat(ChatRequest.user("hi"))
     assert url in str(caught.value)
 
 

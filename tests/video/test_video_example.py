@@ -30,9 +30,9 @@ def run_example(tmp_path: Path, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, str(EXAMPLE), *args], cwd=tmp_path, env=env, capture_output=True, timeout=120
     )
-    out = done.stdout.decode()
-    assert done.returncode == 0, out + done.stderr.decode()[-3000:]
-    assert "started the embedded MQTT broker" in out
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == 0, out + err[-3000:]
+    assert "started the embedded MQTT broker" in err  # what was started is said on stderr
     return out
 
 

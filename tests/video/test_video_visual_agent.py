@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from argentic.agents.visual_agent import EARLIER_FRAME_NOTE, VisualAgent, strip_earlier_images
+from argentic.agents.frame_messages import EARLIER_FRAME_NOTE, strip_earlier_images
+from argentic.agents.visual_agent import VisualAgent
 from argentic.errors import VideoError
-from argentic.llm import ChatMessage, FunctionLLM, ImagePart, ScriptedLLM, TextPart, tool_call
-from argentic.llm.scripted import ChatRequest
+from argentic.llm import ChatMessage, ChatRequest, FunctionLLM, ImagePart, ScriptedLLM, TextPart, tool_call
 from argentic.messaging import Messager
 from argentic.protocol import Answer, ErrorReply, Observation, Question
 from argentic.tools import ToolManager, ToolService, tool
@@ -44,7 +44,7 @@ def request_images(request: ChatRequest) -> list[np.ndarray]:
 
 
 def recording_llm(reply: str = "I see a test pattern.", **options: Any) -> FunctionLLM:
-    return FunctionLLM(lambda messages, tools, tool_choice, output: reply, **options)
+    return FunctionLLM(lambda request: reply, **options)
 
 
 @pytest.fixture
@@ -115,6 +115,24 @@ async def test_a_conversation_carries_only_the_newest_frame(pattern: TestPattern
     )
     # the stored history holds no image data
     assert not any(images_of(m) for m in agent.conversations.history("c1"))
+
+
+async def test_concurrent_questions_keep_their_own_frame_policy(pattern: TestPatternSource) -> None:
+    await pattern.wait_for_frame(10, newer_than=20)
+    both_in_model = asyncio.Barrier(2)
+
+    async def reply(request: ChatRequest) -> str:
+        await both_in_model.wait()  # the two questions are answered at the same time
+        return f"{len(request_images(request))} images"
+
+    agent = VisualAgent(llm=FunctionLLM(reply), driver=pattern, max_images_per_prompt=3)
+    window = FramesOverWindow(frames=3, window_s=30)
+    one, three = await asyncio.gather(
+        agent.ask_with_video("Latest?", conversation_id="a"),
+        agent.ask_with_video("Over time?", conversation_id="b", policy=window),
+    )
+    assert (one.text, three.text) == ("1 images", "3 images")
+    assert not any(images_of(m) for c in ("a", "b") for m in agent.conversations.history(c))
 
 
 def test_strip_earlier_images_keeps_the_newest_within_the_limit() -> None:
@@ -205,7 +223,8 @@ async def test_tools_work_as_for_agent(pattern: TestPatternSource, messagers: Me
     await manager.async_init()
     await manager.wait_for_tools("frame_parity")
 
-    def decide(messages: Sequence[ChatMessage], tools: Any, tool_choice: Any, output: Any) -> Any:
+    def decide(request: ChatRequest) -> Any:
+        messages = request.messages
         if messages[-1].role == "tool":
             return f"the frame is {messages[-1].content}"
         (image,) = [decode_jpeg(p.url) for m in messages for p in images_of(m)]

@@ -4,6 +4,7 @@ from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.client import AgentClient, AgentRun, describe_event
 from argentic.agents.conversation import ConversationStore
 from argentic.agents.loop import LoopPolicy, ToolLoop
+from argentic.agents.messages import MessageBuilder
 from argentic.agents.team import Team, TeamAgent
 from argentic.errors import StepLimitError
 
@@ -14,6 +15,7 @@ __all__ = [
     "AgentRun",
     "ConversationStore",
     "LoopPolicy",
+    "MessageBuilder",
     "StepLimitError",
     "Team",
     "TeamAgent",

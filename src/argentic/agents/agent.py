@@ -17,8 +17,11 @@ A payload that is not JSON cannot be answered (there is no ``reply_to`` to read)
 logs and drops it. A JSON object that is not a valid question but names a ``reply_to`` gets an
 ErrorReply with code ``malformed_request``.
 
-What the model needs (a tool policy for a small base model) comes from its profile
-(:mod:`argentic.llm.profiles`) unless set here.
+How a question becomes what the model reads is the agent's
+:class:`~argentic.agents.messages.MessageBuilder` (``message_builder=``; the visual agent's attaches
+video frames); :meth:`Agent.call_llm` is the one place the model is called. What the model needs
+(a tool policy for a small base model) comes from its profile (:mod:`argentic.llm.profiles`)
+unless set here.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from argentic.agents.conversation import ConversationStore
 from argentic.agents.events import MqttEvents
 from argentic.agents.loop import EventSink, LoopPolicy, NullEvents, ToolLoop
+from argentic.agents.messages import MessageBuilder
 from argentic.config import AgentConfig
 from argentic.errors import (
     AgentError,
@@ -48,6 +52,7 @@ from argentic.errors import (
 from argentic.lifecycle import Running
 from argentic.llm import (
     ChatMessage,
+    ChatRequest,
     ChatResponse,
     LLMProvider,
     OutputSpec,
@@ -137,6 +142,7 @@ class Agent(Running):
         settings: SamplingSettings | None = None,
         max_conversations: int = 1000,
         max_history_messages: int = 200,
+        message_builder: MessageBuilder | None = None,
     ) -> None:
         self.llm = llm
         self.messager = messager
@@ -156,6 +162,7 @@ class Agent(Running):
         self.tool_timeout_s = tool_timeout_s
         self.tool_names = list(tool_names) if tool_names is not None else None
         self.settings = settings
+        self.message_builder = message_builder or MessageBuilder()
         self.conversations = ConversationStore(
             max_conversations=max_conversations, max_messages=max_history_messages
         )
@@ -349,23 +356,27 @@ class Agent(Running):
         conversation_id: str | None = None,
         output: OutputSpec | None = None,
         events: EventSink | None = None,
+        builder: MessageBuilder | None = None,
     ) -> AgentResult:
-        """Answer one question in its conversation (a new one unless an id is given)."""
+        """Answer one question in its conversation (a new one unless an id is given).
+
+        ``builder`` makes this question's messages in place of the agent's ``message_builder``.
+        """
+        builder = builder or self.message_builder
         if isinstance(question, str):
             question = Question(text=question, conversation_id=conversation_id)
         if output is None and question.output_schema is not None:
             output = question.output_schema
         sink: EventSink = events or NullEvents()
-        policy = await self.apply_profile()
+        await self.apply_profile()
         cid = question.conversation_id or conversation_id or new_id()
         await sink.progress("started", detail=f"conversation {cid}")
         try:
             async with self.conversations.open(cid) as conversation:
-                user = await self.build_user_message(question)
+                user = await builder.build(question)
                 prompt = [*self.system_messages(), *conversation.messages, user]
-                loop = ToolLoop(self.call_llm, self.call_tool, self.tool_definitions(), policy, sink)
-                result = await loop.run(prompt, output=output)
-                conversation.messages.extend([user, *result.messages])
+                result = await self.tool_loop(builder, sink).run(prompt, output=output)
+                conversation.messages.extend([builder.remember(user), *result.messages])
         except Exception as exc:
             await sink.progress("failed", detail=str(exc)[:500])
             raise
@@ -374,14 +385,21 @@ class Agent(Running):
             question.id, cid, result.text, result.data, result.tool_calls, result.usage, result.steps
         )
 
-    # --- the overridable steps ----------------------------------------------------------------
+    # --- the steps of a question ----------------------------------------------------------------
 
     def system_messages(self) -> list[ChatMessage]:
         return [ChatMessage.system(self.system_prompt)] if self.system_prompt else []
 
-    async def build_user_message(self, question: Question) -> ChatMessage:
-        """The user message for ``question`` (a subclass may attach images)."""
-        return ChatMessage.user(question.text)
+    def tool_loop(self, builder: MessageBuilder, events: EventSink) -> ToolLoop:
+        """The loop for one question; each of its model requests is first given to ``builder.prepare``."""
+
+        async def call_llm(request: ChatRequest, events: EventSink) -> ChatResponse:
+            messages = builder.prepare(request.messages)
+            if messages is not request.messages:
+                request = request.model_copy(update={"messages": messages})
+            return await self.call_llm(request, events)
+
+        return ToolLoop(call_llm, self.call_tool, self.tool_definitions(), self.policy, events)
 
     def tool_definitions(self) -> list[ToolDefinition]:
         if self.tool_manager is None:
@@ -405,23 +423,15 @@ class Agent(Running):
             )
         return await self.tool_manager.call(name, arguments, timeout=self.tool_timeout_s)
 
-    async def call_llm(
-        self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[ToolDefinition],
-        tool_choice: ToolChoice,
-        output: OutputSpec | None,
-        events: EventSink,
-    ) -> ChatResponse:
-        """The one place the model is called: streamed (tokens to ``events``) when asked."""
+    async def call_llm(self, request: ChatRequest, events: EventSink) -> ChatResponse:
+        """The one place the model is called: streamed (tokens to ``events``) when asked; the
+        agent's sampling settings apply unless the request has its own."""
+        if self.settings is not None and request.settings is None:
+            request = request.model_copy(update={"settings": self.settings})
         if not events.streaming:
-            return await self.llm.chat(
-                messages, tools=tools, tool_choice=tool_choice, output=output, settings=self.settings
-            )
+            return await self.llm.chat(request)
         final: ChatResponse | None = None
-        async for event in self.llm.stream(
-            messages, tools=tools, tool_choice=tool_choice, output=output, settings=self.settings
-        ):
+        async for event in self.llm.stream(request):
             if isinstance(event, TextDelta) and event.text:
                 await events.token(event.text)
             elif isinstance(event, StreamEnd):

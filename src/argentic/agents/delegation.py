@@ -34,7 +34,7 @@ from argentic.agents.client import AgentClient, AgentRun
 from argentic.agents.loop import NullEvents
 from argentic.agents.tasks import Task, TaskBoard, current_task, task_status
 from argentic.errors import AgentReplyError, ArgenticError, RequestTimeoutError
-from argentic.llm import ChatMessage, ChatResponse, ToolDefinition
+from argentic.llm import ChatMessage, ChatRequest, ChatResponse, ToolDefinition
 from argentic.messaging import Messager
 from argentic.protocol import (
     Cancel,
@@ -449,7 +449,7 @@ def think_with(agent: Any) -> Callable[[list[ChatMessage]], Any]:
     """The asking agent's model call for input requests: no tools, no events."""
 
     async def think(messages: list[ChatMessage]) -> ChatResponse:
-        response: ChatResponse = await agent.call_llm(messages, [], "auto", None, NullEvents())
+        response: ChatResponse = await agent.call_llm(ChatRequest(messages=messages), NullEvents())
         return response
 
     return think

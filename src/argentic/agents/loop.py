@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol
 from argentic.errors import AgentError, LLMOutputError, StepLimitError
 from argentic.llm import (
     ChatMessage,
+    ChatRequest,
     ChatResponse,
     ContentPart,
     LLMToolCall,
@@ -83,11 +84,8 @@ class NullEvents:
         return None
 
 
-#: (messages, tools, tool_choice, output, events) -> reply: the agent's one LLM call.
-CallLLM = Callable[
-    [Sequence[ChatMessage], Sequence[ToolDefinition], ToolChoice, OutputSpec | None, EventSink],
-    Awaitable[ChatResponse],
-]
+#: (request, events) -> reply: the agent's one LLM call.
+CallLLM = Callable[[ChatRequest, EventSink], Awaitable[ChatResponse]]
 #: (name, arguments) -> result, errors included.
 CallTool = Callable[[str, dict[str, Any]], Awaitable[ToolResult]]
 
@@ -194,13 +192,13 @@ class ToolLoop:
             note = [*self._results_note(prompt), *retry] if not tools else retry
             try:
                 # With tools, no output spec: the answer is shaped afterwards (see _structured).
-                response = await self.call_llm(
-                    with_note([*prompt, *added], note),
-                    tools,
-                    choice if tools else "auto",
-                    None if tools else output,
-                    self.events,
+                request = ChatRequest(
+                    messages=with_note([*prompt, *added], note),
+                    tools=tools,
+                    tool_choice=choice if tools else "auto",
+                    output=None if tools else output,
                 )
+                response = await self.call_llm(request, self.events)
             except LLMOutputError as exc:
                 retry = self._unusable_reply(str(exc))
                 continue
@@ -310,7 +308,8 @@ class ToolLoop:
         for attempt in range(self.policy.max_unusable_replies + 1):
             await self.events.progress("llm_call", detail="structured answer")
             try:
-                response = await self.call_llm([*prompt, *added, ask], [], "auto", output, self.events)
+                request = ChatRequest(messages=[*prompt, *added, ask], output=output)
+                response = await self.call_llm(request, self.events)
             except LLMOutputError as exc:
                 log.info("structured answer attempt %d failed: %s", attempt + 1, exc)
                 continue

@@ -56,16 +56,20 @@ async def backends(
     local vLLM server when ``start_llm`` and the configured endpoint does not answer, and the
     provider. Whatever was started here is stopped on exit, the provider closed first.
 
-    ``progress`` gets the lines a starting vLLM server prints (default: standard error)."""
+    ``progress`` gets what was started and the lines a starting vLLM server prints (default:
+    standard error)."""
+    report = progress or _to_stderr
     async with contextlib.AsyncExitStack() as stack:
         broker = await ensure_broker(config.messaging)
         if broker is not None:
             stack.push_async_callback(broker.stop)
+            where = f"{config.messaging.broker_address}:{config.messaging.port}"
+            report(f"started the embedded MQTT broker on {where} (none answered there)")
         server = None
         if start_llm:
             from argentic.llm.local_server import ensure_local_server
 
-            server = await ensure_local_server(config, progress=progress or _to_stderr)
+            server = await ensure_local_server(config, progress=report)
             if server is not None:
                 stack.push_async_callback(asyncio.to_thread, server.stop)
         llm = LLMFactory.create(config)

@@ -27,6 +27,7 @@ from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.delegation import Asker, Delegation, think_with
 from argentic.agents.events import MqttEvents
 from argentic.agents.loop import EventSink
+from argentic.agents.messages import MessageBuilder
 from argentic.agents.tasks import Task, TaskBoard
 from argentic.config import ArgenticConfig, RoleConfig, team_problems, team_roles
 from argentic.errors import ConfigError
@@ -133,18 +134,23 @@ class TeamAgent(Agent):
         conversation_id: str | None = None,
         output: OutputSpec | None = None,
         events: EventSink | None = None,
+        builder: MessageBuilder | None = None,
     ) -> AgentResult:
         """As :meth:`Agent.ask`; a question from MQTT runs as a task (limits, states, cancel)."""
+        options: dict[str, Any] = {
+            "conversation_id": conversation_id,
+            "output": output,
+            "events": events,
+            "builder": builder,
+        }
         answer = super().ask
         # A task only when asked over MQTT (the agent's question handler passes its MQTT events).
         if self.messager is None or isinstance(question, str) or not isinstance(events, MqttEvents):
-            return await answer(question, conversation_id=conversation_id, output=output, events=events)
+            return await answer(question, **options)
         asked = question
         task = Task(asked, self.role, self.messager.topics.agent_events(self.role, asked.id))
         return await TaskBoard.of(self.messager).run(
-            task,
-            lambda: answer(asked, conversation_id=conversation_id, output=output, events=events),
-            max_depth=self.max_depth,
+            task, lambda: answer(asked, **options), max_depth=self.max_depth
         )
 
     def tool_definitions(self) -> list[ToolDefinition]:

@@ -1,10 +1,11 @@
 """An agent that sees: each question goes to the model with frames from a video source.
 
-Frames are picked by a sampling policy (the latest frame; N frames over the last T seconds;
-scene changes), scaled to fit the model's image size, JPEG-encoded in a worker thread, and sent
-as image parts, never more than the model takes in one prompt (Gemma 3n on vLLM: one image
-unless the server raises ``--limit-mm-per-prompt``). Earlier turns of a conversation keep their
-text but not their images, so a long conversation stays within that limit and in memory.
+The frames come from the agent's message builder, :class:`~argentic.agents.frame_messages.FrameMessages`:
+picked by a sampling policy (the latest frame; N frames over the last T seconds; scene changes),
+scaled to fit the model's image size, JPEG-encoded in a worker thread, and sent as image parts,
+never more than the model takes in one prompt (Gemma 3n on vLLM: one image unless the server
+raises ``--limit-mm-per-prompt``). Earlier turns of a conversation keep their text but not their
+images, so a long conversation stays within that limit and in memory.
 
 Questions arrive over MQTT as for :class:`~argentic.agents.agent.Agent`, and tools work the same.
 Watch mode asks a standing question every few seconds and/or whenever the scene changes, and
@@ -15,21 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from argentic.agents.agent import Agent, AgentResult
-from argentic.agents.loop import EventSink, NullEvents, ToolLoop
+from argentic.agents.frame_messages import FrameMessages
+from argentic.agents.loop import EventSink, NullEvents
 from argentic.config import AgentConfig, ArgenticConfig, VideoConfig
-from argentic.errors import VideoError
-from argentic.llm import ChatMessage, ChatResponse, ImagePart, LLMProvider, OutputSpec, TextPart
-from argentic.llm.types import ToolChoice, ToolDefinition
+from argentic.llm import LLMProvider, OutputSpec
 from argentic.protocol import Observation, Question
-from argentic.video.encode import EncodedFrame, encode_frames
+from argentic.video.encode import EncodedFrame
 from argentic.video.factory import source_from_config
 from argentic.video.sampling import LatestFrame, SamplingPolicy, SceneChangeDetector, make_policy
 from argentic.video.source import FrameSource
@@ -39,75 +35,6 @@ if TYPE_CHECKING:
     from argentic.tools import ToolManager
 
 log = logging.getLogger(__name__)
-
-EARLIER_FRAME_NOTE = "[a video frame shown earlier, no longer attached]"
-
-
-@dataclass
-class _Look:
-    """What one question saw: set while the question runs (a context variable, so concurrent
-    questions never mix their frames)."""
-
-    policy: SamplingPolicy | None = None
-    frames: list[EncodedFrame] = field(default_factory=list)
-    message: ChatMessage | None = None
-
-
-_look: contextvars.ContextVar[_Look | None] = contextvars.ContextVar("argentic_visual_look", default=None)
-
-
-def describe_frames(frames: Sequence[EncodedFrame], asked_at: float) -> str:
-    """The note that tells the model what the attached images are."""
-    if len(frames) == 1:
-        age = max(0.0, asked_at - frames[0].frame.timestamp)
-        return f"(The image is the current video frame, captured {age:.1f} s ago.)"
-    ages = ", ".join(f"{max(0.0, asked_at - f.frame.timestamp):.1f}" for f in frames)
-    return f"(The {len(frames)} images are video frames in time order, captured {ages} s ago.)"
-
-
-def strip_earlier_images(messages: Sequence[ChatMessage], limit: int) -> list[ChatMessage]:
-    """``messages`` with images only in the newest message that has any, at most ``limit`` of them
-    (the newest); earlier images become a short text note."""
-    last = max(
-        (i for i, m in enumerate(messages) if isinstance(m.content, list) and _images(m)),
-        default=None,
-    )
-    if last is None:
-        return list(messages)
-    result: list[ChatMessage] = []
-    for i, message in enumerate(messages):
-        if not isinstance(message.content, list) or not _images(message):
-            result.append(message)
-        elif i != last:
-            result.append(_without_images(message))
-        else:
-            images = _images(message)
-            if len(images) <= limit:
-                # a copy: the question's own message loses its images once answered
-                result.append(message.model_copy())
-            else:
-                drop = {id(part) for part in images[: len(images) - limit]}
-                kept = [part for part in message.content if id(part) not in drop]
-                result.append(message.model_copy(update={"content": kept}))
-    return result
-
-
-def _images(message: ChatMessage) -> list[ImagePart]:
-    if not isinstance(message.content, list):
-        return []
-    return [part for part in message.content if isinstance(part, ImagePart)]
-
-
-def _without_images(message: ChatMessage) -> ChatMessage:
-    assert isinstance(message.content, list)
-    parts: list[TextPart | ImagePart] = []
-    for part in message.content:
-        if isinstance(part, ImagePart):
-            if not parts or not (isinstance(parts[-1], TextPart) and parts[-1].text == EARLIER_FRAME_NOTE):
-                parts.append(TextPart(text=EARLIER_FRAME_NOTE))
-        else:
-            parts.append(part)
-    return message.model_copy(update={"content": parts})
 
 
 class VisualAgent(Agent):
@@ -139,33 +66,53 @@ class VisualAgent(Agent):
                 "You are a visual assistant. You see video frames attached to each question; "
                 "answer from what they show. Use the tools when they help."
             )
-        super().__init__(llm, messager, tool_manager, role, system_prompt, **agent_options)
         chosen = driver if driver is not None else source
         if chosen is None:
             raise ValueError(
                 "VisualAgent needs a frame source: pass driver= (a WebRTCDriver, FileSource, ...)"
             )
-        self.source: FrameSource = chosen
-        self.sampling: SamplingPolicy = policy or LatestFrame()
-        self._max_images = max_images_per_prompt
-        self.max_image_side = max_image_side
-        self.jpeg_quality = jpeg_quality
-        self.frame_timeout_s = frame_timeout_s
+        limit = max_images_per_prompt if max_images_per_prompt is not None else llm.max_images_per_prompt
+        #: The message builder that attaches the frames (per question: ``frames.with_policy(...)``).
+        self.frames = FrameMessages(
+            chosen,
+            policy or LatestFrame(),
+            image_limit=limit or 1,
+            max_image_side=max_image_side,
+            jpeg_quality=jpeg_quality,
+            frame_timeout_s=frame_timeout_s,
+            on_frames=self._saw,
+        )
+        super().__init__(
+            llm, messager, tool_manager, role, system_prompt, message_builder=self.frames, **agent_options
+        )
         #: The frames sent with the most recent question (for logs, tests and benchmarks).
         self.last_frames: list[EncodedFrame] = []
         self.observations = 0
         self._watch_task: asyncio.Task[None] | None = None
 
+    def _saw(self, frames: list[EncodedFrame]) -> None:
+        self.last_frames = frames
+
+    @property
+    def source(self) -> FrameSource:
+        return self.frames.source
+
     @property
     def driver(self) -> FrameSource:
-        return self.source
+        return self.frames.source
+
+    @property
+    def sampling(self) -> SamplingPolicy:
+        return self.frames.policy
 
     @property
     def image_limit(self) -> int:
         """Images one prompt may carry: the explicit setting, else the provider's, else 1."""
-        if self._max_images is not None:
-            return self._max_images
-        return self.llm.max_images_per_prompt or 1
+        return self.frames.image_limit
+
+    @property
+    def max_image_side(self) -> int:
+        return self.frames.max_image_side
 
     @classmethod
     def from_config(
@@ -231,65 +178,14 @@ class VisualAgent(Agent):
         events: EventSink | None = None,
     ) -> AgentResult:
         """Like :meth:`Agent.ask`, with frames picked by ``policy`` (default: the agent's)."""
-        token = _look.set(_Look(policy=policy))
-        try:
-            return await self.ask(question, conversation_id=conversation_id, output=output, events=events)
-        finally:
-            _look.reset(token)
-
-    async def ask(
-        self,
-        question: Question | str,
-        *,
-        conversation_id: str | None = None,
-        output: OutputSpec | None = None,
-        events: EventSink | None = None,
-    ) -> AgentResult:
-        look = _look.get()
-        token = _look.set(_Look()) if look is None else None
-        try:
-            return await super().ask(question, conversation_id=conversation_id, output=output, events=events)
-        finally:
-            current = _look.get()
-            if current is not None and current.message is not None:
-                # the history keeps the question's text, not its images (memory, per-prompt limit)
-                current.message.content = _without_images(current.message).content
-            if token is not None:
-                _look.reset(token)
+        builder = self.frames.with_policy(policy)
+        return await self.ask(
+            question, conversation_id=conversation_id, output=output, events=events, builder=builder
+        )
 
     async def sample_frames(self, policy: SamplingPolicy | None = None) -> list[EncodedFrame]:
         """Frames for one prompt, encoded; waits up to ``frame_timeout_s`` for a first frame."""
-        if self.source.latest() is None:
-            await self.source.wait_for_frame(self.frame_timeout_s)
-        frames = await (policy or self.sampling).sample(self.source, self.image_limit)
-        if not frames:
-            raise VideoError("the video source has no frames to show the model")
-        return await encode_frames(frames[: self.image_limit], self.max_image_side, self.jpeg_quality)
-
-    async def build_user_message(self, question: Question) -> ChatMessage:
-        look = _look.get()
-        asked_at = time.time()
-        encoded = await self.sample_frames(look.policy if look else None)
-        message = ChatMessage.user(
-            f"{question.text}\n\n{describe_frames(encoded, asked_at)}", images=[f.url for f in encoded]
-        )
-        self.last_frames = encoded
-        if look is not None:
-            look.frames = encoded
-            look.message = message
-        return message
-
-    async def call_llm(
-        self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[ToolDefinition],
-        tool_choice: ToolChoice,
-        output: OutputSpec | None,
-        events: EventSink,
-    ) -> ChatResponse:
-        return await super().call_llm(
-            strip_earlier_images(messages, self.image_limit), tools, tool_choice, output, events
-        )
+        return await self.frames.with_policy(policy).sample()
 
     # --- watch mode ---------------------------------------------------------------------------
 
@@ -299,22 +195,18 @@ class VisualAgent(Agent):
 
         Each observation stands alone: it has no conversation history and leaves none.
         """
-        look = _Look(policy=policy)
-        token = _look.set(look)
-        try:
-            user = await self.build_user_message(Question(text=question))
-            loop = ToolLoop(self.call_llm, self.call_tool, self.tool_definitions(), self.policy, NullEvents())
-            result = await loop.run([*self.system_messages(), user])
-        finally:
-            _look.reset(token)
+        frames = self.frames.with_policy(policy)
+        user, seen = await frames.look(question)
+        await self.apply_profile()
+        result = await self.tool_loop(frames, NullEvents()).run([*self.system_messages(), user])
         observation = Observation(
             role=self.role,
             question=question,
             text=result.text,
-            frame_ts=look.frames[-1].frame.timestamp if look.frames else None,
+            frame_ts=seen[-1].frame.timestamp if seen else None,
             data={
-                "frames": len(look.frames),
-                "frame_index": look.frames[-1].frame.index if look.frames else None,
+                "frames": len(seen),
+                "frame_index": seen[-1].frame.index if seen else None,
                 "tool_calls": [call.model_dump(mode="json") for call in result.tool_calls],
             },
         )

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from argentic.llm.base import LLMProvider
 from argentic.llm.factory import LLMFactory
-from argentic.llm.scripted import ChatRequest, FunctionLLM, ScriptedLLM, tool_call
+from argentic.llm.scripted import FunctionLLM, ScriptedLLM, tool_call
 from argentic.llm.types import (
     ChatMessage,
+    ChatRequest,
     ChatResponse,
     ContentPart,
     ImagePart,

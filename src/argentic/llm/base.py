@@ -1,6 +1,7 @@
 """The one interface every model provider implements.
 
-A provider has one abstract method, :meth:`LLMProvider.chat`. Streaming has a default built on
+A provider has one abstract method, :meth:`LLMProvider.chat`, which answers one
+:class:`~argentic.llm.types.ChatRequest`. Streaming has a default built on
 ``chat`` (one text event, one event per tool call, then the end), which real providers replace with
 true token streaming.
 """
@@ -8,21 +9,17 @@ true token streaming.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
 from argentic.llm.types import (
-    ChatMessage,
+    ChatRequest,
     ChatResponse,
-    OutputSpec,
-    SamplingSettings,
     StreamEnd,
     StreamEvent,
     TextDelta,
     ToolCallDelta,
-    ToolChoice,
-    ToolDefinition,
 )
 
 
@@ -34,36 +31,12 @@ class LLMProvider(ABC):
     max_images_per_prompt: int | None = None
 
     @abstractmethod
-    async def chat(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        tools: Sequence[ToolDefinition] = (),
-        tool_choice: ToolChoice = "auto",
-        output: OutputSpec | None = None,
-        settings: SamplingSettings | None = None,
-    ) -> ChatResponse:
-        """One reply to ``messages``.
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """One reply to ``request`` (see :class:`ChatRequest` for tools, output and settings)."""
 
-        ``tools`` the model may call (``tool_choice``: "auto", "required", "none" or a tool's name).
-        ``output`` asks for a structured answer (pydantic model or JSON schema) that comes back
-        validated in ``ChatResponse.parsed``. When ``tools`` are given too, the answer is not
-        constrained by the server (that would stop tool calls) but still parsed if it fits.
-        """
-
-    async def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        tools: Sequence[ToolDefinition] = (),
-        tool_choice: ToolChoice = "auto",
-        output: OutputSpec | None = None,
-        settings: SamplingSettings | None = None,
-    ) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """The reply as events: text and tool-call pieces, then :class:`StreamEnd` with the whole reply."""
-        response = await self.chat(
-            messages, tools=tools, tool_choice=tool_choice, output=output, settings=settings
-        )
+        response = await self.chat(request)
         for event in events_from_response(response):
             yield event
 

@@ -1,15 +1,17 @@
 """One OpenAI-compatible server: its client, its bound on concurrent requests, retries and error mapping.
 
-Every request goes through :meth:`Endpoint.run`: at most ``max_concurrency`` at once, a timeout on
-each attempt, retries with exponential backoff and jitter on connection errors, 408, 429 and 5xx,
-and the SDK's exceptions turned into argentic's (with what to do about them).
+Every request goes through :meth:`Endpoint.run`, or :meth:`Endpoint.chunks` for a streamed chat
+completion: at most ``max_concurrency`` at once, a timeout, retries with exponential backoff and
+jitter on connection errors, 408, 429 and 5xx, and the SDK's exceptions turned into argentic's (with
+what to do about them). A stream's timeout bounds each wait for progress (the first chunk, then each
+next one), not the whole answer, so a long answer that keeps coming is never cut off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import openai
@@ -63,15 +65,12 @@ class Endpoint:
         self.retry_max_delay_s = retry_max_delay_s
         self.max_concurrency = max_concurrency
         self.api_key = api_key
-        # Retries are ours (to map errors and bound them); the SDK must not retry as well.
+        # Retries and timeouts are ours (to map errors and bound them); the SDK must not retry, and
+        # its own timeout is only a backstop that never fires before ours.
         self.client = openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=api_key or "EMPTY", max_retries=0, timeout=timeout_s
+            base_url=self.base_url, api_key=api_key or "EMPTY", max_retries=0, timeout=2 * timeout_s
         )
         self._semaphore = asyncio.Semaphore(max_concurrency)
-
-    @property
-    def semaphore(self) -> asyncio.Semaphore:
-        return self._semaphore
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """The delay before retry ``attempt`` (0-based), at least what the server's Retry-After asks."""
@@ -101,6 +100,74 @@ class Endpoint:
                 log.warning("%s: %s; retry %d/%d in %.2fs", what, error, attempt + 1, self.max_retries, delay)
                 attempt += 1
                 await asyncio.sleep(delay)
+
+    async def chunks(
+        self, body: dict[str, Any], *, what: str, tools_sent: bool = False
+    ) -> AsyncGenerator[Any, None]:
+        """The chunks of the streamed chat completion ``body`` asks for, under the concurrency bound.
+
+        Failures before the first chunk are retried like :meth:`run`'s; then each next chunk must
+        come within the timeout. The wait for a turn under the bound is not timed.
+        """
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        attempt = 0
+        while True:
+            async with self._semaphore:
+                try:
+                    stream, first = await self._open_stream(body, what)
+                except openai.APIError as exc:
+                    error = self.map_error(exc, what=what, tools_sent=tools_sent)
+                    if not self.retryable(exc) or attempt >= self.max_retries:
+                        raise error from exc
+                    delay = self.backoff(attempt, _retry_after(exc))
+                    log.warning(
+                        "%s: %s; retry %d/%d in %.2fs", what, error, attempt + 1, self.max_retries, delay
+                    )
+                else:
+                    try:
+                        while first is not None:
+                            yield first
+                            first = await self._next_chunk(stream, what, tools_sent)
+                    finally:
+                        await stream.close()
+                    return
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _next_chunk(self, stream: Any, what: str, tools_sent: bool) -> Any:
+        """The stream's next chunk within the timeout, or None at its end."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await stream.__anext__()
+        except StopAsyncIteration:
+            return None
+        except TimeoutError as exc:
+            raise LLMTimeoutError(
+                f"{what}: no new token from {self.base_url} for {self.timeout_s:.0f}s "
+                "(llm.timeout_s bounds each wait; check the server's load)"
+            ) from exc
+        except openai.APIError as exc:
+            raise self.map_error(exc, what=what, tools_sent=tools_sent) from exc
+
+    async def _open_stream(self, body: dict[str, Any], what: str) -> tuple[Any, Any]:
+        """The stream and its first chunk (None if it ended at once), within the timeout."""
+        stream: Any = None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                stream = await self.client.chat.completions.create(**body)
+                try:
+                    return stream, await stream.__anext__()
+                except StopAsyncIteration:
+                    return stream, None
+        except BaseException as exc:
+            if stream is not None:
+                await stream.close()
+            if isinstance(exc, TimeoutError):
+                raise LLMTimeoutError(
+                    f"{what}: {self.base_url} did not start answering within {self.timeout_s:.0f}s "
+                    "(raise llm.timeout_s, or check the server's load)"
+                ) from exc
+            raise
 
     @staticmethod
     def retryable(exc: openai.APIError) -> bool:

@@ -23,15 +23,14 @@ from argentic.llm.markup import json_values, new_call_id
 from argentic.llm.output import output_schema
 from argentic.llm.types import (
     ChatMessage,
+    ChatRequest,
     ChatResponse,
     LLMToolCall,
-    OutputSpec,
     SamplingSettings,
     StreamEnd,
     StreamEvent,
     TextDelta,
     ToolCallDelta,
-    ToolChoice,
     ToolDefinition,
 )
 from argentic.llm.wire import closed_schema, count_images, finish_response, message_to_wire, tool_to_wire
@@ -179,20 +178,13 @@ class VLLMEngineProvider(LLMProvider):
         _, (engine_input,) = await renderer.render_chat_async([wire], chat_params, tok_params)
         return engine_input
 
-    def _sampling(
-        self,
-        tools: Sequence[ToolDefinition],
-        tool_choice: ToolChoice,
-        output: OutputSpec | None,
-        settings: SamplingSettings | None,
-        *,
-        delta: bool,
-    ) -> tuple[Any, str]:
+    def _sampling(self, request: ChatRequest) -> tuple[Any, str]:
         """vLLM SamplingParams and what the output is: "text", "json" (output), "calls" or a tool's name."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
-        merged = self.defaults.merged(settings)
+        tools, tool_choice, output = request.tools, request.tool_choice, request.output
+        merged = self.defaults.merged(request.settings)
         schema: dict[str, Any] | None = None
         mode = "text"
         if tools and tool_choice == "required":
@@ -208,7 +200,7 @@ class VLLMEngineProvider(LLMProvider):
             schema, mode = output_schema(output), "json"
         kwargs: dict[str, Any] = {
             "max_tokens": merged.max_tokens or 512,
-            "output_kind": RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY,
+            "output_kind": RequestOutputKind.DELTA,
         }
         for key in ("temperature", "top_p", "seed", "stop"):
             value = getattr(merged, key)
@@ -220,35 +212,20 @@ class VLLMEngineProvider(LLMProvider):
             kwargs.update(merged.extra_body.get("sampling", {}))
         return SamplingParams(**kwargs), mode
 
-    async def _generate(
-        self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[ToolDefinition],
-        tool_choice: ToolChoice,
-        output: OutputSpec | None,
-        settings: SamplingSettings | None,
-        *,
-        delta: bool,
-    ) -> tuple[AsyncIterator[Any], str]:
+    async def _generate(self, request: ChatRequest) -> tuple[AsyncIterator[Any], str]:
+        messages, tools = request.messages, request.tools
         if self.max_images_per_prompt is not None and count_images(messages) > self.max_images_per_prompt:
             raise LLMError(
                 f"{count_images(messages)} images in one prompt; at most {self.max_images_per_prompt}"
             )
         await self.start()
-        params, mode = self._sampling(tools, tool_choice, output, settings, delta=delta)
-        engine_input = await self._render(messages, tools if tool_choice != "none" else ())
+        params, mode = self._sampling(request)
+        engine_input = await self._render(messages, tools if request.tool_choice != "none" else ())
         request_id = f"argentic-{uuid.uuid4().hex}"
         return self._engine.generate(engine_input, params, request_id, lora_request=self._lora), mode
 
     def _response(
-        self,
-        text: str,
-        finish_reason: str | None,
-        usage: Usage,
-        mode: str,
-        tools: Sequence[ToolDefinition],
-        tool_choice: ToolChoice,
-        output: OutputSpec | None,
+        self, request: ChatRequest, text: str, finish_reason: str | None, usage: Usage, mode: str
     ) -> ChatResponse:
         calls: list[LLMToolCall] = []
         content: str | None = text
@@ -260,54 +237,28 @@ class VLLMEngineProvider(LLMProvider):
         if calls and finish_reason == "stop":
             finish_reason = "tool_calls"
         return finish_response(
+            request,
             content=content,
             calls=calls,
             finish_reason=finish_reason,
             usage=usage,
             model=self.model_name,
-            tools=tools,
-            tool_choice=tool_choice,
-            output=output,
             constrained=mode == "json",
         )
 
-    async def chat(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        tools: Sequence[ToolDefinition] = (),
-        tool_choice: ToolChoice = "auto",
-        output: OutputSpec | None = None,
-        settings: SamplingSettings | None = None,
-    ) -> ChatResponse:
-        final: Any = None
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                generator, mode = await self._generate(
-                    messages, tools, tool_choice, output, settings, delta=False
-                )
-                async for item in generator:
-                    final = item
-        except TimeoutError as exc:
-            raise LLMTimeoutError(f"the embedded engine gave no answer within {self.timeout_s:.0f}s") from exc
-        if final is None or not final.outputs:
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """The streamed reply, assembled: the timeout bounds each wait for progress, so a long
+        answer that keeps coming is never cut off."""
+        final: ChatResponse | None = None
+        async for event in self.stream(request):  # to its end: StreamEnd is the last event
+            if isinstance(event, StreamEnd):
+                final = event.response
+        if final is None:
             raise LLMError("the embedded engine returned no output")
-        result = final.outputs[0]
-        prompt = len(final.prompt_token_ids or ())
-        completion = len(result.token_ids or ())
-        usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
-        return self._response(result.text, result.finish_reason, usage, mode, tools, tool_choice, output)
+        return final
 
-    async def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        tools: Sequence[ToolDefinition] = (),
-        tool_choice: ToolChoice = "auto",
-        output: OutputSpec | None = None,
-        settings: SamplingSettings | None = None,
-    ) -> AsyncIterator[StreamEvent]:
-        generator, mode = await self._generate(messages, tools, tool_choice, output, settings, delta=True)
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        generator, mode = await self._generate(request)
         pieces: list[str] = []
         prompt = completion = 0
         finish_reason: str | None = None
@@ -340,7 +291,7 @@ class VLLMEngineProvider(LLMProvider):
                     )
                     first = False
         usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
-        response = self._response("".join(pieces), finish_reason, usage, mode, tools, tool_choice, output)
+        response = self._response(request, "".join(pieces), finish_reason, usage, mode)
         if mode not in ("text", "json") and response.tool_calls and not first:
             response.tool_calls[0].id = named_id
         elif response.tool_calls:

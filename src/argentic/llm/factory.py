@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -10,7 +10,7 @@ from argentic.config import ArgenticConfig, LLMConfig
 from argentic.errors import ConfigError
 from argentic.llm.base import LLMProvider
 from argentic.llm.scripted import FunctionLLM
-from argentic.llm.types import ChatMessage, OutputSpec, ToolChoice, ToolDefinition
+from argentic.llm.types import ChatRequest
 
 
 def llm_config(config: ArgenticConfig | LLMConfig | Mapping[str, Any]) -> LLMConfig:
@@ -73,13 +73,8 @@ def endpoint_url(llm: LLMConfig) -> str:
     return llm.base_url if llm.provider == "openai" and llm.base_url else llm.vllm_base_url
 
 
-def _echo(
-    messages: Sequence[ChatMessage],
-    tools: Sequence[ToolDefinition],
-    tool_choice: ToolChoice,
-    output: OutputSpec | None,
-) -> str:
-    users = [m for m in messages if m.role == "user"]
+def _echo(request: ChatRequest) -> str:
+    users = [m for m in request.messages if m.role == "user"]
     return users[-1].text if users else ""
 
 

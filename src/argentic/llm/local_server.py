@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from argentic.config import ArgenticConfig, LLMConfig, LLMServerConfig
 from argentic.errors import LLMError, LLMUnavailableError
 from argentic.llm.factory import endpoint_url
-from argentic.llm.local import CPU_MAX_MODEL_LEN, CPU_MODEL_NAME, ensure_cpu_build
+from argentic.llm.local import CPU_MAX_MODEL_LEN, CPU_MAX_NEW_TOKENS, CPU_MODEL_NAME, ensure_cpu_build
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,8 @@ def launch_plan(
         env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if server.model is None:
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # the local model needs no hub
+        if "--override-generation-config" not in server.extra_args:
+            argv += ["--override-generation-config", json.dumps({"max_new_tokens": CPU_MAX_NEW_TOKENS})]
     env.setdefault("PYTHONUNBUFFERED", "1")  # log lines reach the file (and the progress) as they happen
     env.setdefault("VLLM_NO_USAGE_STATS", "1")
     env.setdefault("DO_NOT_TRACK", "1")

@@ -10,33 +10,29 @@ calls the model wrote as text are recovered; LoRA adapters are chosen by model n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import openai
 
 from argentic.config import LLMConfig
-from argentic.errors import LLMError, LLMRequestError, LLMTimeoutError
+from argentic.errors import LLMError, LLMRequestError
 from argentic.llm.base import LLMProvider
 from argentic.llm.endpoint import Endpoint, normalize_base_url
 from argentic.llm.types import (
-    ChatMessage,
+    ChatRequest,
     ChatResponse,
-    OutputSpec,
     SamplingSettings,
     StreamEnd,
     StreamEvent,
     ToolCallDelta,
-    ToolChoice,
-    ToolDefinition,
 )
 from argentic.llm.wire import (
     StreamAssembler,
     count_images,
     message_to_wire,
     response_format_for,
-    response_from_completion,
     tool_choice_to_wire,
     tool_to_wire,
 )
@@ -165,22 +161,15 @@ class OpenAICompatibleProvider(LLMProvider):
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _request(
-        self,
-        model: str,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[ToolDefinition],
-        tool_choice: ToolChoice,
-        output: OutputSpec | None,
-        settings: SamplingSettings | None,
-    ) -> tuple[dict[str, Any], bool]:
-        """The request body, and whether the server will enforce ``output``."""
+    def _body(self, model: str, request: ChatRequest) -> tuple[dict[str, Any], bool]:
+        """The request body, and whether the server will enforce ``request.output``."""
+        messages, tools, output = request.messages, request.tools, request.output
         if self.max_images_per_prompt is not None and count_images(messages) > self.max_images_per_prompt:
             raise LLMRequestError(
                 f"{count_images(messages)} images in one prompt, but the server takes at most "
                 f"{self.max_images_per_prompt} (llm.server.limit_mm_per_prompt)"
             )
-        merged = self.defaults.merged(settings)
+        merged = self.defaults.merged(request.settings)
         body: dict[str, Any] = {"model": model, "messages": [message_to_wire(m) for m in messages]}
         for key in ("temperature", "max_tokens", "top_p", "seed", "stop"):
             value = getattr(merged, key)
@@ -188,7 +177,7 @@ class OpenAICompatibleProvider(LLMProvider):
                 body[key] = value
         if tools:
             body["tools"] = [tool_to_wire(t, vllm=self.vllm) for t in tools]
-            body["tool_choice"] = tool_choice_to_wire(tool_choice, tools)
+            body["tool_choice"] = tool_choice_to_wire(request.tool_choice, tools)
         # A constraining response_format beside tools makes vLLM constrain everything: no tool calls.
         constrained = output is not None and not tools
         if constrained:
@@ -198,94 +187,41 @@ class OpenAICompatibleProvider(LLMProvider):
             body["extra_body"] = dict(merged.extra_body)
         return body, constrained
 
-    async def chat(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        tools: Sequence[ToolDefinition] = (),
-        tool_choice: ToolChoice = "auto",
-        output: OutputSpec | None = None,
-        settings: SamplingSettings | None = None,
-    ) -> ChatResponse:
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """The reply, streamed from the server and assembled: the timeout bounds each wait for the
+        next token, so a long answer that keeps coming is never cut off."""
         model = await self.resolve_model()
-        body, constrained = self._request(model, messages, tools, tool_choice, output, settings)
-        create = self.endpoint.client.chat.completions.create
+        body, constrained = self._body(model, request)
+        assembler = StreamAssembler()
+        chunks = self.endpoint.chunks(body, what=f"chat with {model}", tools_sent=bool(request.tools))
+        async for chunk in chunks:
+            assembler.feed(chunk)
+        return assembler.response(request, constrained=constrained)
 
-        async def call() -> Any:
-            return await create(**body)
-
-        completion = await self.endpoint.run(call, what=f"chat with {model}", tools_sent=bool(tools))
-        return response_from_completion(
-            completion, tools=tools, tool_choice=tool_choice, output=output, constrained=constrained
-        )
-
-    async def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        tools: Sequence[ToolDefinition] = (),
-        tool_choice: ToolChoice = "auto",
-        output: OutputSpec | None = None,
-        settings: SamplingSettings | None = None,
-    ) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Token by token; tool-call pieces carry their call's id; the end has the whole reply.
 
-        Connection errors before the first chunk are retried like :meth:`chat`; each chunk must come
-        within the timeout.
+        Connection errors before the first chunk are retried; each chunk must come within the timeout.
         """
         model = await self.resolve_model()
-        body, constrained = self._request(model, messages, tools, tool_choice, output, settings)
-        body.update(stream=True, stream_options={"include_usage": True})
-        endpoint = self.endpoint
-        what = f"streaming chat with {model}"
-        create = endpoint.client.chat.completions.create
-        async with endpoint.semaphore:
-            stream = await self._open_stream(create, body, what, bool(tools))
-            assembler = StreamAssembler()
-            iterator = stream.__aiter__()
-            try:
-                while True:
-                    try:
-                        async with asyncio.timeout(endpoint.timeout_s):
-                            chunk = await iterator.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError as exc:
-                        raise LLMTimeoutError(
-                            f"{what}: no chunk from {self.base_url} for {endpoint.timeout_s:.0f}s"
-                        ) from exc
-                    except openai.APIError as exc:
-                        raise endpoint.map_error(exc, what=what, tools_sent=bool(tools)) from exc
-                    for event in assembler.feed(chunk):
-                        yield event
-            finally:
-                await stream.close()
-        response = assembler.response(
-            tools=tools, tool_choice=tool_choice, output=output, constrained=constrained
+        body, constrained = self._body(model, request)
+        assembler = StreamAssembler()
+        chunks = self.endpoint.chunks(
+            body, what=f"streaming chat with {model}", tools_sent=bool(request.tools)
         )
+        try:
+            async for chunk in chunks:
+                for event in assembler.feed(chunk):
+                    yield event
+        finally:
+            await chunks.aclose()  # a consumer that stops early frees the connection and the slot now
+        response = assembler.response(request, constrained=constrained)
         if response.tool_calls and not assembler.calls:  # recovered from text: announce them too
             for index, call in enumerate(response.tool_calls):
                 yield ToolCallDelta(
                     index=index, id=call.id, name=call.name, arguments_delta=call.arguments_json
                 )
         yield StreamEnd(response)
-
-    async def _open_stream(self, create: Any, body: dict[str, Any], what: str, tools_sent: bool) -> Any:
-        """The stream, opened with retries (the semaphore is already held by the caller)."""
-        endpoint = self.endpoint
-        attempt = 0
-        while True:
-            try:
-                async with asyncio.timeout(endpoint.timeout_s):
-                    return await create(**body)
-            except TimeoutError as exc:
-                raise LLMTimeoutError(f"{what}: {self.base_url} did not start answering in time") from exc
-            except openai.APIError as exc:
-                error = endpoint.map_error(exc, what=what, tools_sent=tools_sent)
-                if not endpoint.retryable(exc) or attempt >= endpoint.max_retries:
-                    raise error from exc
-                await asyncio.sleep(endpoint.backoff(attempt))
-                attempt += 1
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -19,35 +19,20 @@ from argentic.errors import LLMError
 from argentic.llm.base import LLMProvider, events_from_response
 from argentic.llm.output import parse_output
 from argentic.llm.types import (
-    ChatMessage,
+    ChatRequest,
     ChatResponse,
     LLMToolCall,
-    OutputSpec,
-    SamplingSettings,
     StreamEvent,
-    ToolChoice,
-    ToolDefinition,
 )
 from argentic.protocol import Usage
 
-#: fn(messages, tools, tool_choice, output) -> reply (or an awaitable of one).
+#: fn(request) -> reply (or an awaitable of one).
 ReplyFunction: TypeAlias = Callable[
-    [Sequence[ChatMessage], Sequence[ToolDefinition], ToolChoice, OutputSpec | None],
+    [ChatRequest],
     "ChatResponse | str | LLMToolCall | list[LLMToolCall] | Awaitable[ChatResponse | str]",
 ]
 #: One scripted step: a reply, text, one or several tool calls, or a function that makes the reply.
 ScriptStep: TypeAlias = ChatResponse | str | LLMToolCall | list[LLMToolCall] | ReplyFunction | BaseException
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """One request a test provider received."""
-
-    messages: list[ChatMessage]
-    tools: list[ToolDefinition]
-    tool_choice: ToolChoice
-    output: OutputSpec | None
-    settings: SamplingSettings | None
 
 
 @dataclass
@@ -119,34 +104,15 @@ class _TestProvider(LLMProvider):
             update["parsed"] = parse_output(response.content, request.output)
         return response.model_copy(update=update)
 
-    async def chat(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        tools: Sequence[ToolDefinition] = (),
-        tool_choice: ToolChoice = "auto",
-        output: OutputSpec | None = None,
-        settings: SamplingSettings | None = None,
-    ) -> ChatResponse:
+    async def chat(self, request: ChatRequest) -> ChatResponse:
         if self.closed:
             raise LLMError(f"{type(self).__name__} is closed")
-        request = ChatRequest(list(messages), list(tools), tool_choice, output, settings)
         self._shared.requests.append(request)
         await asyncio.sleep(0)  # a real provider always yields to the loop
         return self._finish(await self._reply(request), request)
 
-    async def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        tools: Sequence[ToolDefinition] = (),
-        tool_choice: ToolChoice = "auto",
-        output: OutputSpec | None = None,
-        settings: SamplingSettings | None = None,
-    ) -> AsyncIterator[StreamEvent]:
-        response = await self.chat(
-            messages, tools=tools, tool_choice=tool_choice, output=output, settings=settings
-        )
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        response = await self.chat(request)
         for event in events_from_response(response, chunk_words=True):
             await asyncio.sleep(0)
             yield event
@@ -159,8 +125,8 @@ class ScriptedLLM(_TestProvider):
     """Replies from a script, in order.
 
     Each step is a :class:`ChatResponse`, a string (a text reply), an :class:`LLMToolCall` or a list
-    of them (a tool-call reply), an exception (raised), or a function
-    ``fn(messages, tools, tool_choice, output)`` (sync or async) returning one of those.
+    of them (a tool-call reply), an exception (raised), or a function ``fn(request)`` (sync or
+    async, given the :class:`ChatRequest`) returning one of those.
     When the script runs out, the call raises :class:`LLMError` (or the last step repeats with
     ``repeat_last=True``).
     """
@@ -224,7 +190,7 @@ class ScriptedLLM(_TestProvider):
 
 
 class FunctionLLM(_TestProvider):
-    """Replies computed by ``fn(messages, tools, tool_choice, output)`` (sync or async).
+    """Replies computed by ``fn(request)`` (sync or async, given the :class:`ChatRequest`).
 
     The function may return a :class:`ChatResponse`, a string, or tool call(s).
     """
@@ -262,7 +228,7 @@ class FunctionLLM(_TestProvider):
 async def _call(
     fn: ReplyFunction, request: ChatRequest
 ) -> ChatResponse | str | LLMToolCall | list[LLMToolCall]:
-    result: Any = fn(request.messages, request.tools, request.tool_choice, request.output)
+    result: Any = fn(request)
     if inspect.isawaitable(result):
         result = await result
     if not isinstance(result, ChatResponse | str | LLMToolCall | list):

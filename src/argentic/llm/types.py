@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from argentic.protocol import Usage
 
@@ -142,6 +142,32 @@ class SamplingSettings(BaseModel):
             update["extra_body"] = {**data["extra_body"], **update["extra_body"]}
         data.update(update)
         return SamplingSettings(**data)
+
+
+class ChatRequest(BaseModel):
+    """One request to a model: the messages, the tools it may call, the answer's shape, sampling.
+
+    ``tools`` the model may call (``tool_choice``: "auto", "required", "none" or a tool's name).
+    ``output`` asks for a structured answer (pydantic model or JSON schema) that comes back
+    validated in ``ChatResponse.parsed``; with ``tools`` as well, the server does not constrain the
+    answer (that would stop tool calls) but it is still parsed when it fits. ``settings`` apply to
+    this request over the provider's defaults.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    messages: list[ChatMessage]
+    tools: list[ToolDefinition] = Field(default_factory=list)
+    tool_choice: ToolChoice = "auto"
+    output: OutputSpec | None = None
+    settings: SamplingSettings | None = None
+
+    @classmethod
+    def user(cls, text: str, *, system: str | None = None, **fields: Any) -> ChatRequest:
+        """A request of one user message (after a system message when ``system`` is given);
+        ``fields`` are the other fields (``tools=``, ``output=``, ``settings=``...)."""
+        messages = [ChatMessage.system(system)] if system else []
+        return cls(messages=[*messages, ChatMessage.user(text)], **fields)
 
 
 class ChatResponse(BaseModel):

@@ -13,6 +13,7 @@ from argentic.llm.markup import extract_tool_calls, new_call_id
 from argentic.llm.output import output_name, output_schema, parse_output
 from argentic.llm.types import (
     ChatMessage,
+    ChatRequest,
     ChatResponse,
     ImagePart,
     LLMToolCall,
@@ -139,22 +140,22 @@ def usage_from(wire: Any) -> Usage:
 
 
 def finish_response(
+    request: ChatRequest,
     *,
     content: str | None,
     calls: list[LLMToolCall],
     finish_reason: str | None,
     usage: Usage,
     model: str,
-    tools: Sequence[ToolDefinition],
-    tool_choice: ToolChoice,
-    output: OutputSpec | None,
     constrained: bool,
 ) -> ChatResponse:
-    """The reply, after the fallbacks: tool calls written as text, and the structured answer parsed.
+    """The reply to ``request``, after the fallbacks: tool calls written as text, and the
+    structured answer parsed.
 
-    ``constrained`` says the server enforced ``output`` (a parse failure is then an error; without
-    it, as alongside tools, the answer is parsed only when it fits).
+    ``constrained`` says the server enforced ``request.output`` (a parse failure is then an error;
+    without it, as alongside tools, the answer is parsed only when it fits).
     """
+    tools, tool_choice, output = request.tools, request.tool_choice, request.output
     if not calls and tools and tool_choice != "none":
         calls, content = extract_tool_calls(content, [t.name for t in tools])
         if calls and finish_reason == "stop":
@@ -184,36 +185,6 @@ def finish_response(
         usage=usage,
         model=model,
         parsed=parsed,
-    )
-
-
-def response_from_completion(
-    completion: Any,
-    *,
-    tools: Sequence[ToolDefinition],
-    tool_choice: ToolChoice,
-    output: OutputSpec | None,
-    constrained: bool,
-) -> ChatResponse:
-    if not completion.choices:
-        raise LLMOutputError(f"the server returned no choices (model {completion.model})")
-    choice = completion.choices[0]
-    message = choice.message
-    calls = [
-        tool_call(c.id, c.function.name, c.function.arguments)
-        for c in (message.tool_calls or [])
-        if getattr(c, "function", None) is not None
-    ]
-    return finish_response(
-        content=message.content,
-        calls=calls,
-        finish_reason=choice.finish_reason,
-        usage=usage_from(completion.usage),
-        model=completion.model or "",
-        tools=tools,
-        tool_choice=tool_choice,
-        output=output,
-        constrained=constrained,
     )
 
 
@@ -268,27 +239,19 @@ class StreamAssembler:
                 self.finish_reason = choice.finish_reason
         return events
 
-    def response(
-        self,
-        *,
-        tools: Sequence[ToolDefinition],
-        tool_choice: ToolChoice,
-        output: OutputSpec | None,
-        constrained: bool,
-    ) -> ChatResponse:
+    def response(self, request: ChatRequest, *, constrained: bool) -> ChatResponse:
+        """The whole reply to ``request`` once the stream has ended."""
         calls = [
             tool_call(c["id"], c["name"], "".join(c["arguments"]))
             for _, c in sorted(self.calls.items())
             if c["name"]
         ]
         return finish_response(
+            request,
             content="".join(self.text) or None,
             calls=calls,
             finish_reason=self.finish_reason,
             usage=self.usage,
             model=self.model,
-            tools=tools,
-            tool_choice=tool_choice,
-            output=output,
             constrained=constrained,
         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
 
+from argentic.lifecycle import Running
 from argentic.video.frames import Frame, FrameBuffer
 
 
@@ -12,12 +14,19 @@ class FrameSource(Protocol):
     """Something that produces frames and keeps the newest ones.
 
     ``start`` begins producing (raising :class:`~argentic.errors.VideoError` when it cannot),
-    ``stop`` ends it and releases what it holds. The read methods never block.
+    ``stop`` ends it and releases what it holds; ``async with source:`` does both. The read
+    methods never block.
     """
 
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
     def latest(self) -> Frame | None: ...
 
@@ -26,8 +35,9 @@ class FrameSource(Protocol):
     async def wait_for_frame(self, timeout: float, newer_than: int | None = None) -> Frame: ...  # noqa: ASYNC109
 
 
-class BufferedSource:
-    """Implements the read side of :class:`FrameSource` over a :class:`FrameBuffer`."""
+class BufferedSource(Running):
+    """Implements the read side of :class:`FrameSource` over a :class:`FrameBuffer`; a subclass
+    starts and stops producing (``async with source:``)."""
 
     def __init__(self, buffer_size: int = 90) -> None:
         self.buffer = FrameBuffer(buffer_size)

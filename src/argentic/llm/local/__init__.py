@@ -21,6 +21,9 @@ HERE = Path(__file__).resolve().parent
 SETUP_SCRIPT = HERE / "setup_vllm_cpu.sh"
 CPU_MODEL_NAME = "gemma3-270m"
 CPU_MAX_MODEL_LEN = 2048
+#: The CPU model is a base model that never stops by itself: the server bounds every reply, so a
+#: request that sets no max_tokens still ends (in about 20 s here, not at the context limit).
+CPU_MAX_NEW_TOKENS = 512
 
 
 @dataclass(frozen=True)
