@@ -256,9 +256,12 @@ class AgentClient:
         output: OutputSpec | None = None,
         conversation_id: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
+        deadline_s: float | None = None,
     ) -> Answer:
-        """The whole answer message: text, structured data, tool calls, usage, conversation id."""
-        question = self.question(text, output=output, conversation_id=conversation_id)
+        """The whole answer message: text, structured data, tool calls, usage, conversation id.
+
+        ``deadline_s`` bounds the task, with every task it spawns, to that many seconds."""
+        question = self.question(text, output=output, conversation_id=conversation_id, deadline_s=deadline_s)
         reply = await self.messager.request(
             self.messager.topics.agent_questions(self.role),
             question,
@@ -277,6 +280,7 @@ class AgentClient:
         output: None = None,
         conversation_id: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
+        deadline_s: float | None = None,
     ) -> str: ...
 
     @overload
@@ -287,6 +291,7 @@ class AgentClient:
         output: type[T],
         conversation_id: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
+        deadline_s: float | None = None,
     ) -> T: ...
 
     @overload
@@ -297,6 +302,7 @@ class AgentClient:
         output: dict[str, Any],
         conversation_id: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
+        deadline_s: float | None = None,
     ) -> Any: ...
 
     async def ask(
@@ -306,9 +312,12 @@ class AgentClient:
         output: OutputSpec | None = None,
         conversation_id: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
+        deadline_s: float | None = None,
     ) -> Any:
         """The answer's text, or with ``output`` (a pydantic model or JSON schema) the structured answer."""
-        answer = await self.answer(text, output=output, conversation_id=conversation_id, timeout=timeout)
+        answer = await self.answer(
+            text, output=output, conversation_id=conversation_id, timeout=timeout, deadline_s=deadline_s
+        )
         return _output_value(answer, output)
 
     async def online(self, wait_s: float = 1.0) -> bool:
