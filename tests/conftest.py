@@ -42,6 +42,16 @@ def vllm_server() -> Iterator[object]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def vlm_server() -> Iterator[object]:
+    """One real vLLM CPU server with the tiny vision-language model per session (random weights: it
+    takes images, answers noise), allowing ``VLM_IMAGE_LIMIT`` images per prompt. Like ``vllm_server``."""
+    from argentic.testing.vllm_server import cpu_vllm_server
+
+    with cpu_vllm_server(cpu_model="tiny-vlm") as server:
+        yield server
+
+
 GEMMA_3N = "google/gemma-3n-E4B-it"
 
 

@@ -68,6 +68,10 @@ class LLMServerConfig(Section):
     """How ``argentic serve`` starts ``vllm serve``."""
 
     model: str | None = Field(default=None, description="model id or path; None builds the CPU model")
+    cpu_model: Literal["gemma3-270m", "tiny-vlm"] = Field(
+        default="gemma3-270m",
+        description="with no model: the CPU build to serve; tiny-vlm takes images but has random weights",
+    )
     served_model_name: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -219,44 +219,41 @@ async def test_raw_mosquitto_clients(
     assert answer["tool_calls"][0]["name"] == "add" and answer["tool_calls"][0]["result"] == 3
 
 
+async def argentic_ask(broker: MosquittoBroker, namespace: str, *args: str) -> tuple[int, str, str]:
+    """``argentic ask ARGS`` in a process of its own: exit code, stdout, stderr."""
+    env = {
+        **os.environ,
+        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
+        "ARGENTIC_MESSAGING__PORT": str(broker.port),
+        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
+    }
+    ask = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "argentic.cli.main", "ask", *args,
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(ask.communicate(), 120)
+    assert ask.returncode is not None
+    return ask.returncode, out.decode(), err.decode()
+
+
 async def test_argentic_ask_cli(
     served: tuple[Agent, ScriptedLLM, Messager], mosquitto: MosquittoBroker
 ) -> None:
     _, llm, client = served
     llm.add(tool_call("add", {"a": 2, "b": 2}), "four")
-    env = {
-        **os.environ,
-        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
-        "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
-        "ARGENTIC_MESSAGING__NAMESPACE": client.topics.namespace,
-    }
-    ask = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "argentic.cli.main",
-        "ask", "2 + 2?", "--role", "calc", "--stream", "--timeout", "60",
-        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(ask.communicate(), 120)
-    assert ask.returncode == 0, err.decode()
-    lines = out.decode().splitlines()
+    code, out, err = await argentic_ask(
+        mosquitto, client.topics.namespace, "2 + 2?", "--role", "calc", "--stream", "--timeout", "60"
+    )
+    assert code == 0, err
+    lines = out.splitlines()
     assert 'tool add({"a": 2, "b": 2}) -> 4' in lines and lines[-1] == "four"
-    assert "tool_call add" in err.decode()  # progress lines go to stderr
-    assert "says it is online" not in err.decode()  # the agent's presence was read
+    assert "tool_call add" in err  # progress lines go to stderr
+    assert "says it is online" not in err  # the agent's presence was read
 
 
 async def test_argentic_ask_says_when_no_agent_is_online(mosquitto: MosquittoBroker, namespace: str) -> None:
-    env = {
-        **os.environ,
-        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
-        "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
-        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
-    }
-    ask = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "argentic.cli.main", "ask", "anyone?", "--role", "nobody", "--timeout", "1",
-        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, err = await asyncio.wait_for(ask.communicate(), 60)
-    assert ask.returncode == 2
-    text = err.decode()
+    code, _, text = await argentic_ask(mosquitto, namespace, "anyone?", "--role", "nobody", "--timeout", "1")
+    assert code == 2
     assert "no agent with role 'nobody' says it is online" in text
     assert "no answer within 1 s" in text
 
@@ -266,21 +263,12 @@ async def test_argentic_ask_cli_asks_for_a_structured_answer(
 ) -> None:
     _, llm, client = served
     llm.add(tool_call("add", {"a": 2, "b": 2}), '{"value": 4}')
-    env = {
-        **os.environ,
-        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
-        "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
-        "ARGENTIC_MESSAGING__NAMESPACE": client.topics.namespace,
-    }
-    ask = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "argentic.cli.main",
-        "ask", "2 + 2?", "--role", "calc", "--output", "value:int", "--timeout", "60", "-q",
-        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(ask.communicate(), 120)
-    assert ask.returncode == 0, err.decode()
+    code, out, err = await argentic_ask(
+        mosquitto, client.topics.namespace, "2 + 2?", "--role", "calc", "--output", "value:int", "-q"
+    )
+    assert code == 0, err
     # structured data comes back only when the question carried the schema
-    assert json.loads(out.decode().splitlines()[-1]) == {"value": 4}
+    assert json.loads(out.splitlines()[-1]) == {"value": 4}
 
 
 def test_ask_output_fields() -> None:

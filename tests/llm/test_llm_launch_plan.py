@@ -95,6 +95,22 @@ def test_no_model_serves_the_cpu_build_with_the_flags_that_work_there() -> None:
     assert json.loads(argv[argv.index("--override-generation-config") + 1]) == {"max_new_tokens": 512}
 
 
+def test_the_cpu_model_setting_picks_the_vision_language_model() -> None:
+    build = CPUBuild(cache_dir())
+    if not build.complete:
+        pytest.skip("the CPU build is made by scripts/setup_vllm_cpu.sh")
+    config = load_config(
+        overrides={"llm": {"server": {"cpu_model": "tiny-vlm", "limit_mm_per_prompt": {"image": 3}}}}
+    )
+    plan = launch_plan(config.llm.server, environ={})
+    argv = plan.argv
+    assert argv[argv.index("--model") + 1] == str(build.vlm_dir) and plan.served_model_name == "tiny-vlm"
+    assert json.loads(argv[argv.index("--limit-mm-per-prompt") + 1]) == {"image": 3}
+    assert plan.cpu and argv[0] == str(build.python) and "--enforce-eager" in argv
+    for name in ("processor_config.json", "chat_template.jinja"):
+        assert (build.vlm_dir / name).exists()
+
+
 def test_cache_dir_follows_the_environment(tmp_path: Path) -> None:
     assert cache_dir({"ARGENTIC_VLLM_CPU_DIR": str(tmp_path)}) == tmp_path
     assert cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "argentic" / "vllm-cpu"

@@ -16,6 +16,7 @@ from argentic.agents.frame_messages import EARLIER_FRAME_NOTE, strip_earlier_ima
 from argentic.agents.visual_agent import VisualAgent
 from argentic.errors import VideoError
 from argentic.llm import ChatMessage, ChatRequest, FunctionLLM, ImagePart, ScriptedLLM, TextPart, tool_call
+from argentic.llm.profiles import ModelProfile, register_profile
 from argentic.messaging import Messager
 from argentic.protocol import Answer, ErrorReply, Observation, Question
 from argentic.tools import ToolManager, ToolService, tool
@@ -301,3 +302,20 @@ def test_from_config_takes_the_video_section_and_the_provider_limit() -> None:
     assert agent.sampling == FramesOverWindow(frames=3, window_s=2.0)
     assert agent.max_image_side == 512
     assert isinstance(agent.source, TestPatternSource), "video.source names the source"
+
+
+async def test_the_models_profile_sets_the_image_limit_when_nothing_else_does() -> None:
+    register_profile("test/three-images", ModelProfile(max_images_per_prompt=3))
+    llm = ScriptedLLM(["seen"], model_name="test/three-images", repeat_last=True)
+    async with TestPatternSource(160, 120, fps=30) as source:
+        await source.wait_for_frame(5)
+        await asyncio.sleep(0.2)  # a few frames to choose from
+        agent = VisualAgent(llm=llm, driver=source, policy=FramesOverWindow(frames=5, window_s=1.0))
+        assert agent.image_limit == 1  # the model's name is not known yet
+        await agent.query_with_video("what?")
+        assert agent.image_limit == 3 and len(llm.last_request.messages[-1].images) == 3
+        explicit = VisualAgent(
+            llm=llm, driver=source, max_images_per_prompt=2, policy=FramesOverWindow(frames=5)
+        )
+        await explicit.query_with_video("what?")
+        assert explicit.image_limit == 2 and len(llm.last_request.messages[-1].images) == 2

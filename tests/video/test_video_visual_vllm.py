@@ -3,6 +3,7 @@
 The CPU server runs a text-only model, so it refuses images: a loopback proxy between the
 provider and vLLM records the exact HTTP body, which must carry the right number of valid JPEG
 image parts, and the server's refusal must come back as a clear error (an error reply over MQTT).
+test_video_tiny_vlm.py sends the same requests to a multimodal server, which accepts them.
 The GPU test runs Gemma 3n end to end and is skipped without CUDA.
 """
 

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
 from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.frame_messages import FrameMessages
-from argentic.agents.loop import EventSink, NullEvents
+from argentic.agents.loop import EventSink, LoopPolicy, NullEvents
 from argentic.config import AgentConfig, ArgenticConfig, VideoConfig
 from argentic.llm import LLMProvider, OutputSpec
+from argentic.llm.profiles import profile_for
 from argentic.protocol import Observation, Question
 from argentic.video.encode import EncodedFrame
 from argentic.video.factory import source_from_config
@@ -72,6 +74,7 @@ class VisualAgent(Agent):
                 "VisualAgent needs a frame source: pass driver= (a WebRTCDriver, FileSource, ...)"
             )
         limit = max_images_per_prompt if max_images_per_prompt is not None else llm.max_images_per_prompt
+        self._limit_known = limit is not None  # else the model's profile may say, once it is known
         #: The message builder that attaches the frames (per question: ``frames.with_policy(...)``).
         self.frames = FrameMessages(
             chosen,
@@ -89,6 +92,17 @@ class VisualAgent(Agent):
         self.last_frames: list[EncodedFrame] = []
         self.observations = 0
         self._watch_task: asyncio.Task[None] | None = None
+
+    async def apply_profile(self) -> LoopPolicy:
+        """The agent's profile, and the model profile's image limit when none was set or reported."""
+        policy = await super().apply_profile()
+        if not self._limit_known:
+            self._limit_known = True
+            limit = profile_for(await self.llm.resolve_model()).max_images_per_prompt
+            if limit is not None and limit != self.frames.image_limit:
+                self.frames = dataclasses.replace(self.frames, image_limit=limit)
+                self.message_builder = self.frames
+        return policy
 
     def _saw(self, frames: list[EncodedFrame]) -> None:
         self.last_frames = frames
@@ -178,6 +192,7 @@ class VisualAgent(Agent):
         events: EventSink | None = None,
     ) -> AgentResult:
         """Like :meth:`Agent.ask`, with frames picked by ``policy`` (default: the agent's)."""
+        await self.apply_profile()  # the model's image limit, before the builder is copied
         builder = self.frames.with_policy(policy)
         return await self.ask(
             question, conversation_id=conversation_id, output=output, events=events, builder=builder
@@ -195,9 +210,9 @@ class VisualAgent(Agent):
 
         Each observation stands alone: it has no conversation history and leaves none.
         """
+        await self.apply_profile()
         frames = self.frames.with_policy(policy)
         user, seen = await frames.look(question)
-        await self.apply_profile()
         result = await self.tool_loop(frames, NullEvents()).run([*self.system_messages(), user])
         observation = Observation(
             role=self.role,

