@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -194,14 +193,11 @@ async def test_a_deadline_bounds_the_whole_tree(mqtt: MakeMessager, namespace: s
     cfg = config(namespace, {"a": {"delegates": ["b"]}, "b": {}})
     models = {"a": model(asks("ask_b", "slow part", then="a")), "b": model(never)}
     async with team(cfg, await mqtt(), models):
-        began = time.monotonic()
         answer, statuses, error = await ask_following(
             AgentClient(await mqtt(), "a"), "start", deadline_s=1.5, timeout=60
         )
-        waited = time.monotonic() - began
     assert answer is None and isinstance(error, AgentReplyError) and error.code == "deadline"
     assert stuck == ["slow part"]
-    assert waited < 30  # a guard against a hang, far above the deadline
     assert states(statuses, "a")[-1] == "failed"
     assert states(statuses, "b")[-1] in ("failed", "canceled")
 
