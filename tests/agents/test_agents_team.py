@@ -483,3 +483,25 @@ async def test_replicas_on_one_messager_share_the_questions(mqtt: MakeMessager, 
         replies = await asyncio.gather(*(client.ask(f"task {i}", timeout=30) for i in range(6)))
     assert sorted(replies) == sorted(f"code: task {i}" for i in range(6))
     assert len(developer.requests) == 6  # each question answered once, not once per replica
+
+
+async def test_an_assignment_no_member_can_answer_is_one_clear_error(
+    mqtt: MakeMessager, namespace: str
+) -> None:
+    def lead(text: str, tool_results: list[str]) -> object:
+        if not tool_results:
+            return tool_call("assign", {"tasks": [{"role": "developer", "question": "code it"}]})
+        return "alone: " + tool_results[0]
+
+    cfg = config(namespace, {"lead": {"delegates": ["developer"], "supervise": True}, "developer": {}})
+    models = {"lead": model(lead), "developer": model(answers("d"))}
+    async with team(cfg, await mqtt(), models, roles=["lead"]):
+        answer = await AgentClient(await mqtt(), "lead").answer("ship it", timeout=30)
+    record = answer.tool_calls[0]
+    assert record.name == "assign" and not record.ok
+    assert (
+        record.error is not None
+        and record.error.startswith("tool_failed")
+        and "unavailable" not in answer.text
+    )
+    assert "no developer agent is online" in record.error

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -267,8 +268,11 @@ class Delegation:
     # --- asking -------------------------------------------------------------------------------
 
     async def _assign(self, tasks: object) -> ToolResult:
-        if not isinstance(tasks, list) or not tasks:
-            return _failure("assign", "invalid_arguments", "give 'tasks': a list of {role, question}")
+        most = 2 * len(self.delegates)
+        if not isinstance(tasks, list) or not 0 < len(tasks) <= most:
+            return _failure(
+                "assign", "invalid_arguments", f"give 'tasks': a list of 1 to {most} {{role, question}}"
+            )
         parts: list[tuple[str, str]] = []
         for item in tasks:
             role = item.get("role") if isinstance(item, dict) else None
@@ -286,7 +290,9 @@ class Delegation:
             else {"role": role, "error": r.error.message if r.error else ""}
             for (role, _), r in zip(parts, results, strict=True)
         ]
-        return ToolResult(call_id="", tool="assign", ok=any(r.ok for r in results), result=answers)
+        if not any(r.ok for r in results):
+            return _failure("assign", "tool_failed", "no member could answer: " + json.dumps(answers))
+        return ToolResult(call_id="", tool="assign", ok=True, result=answers)
 
     async def ask(self, role: str, text: str, *, tool: str | None = None) -> ToolResult:
         """Ask ``role`` as part of the current task; its answer's text, or the error, as a result."""
