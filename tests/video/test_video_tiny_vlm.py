@@ -26,7 +26,7 @@ from argentic.config import LLMConfig, LLMServerConfig
 from argentic.errors import LLMRequestError
 from argentic.llm.local import CPU_VLM_TOKENS_PER_IMAGE
 from argentic.llm.openai_provider import OpenAICompatibleProvider
-from argentic.llm.types import ChatMessage, ImagePart, SamplingSettings, StreamEnd, TextDelta
+from argentic.llm.types import ChatMessage, ChatRequest, ImagePart, SamplingSettings, StreamEnd, TextDelta
 from argentic.messaging import Messager
 from argentic.netutil import free_port
 from argentic.protocol import Answer, Message, Observation, Progress, Question, Token
@@ -90,10 +90,12 @@ async def test_the_server_takes_the_agents_frames_and_counts_each_one(
         assert result.usage.prompt_tokens > VLM_IMAGE_LIMIT * CPU_VLM_TOKENS_PER_IMAGE
 
         # The agent's own request, with 0, 1 and 2 of its frames: each frame costs the model's tokens.
-        question = await agent.build_user_message(Question(text="What do you see?"))
+        question = await agent.frames.build(Question(text="What do you see?"))
         counts = []
         for keep in range(VLM_IMAGE_LIMIT + 1):
-            reply = await llm.chat([*agent.system_messages(), with_images(question, keep)], settings=SHORT)
+            reply = await llm.chat(
+                ChatRequest(messages=[*agent.system_messages(), with_images(question, keep)], settings=SHORT)
+            )
             counts.append(reply.usage.prompt_tokens)
         assert [c - counts[0] for c in counts] == [k * CPU_VLM_TOKENS_PER_IMAGE for k in range(len(counts))]
     finally:
@@ -123,12 +125,12 @@ async def test_a_prompt_over_the_limit_is_refused_and_argentic_stays_within_it(
             )
         assert refused.value.status_code == 400 and f"At most {VLM_IMAGE_LIMIT}" in str(refused.value)
         with pytest.raises(LLMRequestError) as from_server:
-            await unaware.chat(over, settings=SHORT)
+            await unaware.chat(ChatRequest(messages=over, settings=SHORT))
         assert from_server.value.status_code == 400
 
         # a provider that knows the limit refuses before sending
         with pytest.raises(LLMRequestError) as local:
-            await llm.chat(over, settings=SHORT)
+            await llm.chat(ChatRequest(messages=over, settings=SHORT))
         assert local.value.status_code is None, "refused by argentic, not by the server"
         # the agent sends no more than the limit, and earlier turns lose their images, so a
         # conversation never adds up past it
@@ -148,11 +150,11 @@ async def test_streaming_against_the_multimodal_server(
     agent = VisualAgent(llm=llm, messager=await messagers(), driver=pattern, role="eyes")
     try:
         # the provider's stream: text pieces, then the whole reply, counted like a plain request
-        message = await agent.build_user_message(Question(text="What do you see?"))
-        events = [event async for event in llm.stream([message], settings=SHORT)]
+        message = await agent.frames.build(Question(text="What do you see?"))
+        events = [event async for event in llm.stream(ChatRequest(messages=[message], settings=SHORT))]
         assert isinstance(events[-1], StreamEnd)
         assert all(isinstance(event, TextDelta) for event in events[:-1]) and len(events) > 1
-        plain = await llm.chat([message], settings=SHORT)
+        plain = await llm.chat(ChatRequest(messages=[message], settings=SHORT))
         assert events[-1].response.usage.prompt_tokens == plain.usage.prompt_tokens
         assert plain.usage.prompt_tokens > CPU_VLM_TOKENS_PER_IMAGE
 
