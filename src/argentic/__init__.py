@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from argentic.agents.agent import Agent
     from argentic.agents.client import AgentClient, describe_event
     from argentic.agents.runtime import backends
+    from argentic.agents.team import Team, TeamAgent
     from argentic.agents.visual_agent import VisualAgent
     from argentic.llm import LLMFactory
     from argentic.messaging import Messager
@@ -28,6 +29,8 @@ _LAZY = {
     "AgentClient": "argentic.agents.client",
     "describe_event": "argentic.agents.client",
     "backends": "argentic.agents.runtime",
+    "Team": "argentic.agents.team",
+    "TeamAgent": "argentic.agents.team",
     "VisualAgent": "argentic.agents.visual_agent",
     "LLMFactory": "argentic.llm",
     "Messager": "argentic.messaging",
@@ -45,6 +48,8 @@ __all__ = [
     "BaseTool",
     "LLMFactory",
     "Messager",
+    "Team",
+    "TeamAgent",
     "ToolManager",
     "ToolService",
     "VisualAgent",

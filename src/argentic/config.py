@@ -101,6 +101,24 @@ class LLMServerConfig(Section):
     log_file: str | None = Field(default=None, description="server log; default: a temporary file")
 
 
+class EndpointConfig(Section):
+    """A named model server (``llm.endpoints.NAME``); roles choose one with ``llm: NAME``.
+
+    Unset keys take the value of the ``llm`` section (URL, key, timeouts, sampling)."""
+
+    provider: Literal["vllm", "openai"] | None = Field(default=None, description="None: llm.provider")
+    base_url: str | None = Field(default=None, description="None: llm.vllm_base_url")
+    model: str | None = Field(default=None, description="None: asked from the server")
+    api_key: SecretStr | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, gt=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    timeout_s: float | None = Field(default=None, gt=0)
+    server: LLMServerConfig | None = Field(
+        default=None, description="how `argentic serve --endpoint` starts it"
+    )
+
+
 class LLMConfig(Section):
     provider: Literal["vllm", "vllm_engine", "openai", "scripted"] = "vllm"
     vllm_base_url: str = "http://localhost:8000/v1"
@@ -124,6 +142,7 @@ class LLMConfig(Section):
     max_audio_per_prompt: int | None = Field(default=None, ge=0, description="None: from llm.server")
     engine_args: dict[str, Any] = Field(default={}, description="keyword arguments for vLLM's engine")
     server: LLMServerConfig = LLMServerConfig()
+    endpoints: dict[str, EndpointConfig] = Field(default={}, description="named model servers for roles")
 
     def media_limits(self) -> tuple[int | None, int | None]:
         """Images and audio clips one prompt may carry: set here, else the server's
@@ -150,6 +169,35 @@ class AgentConfig(Section):
         default=2, ge=1, description="identical tool calls before an answer is forced"
     )
     tools: list[str] | None = Field(default=None, description="tool names this agent may use; None = all")
+    max_conversations: int = Field(default=1000, gt=0)
+    max_history_messages: int = Field(default=200, gt=0)
+
+
+class RoleConfig(Section):
+    """One role of a team (``roles.NAME``): what it is for, how it thinks, whom it may ask."""
+
+    description: str = Field(default="", description="what the role is for, shown to other agents")
+    system_prompt: str = "You are a helpful assistant. Use the tools when they help."
+    llm: str | None = Field(default=None, description="a name under llm.endpoints; None: the llm section")
+    model: str | None = Field(default=None, description="another model (or LoRA adapter) on that endpoint")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, gt=0)
+    seed: int | None = None
+    tools: list[str] | None = Field(default=None, description="tool names it may use; None = all, [] = none")
+    delegates: list[str] = Field(default=[], description="roles it may ask, each offered as a tool")
+    supervise: bool = Field(
+        default=False, description="offer one `assign` tool that asks several delegates in parallel"
+    )
+    ask_back: bool = Field(default=False, description="may ask its asker for input (input-required)")
+    max_steps: int = Field(default=8, ge=1)
+    max_depth: int = Field(default=4, ge=0, description="deepest chain of askers it accepts")
+    replicas: int = Field(default=1, ge=1, description="agents of this role `argentic team` runs")
+    tool_timeout_s: float = Field(default=30.0, gt=0)
+    delegate_timeout_s: float = Field(default=300.0, gt=0, description="longest wait for a delegate")
+    tool_choice: str | None = None
+    followup_tool_choice: str | None = None
+    max_repeated_calls: int = Field(default=2, ge=1)
     max_conversations: int = Field(default=1000, gt=0)
     max_history_messages: int = Field(default=200, gt=0)
 
@@ -217,6 +265,7 @@ class ArgenticConfig(Section):
     messaging: MessagingConfig = MessagingConfig()
     llm: LLMConfig = LLMConfig()
     agent: AgentConfig = AgentConfig()
+    roles: dict[str, RoleConfig] = Field(default={}, description="a team: role name -> role")
     tools: ToolsConfig = ToolsConfig()
     video: VideoConfig = VideoConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -290,6 +339,56 @@ def load_config(
     if overrides:
         data = _merge(data, overrides)
     try:
-        return ArgenticConfig.model_validate(data)
+        config = ArgenticConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration ({file}):\n{_describe(exc)}") from exc
+    problems = team_problems(config)
+    if problems:
+        raise ConfigError(f"invalid configuration ({file}):\n" + "\n".join(f"  {p}" for p in problems))
+    return config
+
+
+def team_roles(config: ArgenticConfig) -> dict[str, RoleConfig]:
+    """The roles of the config: ``roles:``, or the ``agent:`` section as a team of one."""
+    if config.roles:
+        return dict(config.roles)
+    agent = config.agent
+    return {
+        agent.role: RoleConfig(
+            system_prompt=agent.system_prompt,
+            tools=agent.tools,
+            max_steps=agent.max_steps,
+            tool_timeout_s=agent.tool_timeout_s,
+            tool_choice=agent.tool_choice,
+            followup_tool_choice=agent.followup_tool_choice,
+            max_repeated_calls=agent.max_repeated_calls,
+            max_conversations=agent.max_conversations,
+            max_history_messages=agent.max_history_messages,
+        )
+    }
+
+
+def team_problems(config: ArgenticConfig) -> list[str]:
+    """What is wrong between roles and endpoints, each naming the role and the key."""
+    from argentic.errors import InvalidTopicError
+    from argentic.protocol.topics import topic_level
+
+    problems: list[str] = []
+    roles = config.roles
+    known = ", ".join(sorted(roles)) or "none"
+    endpoints = ", ".join(sorted(config.llm.endpoints)) or "none"
+    for name, role in roles.items():
+        try:
+            topic_level(name, "role name")
+        except InvalidTopicError as exc:
+            problems.append(f"roles.{name}: {exc}")
+        for delegate in role.delegates:
+            if delegate not in roles:
+                problems.append(f"roles.{name}.delegates: unknown role {delegate!r} (roles: {known})")
+            elif delegate == name:
+                problems.append(f"roles.{name}.delegates: a role cannot delegate to itself")
+        if role.llm is not None and role.llm not in config.llm.endpoints:
+            problems.append(f"roles.{name}.llm: unknown endpoint {role.llm!r} (llm.endpoints: {endpoints})")
+        if role.supervise and not role.delegates:
+            problems.append(f"roles.{name}.supervise: a supervisor needs delegates")
+    return problems

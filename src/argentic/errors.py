@@ -25,7 +25,13 @@
     │   └── ToolTimeoutError        the tool did not answer in time
     ├── AgentError                  the agent gave up (repeated calls, unusable replies)
     │   ├── StepLimitError          the model was still calling tools at the step limit
-    │   └── AgentReplyError         an agent asked over MQTT answered with an error (``.code``)
+    │   ├── AgentReplyError         an agent asked over MQTT answered with an error (``.code``)
+    │   └── TaskError               a task between agents ended early (``.code`` on the wire):
+    │       ├── TaskCanceledError       a ``cancel`` message stopped it
+    │       ├── DelegationCycleError    a role would ask a role already up the chain
+    │       ├── DepthLimitError         the chain of askers is deeper than the role accepts
+    │       ├── DeadlineError           the deadline the first asker set has passed
+    │       └── NoAgentOnlineError      no agent of the asked role is online
     └── VideoError                  no frames, unreadable video, a WebRTC peer that failed
 
 Every message says what to do about the problem where there is something to do.
@@ -145,6 +151,42 @@ class AgentReplyError(AgentError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.reason = message
+
+
+class TaskError(AgentError):
+    """A task between agents ended early; ``code`` is its wire error code."""
+
+    code = "internal"
+
+
+class TaskCanceledError(TaskError):
+    """A ``cancel`` message stopped the task."""
+
+    code = "canceled"
+
+
+class DelegationCycleError(TaskError):
+    """A role would ask a role that is already up the chain of askers."""
+
+    code = "delegation_cycle"
+
+
+class DepthLimitError(TaskError):
+    """The chain of askers is deeper than the role accepts (``roles.NAME.max_depth``)."""
+
+    code = "depth_limit"
+
+
+class DeadlineError(TaskError, TimeoutError):
+    """The deadline the first asker set has passed."""
+
+    code = "deadline"
+
+
+class NoAgentOnlineError(TaskError):
+    """No agent of the asked role is online."""
+
+    code = "unavailable"
 
 
 class VideoError(ArgenticError):

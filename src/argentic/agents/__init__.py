@@ -5,6 +5,7 @@ from argentic.agents.client import AgentClient, AgentRun, describe_event
 from argentic.agents.conversation import ConversationStore
 from argentic.agents.loop import LoopPolicy, ToolLoop
 from argentic.agents.messages import MessageBuilder
+from argentic.agents.team import Team, TeamAgent
 from argentic.errors import StepLimitError
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "LoopPolicy",
     "MessageBuilder",
     "StepLimitError",
+    "Team",
+    "TeamAgent",
     "ToolLoop",
     "describe_event",
 ]

@@ -47,6 +47,7 @@ from argentic.errors import (
     LLMTimeoutError,
     LLMUnavailableError,
     StepLimitError,
+    TaskError,
     VideoError,
 )
 from argentic.lifecycle import Running
@@ -65,6 +66,7 @@ from argentic.llm import (
 from argentic.llm.profiles import profile_for
 from argentic.messaging import Messager, Will
 from argentic.protocol import (
+    AgentCard,
     Answer,
     ErrorInfo,
     ErrorReply,
@@ -107,6 +109,8 @@ class AgentResult:
 
 def error_info(exc: BaseException) -> ErrorInfo:
     """The wire error for what stopped a question."""
+    if isinstance(exc, TaskError):
+        return ErrorInfo(code=exc.code, message=str(exc))
     if isinstance(exc, StepLimitError):
         return ErrorInfo(code="step_limit", message=str(exc))
     if isinstance(exc, LLMUnavailableError):
@@ -169,6 +173,8 @@ class Agent(Running):
         self._presence_holder: str | None = None  # the client whose presence the role's topic holds
         self._cancel_leave: Callable[[], None] = lambda: None
         self._cancel_watch: Callable[[], None] = lambda: None
+        #: What the retained presence tells others about this role (see argentic.agents.team).
+        self.card: AgentCard | None = None
 
     @classmethod
     def from_config(
@@ -290,7 +296,7 @@ class Agent(Running):
 
     async def _publish_presence(self, online: bool) -> None:
         assert self.messager is not None
-        presence = Presence(role=self.role, online=online, client_id=self.messager.client_id)
+        presence = Presence(role=self.role, online=online, client_id=self.messager.client_id, card=self.card)
         await self.messager.publish(self.messager.topics.agent_status(self.role), presence, retain=True)
 
     async def _on_question(self, incoming: IncomingQuestion) -> None:

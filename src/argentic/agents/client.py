@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, TypeVar, overload
@@ -32,7 +33,19 @@ from pydantic import BaseModel
 from argentic.errors import AgentReplyError, ArgenticError
 from argentic.llm.types import OutputSpec
 from argentic.messaging import Messager
-from argentic.protocol import Answer, ErrorReply, Message, Presence, Progress, Question, Token, topic_level
+from argentic.protocol import (
+    Answer,
+    Cancel,
+    ErrorReply,
+    Message,
+    Presence,
+    Progress,
+    Question,
+    TaskInput,
+    TaskStatus,
+    Token,
+    topic_level,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +55,18 @@ DEFAULT_TIMEOUT_S = 300.0
 #: Events held for a reader that is not reading; more are dropped (the answer never is).
 EVENT_QUEUE_SIZE = 10_000
 
-Event = Progress | Token
+Event = Progress | Token | TaskStatus
 
 
 def describe_event(event: Message) -> str:
     """One line for a progress event (a token is its text)."""
     if isinstance(event, Token):
         return event.text
+    if isinstance(event, TaskStatus):
+        line = f"{event.asked_by or 'client'} -> {event.role}: {event.state}"
+        if event.error is not None:
+            return f"{line} ({event.error.code}: {event.error.message[:200]})"
+        return f"{line} ({event.text[:200]})" if event.text else line
     if not isinstance(event, Progress):
         return event.type
     parts: list[str] = [event.stage]
@@ -113,7 +131,7 @@ class AgentRun:
             self._reply.cancel()
 
     async def _on_event(self, event: Message) -> None:
-        if not isinstance(event, Progress | Token):
+        if not isinstance(event, Progress | Token | TaskStatus):
             return
         if self._events.full():
             self._dropped += 1
@@ -139,6 +157,16 @@ class AgentRun:
         if self._reply is None:
             raise RuntimeError("use the run inside `async with client.stream(...) as run:`")
         return self._reply
+
+    async def give_input(self, status: TaskStatus, text: str) -> None:
+        """Answer an ``input-required`` status of this run (the task goes on with ``text``)."""
+        if status.reply_to is None:
+            raise ValueError("this status asks for no input (it has no reply_to)")
+        await self.client.messager.reply(status, TaskInput(question_id=status.question_id, text=text))
+
+    async def cancel(self, reason: str | None = None) -> None:
+        """Ask the agent to stop; the answer becomes a ``canceled`` error reply."""
+        await self.client.cancel(self.question.id, reason)
 
     async def wait(self) -> Answer:
         """The whole answer message (tool calls, usage, conversation id); raises on an error reply."""
@@ -178,14 +206,29 @@ class AgentClient:
         output: OutputSpec | None = None,
         conversation_id: str | None = None,
         stream: bool = False,
+        deadline_s: float | None = None,
     ) -> Question:
-        """The question message for ``text`` (a Question is taken as it is)."""
+        """The question message for ``text`` (a Question is taken as it is).
+
+        ``deadline_s`` bounds the whole task, with every task it spawns, to that many seconds."""
         if isinstance(text, Question):
             return text
         schema = None
         if output is not None:
             schema = output if isinstance(output, dict) else output.model_json_schema()
-        return Question(text=text, conversation_id=conversation_id, stream=stream, output_schema=schema)
+        return Question(
+            text=text,
+            conversation_id=conversation_id,
+            stream=stream,
+            output_schema=schema,
+            deadline=None if deadline_s is None else time.time() + deadline_s,
+        )
+
+    async def cancel(self, question_id: str, reason: str | None = None) -> None:
+        """Stop the role's work on ``question_id`` and on the tasks it spawned."""
+        await self.messager.publish(
+            self.messager.topics.agent_cancel(self.role), Cancel(question_id=question_id, reason=reason)
+        )
 
     def stream(
         self,
@@ -195,11 +238,15 @@ class AgentClient:
         conversation_id: str | None = None,
         tokens: bool = False,
         timeout: float | None = None,
+        deadline_s: float | None = None,
     ) -> AgentRun:
         """Ask, and follow the question's events: ``async with client.stream(...) as run``.
 
-        ``tokens=True`` asks the agent to stream its answer's tokens as Token events."""
-        question = self.question(text, output=output, conversation_id=conversation_id, stream=tokens)
+        ``tokens=True`` asks the agent to stream its answer's tokens as Token events; the events
+        include the task's states (``task_status``), those of the tasks it spawned too."""
+        question = self.question(
+            text, output=output, conversation_id=conversation_id, stream=tokens, deadline_s=deadline_s
+        )
         return AgentRun(self, question, output, self.timeout_s if timeout is None else timeout)
 
     async def answer(
@@ -209,9 +256,12 @@ class AgentClient:
         output: OutputSpec | None = None,
         conversation_id: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
+        deadline_s: float | None = None,
     ) -> Answer:
-        """The whole answer message: text, structured data, tool calls, usage, conversation id."""
-        question = self.question(text, output=output, conversation_id=conversation_id)
+        """The whole answer message: text, structured data, tool calls, usage, conversation id.
+
+        ``deadline_s`` bounds the task, with every task it spawns, to that many seconds."""
+        question = self.question(text, output=output, conversation_id=conversation_id, deadline_s=deadline_s)
         reply = await self.messager.request(
             self.messager.topics.agent_questions(self.role),
             question,
@@ -230,6 +280,7 @@ class AgentClient:
         output: None = None,
         conversation_id: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
+        deadline_s: float | None = None,
     ) -> str: ...
 
     @overload
@@ -240,6 +291,7 @@ class AgentClient:
         output: type[T],
         conversation_id: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
+        deadline_s: float | None = None,
     ) -> T: ...
 
     @overload
@@ -250,6 +302,7 @@ class AgentClient:
         output: dict[str, Any],
         conversation_id: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
+        deadline_s: float | None = None,
     ) -> Any: ...
 
     async def ask(
@@ -259,9 +312,12 @@ class AgentClient:
         output: OutputSpec | None = None,
         conversation_id: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
+        deadline_s: float | None = None,
     ) -> Any:
         """The answer's text, or with ``output`` (a pydantic model or JSON schema) the structured answer."""
-        answer = await self.answer(text, output=output, conversation_id=conversation_id, timeout=timeout)
+        answer = await self.answer(
+            text, output=output, conversation_id=conversation_id, timeout=timeout, deadline_s=deadline_s
+        )
         return _output_value(answer, output)
 
     async def online(self, wait_s: float = 1.0) -> bool:

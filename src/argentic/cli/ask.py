@@ -8,11 +8,11 @@ import json
 import sys
 from typing import Any
 
-from argentic.agents.client import AgentClient, describe_event
+from argentic.agents.client import AgentClient, AgentRun, describe_event
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import AgentReplyError, ArgenticError, RequestTimeoutError
 from argentic.messaging import Messager
-from argentic.protocol import Progress, Token
+from argentic.protocol import Progress, TaskStatus, Token
 
 HELP = "ask an agent a question over MQTT and print the answer"
 
@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conversation", help="continue this conversation id")
     parser.add_argument("--stream", action="store_true", help="print the answer's tokens as they come")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
+    parser.add_argument(
+        "--deadline", type=float, help="seconds the whole task (with what it asks other agents) may take"
+    )
     parser.add_argument("--json", action="store_true", help="print the whole answer message as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     parser.add_argument(
@@ -66,6 +69,13 @@ def output_schema(text: str) -> dict[str, Any]:
     }
 
 
+async def _give_input(run: AgentRun, status: TaskStatus) -> None:
+    """The agent asks back: read the answer from the terminal."""
+    print(f"[{status.role}] asks: {status.text}", file=sys.stderr, flush=True)
+    line = await asyncio.to_thread(sys.stdin.readline)
+    await run.give_input(status, line.strip() or "(no answer)")
+
+
 async def ask(config: ArgenticConfig, args: argparse.Namespace) -> int:
     role = args.role or config.agent.role
     async with Messager.from_config(config.messaging) as messager:
@@ -79,14 +89,29 @@ async def ask(config: ArgenticConfig, args: argparse.Namespace) -> int:
             )
         streamed = False
         async with client.stream(
-            args.text, output=args.output, conversation_id=args.conversation, tokens=args.stream
+            args.text,
+            output=args.output,
+            conversation_id=args.conversation,
+            tokens=args.stream,
+            deadline_s=args.deadline,
         ) as run:
-            async for event in run:
-                if isinstance(event, Token):
-                    streamed = True
-                    print(event.text, end="", flush=True)
-                elif isinstance(event, Progress) and not args.quiet:
-                    print(f"[{role}] {describe_event(event)}", file=sys.stderr, flush=True)
+            try:
+                async for event in run:
+                    if isinstance(event, Token):
+                        streamed = True
+                        print(event.text, end="", flush=True)
+                    elif isinstance(event, Progress) and not args.quiet:
+                        print(f"[{role}] {describe_event(event)}", file=sys.stderr, flush=True)
+                    elif isinstance(event, TaskStatus):
+                        if not args.quiet:
+                            print(f"[task] {describe_event(event)}", file=sys.stderr, flush=True)
+                        mine = event.question_id == run.question.id
+                        if mine and event.state == "input-required" and event.reply_to:
+                            await _give_input(run, event)
+            except asyncio.CancelledError:
+                # Ctrl-C: the agent stops working on it too.
+                await asyncio.wait_for(run.cancel("the asker stopped waiting"), 5)
+                raise
         if streamed:
             print()
         try:

@@ -17,6 +17,7 @@ COMMANDS = {
     "serve": "argentic.cli.serve",
     "tools": "argentic.cli.tools",
     "agent": "argentic.cli.agent",
+    "team": "argentic.cli.team",
     "ask": "argentic.cli.ask",
     "watch": "argentic.cli.watch",
 }

@@ -22,6 +22,9 @@ HELP = "start a vLLM server from the llm.server config (the CPU model when none 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--endpoint", help="serve this named endpoint (llm.endpoints.NAME: its server, URL and model)"
+    )
     parser.add_argument("--model", help="model id or path (llm.server.model)")
     parser.add_argument("--host", help="listen address (llm.server.host)")
     parser.add_argument("--port", type=int, help="port (llm.server.port)")
@@ -46,10 +49,12 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from argentic.llm.factory import endpoint_config
     from argentic.llm.local_server import VLLMServer, launch_plan
 
     try:
         config = load_config(args.config)
+        llm = config.llm if args.endpoint is None else endpoint_config(config.llm, args.endpoint)
     except ArgenticError as exc:
         _say(str(exc))
         return 2
@@ -66,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
         update["startup_timeout_s"] = args.timeout
     extra = [a for a in (args.vllm_args or []) if a != "--"]
     if extra:
-        update["extra_args"] = [*config.llm.server.extra_args, *extra]
-    server_config = config.llm.server.model_copy(update=update)
+        update["extra_args"] = [*llm.server.extra_args, *extra]
+    server_config = llm.server.model_copy(update=update)
 
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     server: VLLMServer | None = None

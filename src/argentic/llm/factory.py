@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from argentic.config import ArgenticConfig, LLMConfig
 from argentic.errors import ConfigError
@@ -28,6 +29,43 @@ def llm_config(config: ArgenticConfig | LLMConfig | Mapping[str, Any]) -> LLMCon
         except ValidationError as exc:
             raise ConfigError(f"invalid llm configuration: {exc}") from exc
     raise ConfigError(f"expected an ArgenticConfig, LLMConfig or mapping, got {type(config).__name__}")
+
+
+def endpoint_config(llm: LLMConfig, name: str) -> LLMConfig:
+    """The ``llm`` section as endpoint ``name`` (``llm.endpoints.NAME``) sets it; its other keys stay."""
+    endpoint = llm.endpoints.get(name)
+    if endpoint is None:
+        known = ", ".join(sorted(llm.endpoints)) or "none"
+        raise ConfigError(f"llm.endpoints: no endpoint {name!r} (endpoints: {known})")
+    provider = endpoint.provider or (llm.provider if llm.provider in ("vllm", "openai") else "vllm")
+    update: dict[str, Any] = {"provider": provider, "endpoints": {}}
+    url_key, model_key, key_key = (
+        ("vllm_base_url", "vllm_model_name", "vllm_api_key")
+        if provider == "vllm"
+        else ("base_url", "model_name", "api_key")
+    )
+    server = endpoint.server or llm.server
+    if endpoint.base_url is not None:
+        update[url_key] = endpoint.base_url
+        if endpoint.server is None:
+            # Serve where the endpoint points, with its model.
+            parsed = urlsplit(endpoint.base_url)
+            server = server.model_copy(
+                update={
+                    "host": parsed.hostname or server.host,
+                    "port": parsed.port or server.port,
+                    "model": endpoint.model or server.model,
+                }
+            )
+    update[model_key] = endpoint.model
+    if endpoint.api_key is not None:
+        update[key_key] = endpoint.api_key
+    for key in ("temperature", "max_tokens", "top_p", "timeout_s"):
+        value = getattr(endpoint, key)
+        if value is not None:
+            update[key] = value
+    update["server"] = server
+    return llm.model_copy(update=update)
 
 
 def endpoint_url(llm: LLMConfig) -> str:

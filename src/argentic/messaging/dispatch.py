@@ -89,6 +89,7 @@ class Dispatcher:
         self.shed = 0
         self.max_concurrent_handlers = max_concurrent_handlers
         self.subscriptions: list[Subscription[Any]] = []
+        self._turns: dict[tuple[str, str], int] = {}  # (share group, filter) -> deliveries so far
         self._unclaimed: deque[tuple[float, Inbound]] = deque(maxlen=UNCLAIMED_MAX)
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None  # handlers running
@@ -130,7 +131,25 @@ class Dispatcher:
         if not targets:
             self._unclaimed.append((time.monotonic(), inbound))
             return
-        await self._deliver(inbound, targets)
+        await self._deliver(inbound, self._one_per_share_group(targets))
+
+    def _one_per_share_group(self, targets: list[Subscription[Any]]) -> list[Subscription[Any]]:
+        """Members of one share group in this client (replicas on one messager) take turns: the
+        broker delivers a shared message once per client, and it is for one of them."""
+        if all(s.shared_group is None for s in targets):
+            return targets
+        chosen: list[Subscription[Any]] = []
+        groups: dict[tuple[str, str], list[Subscription[Any]]] = {}
+        for sub in targets:
+            if sub.shared_group is None:
+                chosen.append(sub)
+            else:
+                groups.setdefault((sub.shared_group, sub.topic_filter), []).append(sub)
+        for key, members in groups.items():
+            turn = self._turns.get(key, 0)
+            self._turns[key] = turn + 1
+            chosen.append(members[turn % len(members)])
+        return chosen
 
     async def claim_backlog(self, subscription: Subscription[Any]) -> None:
         """Deliver messages a resumed session brought before this subscription existed."""

@@ -73,6 +73,20 @@ class Question(Message):
     user_id: str | None = Field(default=None, max_length=128)
     stream: bool = Field(default=False, description="publish token events while answering")
     output_schema: dict[str, Any] | None = Field(default=None, description="JSON schema of the answer's data")
+    # A task between agents: who asked, the roles up the chain (cycles and depth are checked
+    # against it), the first question of the tree, and the deadline the first asker set.
+    asked_by: str | None = Field(default=None, max_length=128, description="the asking role or client")
+    chain: list[Annotated[str, Field(max_length=128)]] = Field(
+        default=[], max_length=64, description="roles asking, first asker first"
+    )
+    parent_id: str | None = Field(default=None, max_length=128, description="the question this one serves")
+    root_id: str | None = Field(default=None, max_length=128, description="the first question of the tree")
+    deadline: float | None = Field(default=None, description="Unix seconds: the whole tree ends by then")
+
+    @property
+    def depth(self) -> int:
+        """How many agents asked on the way to this question (0: asked by a client)."""
+        return len(self.chain)
 
 
 class Usage(BaseModel):
@@ -115,6 +129,11 @@ class ErrorInfo(BaseModel):
         "llm_error",
         "step_limit",
         "no_frames",
+        "canceled",
+        "delegation_cycle",
+        "depth_limit",
+        "deadline",
+        "unavailable",
         "internal",
     ]
     message: str
@@ -149,6 +168,19 @@ class Token(Message):
     text: str
 
 
+class AgentCard(BaseModel):
+    """What a role does and can use, in the spirit of A2A's agent card: carried by its presence."""
+
+    model_config = ConfigDict(frozen=True)
+
+    description: str = ""
+    model: str | None = None
+    tools: list[str] = Field(default=[], description="tool names it may call")
+    delegates: list[str] = Field(default=[], description="roles it may ask")
+    asks_back: bool = Field(default=False, description="may ask its asker for input (input-required)")
+    max_depth: int | None = Field(default=None, description="deepest delegation chain it accepts")
+
+
 class Presence(Message):
     """An agent's retained status. The last will publishes ``online: false``."""
 
@@ -156,6 +188,48 @@ class Presence(Message):
     role: str
     online: bool
     client_id: str | None = None
+    card: AgentCard | None = None
+
+
+#: A task's life, as A2A names it.
+TaskState = Literal["submitted", "working", "input-required", "completed", "failed", "canceled"]
+
+
+class TaskStatus(Message):
+    """A task's state, on ``{ns}/agents/{role}/events/{question_id}``.
+
+    A delegating agent also republishes the statuses of the tasks it spawned on its own events
+    topic, so following the first question's events shows the whole tree. ``input-required``
+    is a request: its ``reply_to`` and ``correlation_id`` take the ``task_input`` that answers.
+    """
+
+    type: Literal["task_status"] = "task_status"
+    question_id: str
+    state: TaskState
+    role: str
+    asked_by: str | None = None
+    parent_id: str | None = None
+    root_id: str | None = None
+    depth: int = Field(default=0, ge=0)
+    client_id: str | None = Field(default=None, description="the client working on it")
+    text: str | None = Field(default=None, description="the question, the answer, or what is asked back")
+    error: ErrorInfo | None = None
+
+
+class TaskInput(Message):
+    """The answer to an ``input-required`` status, sent to that status's ``reply_to``."""
+
+    type: Literal["task_input"] = "task_input"
+    question_id: str
+    text: str = Field(min_length=1, max_length=200_000)
+
+
+class Cancel(Message):
+    """Stop the work on a question and on what it spawned: to ``{ns}/agents/{role}/cancel``."""
+
+    type: Literal["cancel"] = "cancel"
+    question_id: str = Field(min_length=1, max_length=128)
+    reason: str | None = Field(default=None, max_length=1000)
 
 
 class ClientStatus(Message):
@@ -260,6 +334,9 @@ AnyMessage = Annotated[
     | Progress
     | Token
     | Presence
+    | TaskStatus
+    | TaskInput
+    | Cancel
     | ClientStatus
     | Observation
     | ToolAnnouncement

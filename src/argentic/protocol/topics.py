@@ -1,18 +1,19 @@
 """The topic contract. Every argentic topic starts with a namespace (``argentic`` by default).
 
-==========================================  =========================================  ========
+==========================================  =============================================  ========
 topic                                       messages                                   retained
-==========================================  =========================================  ========
+==========================================  =============================================  ========
 ``{ns}/agents/{role}/questions``            ``question`` (a request: has ``reply_to``)  no
-``{ns}/agents/{role}/events/{question_id}`` ``progress``, ``token``                     no
-``{ns}/agents/{role}/status``               ``presence`` (cleared by the last will)     yes
+``{ns}/agents/{role}/events/{question_id}`` ``progress``, ``token``, ``task_status``     no
+``{ns}/agents/{role}/status``               ``presence`` and agent card (will: stale)   yes
+``{ns}/agents/{role}/cancel``               ``cancel`` (to every replica of the role)   no
 ``{ns}/agents/{role}/observations``         ``observation`` (visual watch mode)         no
 ``{ns}/tools/services/{service_id}``        ``tool_announcement`` (empty = withdrawn)   yes
 ``{ns}/tools/{tool_name}/calls``            ``tool_call`` (a request)                   no
 ``{ns}/clients/{client_id}/inbox``          replies: ``answer``, ``tool_result``, ...   no
 ``{ns}/clients/{client_id}/status``         ``client_status`` (the last will: offline)  yes
 ``{ns}/video/{stream}/offer``               ``webrtc_offer`` (a request)                no
-==========================================  =========================================  ========
+==========================================  =============================================  ========
 
 Values that become one topic level (roles, ids, tool names) are checked by :func:`topic_level`,
 so a user id of ``a/b`` or ``#`` cannot redirect messages.
@@ -84,6 +85,12 @@ class Topics:
 
     def agent_status(self, role: str) -> str:
         return self._join("agents", topic_level(role, "agent role"), "status")
+
+    def agent_status_all(self) -> str:
+        return self._join("agents", "+", "status")
+
+    def agent_cancel(self, role: str) -> str:
+        return self._join("agents", topic_level(role, "agent role"), "cancel")
 
     def agent_observations(self, role: str) -> str:
         return self._join("agents", topic_level(role, "agent role"), "observations")

@@ -1,0 +1,268 @@
+"""A team: the roles of ``config.yaml`` run as agents on one shared messager.
+
+::
+
+    async with Team(config, messager=messager, llm=backend.llm, tool_manager=tools) as team:
+        ...  # every role of `roles:` (or the `agent:` section, a team of one) answers on MQTT
+
+Each role gets its own agent (``replicas`` of them), with its own prompt, model endpoint
+(``llm.endpoints``), sampling, tools, delegates and limits, and its own presence carrying an
+agent card (what it does, its tools and delegates). Agents of the same endpoint share one
+provider and so one connection pool; replicas of a role share one provider object. Questions to
+a role are shared among its replicas through the broker, in this process and in others.
+
+A team agent's questions are tasks (:mod:`argentic.agents.tasks`): refused when they close a
+cycle or are too deep, bounded by the first asker's deadline, stopped by ``cancel``, their A2A
+states published. Its delegates are tools (:mod:`argentic.agents.delegation`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from argentic.agents.agent import Agent, AgentResult
+from argentic.agents.delegation import Asker, Delegation, think_with
+from argentic.agents.events import MqttEvents
+from argentic.agents.loop import EventSink
+from argentic.agents.messages import MessageBuilder
+from argentic.agents.tasks import Task, TaskBoard
+from argentic.config import ArgenticConfig, RoleConfig, team_problems, team_roles
+from argentic.errors import ConfigError
+from argentic.lifecycle import Running
+from argentic.llm import LLMProvider, ToolDefinition
+from argentic.llm.factory import LLMFactory, endpoint_config
+from argentic.llm.types import OutputSpec
+from argentic.messaging import Messager
+from argentic.protocol import AgentCard, Question, ToolResult
+from argentic.tools import ToolManager
+
+log = logging.getLogger(__name__)
+
+#: Agents started at once (each start is a few broker round trips).
+START_BATCH = 100
+
+
+class TeamAgent(Agent):
+    """An agent whose questions are tasks between agents, and whose delegates are tools."""
+
+    def __init__(
+        self,
+        llm: LLMProvider,
+        messager: Messager | None = None,
+        tool_manager: ToolManager | None = None,
+        role: str = "assistant",
+        system_prompt: str | None = None,
+        *,
+        delegates: Mapping[str, str] | None = None,
+        supervise: bool = False,
+        ask_back: bool = False,
+        max_depth: int = 4,
+        delegate_timeout_s: float = 300.0,
+        description: str = "",
+        **options: Any,
+    ) -> None:
+        super().__init__(llm, messager, tool_manager, role, system_prompt, **options)
+        self.max_depth = max_depth
+        self.delegation: Delegation | None = None
+        if messager is not None and (delegates or ask_back):
+            asker = Asker(self.role, messager, think_with(self), self.system_prompt)
+            self.delegation = Delegation(
+                asker, delegates or {}, supervise=supervise, ask_back=ask_back, timeout_s=delegate_timeout_s
+            )
+        self.card = AgentCard(
+            description=description,
+            model=llm.model_name or None,
+            tools=list(self.tool_names or []),
+            delegates=list(delegates or {}),
+            asks_back=ask_back,
+            max_depth=max_depth,
+        )
+
+    @classmethod
+    def from_role(
+        cls,
+        name: str,
+        role: RoleConfig,
+        *,
+        llm: LLMProvider,
+        messager: Messager | None = None,
+        tool_manager: ToolManager | None = None,
+        descriptions: Mapping[str, str] | None = None,
+    ) -> TeamAgent:
+        """The agent of role ``name``; ``descriptions`` of the other roles describe its delegates."""
+        described = descriptions or {}
+        return cls(
+            llm,
+            messager,
+            tool_manager,
+            name,
+            role.system_prompt,
+            delegates={d: described.get(d, "") for d in role.delegates},
+            supervise=role.supervise,
+            ask_back=role.ask_back,
+            max_depth=role.max_depth,
+            delegate_timeout_s=role.delegate_timeout_s,
+            description=role.description,
+            max_steps=role.max_steps,
+            tool_choice=role.tool_choice,
+            followup_tool_choice=role.followup_tool_choice,
+            max_repeated_calls=role.max_repeated_calls,
+            tool_timeout_s=role.tool_timeout_s,
+            tool_names=role.tools,
+            max_conversations=role.max_conversations,
+            max_history_messages=role.max_history_messages,
+        )
+
+    async def start(self) -> None:
+        if self.messager is not None and self._subscription is None:
+            await TaskBoard.of(self.messager).serve(self.role)
+        await super().start()
+
+    async def stop(self) -> None:
+        serving = self.messager is not None and self._subscription is not None
+        await super().stop()
+        if serving and self.messager is not None:
+            await TaskBoard.of(self.messager).leave(self.role)
+
+    async def ask(
+        self,
+        question: Question | str,
+        *,
+        conversation_id: str | None = None,
+        output: OutputSpec | None = None,
+        events: EventSink | None = None,
+        builder: MessageBuilder | None = None,
+    ) -> AgentResult:
+        """As :meth:`Agent.ask`; a question from MQTT runs as a task (limits, states, cancel)."""
+        options: dict[str, Any] = {
+            "conversation_id": conversation_id,
+            "output": output,
+            "events": events,
+            "builder": builder,
+        }
+        answer = super().ask
+        # A task only when asked over MQTT (the agent's question handler passes its MQTT events).
+        if self.messager is None or isinstance(question, str) or not isinstance(events, MqttEvents):
+            return await answer(question, **options)
+        asked = question
+        task = Task(asked, self.role, self.messager.topics.agent_events(self.role, asked.id))
+        return await TaskBoard.of(self.messager).run(
+            task, lambda: answer(asked, **options), max_depth=self.max_depth
+        )
+
+    def tool_definitions(self) -> list[ToolDefinition]:
+        own = super().tool_definitions()
+        return own + self.delegation.definitions() if self.delegation is not None else own
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> ToolResult:
+        if self.delegation is not None and self.delegation.handles(name):
+            return await self.delegation.call(name, arguments)
+        return await super().call_tool(name, arguments)
+
+
+def role_llm(role: RoleConfig, endpoint: LLMProvider) -> LLMProvider:
+    """The provider of a role: its endpoint's, with the role's model and sampling."""
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "model": role.model,
+            "temperature": role.temperature,
+            "top_p": role.top_p,
+            "max_tokens": role.max_tokens,
+            "seed": role.seed,
+        }.items()
+        if value is not None
+    }
+    if not overrides:
+        return endpoint
+    try:
+        return endpoint.with_overrides(**overrides)
+    except NotImplementedError:
+        log.warning("%s takes no per-role settings; the role uses the endpoint's", type(endpoint).__name__)
+        return endpoint
+
+
+class Team(Running):
+    """The roles of a config as agents on one messager (``roles``: some of them; default all)."""
+
+    def __init__(
+        self,
+        config: ArgenticConfig,
+        *,
+        messager: Messager,
+        llm: LLMProvider,
+        tool_manager: ToolManager | None = None,
+        roles: Sequence[str] | None = None,
+        endpoints: Mapping[str, LLMProvider] | None = None,
+        replicas: int | None = None,
+    ) -> None:
+        problems = team_problems(config)
+        self.roles = team_roles(config)
+        if roles is not None:
+            unknown = [r for r in roles if r not in self.roles]
+            if unknown:
+                problems.append(f"unknown role(s) {', '.join(unknown)} (roles: {', '.join(self.roles)})")
+        if problems:
+            raise ConfigError("invalid team:\n" + "\n".join(f"  {p}" for p in problems))
+        self.config = config
+        self.messager = messager
+        self.llm = llm
+        self.tool_manager = tool_manager
+        self.selected = list(roles) if roles is not None else list(self.roles)
+        self.replicas = replicas
+        self._endpoints: dict[str, LLMProvider] = dict(endpoints or {})
+        self._owned: list[LLMProvider] = []
+        self.agents: list[TeamAgent] = []
+
+    def endpoint(self, name: str | None) -> LLMProvider:
+        """The provider of endpoint ``name`` (None: the team's default), built once."""
+        if name is None:
+            return self.llm
+        provider = self._endpoints.get(name)
+        if provider is None:
+            provider = LLMFactory.create(endpoint_config(self.config.llm, name))
+            self._endpoints[name] = provider
+            self._owned.append(provider)
+        return provider
+
+    def build(self) -> list[TeamAgent]:
+        """The agents of the selected roles (not started)."""
+        descriptions = {name: role.description for name, role in self.roles.items()}
+        agents: list[TeamAgent] = []
+        for name in self.selected:
+            role = self.roles[name]
+            llm = role_llm(role, self.endpoint(role.llm))  # one provider for all replicas of the role
+            for _ in range(self.replicas or role.replicas):
+                agents.append(
+                    TeamAgent.from_role(
+                        name,
+                        role,
+                        llm=llm,
+                        messager=self.messager,
+                        tool_manager=self.tool_manager,
+                        descriptions=descriptions,
+                    )
+                )
+        return agents
+
+    async def start(self) -> None:
+        if self.agents:
+            return
+        self.agents = self.build()
+        for first in range(0, len(self.agents), START_BATCH):
+            await asyncio.gather(*(agent.start() for agent in self.agents[first : first + START_BATCH]))
+        log.info("team of %d agents (%s) serving", len(self.agents), ", ".join(self.selected))
+
+    async def stop(self) -> None:
+        agents, self.agents = self.agents, []
+        for first in range(0, len(agents), START_BATCH):
+            await asyncio.gather(
+                *(agent.stop() for agent in agents[first : first + START_BATCH]), return_exceptions=True
+            )
+        owned, self._owned = self._owned, []
+        self._endpoints = {k: v for k, v in self._endpoints.items() if v not in owned}
+        for provider in owned:
+            await provider.close()
