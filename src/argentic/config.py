@@ -132,7 +132,7 @@ class LLMConfig(Section):
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = None
     timeout_s: float = Field(
-        default=120.0, gt=0, description="the longest wait for an answer to start, or for its next token"
+        default=120.0, gt=0, description="the longest wait without progress (see docs/llm.md)"
     )
     max_retries: int = Field(default=3, ge=0)
     max_concurrency: int = Field(default=64, gt=0, description="concurrent requests per endpoint")

@@ -5,6 +5,7 @@ bound, and vLLM's 400 for tools explained."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,24 @@ class Tokens:
         last = {**chunk({}), "choices": [], "usage": usage}
         return [chunk({"content": text}) for text in self.texts] + [chunk({}, "stop"), last]
 
+    def completion(self) -> dict[str, object]:
+        """The same answer in one response, as a non-streamed request gets it."""
+        message = {"role": "assistant", "content": "".join(self.texts)}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        usage = {
+            "prompt_tokens": 3,
+            "completion_tokens": len(self.texts),
+            "total_tokens": 3 + len(self.texts),
+        }
+        return {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "stub",
+            "choices": [choice],
+            "usage": usage,
+        }
+
 
 Reply = tuple[int, dict[str, object] | Tokens]
 
@@ -58,6 +77,10 @@ class Stub:
     paths: list[str] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    # vLLM's token counters on /metrics: None serves no /metrics (404), as a server other than vLLM.
+    work: Callable[[], float] | None = None
+    metrics_reads: int = 0
+    streamed: list[bool] = field(default_factory=list)  # per chat request: whether it asked a stream
 
     @property
     def base_url(self) -> str:
@@ -78,16 +101,26 @@ class Stub:
                     0,
                 )
                 body = json.loads(await reader.readexactly(length)) if length else {}
+                if path == "/metrics":
+                    await self._metrics(writer)
+                    continue
                 self.paths.append(path)
+                if path.endswith("/chat/completions"):
+                    self.streamed.append(bool(body.get("stream")))
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 try:
                     status, payload = await self.handler(path, body)
                 finally:
                     self.in_flight -= 1
-                if isinstance(payload, Tokens):
+                if isinstance(payload, Tokens) and body.get("stream"):
                     await self._stream(writer, payload)
                     continue
+                if isinstance(payload, Tokens):  # the whole answer once its tokens are made
+                    await asyncio.sleep(payload.gap_s * len(payload.texts))
+                    if payload.stall:
+                        await asyncio.sleep(3600)
+                    payload = payload.completion()
                 data = json.dumps(payload).encode()
                 writer.write(
                     f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n".encode()
@@ -99,6 +132,28 @@ class Stub:
             pass
         finally:
             writer.close()
+
+    async def _metrics(self, writer: asyncio.StreamWriter) -> None:
+        self.metrics_reads += 1
+        if self.work is None:
+            status, text = 404, "not found"
+        else:
+            work = self.work()
+            status, text = (
+                200,
+                (
+                    "# TYPE vllm:prompt_tokens_total counter\n"
+                    f'vllm:prompt_tokens_total{{engine="0",model_name="stub"}} {work / 2}\n'
+                    f'vllm:generation_tokens_total{{engine="0",model_name="stub"}} {work / 2}\n'
+                    'vllm:num_requests_running{engine="0",model_name="stub"} 1.0\n'
+                ),
+            )
+        data = text.encode()
+        writer.write(
+            f"HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+        await writer.drain()
 
     async def _stream(self, writer: asyncio.StreamWriter, tokens: Tokens) -> None:
         """Server-sent events in HTTP chunked encoding, as vLLM streams a chat completion."""
@@ -123,8 +178,9 @@ class Stub:
 
 async def _start(
     handler: Callable[[str, dict[str, object]], Awaitable[Reply]],
+    work: Callable[[], float] | None = None,
 ) -> tuple[Stub, asyncio.Server]:
-    stub = Stub(handler)
+    stub = Stub(handler, work=work)
     server = await asyncio.start_server(stub.serve, "127.0.0.1", 0)
     stub.port = server.sockets[0].getsockname()[1]
     return stub, server
@@ -233,6 +289,55 @@ async def test_a_stream_that_stalls_times_out() -> None:
         with pytest.raises(LLMTimeoutError, match="no new token"):
             _ = [event async for event in llm.stream(ChatRequest.user("hi"))]
     assert stub.paths == ["/v1/chat/completions"] * 2  # a stall mid-answer is not retried
+
+
+def _growing() -> Callable[[], float]:
+    """A work count that has grown at every read, as a busy vLLM's."""
+    reads = itertools.count()
+    return lambda: 100.0 * next(reads)
+
+
+async def test_vllm_answers_in_one_response_while_its_work_count_grows() -> None:
+    # The answer takes 1.2 s against a 0.4 s timeout; the server's token count grows meanwhile.
+    async def handler(path: str, body: dict[str, object]) -> Reply:
+        return 200, Tokens([f"t{i} " for i in range(12)], gap_s=0.1)
+
+    stub, server = await _start(handler, work=_growing())
+    async with server, _provider(stub, timeout_s=0.4) as llm:
+        reply = await llm.chat(ChatRequest.user("hi"))
+        second = await llm.chat(ChatRequest.user("again"))
+    assert reply.content == second.content == "".join(f"t{i} " for i in range(12))
+    assert stub.streamed == [False, False]  # one response each: cheaper for the server than a stream
+    assert stub.metrics_reads >= 3  # the probe (once), then the watch while each answer was made
+
+
+async def test_vllm_that_does_no_work_times_out() -> None:
+    async def handler(path: str, body: dict[str, object]) -> Reply:
+        return 200, Tokens(["never"], stall=True)
+
+    stub, server = await _start(handler, work=lambda: 500.0)
+    async with server, _provider(stub, timeout_s=0.3) as llm:
+        with pytest.raises(LLMTimeoutError, match="did no work for"):
+            await llm.chat(ChatRequest.user("hi"))
+    assert stub.streamed == [False]  # not retried: the server was reached and did nothing
+
+
+async def test_a_server_unreachable_at_first_is_asked_for_its_counters_again() -> None:
+    port = free_port()
+    llm = OpenAICompatibleProvider(
+        base_url=f"http://127.0.0.1:{port}/v1", model="stub", max_retries=0, timeout_s=5
+    )
+    async with llm:
+        with pytest.raises(LLMUnavailableError):
+            await llm.chat(ChatRequest.user("hi"))
+
+        async def handler(path: str, body: dict[str, object]) -> Reply:
+            return 200, Tokens(["ok"])
+
+        stub = Stub(handler, port=port, work=_growing())
+        async with await asyncio.start_server(stub.serve, "127.0.0.1", port):
+            reply = await llm.chat(ChatRequest.user("hi"))
+    assert reply.content == "ok" and stub.streamed == [False]
 
 
 async def test_concurrent_requests_are_bounded_per_endpoint() -> None:

@@ -3,13 +3,19 @@
 Every request goes through :meth:`Endpoint.run`, or :meth:`Endpoint.chunks` for a streamed chat
 completion: at most ``max_concurrency`` at once, a timeout, retries with exponential backoff and
 jitter on connection errors, 408, 429 and 5xx, and the SDK's exceptions turned into argentic's (with
-what to do about them). A stream's timeout bounds each wait for progress (the first chunk, then each
-next one), not the whole answer, so a long answer that keeps coming is never cut off.
+what to do about them).
+
+The timeout of a chat completion bounds each wait for progress, not the whole answer, so a long
+answer that keeps coming is never cut off. A stream's progress is its chunks. A whole answer asked in
+one response (cheaper for the server than a stream) is watched through vLLM's ``/metrics``: while its
+count of prompt and generated tokens grows, the server is working through its batch, our request
+included. A server without that count is asked for a stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -26,6 +32,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+# vLLM's counters of the tokens it has processed and generated, over all requests.
+WORK_COUNTERS = ("vllm:prompt_tokens_total", "vllm:generation_tokens_total")
 
 START_HINT = (
     "Start a server with `argentic serve` (it builds a small CPU model when none is configured), or "
@@ -72,6 +81,7 @@ class Endpoint:
             base_url=self.base_url, api_key=api_key or "EMPTY", max_retries=0, timeout=2 * timeout_s
         )
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._counts_work: bool | None = None  # whether /metrics has WORK_COUNTERS; probed once
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """The delay before retry ``attempt`` (0-based), at least what the server's Retry-After asks."""
@@ -80,14 +90,29 @@ class Endpoint:
             delay = max(delay, min(retry_after, self.retry_max_delay_s * 4))
         return delay
 
-    async def run(self, call: Callable[[], Awaitable[T]], *, what: str, tools_sent: bool = False) -> T:
-        """``call()`` under the concurrency bound, with a timeout, retries and mapped errors."""
+    async def run(
+        self,
+        call: Callable[[], Awaitable[T]],
+        *,
+        what: str,
+        tools_sent: bool = False,
+        while_working: bool = False,
+    ) -> T:
+        """``call()`` under the concurrency bound, with a timeout, retries and mapped errors.
+
+        ``while_working``: the timeout bounds each stretch in which the server does no work at all
+        (see :meth:`work_done`), not the whole call.
+        """
         attempt = 0
         while True:
             try:
                 async with self._semaphore:
+                    if while_working:
+                        return await self._while_working(call(), what)
                     async with asyncio.timeout(self.timeout_s):
                         return await call()
+            except LLMTimeoutError:
+                raise
             except TimeoutError as exc:
                 raise LLMTimeoutError(
                     f"{what}: no answer from {self.base_url} within {self.timeout_s:.0f}s "
@@ -101,6 +126,58 @@ class Endpoint:
                 log.warning("%s: %s; retry %d/%d in %.2fs", what, error, attempt + 1, self.max_retries, delay)
                 attempt += 1
                 await asyncio.sleep(delay)
+
+    async def counts_work(self) -> bool:
+        """Whether the server's ``/metrics`` counts the tokens it processes (vLLM's does). Asked
+        again later while the server cannot be reached."""
+        if self._counts_work is None:
+            if not self.vllm:
+                self._counts_work = False
+                return False
+            try:
+                text = await self._metrics_text()
+            except openai.APIStatusError:  # it answered: it has no /metrics
+                self._counts_work = False
+            except (TimeoutError, openai.APIError):
+                return False
+            else:
+                self._counts_work = work_in(text) is not None
+        return self._counts_work
+
+    async def work_done(self) -> float | None:
+        """The tokens the server has processed and generated so far, over all requests (from
+        ``/metrics``, within the timeout); None when it does not say or cannot be reached."""
+        try:
+            return work_in(await self._metrics_text())
+        except (TimeoutError, openai.APIError):
+            return None
+
+    async def _metrics_text(self) -> str:
+        async with asyncio.timeout(self.timeout_s):
+            return await self.client.get(self.root + "/metrics", cast_to=str)
+
+    async def _while_working(self, call: Awaitable[T], what: str) -> T:
+        """``call``'s result, waited for as long as the server's work count grows at least once in
+        every ``timeout_s``."""
+        task = asyncio.ensure_future(call)
+        seen: float | None = None
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.timeout_s)
+                if done:
+                    return task.result()
+                work = await self.work_done()
+                if work is None or work == seen:
+                    raise LLMTimeoutError(
+                        f"{what}: no answer from {self.base_url}, and it did no work for "
+                        f"{self.timeout_s:.0f}s (llm.timeout_s bounds each wait; check the server)"
+                    )
+                seen = work
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def chunks(
         self, body: dict[str, Any], *, what: str, tools_sent: bool = False
@@ -253,6 +330,26 @@ class Endpoint:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def prometheus_samples(text: str) -> dict[str, float]:
+    """A Prometheus text exposition as ``{"name{labels}": value}``."""
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            samples[name] = float(value)
+        except ValueError:
+            continue
+    return samples
+
+
+def work_in(metrics: str) -> float | None:
+    """The sum of vLLM's :data:`WORK_COUNTERS` in a ``/metrics`` text, None when it has none."""
+    values = [v for k, v in prometheus_samples(metrics).items() if k.split("{", 1)[0] in WORK_COUNTERS]
+    return sum(values) if values else None
 
 
 def _server_message(exc: openai.APIStatusError) -> str:

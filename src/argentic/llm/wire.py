@@ -221,6 +221,28 @@ def finish_response(
     )
 
 
+def response_from_completion(completion: Any, request: ChatRequest, *, constrained: bool) -> ChatResponse:
+    """The whole reply to ``request`` from a non-streamed chat completion."""
+    if not completion.choices:
+        raise LLMOutputError(f"the server returned no choices (model {completion.model})")
+    choice = completion.choices[0]
+    message = choice.message
+    calls = [
+        tool_call(c.id, c.function.name, c.function.arguments)
+        for c in (message.tool_calls or [])
+        if getattr(c, "function", None) is not None
+    ]
+    return finish_response(
+        request,
+        content=message.content,
+        calls=calls,
+        finish_reason=choice.finish_reason,
+        usage=usage_from(completion.usage),
+        model=completion.model or "",
+        constrained=constrained,
+    )
+
+
 class StreamAssembler:
     """Turns streamed chunks into events and, at the end, the whole reply.
 
