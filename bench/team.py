@@ -4,14 +4,14 @@
    all sent at once over MQTT: ``tasks_per_min``; against the same LLM requests (each role's
    system prompt and the question, same sampling) sent directly with the openai client, all at
    once: ``ceiling_tasks_per_min``; ``ratio`` = the first over the second (goal >= 0.9). A warm-up
-   pass runs first so both sides find the prompts in vLLM's prefix cache; then the sides alternate
-   and each keeps its best pass (other load on the machine comes and goes).
+   pass runs first so both sides find the prompts in vLLM's prefix cache; then the sides take turns
+   going first and each keeps its best pass (other load on the machine comes and goes).
 2. The memory of one idle agent: ``agent_kib`` (Python allocations of 200 started agents, traced,
    divided by 200; goal < 200).
 3. 1,000 agents (100 roles x 10 replicas) started in one process on one broker connection:
    ``start_1000_s`` (goal < 10) and the process's resident memory they added, ``start_1000_rss_mib``.
 
-    uv run python bench/team.py [--rounds 2] [--tokens 16] [--vllm-url http://127.0.0.1:8000/v1]
+    uv run python bench/team.py [--rounds 6] [--tokens 16] [--vllm-url http://127.0.0.1:8000/v1]
 
 Without ``--vllm-url`` (or ``$ARGENTIC_TEST_VLLM_URL``) the CPU server is started (and stopped).
 Few tokens per answer keep it under 10 minutes on a slow CPU host. The last line is JSON.
@@ -163,8 +163,12 @@ async def throughput(
         team_runs: list[tuple[float, int]] = []
         direct_runs: list[tuple[float, int]] = []
         for number in range(rounds):
-            team_runs.append(await team_pass(client, asked))
+            # T D D T T D ...: each side goes first as often as the other, so drift hits both alike.
+            if number % 2 == 0:
+                team_runs.append(await team_pass(client, asked))
             direct_runs.append(await direct_pass(base_url, model, asked, tokens))
+            if number % 2 == 1:
+                team_runs.append(await team_pass(client, asked))
             log(f"round {number + 1}: team {team_runs[-1]}, direct {direct_runs[-1]} (seconds, tokens)")
     await llm.close()
     team_s, team_tokens = min(team_runs)
@@ -256,7 +260,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2, help="measured passes of each side")
+    parser.add_argument("--rounds", type=int, default=6, help="measured passes of each side (even)")
     parser.add_argument("--tokens", type=int, default=16, help="max_tokens of every answer")
     parser.add_argument("--vllm-url", default=os.environ.get("ARGENTIC_TEST_VLLM_URL"))
     parser.add_argument("--skip-llm", action="store_true", help="only the idle agents")
