@@ -129,6 +129,13 @@ async def test_unusable_replies_are_retried_then_fail() -> None:
         await Agent(llm=ScriptedLLM(["", "", "", ""])).ask("hi")
 
 
+async def test_a_required_call_cut_off_at_max_tokens_says_so(tools: ToolManager) -> None:
+    cut = ChatResponse(content='<tool_call>{"name": "add", "arguments": {"a": 1, "', finish_reason="length")
+    agent = Agent(llm=ScriptedLLM([cut] * 3), tool_manager=tools, tool_choice="required")
+    with pytest.raises(AgentError, match="cut off at max_tokens: raise it"):
+        await agent.ask("1+2?")
+
+
 class Sum(BaseModel):
     total: int = Field(ge=0)
 

@@ -35,7 +35,8 @@ def test_the_readme_sample_runs(tmp_path: Path, mosquitto: MosquittoBroker, vllm
         "ARGENTIC_CONFIG": str(REPO / "config.yaml"),
         "ARGENTIC_LLM__VLLM_BASE_URL": vllm_server.base_url,
         "ARGENTIC_LLM__VLLM_MODEL_NAME": vllm_server.model,
-        "ARGENTIC_LLM__MAX_TOKENS": "24",  # the answers' wording is not the point; keep them short
+        # The answers' wording is not the point: short, but room for a whole tool call (about 30 tokens).
+        "ARGENTIC_LLM__MAX_TOKENS": "64",
         "ARGENTIC_LLM__TIMEOUT_S": "300",
     }
     done = subprocess.run(

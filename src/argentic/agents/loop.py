@@ -212,6 +212,8 @@ class ToolLoop:
             if tools and choice != "auto":
                 # A tool call was demanded and none came (e.g. markup cut off at max_tokens).
                 reason = f"a tool call was required (finish: {response.finish_reason})"
+                if response.finish_reason == "length":
+                    reason += "; the call was cut off at max_tokens: raise it"
                 retry = self._unusable_reply(reason, response.content)
                 continue
             text = (response.content or "").strip()

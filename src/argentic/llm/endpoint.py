@@ -123,7 +123,7 @@ class Endpoint:
                 if not self.retryable(exc) or attempt >= self.max_retries:
                     raise error from exc
                 delay = self.backoff(attempt, _retry_after(exc))
-                log.warning("%s: %s; retry %d/%d in %.2fs", what, error, attempt + 1, self.max_retries, delay)
+                log.warning("%s; retry %d/%d in %.2fs", error, attempt + 1, self.max_retries, delay)
                 attempt += 1
                 await asyncio.sleep(delay)
 
@@ -198,9 +198,7 @@ class Endpoint:
                     if not self.retryable(exc) or attempt >= self.max_retries:
                         raise error from exc
                     delay = self.backoff(attempt, _retry_after(exc))
-                    log.warning(
-                        "%s: %s; retry %d/%d in %.2fs", what, error, attempt + 1, self.max_retries, delay
-                    )
+                    log.warning("%s; retry %d/%d in %.2fs", error, attempt + 1, self.max_retries, delay)
                 else:
                     try:
                         while first is not None:
