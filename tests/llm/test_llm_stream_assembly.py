@@ -83,3 +83,15 @@ def test_tool_calls_streamed_as_text_are_recovered_at_the_end() -> None:
     reply = assembler.response(REQUEST, constrained=False)
     assert [(c.name, c.arguments) for c in reply.tool_calls] == [("mul", {"a": 4})]
     assert reply.finish_reason == "tool_calls" and reply.content is None
+
+
+def test_a_tool_call_cut_off_at_max_tokens_is_no_call() -> None:
+    assembler = StreamAssembler()
+    for c in [
+        chunk(piece(0, "", id="call_a", name="add")),
+        chunk(piece(0, '{"a": 12, "')),
+        chunk({}, finish="length"),
+    ]:
+        assembler.feed(c)
+    reply = assembler.response(REQUEST, constrained=False)
+    assert reply.tool_calls == [] and reply.finish_reason == "length"

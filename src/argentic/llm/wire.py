@@ -154,6 +154,13 @@ def _arguments(raw: str | None, name: str) -> dict[str, Any]:
     return value
 
 
+def _whole_object(raw: str) -> bool:
+    try:
+        return isinstance(json.loads(raw), dict)
+    except json.JSONDecodeError:
+        return False
+
+
 def tool_call(call_id: str | None, name: str, raw_arguments: str | None) -> LLMToolCall:
     return LLMToolCall(
         id=call_id or new_call_id(),
@@ -189,6 +196,8 @@ def finish_response(
     without it, as alongside tools, the answer is parsed only when it fits).
     """
     tools, tool_choice, output = request.tools, request.tool_choice, request.output
+    if finish_reason == "length":  # a call cut off at max_tokens is not one to run
+        calls = [c for c in calls if _whole_object(c.raw_arguments)]
     if not calls and tools and tool_choice != "none":
         calls, content = extract_tool_calls(content, [t.name for t in tools])
         if calls and finish_reason == "stop":
