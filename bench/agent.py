@@ -26,7 +26,7 @@ import socket
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aiomqtt
@@ -255,15 +255,6 @@ async def concurrency(
     }
 
 
-@contextlib.contextmanager
-def vllm(url: str | None) -> Iterator[tuple[str, str]]:
-    if url:
-        yield url, os.environ.get("ARGENTIC_TEST_VLLM_MODEL", "gemma3-270m")
-        return
-    with cpu_vllm_server() as server:
-        yield server.base_url, server.model
-
-
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     with MosquittoBroker(persistence=False) as broker:
@@ -277,8 +268,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         )
         print(json.dumps(figures), file=sys.stderr, flush=True)
         if not args.skip_llm:
-            with vllm(args.vllm_url) as (base_url, model):
-                figures.update(await concurrency(broker, base_url, model, args.tasks, args.rounds))
+            with cpu_vllm_server(base_url=args.vllm_url) as server:
+                url, model = server.base_url, server.model
+                figures.update(await concurrency(broker, url, model, args.tasks, args.rounds))
     return figures
 
 

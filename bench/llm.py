@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import openai
 
 from argentic.llm import ChatRequest, LLMFactory, SamplingSettings
 from argentic.llm.openai_provider import OpenAICompatibleProvider
+from argentic.testing.vllm_server import cpu_vllm_server
 
 PROMPT = "Write a short list of fruits."
 
@@ -88,17 +87,6 @@ async def bench(
     }
 
 
-@contextlib.contextmanager
-def server(base_url: str | None) -> Iterator[Any]:
-    if base_url:
-        yield None
-        return
-    from argentic.testing.vllm_server import cpu_vllm_server
-
-    with cpu_vllm_server() as running:
-        yield running
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-url", help="a running vLLM server (default: start the CPU one)")
@@ -107,9 +95,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=32)
     args = parser.parse_args()
-    with server(args.base_url) as running:
-        base_url = args.base_url or running.base_url
-        result = asyncio.run(bench(base_url, args.model, args.rounds, args.concurrency, args.tokens))
+    with cpu_vllm_server(base_url=args.base_url) as running:
+        result = asyncio.run(bench(running.base_url, args.model, args.rounds, args.concurrency, args.tokens))
     print(json.dumps(result))
 
 

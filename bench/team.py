@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import os
@@ -29,7 +28,6 @@ import resource
 import sys
 import time
 import tracemalloc
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -237,22 +235,14 @@ async def idle(broker: MosquittoBroker) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def vllm(url: str | None) -> Iterator[tuple[str, str]]:
-    if url:
-        yield url, os.environ.get("ARGENTIC_TEST_VLLM_MODEL", "gemma3-270m")
-        return
-    with cpu_vllm_server() as server:
-        yield server.base_url, server.model
-
-
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     with MosquittoBroker(persistence=False) as broker:
         idle_figures = await idle(broker)
         if not args.skip_llm:
-            with vllm(args.vllm_url) as (base_url, model):
-                figures.update(await throughput(broker, base_url, model, args.rounds, args.tokens))
+            with cpu_vllm_server(base_url=args.vllm_url) as server:
+                url, model = server.base_url, server.model
+                figures.update(await throughput(broker, url, model, args.rounds, args.tokens))
         figures.update(idle_figures)
     figures["max_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return figures

@@ -119,13 +119,19 @@ class Endpoint:
                     "(raise llm.timeout_s, lower max_tokens, or check the server's load)"
                 ) from exc
             except openai.APIError as exc:
-                error = self.map_error(exc, what=what, tools_sent=tools_sent)
-                if not self.retryable(exc) or attempt >= self.max_retries:
-                    raise error from exc
-                delay = self.backoff(attempt, _retry_after(exc))
-                log.warning("%s; retry %d/%d in %.2fs", error, attempt + 1, self.max_retries, delay)
+                delay = self.retry_delay(exc, attempt, what=what, tools_sent=tools_sent)
                 attempt += 1
                 await asyncio.sleep(delay)
+
+    def retry_delay(self, exc: openai.APIError, attempt: int, *, what: str, tools_sent: bool) -> float:
+        """How long to wait before retrying after ``exc`` (retry ``attempt``, 0-based); raises the
+        mapped error when it is not worth a retry or the retries are spent."""
+        error = self.map_error(exc, what=what, tools_sent=tools_sent)
+        if not self.retryable(exc) or attempt >= self.max_retries:
+            raise error from exc
+        delay = self.backoff(attempt, _retry_after(exc))
+        log.warning("%s; retry %d/%d in %.2fs", error, attempt + 1, self.max_retries, delay)
+        return delay
 
     async def counts_work(self) -> bool:
         """Whether the server's ``/metrics`` counts the tokens it processes (vLLM's does). Asked
@@ -194,11 +200,7 @@ class Endpoint:
                 try:
                     stream, first = await self._open_stream(body, what)
                 except openai.APIError as exc:
-                    error = self.map_error(exc, what=what, tools_sent=tools_sent)
-                    if not self.retryable(exc) or attempt >= self.max_retries:
-                        raise error from exc
-                    delay = self.backoff(attempt, _retry_after(exc))
-                    log.warning("%s; retry %d/%d in %.2fs", error, attempt + 1, self.max_retries, delay)
+                    delay = self.retry_delay(exc, attempt, what=what, tools_sent=tools_sent)
                 else:
                     try:
                         while first is not None:

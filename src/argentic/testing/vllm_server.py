@@ -47,14 +47,16 @@ def cpu_vllm_server(
     extra_args: Sequence[str] = (),
     timeout: float = STARTUP_TIMEOUT_S,
     cpu_model: Literal["gemma3-270m", "tiny-vlm"] = "gemma3-270m",
+    base_url: str | None = None,
 ) -> Iterator[VLLMServer | ExternalServer]:
     """A running CPU vLLM server (``.base_url`` ends in ``/v1``, ``.model`` is its served name).
 
     ``cpu_model="tiny-vlm"`` serves the vision-language model with ``VLM_IMAGE_LIMIT`` images per prompt.
+    ``base_url`` (else the environment variable) names a running server to use instead.
     """
     vlm = cpu_model == CPU_VLM_NAME
     variable = "ARGENTIC_TEST_VLM_URL" if vlm else "ARGENTIC_TEST_VLLM_URL"
-    external = os.environ.get(variable)
+    external = base_url or os.environ.get(variable)
     if external:
         if not health_ok(external):
             raise RuntimeError(f"{variable}={external} does not answer /health")
