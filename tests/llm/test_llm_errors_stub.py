@@ -311,6 +311,17 @@ async def test_vllm_answers_in_one_response_while_its_work_count_grows() -> None
     assert stub.metrics_reads >= 3  # the probe (once), then the watch while each answer was made
 
 
+async def test_the_first_calls_at_once_probe_the_counters_once() -> None:
+    async def handler(path: str, body: dict[str, object]) -> Reply:
+        return 200, Tokens(["ok"])
+
+    stub, server = await _start(handler, work=_growing())
+    async with server, _provider(stub) as llm:
+        replies = await asyncio.gather(*[llm.chat(ChatRequest.user(str(i))) for i in range(8)])
+    assert [r.content for r in replies] == ["ok"] * 8 and stub.streamed == [False] * 8
+    assert stub.metrics_reads == 1  # answered at once: no watch read, and one probe for all eight
+
+
 async def test_vllm_that_does_no_work_times_out() -> None:
     async def handler(path: str, body: dict[str, object]) -> Reply:
         return 200, Tokens(["never"], stall=True)

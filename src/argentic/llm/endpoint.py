@@ -82,6 +82,7 @@ class Endpoint:
         )
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._counts_work: bool | None = None  # whether /metrics has WORK_COUNTERS; probed once
+        self._probe = asyncio.Lock()  # so that the first calls at once probe once between them
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """The delay before retry ``attempt`` (0-based), at least what the server's Retry-After asks."""
@@ -136,18 +137,21 @@ class Endpoint:
     async def counts_work(self) -> bool:
         """Whether the server's ``/metrics`` counts the tokens it processes (vLLM's does). Asked
         again later while the server cannot be reached."""
-        if self._counts_work is None:
-            if not self.vllm:
-                self._counts_work = False
-                return False
-            try:
-                text = await self._metrics_text()
-            except openai.APIStatusError:  # it answered: it has no /metrics
-                self._counts_work = False
-            except (TimeoutError, openai.APIError):
-                return False
-            else:
-                self._counts_work = work_in(text) is not None
+        if self._counts_work is not None:
+            return self._counts_work
+        if not self.vllm:
+            self._counts_work = False
+            return False
+        async with self._probe:
+            if self._counts_work is None:
+                try:
+                    text = await self._metrics_text()
+                except openai.APIStatusError:  # it answered: it has no /metrics
+                    self._counts_work = False
+                except (TimeoutError, openai.APIError):
+                    return False
+                else:
+                    self._counts_work = work_in(text) is not None
         return self._counts_work
 
     async def work_done(self) -> float | None:
