@@ -256,3 +256,22 @@ async def test_required_tool_call_that_does_not_come_is_retried(tools: ToolManag
     assert "required" in llm.requests[1].messages[-1].text
     assert [r.tool_choice for r in llm.requests[:2]] == ["required", "required"]
     assert llm.requests[2].tools == []
+
+
+MARKUP = '<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call> <tool_response> 3 </tool_response>'
+
+
+async def test_an_answer_is_never_tool_markup(tools: ToolManager) -> None:
+    # markup as the answer: unusable, asked again without tools, the clean answer is taken
+    llm = ScriptedLLM([tool_call("add", {"a": 1, "b": 2}), MARKUP, "It is 3."])
+    agent = Agent(llm=llm, tool_manager=tools, tool_choice="required", followup_tool_choice="none")
+    assert await agent.query("1+2?") == "It is 3."
+    retried = llm.requests[-1]
+    assert retried.tools == [] and "tool markup (<tool_call>)" in retried.messages[-1].text
+    # made-up results in a reply where tools were offered: no answer either, and tools go
+    llm = ScriptedLLM(["<tool_response>3</tool_response>", "3"])
+    assert await Agent(llm=llm, tool_manager=tools).query("1+2?") == "3"
+    assert llm.requests[0].tools and llm.requests[1].tools == []
+    # markup every time: a clear error, never markup as the answer
+    with pytest.raises(AgentError, match="tool markup"):
+        await Agent(llm=ScriptedLLM([MARKUP] * 4)).ask("hi")

@@ -64,3 +64,19 @@ async def test_other_models_keep_tool_turns_as_they_are(tools: ToolManager) -> N
     agent = Agent(llm=llm, tool_manager=tools)
     assert await agent.query("1 + 2?") == "3"
     assert llm.requests[0].tool_choice == "auto" and llm.requests[1].messages[-1].role == "tool"
+
+
+async def test_the_cpu_models_profile_asks_one_call_and_a_free_answer_under_a_schema(tools: ToolManager) -> None:
+    llm = ScriptedLLM(
+        [tool_call("add", {"a": 1234, "b": 5678}), '{"answer": "1234 + 5678 = 6912"}'],
+        model_name=CPU_MODEL_NAME,
+    )
+    agent = Agent(llm=llm, tool_manager=tools)
+    assert await agent.query("What is 1234 + 5678?") == "1234 + 5678 = 6912"  # unwrapped for the user
+    first, answer = llm.requests
+    assert first.parallel_tool_calls is False
+    assert isinstance(answer.output, dict) and answer.output["required"] == ["answer"]
+    text = answer.output["properties"]["answer"]
+    assert text["minLength"] == 1 and text["maxLength"] > 0
+    # the result stands last, right before the instruction
+    assert answer.messages[-1].text.endswith("The result is 6912. Answer with it.")

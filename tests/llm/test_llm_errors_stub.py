@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from argentic.errors import LLMRequestError, LLMTimeoutError, LLMUnavailableError
-from argentic.llm import ChatRequest, ToolDefinition
+from argentic.llm import ChatRequest, StreamEnd, TextDelta, ToolCallDelta, ToolDefinition
 from argentic.llm.openai_provider import OpenAICompatibleProvider
 from argentic.netutil import free_port
 
@@ -371,3 +371,85 @@ async def test_connection_refused_names_the_url_and_the_fix() -> None:
         with pytest.raises(LLMUnavailableError) as caught:
             await llm.chat(ChatRequest.user("hi"))
     assert url in str(caught.value) and "argentic serve" in str(caught.value)
+
+
+ADD = ToolDefinition(
+    name="add",
+    parameters={"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+)
+GUIDED_REPLY = Tokens(['[{"name":"add",', '"arguments":{"a":2}}]'])
+
+
+async def test_a_demanded_call_is_written_under_guided_decoding() -> None:
+    bodies: list[dict[str, object]] = []
+
+    async def handler(path: str, body: dict[str, object]) -> Reply:
+        bodies.append(body)
+        return 200, GUIDED_REPLY
+
+    stub, server = await _start(handler)
+    request = ChatRequest.user("2?", tools=[ADD], tool_choice="required", parallel_tool_calls=False)
+    async with server, _provider(stub) as llm:
+        reply = await llm.chat(request)
+        events = [event async for event in llm.stream(request)]
+    for body in bodies:  # the tools are shown, the call is constrained: a list of one call, no free space
+        assert body["tool_choice"] == "none" and body["tools"] and "parallel_tool_calls" not in body
+        guided = body["structured_outputs"]
+        assert isinstance(guided, dict) and guided["disable_any_whitespace"] is True
+        assert guided["json"]["maxItems"] == 1
+    assert [(c.name, c.arguments) for c in reply.tool_calls] == [("add", {"a": 2})]
+    assert reply.content is None and reply.finish_reason == "tool_calls"
+    # streamed: the calls' JSON is not text; the call is announced whole, then the reply
+    assert not any(isinstance(e, TextDelta) for e in events)
+    (delta,) = [e for e in events if isinstance(e, ToolCallDelta)]
+    end = events[-1]
+    assert isinstance(end, StreamEnd) and end.response.tool_calls[0].id == delta.id
+    assert json.loads(delta.arguments_delta) == {"a": 2}
+
+
+async def test_a_server_that_refuses_guided_calls_is_asked_its_own_way(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bodies: list[dict[str, object]] = []
+
+    async def handler(path: str, body: dict[str, object]) -> Reply:
+        bodies.append(body)
+        if "structured_outputs" in body:
+            message = "1 validation error: structured_outputs: Extra inputs are not permitted"
+            return 400, {"error": {"message": message, "type": "BadRequestError", "code": 400}}
+        call = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a": 2}'}}
+        message_ = {"role": "assistant", "content": None, "tool_calls": [call]}
+        choice = {"index": 0, "message": message_, "finish_reason": "tool_calls"}
+        return 200, {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "stub",
+            "choices": [choice],
+        }
+
+    stub, server = await _start(handler, work=_growing())  # vLLM: answers in one response
+    request = ChatRequest.user("2?", tools=[ADD], tool_choice="required", parallel_tool_calls=False)
+    async with server, _provider(stub) as llm:
+        first = await llm.chat(request)
+        second = await llm.chat(request)
+    assert [c.arguments for c in (*first.tool_calls, *second.tool_calls)] == [{"a": 2}, {"a": 2}]
+    # refused once; then the server's own tool_choice, every time after, with one warning
+    assert ["structured_outputs" in b for b in bodies] == [True, False, False]
+    assert bodies[1]["tool_choice"] == "required" and bodies[1]["parallel_tool_calls"] is False
+    assert len([r for r in caplog.records if "refused guided tool calls" in r.getMessage()]) == 1
+
+
+async def test_a_server_other_than_vllm_gets_the_standard_tool_choice() -> None:
+    bodies: list[dict[str, object]] = []
+
+    async def handler(path: str, body: dict[str, object]) -> Reply:
+        bodies.append(body)
+        return 200, COMPLETION
+
+    stub, server = await _start(handler)
+    async with server, _provider(stub, vllm=False) as llm:
+        await llm.chat(ChatRequest.user("2?", tools=[ADD], tool_choice="add", parallel_tool_calls=False))
+    (body,) = bodies
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "add"}}
+    assert body["parallel_tool_calls"] is False and "structured_outputs" not in body

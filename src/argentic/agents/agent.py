@@ -214,6 +214,9 @@ class Agent(Running):
                     tool_choice=first or profile.tool_choice or "auto",
                     followup_tool_choice=followup or profile.followup_tool_choice or "auto",
                     restate_tool_results=bool(profile.restate_tool_results),
+                    parallel_tool_calls=profile.parallel_tool_calls,
+                    json_answer=bool(profile.json_answer),
+                    max_tokens=self.llm.defaults.merged(self.settings).max_tokens,
                 )
                 self._profile_applied = True
         return self.policy

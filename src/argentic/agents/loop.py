@@ -16,7 +16,9 @@ the policy after that. A model
 that rarely calls tools on its own (a small base model) acts reliably with ``"required"`` then
 ``"none"``: exactly one round of tool calls, then the answer. Such a model also overlooks results
 in tool turns: with ``restate_tool_results`` the request for the answer ends with a user note that
-repeats them.
+repeats them; with ``json_answer`` its free text is asked for under a schema, which stops it from
+running on into tool markup. An answer is never tool markup: a reply holding a tool-call or
+tool-response tag is unusable, and the model is asked again without tools.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from argentic.llm import (
     ToolChoice,
     ToolDefinition,
 )
+from argentic.llm.markup import tool_markup
 from argentic.llm.output import parse_output
 from argentic.protocol import ToolCallRecord, ToolResult, Usage
 
@@ -99,6 +102,13 @@ class LoopPolicy:
     max_unusable_replies: int = 2
     #: Repeat the tool results in a last user note when asking for the answer (small models).
     restate_tool_results: bool = False
+    #: False: at most one tool call per model reply (None: as the server allows).
+    parallel_tool_calls: bool | None = None
+    #: Ask for a free-text answer as ``{"answer": "..."}`` under the server's structured outputs
+    #: (a small model's free text runs on into tool markup or the prompt; a schema stops it).
+    json_answer: bool = False
+    #: The replies' token bound, when known: a JSON answer's length is kept within it.
+    max_tokens: int | None = None
 
 
 @dataclass
@@ -148,9 +158,12 @@ def _call_key(call: LLMToolCall) -> str:
     return f"{call.name}:{json.dumps(call.arguments, sort_keys=True, default=str)}"
 
 
-# The question, the results, then the instruction: the wording a 270M base model followed best
-# (15 of 16 arithmetic questions answered with the tool's value, against 1 to 7 for other wordings).
-RESULTS_NOTE = "{question}\n{results}\nAnswer with the results the tools returned."
+# The question, the calls with their results, the results once more, then the instruction: the
+# wording a 270M base model followed best (it copies what stands right before the instruction).
+RESULTS_NOTE = "{question}\n{calls}\n{results}. Answer with {them}."
+
+#: A free-text answer under a schema (``LoopPolicy.json_answer``).
+ANSWER_FIELD = "answer"
 
 FINAL_ANSWER_PROMPT = (
     "Give your final answer now as one JSON object that matches this JSON schema, nothing else:\n{schema}"
@@ -192,13 +205,18 @@ class ToolLoop:
             note = [*self._results_note(prompt), *retry] if not tools else retry
             try:
                 # With tools, no output spec: the answer is shaped afterwards (see _structured).
+                json_answer = not tools and output is None and self.policy.json_answer
                 request = ChatRequest(
                     messages=with_note([*prompt, *added], note),
                     tools=tools,
                     tool_choice=choice if tools else "auto",
-                    output=None if tools else output,
+                    parallel_tool_calls=self.policy.parallel_tool_calls if tools else None,
+                    output=self._answer_schema() if json_answer else None if tools else output,
                 )
                 response = await self.call_llm(request, self.events)
+                if json_answer and isinstance(response.parsed, dict):
+                    answer = response.parsed.get(ANSWER_FIELD)
+                    response = response.model_copy(update={"content": str(answer or "")})
             except LLMOutputError as exc:
                 retry = self._unusable_reply(str(exc))
                 continue
@@ -220,6 +238,11 @@ class ToolLoop:
             if not text:
                 retry = self._unusable_reply("the reply was empty")
                 continue
+            markup = tool_markup(text)
+            if markup is not None:  # a call or a made-up tool result written as text is no answer
+                retry = self._unusable_reply(f"it holds tool markup ({markup}) instead of an answer")
+                force_answer = True
+                continue
             added.append(ChatMessage.assistant(text))
             data = await self._structured(prompt, added, output, response) if output is not None else None
             return LoopResult(text, data, self.records, self.usage, added, step + 1)
@@ -233,14 +256,33 @@ class ToolLoop:
         if not self.policy.restate_tool_results or not self.records:
             return []
         question = next((m.text for m in reversed(prompt) if m.role == "user"), "")
-        lines = []
+        calls, outcomes = [], []
         for record in self.records:
             arguments = json.dumps(record.arguments, ensure_ascii=False, default=str)
             outcome = (
                 json.dumps(record.result, ensure_ascii=False, default=str) if record.ok else record.error
             )
-            lines.append(f"- {record.name}({arguments}) -> {outcome}")
-        return [ChatMessage.user(RESULTS_NOTE.format(question=question, results="\n".join(lines)))]
+            calls.append(f"- {record.name}({arguments}) -> {outcome}")
+            outcomes.append(str(outcome))
+        single = len(outcomes) == 1
+        text = RESULTS_NOTE.format(
+            question=question,
+            calls="\n".join(calls),
+            results=f"The result is {outcomes[0]}" if single else f"The results are {'; '.join(outcomes)}",
+            them="it" if single else "them",
+        )
+        return [ChatMessage.user(text)]
+
+    def _answer_schema(self) -> dict[str, Any]:
+        """``{"answer": str}``, the string short enough to end within ``max_tokens`` (a token
+        writes at least one character; two for an escape; the object's frame takes about eight)."""
+        limit = 400 if self.policy.max_tokens is None else max(1, min(400, (self.policy.max_tokens - 8) // 2))
+        return {
+            "type": "object",
+            "properties": {ANSWER_FIELD: {"type": "string", "minLength": 1, "maxLength": limit}},
+            "required": [ANSWER_FIELD],
+            "additionalProperties": False,
+        }
 
     def _choice(self, rounds: int, force_answer: bool) -> ToolChoice:
         if force_answer:

@@ -16,6 +16,7 @@ from typing import Any
 from argentic.llm.types import (
     ChatRequest,
     ChatResponse,
+    SamplingSettings,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -31,6 +32,8 @@ class LLMProvider(ABC):
     max_images_per_prompt: int | None = None
     #: The most audio clips one prompt may carry, when known (also ``--limit-mm-per-prompt``).
     max_audio_per_prompt: int | None = None
+    #: The sampling every request gets unless it sets its own.
+    defaults: SamplingSettings = SamplingSettings()
 
     @abstractmethod
     async def chat(self, request: ChatRequest) -> ChatResponse:

@@ -20,7 +20,7 @@ from typing import Any
 from argentic.config import LLMConfig
 from argentic.errors import LLMError, LLMRequestError, LLMTimeoutError
 from argentic.llm.base import LLMProvider
-from argentic.llm.markup import json_values, new_call_id
+from argentic.llm.markup import new_call_id
 from argentic.llm.output import output_schema
 from argentic.llm.types import (
     ChatMessage,
@@ -38,6 +38,8 @@ from argentic.llm.wire import (
     check_media_limits,
     closed_schema,
     finish_response,
+    guided_calls,
+    guided_calls_schema,
     message_to_wire,
     text_only_refusal,
     tool_to_wire,
@@ -58,23 +60,6 @@ def _import_vllm() -> Any:
     except ImportError as exc:
         raise LLMError(f"{INSTALL_HINT} ({exc})") from exc
     return vllm, AsyncLLM
-
-
-def _required_calls_schema(tools: Sequence[ToolDefinition]) -> dict[str, Any]:
-    """One or more calls, each ``{"name": <a tool>, "arguments": <its schema>}`` (as vLLM's server does)."""
-    variants = [
-        {
-            "type": "object",
-            "properties": {
-                "name": {"type": "string", "enum": [t.name]},
-                "arguments": closed_schema(t.parameters),
-            },
-            "required": ["name", "arguments"],
-            "additionalProperties": False,
-        }
-        for t in tools
-    ]
-    return {"type": "array", "minItems": 1, "items": {"anyOf": variants}}
 
 
 class _EngineHolder:
@@ -198,7 +183,7 @@ class VLLMEngineProvider(LLMProvider):
         schema: dict[str, Any] | None = None
         mode = "text"
         if tools and tool_choice == "required":
-            schema, mode = _required_calls_schema(tools), "calls"
+            schema, mode = guided_calls_schema(request), "calls"
         elif tools and tool_choice not in ("auto", "none"):
             tool = next((t for t in tools if t.name == tool_choice), None)
             if tool is None:
@@ -245,8 +230,7 @@ class VLLMEngineProvider(LLMProvider):
         calls: list[LLMToolCall] = []
         content: str | None = text
         if mode == "calls":
-            calls = [_call(item.get("name", ""), item.get("arguments", {})) for item in _json_list(text)]
-            content = None
+            calls, content = guided_calls(text), None
         elif mode not in ("text", "json"):
             calls, content = [_call(mode, _json_object(text))], None
         if calls and finish_reason == "stop":
@@ -364,16 +348,6 @@ def _is_cpu_build() -> bool:
     except PackageNotFoundError:
         return False
     return True
-
-
-def _json_list(text: str) -> list[dict[str, Any]]:
-    """The call objects of a JSON array; the complete ones only when it was cut off at max_tokens."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = json_values(text.strip().removeprefix("["))
-    items = value if isinstance(value, list) else [value]
-    return [item for item in items if isinstance(item, dict)]
 
 
 def _json_object(text: str) -> dict[str, Any]:

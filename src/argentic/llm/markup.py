@@ -15,8 +15,17 @@ from typing import Any
 
 from argentic.llm.types import LLMToolCall
 
+# Tags of tool-call formats (Hermes' <tool_call>, <tool_response>, and the variants small models
+# invent from them, such as <tool_call_result>): text holding one is no answer.
+_MARKUP_TAG = re.compile(r"<\s*/?\s*(?:tool|function)(?:_[a-z]+)*\s*>", re.IGNORECASE)
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 _FENCED = re.compile(r"```(?:json|tool_call)?\s*(.*?)```", re.DOTALL)
+
+
+def tool_markup(text: str | None) -> str | None:
+    """The first tool-call or tool-response tag in ``text``, or None: an answer is never markup."""
+    match = _MARKUP_TAG.search(text or "")
+    return match.group(0) if match else None
 
 
 def new_call_id() -> str:

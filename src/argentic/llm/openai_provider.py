@@ -2,14 +2,17 @@
 
 vLLM specifics: the model name is discovered from ``/v1/models`` when not configured; structured
 output goes as ``response_format`` json_schema (vLLM's structured outputs; the removed
-``guided_json`` is never sent), and never together with ``tools``; tool schemas are strict; tool
-calls the model wrote as text are recovered; LoRA adapters are chosen by model name
+``guided_json`` is never sent), and never together with ``tools``; tool schemas are strict; a
+demanded tool call ("required" or a named tool) is written under vLLM's structured outputs, with
+the server's own way as the fallback for a server that refuses them; tool calls the model wrote as
+text are recovered; LoRA adapters are chosen by model name
 (``with_overrides(model="adapter")``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,17 +29,22 @@ from argentic.llm.types import (
     SamplingSettings,
     StreamEnd,
     StreamEvent,
+    TextDelta,
     ToolCallDelta,
 )
 from argentic.llm.wire import (
     StreamAssembler,
     check_media_limits,
+    forces_call,
+    guided_calls_schema,
     message_to_wire,
     response_format_for,
     response_from_completion,
     tool_choice_to_wire,
     tool_to_wire,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class OpenAICompatibleProvider(LLMProvider):
         self.max_images_per_prompt = max_images_per_prompt
         self.max_audio_per_prompt = max_audio_per_prompt
         self._discovery = asyncio.Lock()
+        self._guided_calls = True  # False once the server refused them (see _refused_guidance)
 
     @classmethod
     def from_config(cls, llm: LLMConfig) -> OpenAICompatibleProvider:
@@ -154,8 +163,9 @@ class OpenAICompatibleProvider(LLMProvider):
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _body(self, model: str, request: ChatRequest) -> tuple[dict[str, Any], bool]:
-        """The request body, and whether the server will enforce ``request.output``."""
+    def _body(self, model: str, request: ChatRequest) -> tuple[dict[str, Any], bool, bool]:
+        """The request body; whether the server will enforce ``request.output``; whether the reply is
+        the demanded calls written under guided decoding (see :meth:`_guide_calls`)."""
         messages, tools, output = request.messages, request.tools, request.output
         over = check_media_limits(messages, self.max_images_per_prompt, self.max_audio_per_prompt)
         if over is not None:
@@ -166,24 +176,65 @@ class OpenAICompatibleProvider(LLMProvider):
             value = getattr(merged, key)
             if value is not None:
                 body[key] = value
+        extra = dict(merged.extra_body or {})
+        guided = self.vllm and self._guided_calls and forces_call(request)
         if tools:
             body["tools"] = [tool_to_wire(t, vllm=self.vllm) for t in tools]
             body["tool_choice"] = tool_choice_to_wire(request.tool_choice, tools)
+            if request.parallel_tool_calls is not None:
+                body["parallel_tool_calls"] = request.parallel_tool_calls
+        if guided:
+            self._guide_calls(body, extra, request)
         # A constraining response_format beside tools makes vLLM constrain everything: no tool calls.
         constrained = output is not None and not tools
         if constrained:
             assert output is not None
             body["response_format"] = response_format_for(output)
-        if merged.extra_body:
-            body["extra_body"] = dict(merged.extra_body)
-        return body, constrained
+        if extra:
+            body["extra_body"] = extra
+        return body, constrained, guided
+
+    @staticmethod
+    def _guide_calls(body: dict[str, Any], extra: dict[str, Any], request: ChatRequest) -> None:
+        """Ask vLLM for the demanded calls under its structured outputs, with no free whitespace.
+
+        vLLM's own "required" grammar lets whitespace run between a call's JSON tokens (a small model
+        fills ``max_tokens`` with it) and, with several calls allowed, lets calls repeat to the end.
+        Here the reply is one JSON list of calls, parsed on our side; the tools stay in the request
+        (``tool_choice: "none"``), so the chat template still shows them to the model."""
+        body["tool_choice"] = "none"
+        body.pop("parallel_tool_calls", None)
+        extra["structured_outputs"] = {"json": guided_calls_schema(request), "disable_any_whitespace": True}
+
+    def _refused_guidance(self, exc: LLMRequestError, request: ChatRequest) -> bool:
+        """Whether ``exc`` is a server refusing guided calls (an older vLLM): from then on this
+        provider asks for calls the server's own way, once warned."""
+        text = str(exc).lower()
+        guided = self.vllm and self._guided_calls and forces_call(request)
+        if not guided or not any(word in text for word in ("structured_outputs", "structured output")):
+            return False
+        log.warning(
+            "%s refused guided tool calls (%s); asking for tool calls the server's own way from now on",
+            self.base_url,
+            exc,
+        )
+        self._guided_calls = False
+        return True
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         """The whole reply. The timeout bounds each wait for progress, never a long answer that keeps
         coming: a vLLM server answers in one response (a stream costs it about a tenth of its
         throughput) while its work count grows; any other server streams, and the reply is assembled."""
         model = await self.resolve_model()
-        body, constrained = self._body(model, request)
+        try:
+            return await self._chat(model, request)
+        except LLMRequestError as exc:
+            if not self._refused_guidance(exc, request):
+                raise
+            return await self._chat(model, request)
+
+    async def _chat(self, model: str, request: ChatRequest) -> ChatResponse:
+        body, constrained, guided = self._body(model, request)
         what, tools_sent = f"chat with {model}", bool(request.tools)
         if await self.endpoint.counts_work():
             create = self.endpoint.client.chat.completions.create
@@ -192,30 +243,40 @@ class OpenAICompatibleProvider(LLMProvider):
                 return await create(**body, timeout=None)  # bounded by the endpoint's watch instead
 
             completion = await self.endpoint.run(call, what=what, tools_sent=tools_sent, while_working=True)
-            return response_from_completion(completion, request, constrained=constrained)
+            return response_from_completion(completion, request, constrained=constrained, guided=guided)
         assembler = StreamAssembler()
         async for chunk in self.endpoint.chunks(body, what=what, tools_sent=tools_sent):
             assembler.feed(chunk)
-        return assembler.response(request, constrained=constrained)
+        return assembler.response(request, constrained=constrained, guided=guided)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Token by token; tool-call pieces carry their call's id; the end has the whole reply.
 
         Connection errors before the first chunk are retried; each chunk must come within the timeout.
+        Guided calls (see :meth:`_guide_calls`) are announced whole at the end, not as text.
         """
         model = await self.resolve_model()
-        body, constrained = self._body(model, request)
-        assembler = StreamAssembler()
-        chunks = self.endpoint.chunks(
-            body, what=f"streaming chat with {model}", tools_sent=bool(request.tools)
-        )
-        try:
-            async for chunk in chunks:
-                for event in assembler.feed(chunk):
-                    yield event
-        finally:
-            await chunks.aclose()  # a consumer that stops early frees the connection and the slot now
-        response = assembler.response(request, constrained=constrained)
+        for attempt in range(2):
+            body, constrained, guided = self._body(model, request)
+            assembler = StreamAssembler()
+            chunks = self.endpoint.chunks(
+                body, what=f"streaming chat with {model}", tools_sent=bool(request.tools)
+            )
+            started = False
+            try:
+                async for chunk in chunks:
+                    started = True
+                    for event in assembler.feed(chunk):
+                        if not (guided and isinstance(event, TextDelta)):
+                            yield event
+            except LLMRequestError as exc:
+                if started or attempt or not self._refused_guidance(exc, request):
+                    raise
+                continue
+            finally:
+                await chunks.aclose()  # a consumer that stops early frees the connection and the slot now
+            break
+        response = assembler.response(request, constrained=constrained, guided=guided)
         if response.tool_calls and not assembler.calls:  # recovered from text: announce them too
             for index, call in enumerate(response.tool_calls):
                 yield ToolCallDelta(

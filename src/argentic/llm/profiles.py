@@ -28,16 +28,26 @@ class ModelProfile:
     #: Repeat tool results in the last user turn when asking for the answer: a model that
     #: overlooks results in tool turns copies them from there.
     restate_tool_results: bool | None = None
+    #: False: one tool call per reply (a small model asked for several repeats one to the end).
+    parallel_tool_calls: bool | None = None
+    #: Ask for free-text answers under a schema (``{"answer": ...}``), unwrapped for the user: a
+    #: small base model's free text runs on into tool markup or repeats the prompt.
+    json_answer: bool | None = None
 
 
 #: Glob patterns (case-insensitive) and their profiles; the first that matches wins.
 _SMALL_BASE_MODEL = ModelProfile(
-    tool_choice="required", followup_tool_choice="none", restate_tool_results=True
+    tool_choice="required",
+    followup_tool_choice="none",
+    restate_tool_results=True,
+    parallel_tool_calls=False,
+    json_answer=True,
 )
 
 _PROFILES: list[tuple[str, ModelProfile]] = [
-    # Gemma 3 270M, the CPU model: a base model that calls tools only when required to and reads
-    # a tool's result only when it is repeated right before the answer.
+    # Gemma 3 270M, the CPU model: a base model that calls tools only when required to, reads a
+    # tool's result only when it is repeated right before the answer, and writes a clean answer
+    # only under a schema.
     (CPU_MODEL_NAME, _SMALL_BASE_MODEL),
     ("*gemma-3-270m*", _SMALL_BASE_MODEL),
     # Gemma 3n on vLLM: one image per prompt unless the server raises --limit-mm-per-prompt.

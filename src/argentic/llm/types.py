@@ -171,7 +171,8 @@ class SamplingSettings(BaseModel):
 class ChatRequest(BaseModel):
     """One request to a model: the messages, the tools it may call, the answer's shape, sampling.
 
-    ``tools`` the model may call (``tool_choice``: "auto", "required", "none" or a tool's name).
+    ``tools`` the model may call (``tool_choice``: "auto", "required", "none" or a tool's name;
+    ``parallel_tool_calls=False`` allows one call per reply).
     ``output`` asks for a structured answer (pydantic model or JSON schema) that comes back
     validated in ``ChatResponse.parsed``; with ``tools`` as well, the server does not constrain the
     answer (that would stop tool calls) but it is still parsed when it fits. ``settings`` apply to
@@ -183,6 +184,8 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage]
     tools: list[ToolDefinition] = Field(default_factory=list)
     tool_choice: ToolChoice = "auto"
+    #: False: at most one tool call per reply (None: the server's default, several allowed).
+    parallel_tool_calls: bool | None = None
     output: OutputSpec | None = None
     settings: SamplingSettings | None = None
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from argentic.errors import LLMError, LLMOutputError
-from argentic.llm.markup import extract_tool_calls, new_call_id
+from argentic.llm.markup import extract_tool_calls, json_values, new_call_id
 from argentic.llm.output import output_name, output_schema, parse_output
 from argentic.llm.types import (
     AudioPart,
@@ -88,14 +88,13 @@ def text_only_refusal(detail: str, where: str) -> str | None:
     )
 
 
-def closed_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``schema`` whose objects forbid unknown keys (what strict tool schemas want)."""
+def _edited(schema: dict[str, Any], edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """A copy of ``schema`` with ``edit`` applied to each of its (nested) schema objects."""
     result = copy.deepcopy(schema)
 
     def visit(node: Any) -> None:
         if isinstance(node, dict):
-            if node.get("type") == "object" and "properties" in node:
-                node.setdefault("additionalProperties", False)
+            edit(node)
             for value in node.values():
                 visit(value)
         elif isinstance(node, list):
@@ -104,6 +103,16 @@ def closed_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
     visit(result)
     return result
+
+
+def _close(node: dict[str, Any]) -> None:
+    if node.get("type") == "object" and "properties" in node:
+        node.setdefault("additionalProperties", False)
+
+
+def closed_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``schema`` whose objects forbid unknown keys (what strict tool schemas want)."""
+    return _edited(schema, _close)
 
 
 def _all_required(schema: dict[str, Any]) -> bool:
@@ -131,6 +140,82 @@ def tool_choice_to_wire(choice: ToolChoice, tools: Sequence[ToolDefinition]) -> 
             f"tool_choice names {choice!r}, which is not among the tools given: {[t.name for t in tools]}"
         )
     return {"type": "function", "function": {"name": choice}}
+
+
+def forces_call(request: ChatRequest) -> bool:
+    """Whether ``request`` demands a tool call ("required" or a named tool)."""
+    return bool(request.tools) and request.tool_choice not in ("auto", "none")
+
+
+#: JSON's safe integer range (IEEE doubles): the bound a guided call gives an unbounded integer,
+#: so that its digits cannot run to max_tokens.
+SAFE_INTEGER = 2**53 - 1
+
+
+def _bound_integer(node: dict[str, Any]) -> None:
+    if node.get("type") == "integer":
+        if "minimum" not in node and "exclusiveMinimum" not in node:
+            node["minimum"] = -SAFE_INTEGER
+        if "maximum" not in node and "exclusiveMaximum" not in node:
+            node["maximum"] = SAFE_INTEGER
+
+
+def bounded_integers(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``schema`` whose integers without bounds keep to JSON's safe integer range."""
+    return _edited(schema, _bound_integer)
+
+
+def guided_calls_schema(request: ChatRequest) -> dict[str, Any]:
+    """The JSON schema of the calls ``request`` demands: a list of ``{"name", "arguments"}`` objects
+    (one, for a named tool or when ``parallel_tool_calls`` is False), each tool's arguments closed to
+    its schema and its integers bounded.
+
+    Generated under this schema (vLLM's structured outputs, no free whitespace) a call cannot run on
+    into invented text, and with bounded strings it ends well within ``max_tokens``."""
+    named = request.tool_choice not in ("auto", "none", "required")
+    tools = [t for t in request.tools if not named or t.name == request.tool_choice]
+    if not tools:
+        tool_choice_to_wire(request.tool_choice, request.tools)  # raises, naming the tools
+    variants = [
+        {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "enum": [t.name]},
+                "arguments": bounded_integers(closed_schema(t.parameters)),
+            },
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for t in tools
+    ]
+    schema: dict[str, Any] = {"type": "array", "minItems": 1, "items": {"anyOf": variants}}
+    if named or request.parallel_tool_calls is False:  # a named tool is one call of it
+        schema["maxItems"] = 1
+    return schema
+
+
+def guided_calls(text: str | None) -> list[LLMToolCall]:
+    """The calls of a reply written under :func:`guided_calls_schema`: the whole ones only (a reply
+    cut off at max_tokens keeps the calls it finished)."""
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = json_values(text.strip().removeprefix("["))
+    items = value if isinstance(value, list) else [value]
+    return [
+        LLMToolCall(
+            id=new_call_id(),
+            name=item["name"],
+            arguments=item["arguments"],
+            raw_arguments=json.dumps(item["arguments"], ensure_ascii=False),
+        )
+        for item in items
+        if isinstance(item, dict)
+        and isinstance(item.get("name"), str)
+        and isinstance(item.get("arguments"), dict)
+    ]
 
 
 def response_format_for(output: OutputSpec) -> dict[str, Any]:
@@ -188,14 +273,20 @@ def finish_response(
     usage: Usage,
     model: str,
     constrained: bool,
+    guided: bool = False,
 ) -> ChatResponse:
     """The reply to ``request``, after the fallbacks: tool calls written as text, and the
     structured answer parsed.
 
     ``constrained`` says the server enforced ``request.output`` (a parse failure is then an error;
-    without it, as alongside tools, the answer is parsed only when it fits).
+    without it, as alongside tools, the answer is parsed only when it fits). ``guided`` says the
+    content is the demanded calls, written under :func:`guided_calls_schema`.
     """
     tools, tool_choice, output = request.tools, request.tool_choice, request.output
+    if guided:
+        calls, content = guided_calls(content), None
+        if calls and finish_reason == "stop":
+            finish_reason = "tool_calls"
     if finish_reason == "length":  # a call cut off at max_tokens is not one to run
         calls = [c for c in calls if _whole_object(c.raw_arguments)]
     if not calls and tools and tool_choice != "none":
@@ -230,7 +321,9 @@ def finish_response(
     )
 
 
-def response_from_completion(completion: Any, request: ChatRequest, *, constrained: bool) -> ChatResponse:
+def response_from_completion(
+    completion: Any, request: ChatRequest, *, constrained: bool, guided: bool = False
+) -> ChatResponse:
     """The whole reply to ``request`` from a non-streamed chat completion."""
     if not completion.choices:
         raise LLMOutputError(f"the server returned no choices (model {completion.model})")
@@ -249,6 +342,7 @@ def response_from_completion(completion: Any, request: ChatRequest, *, constrain
         usage=usage_from(completion.usage),
         model=completion.model or "",
         constrained=constrained,
+        guided=guided,
     )
 
 
@@ -303,7 +397,7 @@ class StreamAssembler:
                 self.finish_reason = choice.finish_reason
         return events
 
-    def response(self, request: ChatRequest, *, constrained: bool) -> ChatResponse:
+    def response(self, request: ChatRequest, *, constrained: bool, guided: bool = False) -> ChatResponse:
         """The whole reply to ``request`` once the stream has ended."""
         calls = [
             tool_call(c["id"], c["name"], "".join(c["arguments"]))
@@ -318,4 +412,5 @@ class StreamAssembler:
             usage=self.usage,
             model=self.model,
             constrained=constrained,
+            guided=guided,
         )
