@@ -258,7 +258,9 @@ async def test_required_tool_call_that_does_not_come_is_retried(tools: ToolManag
     assert llm.requests[2].tools == []
 
 
-MARKUP = '<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call> <tool_response> 3 </tool_response>'
+MARKUP = (
+    '<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call> <tool_response> 3 </tool_response>'
+)
 
 
 async def test_an_answer_is_never_tool_markup(tools: ToolManager) -> None:

@@ -66,7 +66,7 @@ async def test_other_models_keep_tool_turns_as_they_are(tools: ToolManager) -> N
     assert llm.requests[0].tool_choice == "auto" and llm.requests[1].messages[-1].role == "tool"
 
 
-async def test_the_cpu_models_profile_asks_one_call_and_a_free_answer_under_a_schema(tools: ToolManager) -> None:
+async def test_the_cpu_profile_asks_one_call_and_a_free_answer_under_a_schema(tools: ToolManager) -> None:
     llm = ScriptedLLM(
         [tool_call("add", {"a": 1234, "b": 5678}), '{"answer": "1234 + 5678 = 6912"}'],
         model_name=CPU_MODEL_NAME,
