@@ -13,6 +13,7 @@ from agents_support import all_tools
 from pydantic import BaseModel, Field
 
 from argentic.agents import Agent, StepLimitError
+from argentic.agents.loop import AnswerFieldTokens
 from argentic.agents.messages import MessageBuilder
 from argentic.errors import AgentError, LLMOutputError
 from argentic.llm import (
@@ -277,3 +278,23 @@ async def test_an_answer_is_never_tool_markup(tools: ToolManager) -> None:
     # markup every time: a clear error, never markup as the answer
     with pytest.raises(AgentError, match="tool markup"):
         await Agent(llm=ScriptedLLM([MARKUP] * 4)).ask("hi")
+
+
+async def test_a_streamed_answer_under_a_schema_streams_its_text() -> None:
+    class Tokens:
+        streaming = True
+
+        def __init__(self) -> None:
+            self.texts: list[str] = []
+
+        async def progress(self, stage: str, **fields: Any) -> None:
+            return None
+
+        async def token(self, text: str) -> None:
+            self.texts.append(text)
+
+    sink = Tokens()
+    unwrap = AnswerFieldTokens(sink)
+    for piece in ['{"', "answer", '":"', "12", '34 is \\"', 'x\\"', "\\u00e9", "\\", 'n!"', "}"]:
+        await unwrap.token(piece)
+    assert "".join(sink.texts) == '1234 is "x"é\n!' and "" not in sink.texts

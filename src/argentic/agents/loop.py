@@ -87,6 +87,49 @@ class NullEvents:
         return None
 
 
+class AnswerFieldTokens:
+    """Passes on the tokens of a ``{"answer": "..."}`` reply as the answer's own text, so that a
+    streamed answer asked under a schema reads as the text the user gets."""
+
+    def __init__(self, events: EventSink) -> None:
+        self.events = events
+        self.streaming = events.streaming
+        self.raw = ""
+        self.sent = 0
+
+    async def progress(
+        self,
+        stage: Stage,
+        *,
+        tool: str | None = None,
+        arguments: dict[str, Any] | None = None,
+        detail: str | None = None,
+    ) -> None:
+        await self.events.progress(stage, tool=tool, arguments=arguments, detail=detail)
+
+    async def token(self, text: str) -> None:
+        self.raw += text
+        decoded = self._decoded()
+        if len(decoded) > self.sent:
+            await self.events.token(decoded[self.sent :])
+            self.sent = len(decoded)
+
+    def _decoded(self) -> str:
+        """The answer's text so far: after the field's opening quote, up to its last whole character."""
+        start = self.raw.find('"', self.raw.find(":") + 1) if ":" in self.raw else -1
+        if start < 0:
+            return ""
+        body = self.raw[start + 1 :]
+        for cut in range(len(body), max(len(body) - 7, -1), -1):  # an escape is at most 6 characters
+            piece = body[:cut]
+            try:
+                value = json.loads(f'"{piece}"')  # fails on a cut escape or the closing quote
+            except json.JSONDecodeError:
+                continue
+            return value if isinstance(value, str) else ""
+        return ""
+
+
 #: (request, events) -> reply: the agent's one LLM call.
 CallLLM = Callable[[ChatRequest, EventSink], Awaitable[ChatResponse]]
 #: (name, arguments) -> result, errors included.
@@ -213,7 +256,8 @@ class ToolLoop:
                     parallel_tool_calls=self.policy.parallel_tool_calls if tools else None,
                     output=self._answer_schema() if json_answer else None if tools else output,
                 )
-                response = await self.call_llm(request, self.events)
+                sink = AnswerFieldTokens(self.events) if json_answer else self.events
+                response = await self.call_llm(request, sink)
                 if json_answer and isinstance(response.parsed, dict):
                     answer = response.parsed.get(ANSWER_FIELD)
                     response = response.model_copy(update={"content": str(answer or "")})
