@@ -14,6 +14,7 @@ import pytest
 
 from argentic.errors import LLMRequestError, LLMTimeoutError, LLMUnavailableError
 from argentic.llm import ChatRequest, StreamEnd, TextDelta, ToolCallDelta, ToolDefinition
+from argentic.llm.local import CPU_MODEL_NAME
 from argentic.llm.openai_provider import OpenAICompatibleProvider
 from argentic.netutil import free_port
 
@@ -194,7 +195,8 @@ def _provider(stub: Stub, **kwargs: object) -> OpenAICompatibleProvider:
         "timeout_s": 10,
     }
     options.update(kwargs)
-    return OpenAICompatibleProvider(base_url=stub.base_url, model="stub", **options)  # type: ignore[arg-type]
+    options.setdefault("model", "stub")
+    return OpenAICompatibleProvider(base_url=stub.base_url, **options)  # type: ignore[arg-type]
 
 
 async def test_retries_429_and_5xx_then_succeeds() -> None:
@@ -377,7 +379,7 @@ ADD = ToolDefinition(
     name="add",
     parameters={"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
 )
-GUIDED_REPLY = Tokens(['[{"name":"add",', '"arguments":{"a":2}}]'])
+GUIDED_REPLY = Tokens(['{"name":"add",', '"arguments":{"a":2}}'])
 
 
 async def test_a_demanded_call_is_written_under_guided_decoding() -> None:
@@ -396,7 +398,7 @@ async def test_a_demanded_call_is_written_under_guided_decoding() -> None:
         assert body["tool_choice"] == "none" and body["tools"] and "parallel_tool_calls" not in body
         guided = body["structured_outputs"]
         assert isinstance(guided, dict) and guided["disable_any_whitespace"] is True
-        assert guided["json"]["maxItems"] == 1
+        assert guided["json"]["properties"]["name"]["enum"] == ["add"]  # one call: the object alone
     assert [(c.name, c.arguments) for c in reply.tool_calls] == [("add", {"a": 2})]
     assert reply.content is None and reply.finish_reason == "tool_calls"
     # streamed: the calls' JSON is not text; the call is announced whole, then the reply
@@ -453,3 +455,22 @@ async def test_a_server_other_than_vllm_gets_the_standard_tool_choice() -> None:
     (body,) = bodies
     assert body["tool_choice"] == {"type": "function", "function": {"name": "add"}}
     assert body["parallel_tool_calls"] is False and "structured_outputs" not in body
+
+
+async def test_a_model_whose_template_opens_calls_with_a_tag_continues_after_it() -> None:
+    bodies: list[dict[str, object]] = []
+
+    async def handler(path: str, body: dict[str, object]) -> Reply:
+        bodies.append(body)
+        return 200, GUIDED_REPLY
+
+    stub, server = await _start(handler, work=_growing())
+    async with server, _provider(stub, model=CPU_MODEL_NAME) as llm:
+        one = await llm.chat(ChatRequest.user("2?", tools=[ADD], tool_choice="add"))
+        several = await llm.chat(ChatRequest.user("2?", tools=[ADD], tool_choice="required"))
+    assert one.tool_calls[0].arguments == several.tool_calls[0].arguments == {"a": 2}
+    single, listed = bodies
+    assert single["messages"][-1] == {"role": "assistant", "content": "<tool_call>"}  # type: ignore[index]
+    assert single["continue_final_message"] is True and single["add_generation_prompt"] is False
+    # several calls allowed: a list, with nothing written before it
+    assert listed["messages"][-1]["role"] == "user" and "continue_final_message" not in listed  # type: ignore[index]

@@ -45,10 +45,12 @@ def test_required_calls_are_a_list_of_known_tools_with_closed_bounded_arguments(
 
 def test_one_call_when_parallel_calls_are_off_or_a_tool_is_named() -> None:
     single = ChatRequest.user("?", tools=[ADD, LOOKUP], tool_choice="required", parallel_tool_calls=False)
-    assert guided_calls_schema(single)["maxItems"] == 1
+    assert [v["properties"]["name"]["enum"] for v in guided_calls_schema(single)["anyOf"]] == [
+        ["add"],
+        ["lookup"],
+    ]
     named = guided_calls_schema(ChatRequest.user("?", tools=[ADD, LOOKUP], tool_choice="lookup"))
-    assert named["maxItems"] == 1
-    assert [v["properties"]["name"]["enum"] for v in named["items"]["anyOf"]] == [["lookup"]]
+    assert named["type"] == "object" and named["properties"]["name"]["enum"] == ["lookup"]
     with pytest.raises(LLMError, match="not among the tools"):
         guided_calls_schema(ChatRequest.user("?", tools=[ADD], tool_choice="missing"))
 
@@ -66,3 +68,5 @@ def test_a_reply_cut_off_at_max_tokens_keeps_only_its_whole_calls() -> None:
     assert [(c.name, c.arguments) for c in calls] == [("add", {"a": 1, "b": 2})]
     assert guided_calls('[{"name":"add","arguments":{"a":1') == []
     assert guided_calls(None) == [] and guided_calls("") == []
+    (one,) = guided_calls('{"name":"add","arguments":{"a":1,"b":2}}')  # one call: the object alone
+    assert one.arguments == {"a": 1, "b": 2}

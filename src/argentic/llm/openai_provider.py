@@ -23,6 +23,7 @@ from argentic.config import LLMConfig
 from argentic.errors import LLMError, LLMRequestError
 from argentic.llm.base import LLMProvider
 from argentic.llm.endpoint import Endpoint, normalize_base_url, prometheus_samples
+from argentic.llm.profiles import profile_for
 from argentic.llm.types import (
     ChatRequest,
     ChatResponse,
@@ -40,6 +41,7 @@ from argentic.llm.wire import (
     message_to_wire,
     response_format_for,
     response_from_completion,
+    single_call,
     tool_choice_to_wire,
     tool_to_wire,
 )
@@ -205,6 +207,11 @@ class OpenAICompatibleProvider(LLMProvider):
         body["tool_choice"] = "none"
         body.pop("parallel_tool_calls", None)
         extra["structured_outputs"] = {"json": guided_calls_schema(request), "disable_any_whitespace": True}
+        prefix = profile_for(body["model"]).tool_call_prefix
+        if prefix and single_call(request):
+            # The reply continues an assistant turn that opens a call the way the template writes one.
+            body["messages"] = [*body["messages"], {"role": "assistant", "content": prefix}]
+            extra.update(continue_final_message=True, add_generation_prompt=False)
 
     def _refused_guidance(self, exc: LLMRequestError, request: ChatRequest) -> bool:
         """Whether ``exc`` is a server refusing guided calls (an older vLLM): from then on this

@@ -166,9 +166,9 @@ def bounded_integers(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def guided_calls_schema(request: ChatRequest) -> dict[str, Any]:
-    """The JSON schema of the calls ``request`` demands: a list of ``{"name", "arguments"}`` objects
-    (one, for a named tool or when ``parallel_tool_calls`` is False), each tool's arguments closed to
-    its schema and its integers bounded.
+    """The JSON schema of the calls ``request`` demands: a list of ``{"name", "arguments"}`` objects,
+    or one such object when one call is allowed (:func:`single_call`), each tool's arguments closed
+    to its schema and its integers bounded.
 
     Generated under this schema (vLLM's structured outputs, no free whitespace) a call cannot run on
     into invented text, and with bounded strings it ends well within ``max_tokens``."""
@@ -188,10 +188,14 @@ def guided_calls_schema(request: ChatRequest) -> dict[str, Any]:
         }
         for t in tools
     ]
-    schema: dict[str, Any] = {"type": "array", "minItems": 1, "items": {"anyOf": variants}}
-    if named or request.parallel_tool_calls is False:  # a named tool is one call of it
-        schema["maxItems"] = 1
-    return schema
+    if single_call(request):
+        return variants[0] if len(variants) == 1 else {"anyOf": variants}
+    return {"type": "array", "minItems": 1, "items": {"anyOf": variants}}
+
+
+def single_call(request: ChatRequest) -> bool:
+    """Whether ``request`` allows one call only (a named tool is one call of it)."""
+    return request.tool_choice not in ("auto", "none", "required") or request.parallel_tool_calls is False
 
 
 def guided_calls(text: str | None) -> list[LLMToolCall]:
