@@ -1,5 +1,5 @@
 """Soak: minutes of mixed questions and tool calls on mosquitto, with hostile messages mixed in and,
-in the middle, one broker restart of 10 s, one tool service killed (SIGKILL) and restarted, and
+in the middle, one broker restart (down 10 s), one tool service killed (SIGKILL) and restarted, and
 one agent replica killed for good.
 
 Agents (two replicas of one role) and tool services (two replicas of the example tools) run as
@@ -8,7 +8,9 @@ The agents think with the scripted model (``llm.provider: scripted``, which answ
 question's text), because the soak measures messaging robustness, not the model: every answer is
 checked to be the one to its question.
 
-    uv run python bench/soak.py [--duration 180] [--workers 6]
+    uv run python bench/soak.py [--duration 180] [--workers 6] [--broker-down 10] [--quick]
+
+``--quick`` runs the same events in 15 s with 2 workers and the broker down 2 s: a check that it runs.
 
 Counted over every request (questions and tool calls alike): ``answered`` with the right answer;
 ``lost``, no reply within the request's timeout; ``duplicated``, a request for which the client's
@@ -280,7 +282,7 @@ async def wait_for_agents(client: Messager) -> None:
     raise RuntimeError("the agents did not start")
 
 
-async def soak(duration: float, workers: int) -> dict[str, Any]:
+async def soak(duration: float, workers: int, broker_down: float) -> dict[str, Any]:
     broker = MosquittoBroker()
     broker.start()
     fleet = Fleet(broker.port)
@@ -311,11 +313,11 @@ async def soak(duration: float, workers: int) -> dict[str, Any]:
 
         await at(0.3)
         print(
-            f"+{time.perf_counter() - origin:.1f}s restarting the broker (down 10 s)",
+            f"+{time.perf_counter() - origin:.1f}s restarting the broker (down {broker_down:g} s)",
             file=sys.stderr,
             flush=True,
         )
-        await asyncio.to_thread(broker.restart, down_for=10.0)
+        await asyncio.to_thread(broker.restart, down_for=broker_down)
         await at(0.5)
         print(
             f"+{time.perf_counter() - origin:.1f}s killing tool service tools-1 and starting it again",
@@ -368,8 +370,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=180.0, help="seconds of traffic (default 180)")
     parser.add_argument("--workers", type=int, default=6, help="concurrent askers")
+    parser.add_argument("--broker-down", type=float, default=10.0, help="seconds the broker stays down")
+    parser.add_argument("--quick", action="store_true", help="a check that it runs: 15 s, 2 workers")
     args = parser.parse_args()
-    result = asyncio.run(soak(args.duration, args.workers))
+    if args.quick:
+        parser.set_defaults(duration=15.0, workers=2, broker_down=2.0)
+        args = parser.parse_args()
+    result = asyncio.run(soak(args.duration, args.workers, args.broker_down))
     print(json.dumps(result))
 
 
