@@ -12,7 +12,7 @@
     uv run python bench/agent.py [--calls 1000] [--tasks 64] [--vllm-url http://127.0.0.1:8000/v1] [--quick]
 
 Without ``--vllm-url`` (or ``$ARGENTIC_TEST_VLLM_URL``) the CPU server is started (and stopped).
-``--quick`` makes 50 tool calls and asks 2 questions in one round: a check that it runs.
+``--quick`` makes 50 tool calls and asks 1 question in one round: a check that it runs.
 The last line printed is JSON with every figure.
 """
 
@@ -285,7 +285,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="a check that it runs: tiny sizes, one round")
     args = parser.parse_args()
     if args.quick:
-        parser.set_defaults(calls=50, tasks=2, rounds=1)
+        parser.set_defaults(calls=50, tasks=1, rounds=1)
         args = parser.parse_args()
     result = asyncio.run(main(args))
     print(json.dumps(result))

@@ -4,7 +4,7 @@ Each round sends 32 concurrent chat requests of exactly 32 output tokens (``igno
 client; each round runs both clients back to back, the one going first alternating, so that load from
 elsewhere hits both alike. Rates are medians over rounds; ``ratio`` is the median of the per-round
 ratios. The server is the CPU vLLM (started here, or ``--vllm-url``, default
-``$ARGENTIC_TEST_VLLM_URL``, for a running one). ``--quick`` sends 2 rounds of 2 requests of 4
+``$ARGENTIC_TEST_VLLM_URL``, for a running one). ``--quick`` sends 2 rounds of 2 requests of 2
 tokens: a check that it runs.
 
 usage: uv run python bench/llm.py [--vllm-url URL] [--rounds N] [--concurrency 32] [--tokens 32] [--quick]
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a check that it runs: a few short requests")
     args = parser.parse_args()
     if args.quick:
-        parser.set_defaults(rounds=2, concurrency=2, tokens=4)
+        parser.set_defaults(rounds=2, concurrency=2, tokens=2)
         args = parser.parse_args()
     with cpu_vllm_server(base_url=args.vllm_url) as running:
         result = asyncio.run(bench(running.base_url, args.model, args.rounds, args.concurrency, args.tokens))

@@ -15,7 +15,7 @@
 
 Without ``--vllm-url`` (or ``$ARGENTIC_TEST_VLLM_URL``) the CPU server is started (and stopped).
 Few tokens per answer keep it under 10 minutes on a slow CPU host. ``--quick`` (one replica per
-role, one question each, 4 tokens, one round, 10 and 20 idle agents) checks that it runs; the
+role, one question each, 2 tokens, one round, 10 and 20 idle agents) checks that it runs; the
 ``start_1000_*`` figures are then of ``started_agents`` agents. The last line is JSON.
 """
 
@@ -264,7 +264,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="a check that it runs: tiny sizes, one round")
     args = parser.parse_args()
     if args.quick:
-        parser.set_defaults(rounds=1, tokens=4, replicas=1, questions=1, traced_agents=10, started_agents=20)
+        parser.set_defaults(rounds=1, tokens=2, replicas=1, questions=1, traced_agents=10, started_agents=20)
         args = parser.parse_args()
     result = asyncio.run(main(args))
     print(json.dumps(result))
