@@ -9,9 +9,10 @@
    (goal >= 0.9). The agent's requests are recorded and replayed verbatim on the direct side. A
    warm-up pass runs first, so both measured passes find the same prompts in vLLM's prefix cache.
 
-    uv run python bench/agent.py [--calls 1000] [--tasks 64] [--vllm-url http://127.0.0.1:8000/v1]
+    uv run python bench/agent.py [--calls 1000] [--tasks 64] [--vllm-url http://127.0.0.1:8000/v1] [--quick]
 
 Without ``--vllm-url`` (or ``$ARGENTIC_TEST_VLLM_URL``) the CPU server is started (and stopped).
+``--quick`` makes 50 tool calls and asks 1 question in one round: a check that it runs.
 The last line printed is JSON with every figure.
 """
 
@@ -281,5 +282,10 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=2, help="measured passes of each side")
     parser.add_argument("--vllm-url", default=os.environ.get("ARGENTIC_TEST_VLLM_URL"))
     parser.add_argument("--skip-llm", action="store_true", help="only the tool round trip")
-    result = asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--quick", action="store_true", help="a check that it runs: tiny sizes, one round")
+    args = parser.parse_args()
+    if args.quick:
+        parser.set_defaults(calls=50, tasks=1, rounds=1)
+        args = parser.parse_args()
+    result = asyncio.run(main(args))
     print(json.dumps(result))

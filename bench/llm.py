@@ -3,9 +3,11 @@
 Each round sends 32 concurrent chat requests of exactly 32 output tokens (``ignore_eos``) through one
 client; each round runs both clients back to back, the one going first alternating, so that load from
 elsewhere hits both alike. Rates are medians over rounds; ``ratio`` is the median of the per-round
-ratios. The server is the CPU vLLM (started here, or ``--base-url`` for a running one).
+ratios. The server is the CPU vLLM (started here, or ``--vllm-url``, default
+``$ARGENTIC_TEST_VLLM_URL``, for a running one). ``--quick`` sends 2 rounds of 2 requests of 2
+tokens: a check that it runs.
 
-usage: uv run python bench/llm.py [--base-url URL] [--rounds N] [--concurrency 32] [--tokens 32]
+usage: uv run python bench/llm.py [--vllm-url URL] [--rounds N] [--concurrency 32] [--tokens 32] [--quick]
 Last line: {"provider_tok_s": ..., "raw_tok_s": ..., "ratio": ...}
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -89,13 +92,21 @@ async def bench(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base-url", help="a running vLLM server (default: start the CPU one)")
+    parser.add_argument(
+        "--vllm-url",
+        default=os.environ.get("ARGENTIC_TEST_VLLM_URL"),
+        help="a running vLLM server (default: $ARGENTIC_TEST_VLLM_URL, else start the CPU one)",
+    )
     parser.add_argument("--model", help="served model name (default: discovered)")
     parser.add_argument("--rounds", type=int, default=8, help="even, so both clients lead equally")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--quick", action="store_true", help="a check that it runs: a few short requests")
     args = parser.parse_args()
-    with cpu_vllm_server(base_url=args.base_url) as running:
+    if args.quick:
+        parser.set_defaults(rounds=2, concurrency=2, tokens=2)
+        args = parser.parse_args()
+    with cpu_vllm_server(base_url=args.vllm_url) as running:
         result = asyncio.run(bench(running.base_url, args.model, args.rounds, args.concurrency, args.tokens))
     print(json.dumps(result))
 

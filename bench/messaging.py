@@ -1,14 +1,15 @@
 """Messager overhead against raw aiomqtt, both on the same mosquitto (QoS 1, TCP_NODELAY, MQTT 5).
 
-    uv run python bench/messaging.py
+    uv run python bench/messaging.py [--requests 1500] [--messages 10000] [--quick]
 
 Measures request/response round trips (p50/p99) and the throughput of 1 KB QoS 1 messages from one
-publisher to one subscriber, each publisher keeping a window of publishes in flight. The last
-line printed is JSON.
+publisher to one subscriber, each publisher keeping a window of publishes in flight. ``--quick``
+sends a few hundred messages: a check that it runs. The last line printed is JSON.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import socket
@@ -23,8 +24,6 @@ from argentic.protocol import Answer, Question
 from argentic.testing.mosquitto import MosquittoBroker
 
 RTT_WARMUP = 100
-RTT_COUNT = 1500
-THROUGHPUT_COUNT = 10_000
 WINDOW = 200
 PAYLOAD_TEXT = "x" * 880  # a Question of about 1 KB of JSON
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -57,7 +56,7 @@ async def windowed(count: int, publish_one: Callable[[int], Awaitable[None]]) ->
 # --- Messager -----------------------------------------------------------------------------------
 
 
-async def messager_rtt(port: int) -> list[float]:
+async def messager_rtt(port: int, count: int) -> list[float]:
     async with (
         Messager("127.0.0.1", port, namespace="bench") as requester,
         Messager("127.0.0.1", port, namespace="bench") as responder,
@@ -71,7 +70,7 @@ async def messager_rtt(port: int) -> list[float]:
         topic = responder.topics.agent_questions("rtt")
         await responder.subscribe(topic, answer, model=Question)
         samples: list[float] = []
-        for index in range(RTT_WARMUP + RTT_COUNT):
+        for index in range(RTT_WARMUP + count):
             started = time.perf_counter()
             await requester.request(topic, Question(text="ping"), response_model=Answer, timeout=DEADLINE_S)
             if index >= RTT_WARMUP:
@@ -79,7 +78,7 @@ async def messager_rtt(port: int) -> list[float]:
         return samples
 
 
-async def messager_throughput(port: int) -> float:
+async def messager_throughput(port: int, count: int) -> float:
     async with (
         Messager("127.0.0.1", port, namespace="bench") as publisher,
         Messager("127.0.0.1", port, namespace="bench") as subscriber,
@@ -90,7 +89,7 @@ async def messager_throughput(port: int) -> float:
         async def on_question(question: Question) -> None:
             nonlocal received
             received += 1
-            if received == THROUGHPUT_COUNT:
+            if received == count:
                 all_in.set()
 
         topic = subscriber.topics.agent_questions("load")
@@ -100,15 +99,15 @@ async def messager_throughput(port: int) -> float:
             await publisher.publish(topic, Question(text=PAYLOAD_TEXT))
 
         started = time.perf_counter()
-        await windowed(THROUGHPUT_COUNT, publish_one)
+        await windowed(count, publish_one)
         await asyncio.wait_for(all_in.wait(), DEADLINE_S)
-        return THROUGHPUT_COUNT / (time.perf_counter() - started)
+        return count / (time.perf_counter() - started)
 
 
 # --- raw aiomqtt --------------------------------------------------------------------------------
 
 
-async def raw_rtt(port: int) -> list[float]:
+async def raw_rtt(port: int, count: int) -> list[float]:
     request_topic, reply_topic = "bench/raw/rtt", "bench/raw/rtt/reply"
     payload = Question(text="ping").to_json()
     async with raw_client(port) as requester, raw_client(port) as responder:
@@ -123,7 +122,7 @@ async def raw_rtt(port: int) -> list[float]:
         replies = aiter(requester.messages)
         samples: list[float] = []
         try:
-            for index in range(RTT_WARMUP + RTT_COUNT):
+            for index in range(RTT_WARMUP + count):
                 started = time.perf_counter()
                 await requester.publish(request_topic, payload, qos=1)
                 await asyncio.wait_for(anext(replies), DEADLINE_S)
@@ -134,7 +133,7 @@ async def raw_rtt(port: int) -> list[float]:
         return samples
 
 
-async def raw_throughput(port: int) -> float:
+async def raw_throughput(port: int, count: int) -> float:
     topic = "bench/raw/load"
     payload = Question(text=PAYLOAD_TEXT).to_json()
     async with raw_client(port) as publisher, raw_client(port) as subscriber:
@@ -144,7 +143,7 @@ async def raw_throughput(port: int) -> float:
             received = 0
             async for _ in subscriber.messages:
                 received += 1
-                if received == THROUGHPUT_COUNT:
+                if received == count:
                     return
 
         consuming = asyncio.create_task(consume())
@@ -153,23 +152,23 @@ async def raw_throughput(port: int) -> float:
             await publisher.publish(topic, payload, qos=1)
 
         started = time.perf_counter()
-        await windowed(THROUGHPUT_COUNT, publish_one)
+        await windowed(count, publish_one)
         await asyncio.wait_for(consuming, DEADLINE_S)
-        return THROUGHPUT_COUNT / (time.perf_counter() - started)
+        return count / (time.perf_counter() - started)
 
 
-async def main() -> None:
+async def main(requests: int, messages: int) -> None:
     with MosquittoBroker(persistence=False) as broker:
-        raw_samples = await raw_rtt(broker.port)
-        samples = await messager_rtt(broker.port)
-        raw_rate = await raw_throughput(broker.port)
-        rate = await messager_throughput(broker.port)
+        raw_samples = await raw_rtt(broker.port, requests)
+        samples = await messager_rtt(broker.port, requests)
+        raw_rate = await raw_throughput(broker.port, messages)
+        rate = await messager_throughput(broker.port, messages)
     rtt_p50, rtt_p99 = statistics.median(samples) * 1000, percentile(samples, 0.99) * 1000
     raw_p50, raw_p99 = statistics.median(raw_samples) * 1000, percentile(raw_samples, 0.99) * 1000
-    print(f"round trip, {RTT_COUNT} requests, QoS 1:")
+    print(f"round trip, {requests} requests, QoS 1:")
     print(f"  Messager.request  p50 {rtt_p50:6.2f} ms   p99 {rtt_p99:6.2f} ms")
     print(f"  raw aiomqtt       p50 {raw_p50:6.2f} ms   p99 {raw_p99:6.2f} ms")
-    print(f"throughput, {THROUGHPUT_COUNT} messages of ~1 KB, QoS 1, window {WINDOW}:")
+    print(f"throughput, {messages} messages of ~1 KB, QoS 1, window {WINDOW}:")
     print(f"  Messager          {rate:8.0f} msg/s")
     print(f"  raw aiomqtt       {raw_rate:8.0f} msg/s")
     result = {
@@ -184,4 +183,12 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1500, help="measured round trips of each side")
+    parser.add_argument("--messages", type=int, default=10_000, help="messages of each side's throughput")
+    parser.add_argument("--quick", action="store_true", help="a check that it runs: a few hundred messages")
+    args = parser.parse_args()
+    if args.quick:
+        parser.set_defaults(requests=100, messages=400)
+        args = parser.parse_args()
+    asyncio.run(main(args.requests, args.messages))

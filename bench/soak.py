@@ -1,5 +1,5 @@
 """Soak: minutes of mixed questions and tool calls on mosquitto, with hostile messages mixed in and,
-in the middle, one broker restart of 10 s, one tool service killed (SIGKILL) and restarted, and
+in the middle, one broker restart (down 10 s), one tool service killed (SIGKILL) and restarted, and
 one agent replica killed for good.
 
 Agents (two replicas of one role) and tool services (two replicas of the example tools) run as
@@ -8,7 +8,11 @@ The agents think with the scripted model (``llm.provider: scripted``, which answ
 question's text), because the soak measures messaging robustness, not the model: every answer is
 checked to be the one to its question.
 
-    uv run python bench/soak.py [--duration 180] [--workers 6]
+    uv run python bench/soak.py [--duration 180] [--workers 6] [--broker-down 10] [--quick]
+
+``--quick`` runs the same events in 15 s with 2 workers, the broker down 2 s, and shorter question
+timeouts and sessions (so the requests a killed replica held come back in seconds): a check that
+it runs.
 
 Counted over every request (questions and tool calls alike): ``answered`` with the right answer;
 ``lost``, no reply within the request's timeout; ``duplicated``, a request for which the client's
@@ -48,8 +52,6 @@ from argentic.tools import ToolManager
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "soak"
 ROLE = "soak"
-QUESTION_TIMEOUT_S = 60.0
-CALL_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -80,8 +82,9 @@ class Tally:
 class Fleet:
     """The agent and tool processes, started and killed by pid."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, session_expiry_s: float) -> None:
         self.port = port
+        self.session_expiry_s = session_expiry_s
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.peaks_mb: dict[str, float] = {}
 
@@ -98,7 +101,7 @@ class Fleet:
             "ARGENTIC_LOGGING__LEVEL": "WARNING",
             # Replicas share their requests: a short session lets the broker stop handing requests
             # to a killed replica's session soon (requesters resend what it held meanwhile).
-            "ARGENTIC_MESSAGING__SESSION_EXPIRY_S": "30",
+            "ARGENTIC_MESSAGING__SESSION_EXPIRY_S": f"{self.session_expiry_s:g}",
         }
 
     def start(self, name: str) -> None:
@@ -205,8 +208,15 @@ async def hostile(port: int, tally: Tally, stop: asyncio.Event, inbox: str) -> N
 
 
 async def worker(
-    index: int, client: Messager, tools: ToolManager, tally: Tally, stop: asyncio.Event, origin: float
+    index: int,
+    client: Messager,
+    tools: ToolManager,
+    tally: Tally,
+    stop: asyncio.Event,
+    origin: float,
+    question_timeout_s: float,
 ) -> None:
+    call_timeout_s = question_timeout_s / 2
     topic = client.topics.agent_questions(ROLE)
     n = 0
     while not stop.is_set():
@@ -217,7 +227,7 @@ async def worker(
         question = Question(text=text)
         tally.ours.add(question.id)
         try:
-            reply = await client.request(topic, question, response_model=Answer, timeout=QUESTION_TIMEOUT_S)
+            reply = await client.request(topic, question, response_model=Answer, timeout=question_timeout_s)
         except RequestTimeoutError:
             tally.lost += 1
         except ArgenticError as exc:
@@ -232,7 +242,7 @@ async def worker(
                 tally.wrong += 1
         tally.requests += 1
         started = time.perf_counter()
-        result = await tools.call("calculate", {"expression": f"{n} * 7"}, timeout=CALL_TIMEOUT_S)
+        result = await tools.call("calculate", {"expression": f"{n} * 7"}, timeout=call_timeout_s)
         tally.ours.add(result.call_id)
         if result.ok and result.result["value"] == n * 7:
             tally.answered += 1
@@ -280,10 +290,11 @@ async def wait_for_agents(client: Messager) -> None:
     raise RuntimeError("the agents did not start")
 
 
-async def soak(duration: float, workers: int) -> dict[str, Any]:
+async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    duration, broker_down, question_timeout_s = args.duration, args.broker_down, args.question_timeout
     broker = MosquittoBroker()
     broker.start()
-    fleet = Fleet(broker.port)
+    fleet = Fleet(broker.port, args.session_expiry)
     for name in ("agent-1", "agent-2", "tools-1", "tools-2"):
         fleet.start(name)
     tally = Tally()
@@ -292,7 +303,7 @@ async def soak(duration: float, workers: int) -> dict[str, Any]:
         "127.0.0.1", broker.port, namespace=NAMESPACE, client_id="soak-client", reconnect_max_delay_s=1.0
     )
     await client.connect()
-    tools = ToolManager(client, default_timeout_s=CALL_TIMEOUT_S)
+    tools = ToolManager(client, default_timeout_s=question_timeout_s / 2)
     try:
         await tools.start()
         await tools.wait_for_tools("calculate", timeout=60)
@@ -302,7 +313,10 @@ async def soak(duration: float, workers: int) -> dict[str, Any]:
             asyncio.create_task(hostile(broker.port, tally, stop, client.inbox)),
         ]
         origin = time.perf_counter()
-        load = [asyncio.create_task(worker(i, client, tools, tally, stop, origin)) for i in range(workers)]
+        load = [
+            asyncio.create_task(worker(i, client, tools, tally, stop, origin, question_timeout_s))
+            for i in range(args.workers)
+        ]
         started = time.monotonic()
 
         async def at(fraction: float) -> None:
@@ -311,11 +325,11 @@ async def soak(duration: float, workers: int) -> dict[str, Any]:
 
         await at(0.3)
         print(
-            f"+{time.perf_counter() - origin:.1f}s restarting the broker (down 10 s)",
+            f"+{time.perf_counter() - origin:.1f}s restarting the broker (down {broker_down:g} s)",
             file=sys.stderr,
             flush=True,
         )
-        await asyncio.to_thread(broker.restart, down_for=10.0)
+        await asyncio.to_thread(broker.restart, down_for=broker_down)
         await at(0.5)
         print(
             f"+{time.perf_counter() - origin:.1f}s killing tool service tools-1 and starting it again",
@@ -332,7 +346,7 @@ async def soak(duration: float, workers: int) -> dict[str, Any]:
             fleet.sample()
         stop.set()
         # the requests in flight finish (or time out) before counting
-        await asyncio.wait_for(asyncio.gather(*load), QUESTION_TIMEOUT_S + CALL_TIMEOUT_S + 10)
+        await asyncio.wait_for(asyncio.gather(*load), question_timeout_s * 1.5 + 10)
         await asyncio.sleep(1)  # late duplicate replies, if any
         for task in background:
             task.cancel()
@@ -368,8 +382,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=180.0, help="seconds of traffic (default 180)")
     parser.add_argument("--workers", type=int, default=6, help="concurrent askers")
+    parser.add_argument("--broker-down", type=float, default=10.0, help="seconds the broker stays down")
+    parser.add_argument(
+        "--question-timeout", type=float, default=60.0, help="seconds (tool calls half; resent every third)"
+    )
+    parser.add_argument("--session-expiry", type=float, default=30.0, help="seconds, of agents and tools")
+    parser.add_argument("--quick", action="store_true", help="a check that it runs: 15 s, 2 workers")
     args = parser.parse_args()
-    result = asyncio.run(soak(args.duration, args.workers))
+    if args.quick:
+        parser.set_defaults(
+            duration=15.0, workers=2, broker_down=2.0, question_timeout=20.0, session_expiry=10.0
+        )
+        args = parser.parse_args()
+    result = asyncio.run(soak(args))
     print(json.dumps(result))
 
 

@@ -11,10 +11,12 @@
 3. 1,000 agents (100 roles x 10 replicas) started in one process on one broker connection:
    ``start_1000_s`` (goal < 10) and the process's resident memory they added, ``start_1000_rss_mib``.
 
-    uv run python bench/team.py [--rounds 6] [--tokens 16] [--vllm-url http://127.0.0.1:8000/v1]
+    uv run python bench/team.py [--rounds 6] [--tokens 16] [--vllm-url http://127.0.0.1:8000/v1] [--quick]
 
 Without ``--vllm-url`` (or ``$ARGENTIC_TEST_VLLM_URL``) the CPU server is started (and stopped).
-Few tokens per answer keep it under 10 minutes on a slow CPU host. The last line is JSON.
+Few tokens per answer keep it under 10 minutes on a slow CPU host. ``--quick`` (one replica per
+role, one question each, 2 tokens, one round, 10 and 20 idle agents) checks that it runs; the
+``start_1000_*`` figures are then of ``started_agents`` agents. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -47,8 +49,6 @@ ROLES = {
     "tester": "You test software. Answer in one short sentence.",
     "writer": "You write documentation. Answer in one short sentence.",
 }
-REPLICAS = 3
-QUESTIONS_PER_AGENT = 4
 TOPICS = ["a login page", "a cache", "a CSV parser", "a rate limiter", "a retry loop", "a queue"]
 
 
@@ -79,9 +79,9 @@ def team_config(roles: dict[str, str], replicas: int, namespace: str) -> Argenti
     )
 
 
-def questions() -> list[tuple[str, str]]:
-    """(role, question): each role gets 3 x 4 = 12, so each replica answers about 4."""
-    count = REPLICAS * QUESTIONS_PER_AGENT
+def questions(replicas: int, per_agent: int) -> list[tuple[str, str]]:
+    """(role, question): ``replicas x per_agent`` for each role, about ``per_agent`` for each replica."""
+    count = replicas * per_agent
     return [
         (role, f"Name one risk of {TOPICS[i % len(TOPICS)]} ({i}).") for role in ROLES for i in range(count)
     ]
@@ -132,9 +132,10 @@ async def direct_pass(
 
 
 async def throughput(
-    broker: MosquittoBroker, base_url: str, model: str, rounds: int, tokens: int
+    broker: MosquittoBroker, base_url: str, model: str, args: argparse.Namespace
 ) -> dict[str, Any]:
-    asked = questions()
+    rounds, tokens, replicas = args.rounds, args.tokens, args.replicas
+    asked = questions(replicas, args.questions)
     llm = LLMFactory.create(
         {
             "provider": "vllm",
@@ -146,7 +147,7 @@ async def throughput(
             "timeout_s": 900,
         }
     )
-    config = team_config(ROLES, REPLICAS, "bench-team")
+    config = team_config(ROLES, replicas, "bench-team")
     async with (
         Messager(
             broker.host, broker.port, namespace="bench-team", persistent=False, max_concurrent_handlers=256
@@ -154,7 +155,7 @@ async def throughput(
         Messager(broker.host, broker.port, namespace="bench-team", persistent=False) as client,
         Team(config, messager=bus, llm=llm) as team,
     ):
-        assert len(team.agents) == len(ROLES) * REPLICAS
+        assert len(team.agents) == len(ROLES) * replicas
         log(f"warm-up: {len(asked)} questions to {len(team.agents)} agents")
         await team_pass(client, asked)
         await direct_pass(base_url, model, asked, tokens)
@@ -172,7 +173,7 @@ async def throughput(
     team_s, team_tokens = min(team_runs)
     direct_s, direct_tokens = min(direct_runs)
     return {
-        "agents": len(ROLES) * REPLICAS,
+        "agents": len(ROLES) * replicas,
         "tasks_per_min": round(len(asked) / team_s * 60, 1),
         "ceiling_tasks_per_min": round(len(asked) / direct_s * 60, 1),
         "ratio": round(direct_s / team_s, 3),
@@ -218,13 +219,14 @@ async def start_agents(
     }
 
 
-async def idle(broker: MosquittoBroker) -> dict[str, Any]:
+async def idle(broker: MosquittoBroker, traced_agents: int, started_agents: int) -> dict[str, Any]:
+    """``traced_agents`` (5 replicas a role) traced for memory, then ``started_agents`` (10 a role) timed."""
     llm = LLMFactory.create(
         {"provider": "vllm", "vllm_base_url": "http://127.0.0.1:9/v1", "vllm_model_name": "m"}
     )
-    memory = await start_agents(broker, llm, 40, 5, traced=True)
+    memory = await start_agents(broker, llm, max(1, traced_agents // 5), 5, traced=True)
     log(f"{memory['count']} idle agents: {memory['kib_per_agent']:.1f} KiB each (traced)")
-    thousand = await start_agents(broker, llm, 100, 10, traced=False)
+    thousand = await start_agents(broker, llm, max(1, started_agents // 10), 10, traced=False)
     count, seconds, added = thousand["count"], thousand["start_s"], thousand["rss_mib"]
     log(f"{count} agents started in {seconds:.2f}s, +{added:.1f} MiB RSS")
     await llm.close()
@@ -232,17 +234,18 @@ async def idle(broker: MosquittoBroker) -> dict[str, Any]:
         "agent_kib": round(memory["kib_per_agent"], 1),
         "start_1000_s": round(thousand["start_s"], 2),
         "start_1000_rss_mib": round(thousand["rss_mib"], 1),
+        "started_agents": count,
     }
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     with MosquittoBroker(persistence=False) as broker:
-        idle_figures = await idle(broker)
+        idle_figures = await idle(broker, args.traced_agents, args.started_agents)
         if not args.skip_llm:
             with cpu_vllm_server(base_url=args.vllm_url) as server:
                 url, model = server.base_url, server.model
-                figures.update(await throughput(broker, url, model, args.rounds, args.tokens))
+                figures.update(await throughput(broker, url, model, args))
         figures.update(idle_figures)
     figures["max_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return figures
@@ -253,6 +256,15 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=6, help="measured passes of each side (even)")
     parser.add_argument("--tokens", type=int, default=16, help="max_tokens of every answer")
     parser.add_argument("--vllm-url", default=os.environ.get("ARGENTIC_TEST_VLLM_URL"))
+    parser.add_argument("--replicas", type=int, default=3, help="replicas of each of the 5 roles")
+    parser.add_argument("--questions", type=int, default=4, help="questions per agent in each pass")
+    parser.add_argument("--traced-agents", type=int, default=200, help="idle agents traced for memory")
+    parser.add_argument("--started-agents", type=int, default=1000, help="idle agents started at once")
     parser.add_argument("--skip-llm", action="store_true", help="only the idle agents")
-    result = asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--quick", action="store_true", help="a check that it runs: tiny sizes, one round")
+    args = parser.parse_args()
+    if args.quick:
+        parser.set_defaults(rounds=1, tokens=2, replicas=1, questions=1, traced_agents=10, started_agents=20)
+        args = parser.parse_args()
+    result = asyncio.run(main(args))
     print(json.dumps(result))

@@ -1,10 +1,11 @@
 """Benchmark: a 640x480 30 fps WebRTC stream on loopback into a VisualAgent.
 
-    uv run python bench/visual.py [--seconds 10]
+    uv run python bench/visual.py [--seconds 10] [--quick]
 
 A mosquitto of its own carries the signaling. The sending peer is ``examples/webrtc_sender.py`` in
 a separate process (the test pattern), so this process holds only the receiving side: the
-``WebRTCDriver`` and a ``VisualAgent`` whose model is a sink that records each request.
+``WebRTCDriver`` and a ``VisualAgent`` whose model is a ``FunctionLLM`` that answers at once and
+records when each request arrived. ``--quick`` streams for 3 s: a check that it runs.
 
 Reported:
 
@@ -34,15 +35,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
 from argentic.agents.visual_agent import VisualAgent
-from argentic.llm import ChatMessage, ChatResponse, LLMProvider, OutputSpec, SamplingSettings, ToolChoice
-from argentic.llm.types import ToolDefinition
+from argentic.llm import ChatRequest, FunctionLLM
 from argentic.messaging import Messager
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.video import Frame, WebRTCDriver, read_frame_code
@@ -50,37 +49,25 @@ from argentic.video import Frame, WebRTCDriver, read_frame_code
 REPO = Path(__file__).resolve().parents[1]
 
 
-class SinkLLM(LLMProvider):
-    """A model that answers at once and records when each request arrived and what it carried."""
-
-    model_name = "sink"
-    max_images_per_prompt = 1
+class Arrivals:
+    """When each model request arrived and how many images it carried."""
 
     def __init__(self) -> None:
-        self.arrivals: list[tuple[float, int]] = []
+        self.times: list[tuple[float, int]] = []
 
-    async def chat(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        tools: Sequence[ToolDefinition] = (),
-        tool_choice: ToolChoice = "auto",
-        output: OutputSpec | None = None,
-        settings: SamplingSettings | None = None,
-    ) -> ChatResponse:
-        images = sum(len(m.images) for m in messages)
-        self.arrivals.append((time.time(), images))
-        return ChatResponse(content="ok", finish_reason="stop", model=self.model_name)
+    def reply(self, request: ChatRequest) -> str:
+        self.times.append((time.time(), sum(len(m.images) for m in request.messages)))
+        return "ok"
 
 
 def p50(values: list[float]) -> float:
     return round(statistics.median(values), 2) if values else float("nan")
 
 
-async def ask_timed(agent: VisualAgent, sink: SinkLLM) -> tuple[float, Frame, float]:
+async def ask_timed(agent: VisualAgent, arrivals: Arrivals) -> tuple[float, Frame, float]:
     """Ask once: (arrival-to-request ms, the frame sent, when the request arrived)."""
     await agent.query_with_video("What do you see?")
-    arrived, images = sink.arrivals[-1]
+    arrived, images = arrivals.times[-1]
     assert images == 1, f"expected one image per request, got {images}"
     frame = agent.last_frames[0].frame
     return (arrived - frame.timestamp) * 1000, frame, arrived
@@ -97,8 +84,9 @@ async def run(seconds: float) -> dict[str, Any]:
         await messager.connect()
         driver = WebRTCDriver(messager, "bench", host_addresses=["127.0.0.1"], buffer_size=90)
         await driver.start()
-        sink = SinkLLM()
-        agent = VisualAgent(llm=sink, driver=driver, max_image_side=768)
+        arrivals = Arrivals()
+        llm = FunctionLLM(arrivals.reply, model_name="sink", max_images_per_prompt=1)
+        agent = VisualAgent(llm=llm, driver=driver, max_image_side=768)
         sender = await asyncio.create_subprocess_exec(
             sys.executable,
             str(REPO / "examples" / "webrtc_sender.py"),
@@ -125,12 +113,12 @@ async def run(seconds: float) -> dict[str, Any]:
                 newest = driver.latest()
                 assert newest is not None
                 await driver.wait_for_frame(5, newer_than=newest.index)
-                latency, frame, arrived = await ask_timed(agent, sink)
+                latency, frame, arrived = await ask_timed(agent, arrivals)
                 on_arrival.append(latency)
                 asked.append((frame, arrived))
             else:
                 await asyncio.sleep(random.uniform(0, 1 / 30))
-                at_random.append((await ask_timed(agent, sink))[0])
+                at_random.append((await ask_timed(agent, arrivals))[0])
             await asyncio.sleep(0.1)  # a few questions a second, as a watch or a chat would
         cpu = me.cpu_percent(None)
         sender_cpu = other.cpu_percent(None)
@@ -176,7 +164,11 @@ async def run(seconds: float) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="VisualAgent over WebRTC benchmark")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long the sender streams")
+    parser.add_argument("--quick", action="store_true", help="a check that it runs: 3 s of stream")
     args = parser.parse_args()
+    if args.quick:
+        parser.set_defaults(seconds=3.0)
+        args = parser.parse_args()
     result = asyncio.run(run(args.seconds))
     print(
         f"received {result['frames_received']} of {result['frames_sent']} frames; "
