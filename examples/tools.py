@@ -56,13 +56,17 @@ class Calculation(BaseModel):
     value: float | int
 
 
+def evaluate(expression: str) -> float | int:
+    """The value of an arithmetic expression (``ValueError`` for anything else)."""
+    return _evaluate(ast.parse(expression, mode="eval"))
+
+
 @tool(isolate=True)  # a process per call, killed at its timeout: 9**999**999 cannot freeze the service
 def calculate(
     expression: Annotated[str, Field(min_length=1, max_length=60, description="e.g. '1234 * 5678'")],
 ) -> Calculation:
     """Evaluate an arithmetic expression exactly and return its value."""
-    tree = ast.parse(expression, mode="eval")
-    return Calculation(expression=expression, value=_evaluate(tree))
+    return Calculation(expression=expression, value=evaluate(expression))
 
 
 @tool

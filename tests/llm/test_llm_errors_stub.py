@@ -16,6 +16,7 @@ from argentic.errors import LLMRequestError, LLMTimeoutError, LLMUnavailableErro
 from argentic.llm import ChatRequest, StreamEnd, TextDelta, ToolCallDelta, ToolDefinition
 from argentic.llm.local import CPU_MODEL_NAME
 from argentic.llm.openai_provider import OpenAICompatibleProvider
+from argentic.llm.wire import SAFE_INTEGER
 from argentic.netutil import free_port
 
 
@@ -457,20 +458,22 @@ async def test_a_server_other_than_vllm_gets_the_standard_tool_choice() -> None:
     assert body["parallel_tool_calls"] is False and "structured_outputs" not in body
 
 
-async def test_a_model_whose_template_opens_calls_with_a_tag_continues_after_it() -> None:
+async def test_a_model_whose_template_tags_calls_writes_them_tagged_under_a_structural_tag() -> None:
     bodies: list[dict[str, object]] = []
 
     async def handler(path: str, body: dict[str, object]) -> Reply:
         bodies.append(body)
-        return 200, GUIDED_REPLY
+        return 200, Tokens(['<tool_call>{"name": "add", "arguments": ', '{"a": 2}}</tool_call>'])
 
     stub, server = await _start(handler, work=_growing())
     async with server, _provider(stub, model=CPU_MODEL_NAME) as llm:
         one = await llm.chat(ChatRequest.user("2?", tools=[ADD], tool_choice="add"))
         several = await llm.chat(ChatRequest.user("2?", tools=[ADD], tool_choice="required"))
     assert one.tool_calls[0].arguments == several.tool_calls[0].arguments == {"a": 2}
-    single, listed = bodies
-    assert single["messages"][-1] == {"role": "assistant", "content": "<tool_call>"}  # type: ignore[index]
-    assert single["continue_final_message"] is True and single["add_generation_prompt"] is False
-    # several calls allowed: a list, with nothing written before it
-    assert listed["messages"][-1]["role"] == "user" and "continue_final_message" not in listed  # type: ignore[index]
+    assert one.content is None and one.finish_reason == "tool_calls"
+    single, listed = (json.loads(b["structured_outputs"]["structural_tag"]) for b in bodies)  # type: ignore[index]
+    (tag,) = single["format"]["tags"]
+    assert tag["begin"] == '<tool_call>{"name": "add", "arguments": ' and tag["end"] == "}</tool_call>"
+    assert tag["content"]["max_whitespace_cnt"] == 1  # no run of whitespace to fill max_tokens
+    assert tag["content"]["json_schema"]["properties"]["a"]["maximum"] == SAFE_INTEGER
+    assert single["format"]["stop_after_first"] is True and listed["format"]["stop_after_first"] is False

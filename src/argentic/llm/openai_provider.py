@@ -12,6 +12,7 @@ text are recovered; LoRA adapters are chosen by model name
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from argentic.llm.types import (
     ToolCallDelta,
 )
 from argentic.llm.wire import (
+    Guided,
     StreamAssembler,
     check_media_limits,
     forces_call,
@@ -41,12 +43,15 @@ from argentic.llm.wire import (
     message_to_wire,
     response_format_for,
     response_from_completion,
-    single_call,
+    tagged_calls_tag,
     tool_choice_to_wire,
     tool_to_wire,
 )
 
 log = logging.getLogger(__name__)
+
+#: Words of a server's 400 that refuses guided calls (structured outputs, or the structural tag).
+REFUSAL_WORDS = ("structured_outputs", "structured output", "structural_tag", "structural tag")
 
 
 @dataclass(frozen=True)
@@ -165,7 +170,7 @@ class OpenAICompatibleProvider(LLMProvider):
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _body(self, model: str, request: ChatRequest) -> tuple[dict[str, Any], bool, bool]:
+    def _body(self, model: str, request: ChatRequest) -> tuple[dict[str, Any], bool, Guided]:
         """The request body; whether the server will enforce ``request.output``; whether the reply is
         the demanded calls written under guided decoding (see :meth:`_guide_calls`)."""
         messages, tools, output = request.messages, request.tools, request.output
@@ -179,14 +184,16 @@ class OpenAICompatibleProvider(LLMProvider):
             if value is not None:
                 body[key] = value
         extra = dict(merged.extra_body or {})
-        guided = self.vllm and self._guided_calls and forces_call(request)
+        guided: Guided = None
+        if self.vllm and self._guided_calls and forces_call(request):
+            guided = "tagged" if profile_for(model).tool_call_tags else "json"
         if tools:
             body["tools"] = [tool_to_wire(t, vllm=self.vllm) for t in tools]
             body["tool_choice"] = tool_choice_to_wire(request.tool_choice, tools)
             if request.parallel_tool_calls is not None:
                 body["parallel_tool_calls"] = request.parallel_tool_calls
-        if guided:
-            self._guide_calls(body, extra, request)
+        if guided is not None:
+            self._guide_calls(body, extra, request, profile_for(model).tool_call_tags)
         # A constraining response_format beside tools makes vLLM constrain everything: no tool calls.
         constrained = output is not None and not tools
         if constrained:
@@ -197,28 +204,30 @@ class OpenAICompatibleProvider(LLMProvider):
         return body, constrained, guided
 
     @staticmethod
-    def _guide_calls(body: dict[str, Any], extra: dict[str, Any], request: ChatRequest) -> None:
-        """Ask vLLM for the demanded calls under its structured outputs, with no free whitespace.
+    def _guide_calls(
+        body: dict[str, Any], extra: dict[str, Any], request: ChatRequest, tags: tuple[str, str] | None
+    ) -> None:
+        """Ask vLLM for the demanded calls under its structured outputs, parsed on our side.
 
         vLLM's own "required" grammar lets whitespace run between a call's JSON tokens (a small model
         fills ``max_tokens`` with it) and, with several calls allowed, lets calls repeat to the end.
-        Here the reply is one JSON list of calls, parsed on our side; the tools stay in the request
-        (``tool_choice: "none"``), so the chat template still shows them to the model."""
+        Here whitespace is bounded and the calls stop after the first when one is allowed: written as
+        the model's template writes them when its profile names the tags, else as one JSON list. The
+        tools stay in the request (``tool_choice: "none"``), so the template still shows them."""
         body["tool_choice"] = "none"
         body.pop("parallel_tool_calls", None)
-        extra["structured_outputs"] = {"json": guided_calls_schema(request), "disable_any_whitespace": True}
-        prefix = profile_for(body["model"]).tool_call_prefix
-        if prefix and single_call(request):
-            # The reply continues an assistant turn that opens a call the way the template writes one.
-            body["messages"] = [*body["messages"], {"role": "assistant", "content": prefix}]
-            extra.update(continue_final_message=True, add_generation_prompt=False)
+        if tags is not None:
+            extra["structured_outputs"] = {"structural_tag": json.dumps(tagged_calls_tag(request, tags))}
+        else:
+            schema = guided_calls_schema(request)
+            extra["structured_outputs"] = {"json": schema, "disable_any_whitespace": True}
 
     def _refused_guidance(self, exc: LLMRequestError, request: ChatRequest) -> bool:
         """Whether ``exc`` is a server refusing guided calls (an older vLLM): from then on this
         provider asks for calls the server's own way, once warned."""
         text = str(exc).lower()
         guided = self.vllm and self._guided_calls and forces_call(request)
-        if not guided or not any(word in text for word in ("structured_outputs", "structured output")):
+        if not guided or not any(word in text for word in REFUSAL_WORDS):
             return False
         log.warning(
             "%s refused guided tool calls (%s); asking for tool calls the server's own way from now on",
@@ -274,7 +283,7 @@ class OpenAICompatibleProvider(LLMProvider):
                 async for chunk in chunks:
                     started = True
                     for event in assembler.feed(chunk):
-                        if not (guided and isinstance(event, TextDelta)):
+                        if guided is None or not isinstance(event, TextDelta):
                             yield event
             except LLMRequestError as exc:
                 if started or attempt or not self._refused_guidance(exc, request):

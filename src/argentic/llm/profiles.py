@@ -33,9 +33,9 @@ class ModelProfile:
     #: Ask for free-text answers under a schema (``{"answer": ...}``), unwrapped for the user: a
     #: small base model's free text runs on into tool markup or repeats the prompt.
     json_answer: bool | None = None
-    #: What the model's chat template writes before a tool call (Hermes: ``<tool_call>``): a single
-    #: guided call on vLLM is written after it, as the model learned to write calls.
-    tool_call_prefix: str | None = None
+    #: The tags the model's chat template writes around a tool call (Hermes: ``<tool_call>`` and
+    #: ``</tool_call>``): a guided call on vLLM is then written the way the model learned to write one.
+    tool_call_tags: tuple[str, str] | None = None
 
 
 #: Glob patterns (case-insensitive) and their profiles; the first that matches wins.
@@ -45,7 +45,7 @@ _SMALL_BASE_MODEL = ModelProfile(
     restate_tool_results=True,
     parallel_tool_calls=False,
     json_answer=True,
-    tool_call_prefix="<tool_call>",  # the Hermes template argentic serves it with
+    tool_call_tags=("<tool_call>", "</tool_call>"),  # the Hermes template argentic serves it with
 )
 
 _PROFILES: list[tuple[str, ModelProfile]] = [

@@ -6,7 +6,7 @@ import copy
 import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from argentic.errors import LLMError, LLMOutputError
 from argentic.llm.markup import extract_tool_calls, json_values, new_call_id
@@ -29,6 +29,10 @@ from argentic.llm.types import (
 from argentic.protocol import Usage
 
 log = logging.getLogger(__name__)
+
+#: How a reply's demanded calls were written under guided decoding: a JSON list, tagged as the
+#: model's template writes them, or (None) not guided.
+Guided: TypeAlias = Literal["json", "tagged"] | None
 
 
 def part_to_wire(part: ContentPart) -> dict[str, Any]:
@@ -193,6 +197,42 @@ def guided_calls_schema(request: ChatRequest) -> dict[str, Any]:
     return {"type": "array", "minItems": 1, "items": {"anyOf": variants}}
 
 
+#: At most this many whitespace characters in a row inside a tagged call's JSON (room for the
+#: spaces of ``json.dumps``, none for a run that fills max_tokens).
+TAGGED_CALL_WHITESPACE = 1
+
+
+def tagged_calls_tag(request: ChatRequest, tags: tuple[str, str]) -> dict[str, Any]:
+    """A structural tag (vLLM's structured outputs, xgrammar's format) for the calls ``request``
+    demands, written ``<open>{"name": "...", "arguments": {...}}<close>`` as a Hermes-style template
+    teaches: the model writes a call as it learned to, its arguments under their bounded schema."""
+    opening, closing = tags
+    named = request.tool_choice not in ("auto", "none", "required")
+    tools = [t for t in request.tools if not named or t.name == request.tool_choice]
+    return {
+        "type": "structural_tag",
+        "format": {
+            "type": "tags_with_separator",
+            "tags": [
+                {
+                    "type": "tag",
+                    "begin": f'{opening}{{"name": {json.dumps(t.name)}, "arguments": ',
+                    "content": {
+                        "type": "json_schema",
+                        "json_schema": bounded_integers(closed_schema(t.parameters)),
+                        "max_whitespace_cnt": TAGGED_CALL_WHITESPACE,
+                    },
+                    "end": f"}}{closing}",
+                }
+                for t in tools
+            ],
+            "separator": "",
+            "at_least_one": True,
+            "stop_after_first": single_call(request),
+        },
+    }
+
+
 def single_call(request: ChatRequest) -> bool:
     """Whether ``request`` allows one call only (a named tool is one call of it)."""
     return request.tool_choice not in ("auto", "none", "required") or request.parallel_tool_calls is False
@@ -277,18 +317,21 @@ def finish_response(
     usage: Usage,
     model: str,
     constrained: bool,
-    guided: bool = False,
+    guided: Guided = None,
 ) -> ChatResponse:
     """The reply to ``request``, after the fallbacks: tool calls written as text, and the
     structured answer parsed.
 
     ``constrained`` says the server enforced ``request.output`` (a parse failure is then an error;
     without it, as alongside tools, the answer is parsed only when it fits). ``guided`` says the
-    content is the demanded calls, written under :func:`guided_calls_schema`.
+    content is the demanded calls, written under :func:`guided_calls_schema` ("json") or
+    :func:`tagged_calls_tag` ("tagged").
     """
     tools, tool_choice, output = request.tools, request.tool_choice, request.output
-    if guided:
-        calls, content = guided_calls(content), None
+    if guided is not None:
+        names = [t.name for t in tools]
+        calls = guided_calls(content) if guided == "json" else extract_tool_calls(content, names)[0]
+        content = None
         if calls and finish_reason == "stop":
             finish_reason = "tool_calls"
     if finish_reason == "length":  # a call cut off at max_tokens is not one to run
@@ -326,7 +369,7 @@ def finish_response(
 
 
 def response_from_completion(
-    completion: Any, request: ChatRequest, *, constrained: bool, guided: bool = False
+    completion: Any, request: ChatRequest, *, constrained: bool, guided: Guided = None
 ) -> ChatResponse:
     """The whole reply to ``request`` from a non-streamed chat completion."""
     if not completion.choices:
@@ -401,7 +444,7 @@ class StreamAssembler:
                 self.finish_reason = choice.finish_reason
         return events
 
-    def response(self, request: ChatRequest, *, constrained: bool, guided: bool = False) -> ChatResponse:
+    def response(self, request: ChatRequest, *, constrained: bool, guided: Guided = None) -> ChatResponse:
         """The whole reply to ``request`` once the stream has ended."""
         calls = [
             tool_call(c["id"], c["name"], "".join(c["arguments"]))
