@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/ as a package
 
 
-from examples.tools import evaluate
+from examples.tools import EXPRESSION, evaluate
 
 from argentic import Agent, AgentClient, LLMFactory, Messager, ToolManager, ToolService, tool
 from argentic.errors import ArgenticError
@@ -45,21 +45,22 @@ STOCK = {"bolts": 4312, "nuts": 977, "washers": 15830, "hinges": 268, "brackets"
 CAPITALS = {"france": "Paris", "japan": "Tokyo", "kenya": "Nairobi", "peru": "Lima", "norway": "Oslo"}
 
 
-# No examples in the argument descriptions: a small model copies an example into the call.
+# Arguments shaped by patterns, with no examples in their descriptions (a small model copies an
+# example into the call, and writes digits into a bare string).
 @tool
-async def calculate(expression: str = Field(min_length=1, max_length=60)) -> int | float:
+async def calculate(expression: str = Field(pattern=EXPRESSION)) -> int | float:
     """Evaluate an arithmetic expression exactly and return its value."""
     return evaluate(expression)
 
 
 @tool
-async def stock_count(item: str = Field(max_length=30)) -> int | str:
+async def stock_count(item: str = Field(pattern=r"^[A-Za-z][A-Za-z ]{0,29}$")) -> int | str:
     """How many units of an item the warehouse holds."""
     return STOCK.get(item.strip().lower(), f"no item called {item!r}")
 
 
 @tool
-async def capital_of(country: str = Field(max_length=30)) -> str:
+async def capital_of(country: str = Field(pattern=r"^[A-Za-z][A-Za-z .-]{0,29}$")) -> str:
     """The capital city of a country."""
     return CAPITALS.get(country.strip().lower(), f"no country called {country!r}")
 

@@ -61,9 +61,14 @@ def evaluate(expression: str) -> float | int:
     return _evaluate(ast.parse(expression, mode="eval"))
 
 
+#: What an expression may hold, and how long it may be: under this pattern a small model writes an
+#: expression and stops (a bare length bound let it trail a ", " or run on in digits).
+EXPRESSION = r"^[0-9(][0-9 +*/().%-]{0,39}$"
+
+
 @tool(isolate=True)  # a process per call, killed at its timeout: 9**999**999 cannot freeze the service
 def calculate(
-    expression: Annotated[str, Field(min_length=1, max_length=60, description="e.g. '1234 * 5678'")],
+    expression: Annotated[str, Field(pattern=EXPRESSION, description="e.g. '1234 * 5678'")],
 ) -> Calculation:
     """Evaluate an arithmetic expression exactly and return its value."""
     return Calculation(expression=expression, value=evaluate(expression))
