@@ -56,7 +56,7 @@ class Calculation(BaseModel):
     value: float | int
 
 
-@tool(isolate=True)  # a process per call, killed at its timeout: 9**999**999 cannot freeze the service
+@tool(isolate=True)  # in a worker process, killed at its timeout: 9**999**999 cannot freeze the service
 def calculate(
     expression: Annotated[str, Field(min_length=1, max_length=60, description="e.g. '1234 * 5678'")],
 ) -> Calculation:
