@@ -18,6 +18,7 @@ import ssl
 import struct
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -62,6 +63,11 @@ class AiomqttTransport(Transport):
         self._client: aiomqtt.Client | None = None
         self._lost: asyncio.Future[None] | None = None
         self._acks: dict[int, asyncio.Future[None]] = {}
+        # Publishes waiting for their acknowledgement, oldest first, with their deadlines: one
+        # timer for all of them (a timer each would cost more than the rest of a publish).
+        self._deadlines: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._publish_timeout_s: float | None = None
         self._inbox: asyncio.Queue[Inbound | None] = asyncio.Queue()
         self._v5 = False
         self._session_present = False
@@ -180,6 +186,7 @@ class AiomqttTransport(Transport):
         self._queued_bytes = 0
         self._paused = None
         self._max_queued_bytes = options.max_queued_bytes
+        self._publish_timeout_s = options.publish_timeout_s
         client = self._build(options)
         where = f"{options.host}:{options.port}"
         try:
@@ -286,6 +293,10 @@ class AiomqttTransport(Transport):
         for future in acks.values():
             if not future.done():
                 future.set_exception(error)
+        self._deadlines.clear()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
         self._inbox.put_nowait(None)  # ends messages()
 
     def _properties(self, message: Outbound) -> Properties | None:
@@ -307,10 +318,36 @@ class AiomqttTransport(Transport):
             return
         future = asyncio.get_running_loop().create_future()
         self._acks[info.mid] = future
+        if self._publish_timeout_s is not None:
+            self._watch(future, self._publish_timeout_s)
         try:
             await future
         finally:
             self._acks.pop(info.mid, None)
+
+    def _watch(self, future: asyncio.Future[None], timeout: float) -> None:
+        """Fail ``future`` with TimeoutError if it is not done within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].done():
+            deadlines.popleft()
+        deadlines.append((loop.time() + timeout, future))
+        if self._sweep_handle is None:
+            self._sweep_handle = loop.call_at(deadlines[0][0], self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_handle = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, future = deadlines[0]
+            if not future.done():
+                if deadline > now:
+                    self._sweep_handle = loop.call_at(deadline, self._sweep)
+                    return
+                future.set_exception(TimeoutError())
+            deadlines.popleft()
 
     async def _race(self, operation: Any, lost: asyncio.Future[None]) -> Any:
         """Await ``operation`` unless the connection drops first."""
