@@ -26,7 +26,8 @@ logger = logging.getLogger("argentic.messaging")
 M = TypeVar("M", bound=Message)
 REPLAY_MAX = 2000  # recent replies kept to answer a repeated request again
 REPLAY_MAX_BYTES = 256 * 1024  # larger replies are not kept
-Publish = Callable[[str, Message], Awaitable[None]]
+#: Publishes a message on a topic and returns the size of its payload.
+Publish = Callable[[str, Message], Awaitable[int]]
 
 
 class Requests:
@@ -148,8 +149,7 @@ class Requests:
         correlation = request.correlation_id or (request.id if isinstance(request.id, str) else None)
         if response.correlation_id != correlation:
             response = response.model_copy(update={"correlation_id": correlation})
-        await self._publish(request.reply_to, response)
-        if len(response.to_json()) <= REPLAY_MAX_BYTES:
+        if await self._publish(request.reply_to, response) <= REPLAY_MAX_BYTES:
             self._replies[sender_key(request)] = (request.reply_to, response)
             if len(self._replies) > REPLAY_MAX:
                 self._replies.popitem(last=False)
