@@ -185,15 +185,13 @@ class ToolService(Running):
             timeout = min(timeout, max(call.expires_at - time.time(), 0.001))
         started = time.monotonic()
         try:
-            async with self._slots:
-                result = await asyncio.wait_for(
-                    item.invoke(
-                        call.arguments,
-                        isolate=self.isolate_sync_tools,
-                        max_memory_mb=self.max_memory_mb,
-                        workers=self._workers if self._workers.running else None,
-                    ),
-                    timeout,
+            # asyncio.timeout rather than wait_for: no task of its own for every call.
+            async with self._slots, asyncio.timeout(timeout):
+                result = await item.invoke(
+                    call.arguments,
+                    isolate=self.isolate_sync_tools,
+                    max_memory_mb=self.max_memory_mb,
+                    workers=self._workers if self._workers.running else None,
                 )
             # Receivers could not parse an integer of thousands of digits: say so instead.
             check_value(result, "the result")
