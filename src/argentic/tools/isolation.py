@@ -71,10 +71,11 @@ def _frame(value: Any) -> bytes:
 
 def _close_inherited_sockets(keep: int) -> None:
     """Close the service's sockets in the worker: a broker or server must see a connection the
-    service closes as closed, and another worker's socket must end when the service ends."""
+    service closes as closed, and another worker's socket must end when the service ends. Standard
+    input and output stay, sockets or not (a journal's)."""
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd == keep:
+        if fd <= 2 or fd == keep:
             continue
         with contextlib.suppress(OSError):
             if stat.S_ISSOCK(os.fstat(fd).st_mode):
@@ -102,16 +103,16 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
     return bytes(buffer)
 
 
-def _limit_memory(max_memory_mb: int | None) -> None:
-    """Let the next call map at most ``max_memory_mb`` more than the worker has now."""
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = hard
+def _limit_memory(max_memory_mb: int | None, ceiling: int) -> None:
+    """Let the next call map at most ``max_memory_mb`` more than the worker has now, and never more
+    than ``ceiling`` (the limit the worker was forked with)."""
+    limit = ceiling
     if max_memory_mb is not None:
         limit = _address_space() + max_memory_mb * 1024 * 1024
-        if hard != resource.RLIM_INFINITY:
-            limit = min(limit, hard)
+        if ceiling != resource.RLIM_INFINITY:
+            limit = min(limit, ceiling)
     with contextlib.suppress(OSError, ValueError):
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
 
 
 def _serve(sock: socket.socket, targets: list[Target]) -> None:
@@ -122,19 +123,20 @@ def _serve(sock: socket.socket, targets: list[Target]) -> None:
         signal.set_wakeup_fd(-1)
     _close_inherited_sockets(sock.fileno())
     baseline = _address_space()
+    ceiling = resource.getrlimit(resource.RLIMIT_AS)[0]
     while True:
         request = _receive_blocking(sock)
         if request is None:
             return
         key, arguments, max_memory_mb = request
-        _limit_memory(max_memory_mb)
+        _limit_memory(max_memory_mb, ceiling)
         try:
             result = to_jsonable_python(targets[key](arguments))
             check_value(result, "the result")
             reply: tuple[str, Any] = ("ok", result)
         except BaseException as exc:  # everything goes back to the service as the call's error
             reply = ("error", f"{type(exc).__name__}: {exc}"[:2000])
-        _limit_memory(None)
+        _limit_memory(None, ceiling)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
