@@ -13,6 +13,9 @@ or that grew by more than :data:`RECYCLE_GROWTH_BYTES` is killed and a fresh one
 call. A worker runs only what was registered before it was forked; a call of something newer is
 given a newer worker. As with threads, what a call leaves in module state may be seen by a later
 call on the same worker, and what the service changes after a worker was forked is not.
+
+Workers need ``os.fork`` (Linux, macOS); the memory limit and the recycling need Linux's
+``/proc``. Elsewhere this module still imports, and an isolated call fails with a clear error.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import contextlib
 import logging
 import os
 import pickle
-import resource
 import signal
 import socket
 import stat
@@ -40,7 +42,6 @@ from argentic.messaging.limits import check_value
 
 log = logging.getLogger(__name__)
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
 #: A worker that grew by this much since it was forked is replaced (a leak stays bounded, and each
 #: call keeps close to its whole memory allowance).
 RECYCLE_GROWTH_BYTES = 64 * 1024 * 1024
@@ -55,10 +56,13 @@ _HEADER = struct.Struct("!Q")
 Target = Callable[[dict[str, Any]], Any]
 
 
-def _address_space() -> int:
-    """Bytes of virtual memory this process has mapped now."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[0]) * PAGE
+def _address_space() -> int | None:
+    """Bytes of virtual memory this process has mapped now (None where /proc does not say)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _frame(value: Any) -> bytes:
@@ -73,7 +77,13 @@ def _close_inherited_sockets(keep: int) -> None:
     """Close the service's sockets in the worker: a broker or server must see a connection the
     service closes as closed, and another worker's socket must end when the service ends. Standard
     input and output stay, sockets or not (a journal's)."""
-    for name in os.listdir("/proc/self/fd"):
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        with contextlib.suppress(OSError):
+            names = os.listdir(listing)
+            break
+    else:
+        return
+    for name in names:
         fd = int(name)
         if fd <= 2 or fd == keep:
             continue
@@ -106,9 +116,12 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
 def _limit_memory(max_memory_mb: int | None, ceiling: int) -> None:
     """Let the next call map at most ``max_memory_mb`` more than the worker has now, and never more
     than ``ceiling`` (the limit the worker was forked with)."""
+    import resource
+
     limit = ceiling
-    if max_memory_mb is not None:
-        limit = _address_space() + max_memory_mb * 1024 * 1024
+    mapped = _address_space()
+    if max_memory_mb is not None and mapped is not None:
+        limit = mapped + max_memory_mb * 1024 * 1024
         if ceiling != resource.RLIM_INFINITY:
             limit = min(limit, ceiling)
     with contextlib.suppress(OSError, ValueError):
@@ -117,6 +130,8 @@ def _limit_memory(max_memory_mb: int | None, ceiling: int) -> None:
 
 def _serve(sock: socket.socket, targets: list[Target]) -> None:
     """Answer requests ``(key, arguments, max_memory_mb)`` with ``(status, value, grown)``."""
+    import resource  # POSIX only, like fork
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the service's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the service's graceful handler
     with contextlib.suppress(ValueError):
@@ -140,7 +155,8 @@ def _serve(sock: socket.socket, targets: list[Target]) -> None:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        grown = _address_space() - baseline > RECYCLE_GROWTH_BYTES
+        mapped = _address_space()
+        grown = mapped is not None and baseline is not None and mapped - baseline > RECYCLE_GROWTH_BYTES
         sock.sendall(_frame((*reply, grown)))
 
 
@@ -201,7 +217,7 @@ class WorkerPool(Running):
         if self._started:
             return
         self._started = True
-        if self._targets and not self._workers:
+        if self._targets and not self._workers and hasattr(os, "fork"):
             self._release(self._fork())
 
     async def stop(self) -> None:
@@ -280,6 +296,8 @@ class WorkerPool(Running):
         return self._fork()
 
     def _fork(self) -> _Worker:
+        if not hasattr(os, "fork"):
+            raise ToolExecutionError("isolated tools run in forked processes: this platform cannot fork")
         ours, theirs = socket.socketpair()
         for stream in (sys.stdout, sys.stderr):  # or the worker writes what is buffered here again
             with contextlib.suppress(Exception):
