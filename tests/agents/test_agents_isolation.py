@@ -211,6 +211,13 @@ async def test_closures_and_local_models_run_isolated(mqtt: MakeMessager) -> Non
         assert (await manager.call("taxicab", {"x": -3, "y": 4})).result == 7
         invalid = await manager.call("scale", {"x": "many"})
         assert invalid.error is not None and invalid.error.code == "invalid_arguments"
-        workers = service._workers.workers
-        assert workers >= 1
+        assert service._workers.workers >= 1
     assert service._workers.workers == 0
+
+    @tool(isolate=True)
+    def shifted(point: Point, by: int) -> int:
+        """A locally defined model beside another argument."""
+        return point.x + point.y + by
+
+    # Called directly with a model object (no JSON on the way): it crosses all the same.
+    assert await shifted.invoke({"point": Point(x=1, y=2), "by": 3}) == 6

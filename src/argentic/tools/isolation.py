@@ -241,7 +241,9 @@ class WorkerPool(Running):
         if not self._started:
             raise ToolExecutionError("the worker pool is not running")
         key = self.register(target)
-        request = _frame((key, arguments, max_memory_mb))
+        # JSON-ready arguments always pickle (a locally defined model would not); the worker's
+        # validation rebuilds the objects the target takes.
+        request = _frame((key, to_jsonable_python(arguments), max_memory_mb))
         loop = asyncio.get_running_loop()
         async with self._slots:
             worker = await self._send(key, request)
