@@ -66,7 +66,7 @@ def evaluate(expression: str) -> float | int:
 EXPRESSION = r"^[0-9(][0-9 +*/().%-]{0,39}$"
 
 
-@tool(isolate=True)  # a process per call, killed at its timeout: 9**999**999 cannot freeze the service
+@tool(isolate=True)  # in a worker process, killed at its timeout: 9**999**999 cannot freeze the service
 def calculate(
     expression: Annotated[str, Field(pattern=EXPRESSION, description="e.g. '1234 * 5678'")],
 ) -> Calculation:

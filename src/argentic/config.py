@@ -207,7 +207,7 @@ class ToolsConfig(Section):
     call_timeout_s: float = Field(default=30.0, gt=0)
     max_concurrent_calls: int = Field(default=32, gt=0)
     isolate_sync_tools: bool = Field(
-        default=True, description="run each call of a sync tool in a process its timeout can kill"
+        default=True, description="run each call of a sync tool in a worker process its timeout can kill"
     )
     max_memory_mb: int | None = Field(default=1024, gt=0, description="memory an isolated call may add")
     module: str | None = Field(

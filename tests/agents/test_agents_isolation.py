@@ -1,15 +1,23 @@
-"""Tools that hog the CPU or memory cannot stop a tool service: each isolated call runs in a process
-its timeout kills, and the service keeps answering and keeps its broker connection."""
+"""Tools that hog the CPU or memory cannot stop a tool service: each isolated call runs in a worker
+process its timeout kills, and the service keeps answering and keeps its broker connection."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
+from typing import Any
 
+import pytest
 from agents_support import add, service_process
+from pydantic import BaseModel
 
+from argentic.errors import ToolExecutionError
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.waiting import wait_until
 from argentic.tools import ToolManager, ToolService, tool
+from argentic.tools.isolation import WorkerPool
 
 HOG = "(((9**999)**999)**999)"
 
@@ -69,6 +77,10 @@ async def test_a_memory_hog_fails_alone(mqtt: MakeMessager) -> None:
         assert not big.ok and big.error is not None and big.error.code == "tool_failed"
         assert "MemoryError" in big.error.message
         assert (await manager.call("add", {"a": 1, "b": 2})).result == 3
+        # The limit is per call: calls after one another on warm workers each get all of it.
+        for _ in range(4):
+            again = await manager.call("allocate", {"megabytes": 60})
+            assert again.ok and again.result == 60 * 1024 * 1024
 
 
 async def test_an_isolated_tool_error_names_its_cause(mqtt: MakeMessager) -> None:
@@ -93,3 +105,119 @@ async def test_a_huge_integer_result_is_a_clear_error(mqtt: MakeMessager) -> Non
             result = await manager.call("huge", {}, timeout=10)
             assert not result.ok and result.error is not None and result.error.code == "tool_failed"
             assert "digits" in result.error.message
+
+
+# --- the worker pool ---------------------------------------------------------------------------
+
+
+def worker_pid(arguments: dict[str, Any]) -> int:
+    time.sleep(arguments.get("seconds", 0))
+    return os.getpid()
+
+
+def spin(arguments: dict[str, Any]) -> int:
+    while True:
+        pass
+
+
+def die(arguments: dict[str, Any]) -> None:
+    os._exit(3)
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (reaped, or a zombie waiting to be)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+async def test_a_worker_killed_by_an_overrun_is_replaced() -> None:
+    async with WorkerPool(1) as pool:
+        first = await pool.call(worker_pid, {})
+        assert await pool.call(worker_pid, {}) == first  # warm: the same worker again
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pool.call(spin, {}), 0.5)
+        await wait_until(lambda: gone(first), what="the runaway worker killed")
+        second = await pool.call(worker_pid, {})
+        assert second != first and pool.workers == 1
+
+
+async def test_a_worker_that_dies_fails_its_call_and_is_replaced() -> None:
+    async with WorkerPool(1) as pool:
+        first = await pool.call(worker_pid, {})
+        with pytest.raises(ToolExecutionError, match="exit code 3"):
+            await pool.call(die, {})
+        assert await pool.call(worker_pid, {}) != first
+
+
+async def test_workers_are_bounded_and_reused() -> None:
+    async with WorkerPool(2) as pool:
+        pids = await asyncio.gather(*(pool.call(worker_pid, {"seconds": 0.1}) for _ in range(6)))
+        assert len(set(pids)) <= 2 and pool.workers <= 2
+    assert pool.workers == 0
+    await wait_until(lambda: all(gone(pid) for pid in pids), what="the workers stopped")
+
+
+async def test_a_call_in_flight_when_the_pool_stops_ends_first() -> None:
+    pool = WorkerPool(2)
+    await pool.start()
+    running = asyncio.ensure_future(pool.call(worker_pid, {"seconds": 0.3}))
+    await wait_until(lambda: pool.workers == 1, what="the call running")
+    await pool.stop()
+    pid = await running
+    assert pool.workers == 0
+    await wait_until(lambda: gone(pid), what="its worker stopped")
+
+
+async def test_what_is_registered_after_a_worker_was_forked_gets_a_newer_worker() -> None:
+    async with WorkerPool(2) as pool:
+        assert await pool.call(add.call_here, {"a": 1, "b": 2}) == 3
+        offset = 40
+
+        def shifted(arguments: dict[str, Any]) -> int:
+            return int(arguments["x"]) + offset
+
+        assert await pool.call(shifted, {"x": 2}) == 42
+        assert await pool.call(add.call_here, {"a": 2, "b": 2}) == 4
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+Point.__qualname__ = "made.<locals>.Point"  # as if made in a function: pickle cannot find it
+
+
+async def test_closures_and_local_models_run_isolated(mqtt: MakeMessager) -> None:
+    factor = 7
+
+    @tool(isolate=True)
+    def scale(x: int) -> int:
+        """Scale by a captured factor."""
+        return x * factor
+
+    @tool(isolate=True)
+    def taxicab(point: Point) -> int:
+        """Distance from the origin, a locally defined model as the argument."""
+        return abs(point.x) + abs(point.y)
+
+    service = ToolService(await mqtt(), [scale, taxicab], "local")
+    async with service, ToolManager(await mqtt()) as manager:
+        await manager.wait_for_tools("scale", "taxicab")
+        assert (await manager.call("scale", {"x": 6})).result == 42
+        assert (await manager.call("taxicab", {"x": -3, "y": 4})).result == 7
+        invalid = await manager.call("scale", {"x": "many"})
+        assert invalid.error is not None and invalid.error.code == "invalid_arguments"
+        assert service._workers.workers >= 1
+    assert service._workers.workers == 0
+
+    @tool(isolate=True)
+    def shifted(point: Point, by: int) -> int:
+        """A locally defined model beside another argument."""
+        return point.x + point.y + by
+
+    # Called directly with a model object (no JSON on the way): it crosses all the same.
+    assert await shifted.invoke({"point": Point(x=1, y=2), "by": 3}) == 6

@@ -44,6 +44,25 @@ async def test_request_response_in_process(connect: Connect) -> None:
     assert requester.pending_requests == 0
 
 
+async def test_a_request_nobody_heard_is_sent_again_until_answered(connect: Connect) -> None:
+    requester, responder = await connect(), await connect()
+    topic = responder.topics.agent_questions("late")
+    heard: list[str] = []
+
+    async def answer(question: Question) -> None:
+        heard.append(question.id)
+        await responder.reply(question, Answer(question_id=question.id, conversation_id="c", text="late"))
+
+    asking = asyncio.ensure_future(
+        requester.request(topic, Question(text="anyone?"), response_model=Answer, timeout=20, retry_after=0.2)
+    )
+    await asyncio.sleep(0.3)  # the first copy went where nobody listens
+    await responder.subscribe(topic, answer, model=Question)
+    reply = await asyncio.wait_for(asking, 20)
+    assert isinstance(reply, Answer) and reply.text == "late"
+    assert len(heard) == 1 and requester.pending_requests == 0
+
+
 async def test_request_response_across_processes(
     connect: Connect, responder_process: asyncio.subprocess.Process
 ) -> None:

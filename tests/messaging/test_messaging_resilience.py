@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
+import pytest
+
+from argentic.errors import MessagingError
 from argentic.messaging import Messager
 from argentic.messaging.aiomqtt_transport import AiomqttTransport
 from argentic.messaging.embedded_broker import EmbeddedBroker
@@ -200,3 +204,20 @@ async def test_reconnects_to_a_restarted_embedded_broker(messagers: Messagers, n
         assert isinstance(reply, Answer) and reply.text == "pong"
     finally:
         await broker.stop()
+
+
+async def test_a_publish_the_broker_does_not_acknowledge_fails_after_the_publish_timeout(
+    private_mosquitto: MosquittoBroker, messagers: Messagers, namespace: str
+) -> None:
+    broker = private_mosquitto
+    publisher = await messagers(broker.host, broker.port, namespace=namespace, publish_timeout_s=0.5)
+    topic = publisher.topics.agent_questions("stalled")
+    await publisher.publish(topic, Question(text="before"))
+    assert broker.process is not None
+    broker.process.send_signal(signal.SIGSTOP)  # connected, but it acknowledges nothing
+    try:
+        with pytest.raises(MessagingError, match="did not acknowledge"):
+            await publisher.publish(topic, Question(text="stalled"))
+    finally:
+        broker.process.send_signal(signal.SIGCONT)
+    await publisher.publish(topic, Question(text="after"))

@@ -18,14 +18,16 @@ import ssl
 import struct
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import aiomqtt
 import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from argentic.errors import (
     AuthenticationError,
@@ -38,6 +40,8 @@ from argentic.messaging.transport import Connected, ConnectOptions, Inbound, Out
 
 # Without it every QoS 1 round trip waits on Nagle against delayed ACK (tens of milliseconds).
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+# Linux only: holds partial segments back until uncorked, so packets written together leave together.
+TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
 _AUTH_CODES = {4, 5, 134, 135}  # 3.1.1 bad credentials / not authorised, and their MQTT 5 reason codes
 _PROTOCOL_CODES = {1, 132}  # 3.1.1 unacceptable protocol version, MQTT 5 unsupported protocol version
 
@@ -60,6 +64,11 @@ class AiomqttTransport(Transport):
         self._client: aiomqtt.Client | None = None
         self._lost: asyncio.Future[None] | None = None
         self._acks: dict[int, asyncio.Future[None]] = {}
+        # Publishes waiting for their acknowledgement, oldest first, with their deadlines: one
+        # timer for all of them (a timer each would cost more than the rest of a publish).
+        self._deadlines: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._publish_timeout_s: float | None = None
         self._inbox: asyncio.Queue[Inbound | None] = asyncio.Queue()
         self._v5 = False
         self._session_present = False
@@ -115,6 +124,9 @@ class AiomqttTransport(Transport):
         paho_client.on_connect = on_connect
         paho_client.on_publish = self._on_publish
         paho_client.on_message = self._on_message
+        if TCP_CORK is not None:
+            _cork_writes(paho_client, TCP_CORK)
+        _plain_pubacks(paho_client, v5)
         return client
 
     # paho callbacks, called on the event loop (aiomqtt drives paho's socket from the loop)
@@ -176,6 +188,7 @@ class AiomqttTransport(Transport):
         self._queued_bytes = 0
         self._paused = None
         self._max_queued_bytes = options.max_queued_bytes
+        self._publish_timeout_s = options.publish_timeout_s
         client = self._build(options)
         where = f"{options.host}:{options.port}"
         try:
@@ -282,6 +295,10 @@ class AiomqttTransport(Transport):
         for future in acks.values():
             if not future.done():
                 future.set_exception(error)
+        self._deadlines.clear()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
         self._inbox.put_nowait(None)  # ends messages()
 
     def _properties(self, message: Outbound) -> Properties | None:
@@ -303,10 +320,36 @@ class AiomqttTransport(Transport):
             return
         future = asyncio.get_running_loop().create_future()
         self._acks[info.mid] = future
+        if self._publish_timeout_s is not None:
+            self._watch(future, self._publish_timeout_s)
         try:
             await future
         finally:
             self._acks.pop(info.mid, None)
+
+    def _watch(self, future: asyncio.Future[None], timeout: float) -> None:
+        """Fail ``future`` with TimeoutError if it is not done within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].done():
+            deadlines.popleft()
+        deadlines.append((loop.time() + timeout, future))
+        if self._sweep_handle is None:
+            self._sweep_handle = loop.call_at(deadlines[0][0], self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_handle = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, future = deadlines[0]
+            if not future.done():
+                if deadline > now:
+                    self._sweep_handle = loop.call_at(deadline, self._sweep)
+                    return
+                future.set_exception(TimeoutError())
+            deadlines.popleft()
 
     async def _race(self, operation: Any, lost: asyncio.Future[None]) -> Any:
         """Await ``operation`` unless the connection drops first."""
@@ -379,6 +422,63 @@ class _PublishProperties(Properties):
 
     def __str__(self) -> str:
         return "[publish properties]"
+
+
+def _cork_writes(paho_client: paho.Client, cork: int) -> None:
+    """Send the packets paho writes at once (it writes each with a send of its own) in as few
+    segments as they fill: on loopback each segment costs the sender the receiver's side of TCP
+    too, and a busy client writes a dozen packets or more at a time. Uncorking sends them at once.
+    """
+    write = paho_client.loop_write
+
+    def loop_write() -> Any:
+        setsockopt = getattr(paho_client.socket(), "setsockopt", None)
+        if setsockopt is None or len(paho_client._out_packet) < 2:
+            return write()
+        try:
+            setsockopt(socket.IPPROTO_TCP, cork, 1)
+        except OSError:
+            return write()
+        try:
+            return write()
+        finally:
+            with contextlib.suppress(OSError):
+                setsockopt(socket.IPPROTO_TCP, cork, 0)
+
+    paho_client.loop_write = loop_write  # type: ignore[method-assign]
+
+
+def _plain_pubacks(paho_client: paho.Client, v5: bool) -> None:
+    """Handle a PUBACK without properties (every one mosquitto sends but refusals with a reason
+    string) without paho's decoding, which builds two reason codes and a property set per packet
+    (each copying paho's tables of names) and costs more than the rest of the acknowledgement.
+    The same reason code objects serve every such PUBACK; paho's own handling does the rest."""
+    needed = ("_handle_pubackcomp", "_in_packet", "_out_message_mutex", "_out_messages", "_do_on_publish")
+    if not all(hasattr(paho_client, name) for name in needed):
+        return  # another paho: its own handling, unchanged
+    handle = paho_client._handle_pubackcomp
+    reasons: dict[int, ReasonCode] = {}
+    no_properties = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+
+    def handle_pubackcomp(cmd: Literal["PUBACK", "PUBCOMP"]) -> Any:
+        packet = paho_client._in_packet["packet"]
+        if cmd != "PUBACK" or not (len(packet) == 2 or (v5 and len(packet) == 3)):
+            return handle(cmd)
+        code = packet[2] if len(packet) == 3 else 0
+        reason = reasons.get(code)
+        if reason is None:
+            try:
+                reason = reasons[code] = ReasonCode(PacketTypes.PUBACK, identifier=code)
+            except Exception:  # not a PUBACK reason code: paho says what is wrong
+                return handle(cmd)
+        mid = packet[0] << 8 | packet[1]
+        paho_client._easy_log(paho.MQTT_LOG_DEBUG, "Received PUBACK (Mid: %d)", mid)
+        with paho_client._out_message_mutex:
+            if mid in paho_client._out_messages:
+                return paho_client._do_on_publish(mid, reason, no_properties)
+        return paho.MQTT_ERR_SUCCESS
+
+    paho_client._handle_pubackcomp = handle_pubackcomp  # type: ignore[method-assign]
 
 
 def _varint(value: int) -> bytes:

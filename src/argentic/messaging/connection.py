@@ -188,6 +188,7 @@ class Connection:
             will=will,
             max_inflight=settings.max_inflight,
             max_queued_bytes=settings.max_queued_bytes,
+            publish_timeout_s=settings.publish_timeout_s,
         )
 
     def _session_expiry(self) -> int:
@@ -273,10 +274,9 @@ class Connection:
         if not self.online:
             self.outbox.put(outbound)
             return
-        timeout = self.settings.publish_timeout_s
         try:
-            async with asyncio.timeout(timeout):
-                await self.transport.publish(outbound)
+            # The transport bounds the wait for the acknowledgement (publish_timeout_s).
+            await self.transport.publish(outbound)
         except ConnectionLostError:
             # Sent again after reconnecting; receivers drop a duplicate by its message id.
             retry = self._again(outbound)
@@ -288,7 +288,8 @@ class Connection:
             self.outbox.put(retry)
         except TimeoutError:
             raise MessagingError(
-                f"the broker did not acknowledge a publish on {outbound.topic} within {timeout:g}s"
+                f"the broker did not acknowledge a publish on {outbound.topic} "
+                f"within {self.settings.publish_timeout_s:g}s"
             ) from None
 
     async def subscribe(self, broker_filter: str, qos: int) -> None:

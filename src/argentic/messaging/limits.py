@@ -36,13 +36,15 @@ def check_topic(topic: str, what: str = "topic") -> str:
     """``topic`` if argentic may publish to it, else :class:`InvalidTopicError` saying why."""
     if not isinstance(topic, str) or not topic:
         raise InvalidTopicError(f"{what} must be a non-empty string")
-    if any(c in topic for c in "+#\x00"):
+    if "+" in topic or "#" in topic or "\x00" in topic:
         raise InvalidTopicError(f"{what} may not contain '+', '#' or NUL")
-    if topic.startswith("$"):
+    if topic[0] == "$":
         raise InvalidTopicError(f"{what} may not start with '$' (reserved by brokers)")
-    size = len(topic.encode("utf-8", errors="replace"))
-    if size > MAX_TOPIC_BYTES:
-        raise InvalidTopicError(f"{what} is {size} bytes long (at most {MAX_TOPIC_BYTES})")
+    # Encoding only when the topic might be too long: UTF-8 takes at most 4 bytes a character.
+    if len(topic) * 4 > MAX_TOPIC_BYTES:
+        size = len(topic.encode("utf-8", errors="replace"))
+        if size > MAX_TOPIC_BYTES:
+            raise InvalidTopicError(f"{what} is {size} bytes long (at most {MAX_TOPIC_BYTES})")
     levels = topic.count("/") + 1
     if levels > MAX_TOPIC_LEVELS:
         raise InvalidTopicError(f"{what} has {levels} levels (at most {MAX_TOPIC_LEVELS})")

@@ -128,7 +128,7 @@ class Messager:
         self._requests = Requests(
             inbox=self.inbox,
             max_payload_bytes=max_payload_bytes,
-            publish=self.publish,
+            publish=self._send,
             replies=self.replies,
             unsettled=self.reconnected_within,
         )
@@ -342,11 +342,17 @@ class Messager:
         Returns once the broker acknowledged it (QoS 1/2) or, while the broker is away, once it is
         queued in the outbox. Raises NotConnectedError before connect() or after disconnect().
         """
+        await self._send(topic, message, qos=qos, retain=retain)
+
+    async def _send(
+        self, topic: str, message: Message | None, *, qos: int | None = None, retain: bool = False
+    ) -> int:
+        """:meth:`publish`, returning the size of the payload sent."""
         self._require_open()
         check_topic(topic)  # a topic the broker refuses would drop the connection, not just this publish
-        await self._connection.publish(
-            self._outbound(topic, message, self.qos if qos is None else qos, retain)
-        )
+        outbound = self._outbound(topic, message, self.qos if qos is None else qos, retain)
+        await self._connection.publish(outbound)
+        return len(outbound.payload)
 
     # --- subscribing --------------------------------------------------------------------------
 

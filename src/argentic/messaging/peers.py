@@ -44,6 +44,8 @@ class Peers:
 
     async def start(self) -> None:
         """Follow the client statuses (idempotent; the retained ones arrive right away)."""
+        if self._subscription is not None:  # every request asks: no lock once started
+            return
         async with self._starting:
             if self._subscription is None:
                 self._subscription = await self._messager.subscribe(

@@ -11,8 +11,8 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from argentic.errors import MalformedMessageError, MessagingError, RequestTimeoutError
 from argentic.messaging.decoding import decode, raw_correlation
@@ -26,7 +26,8 @@ logger = logging.getLogger("argentic.messaging")
 M = TypeVar("M", bound=Message)
 REPLAY_MAX = 2000  # recent replies kept to answer a repeated request again
 REPLAY_MAX_BYTES = 256 * 1024  # larger replies are not kept
-Publish = Callable[[str, Message], Awaitable[None]]
+#: Publishes a message on a topic and returns the size of its payload.
+Publish = Callable[[str, Message], Coroutine[Any, Any, int]]
 
 
 class Requests:
@@ -88,27 +89,47 @@ class Requests:
         request = message.model_copy(
             update={"reply_to": self.inbox, "correlation_id": correlation, "expires_at": expires_at}
         )
-        future: asyncio.Future[tuple[Message | None, bytes]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Message | None, bytes]] = loop.create_future()
         self._pending[correlation] = future
         self._sent[correlation] = (topic, request)
+        # Copies go out from a timer rather than from a wait with a timeout (which costs more than
+        # the rest of the request): one at a time, and a copy that fails fails the request.
+        timer: asyncio.TimerHandle | None = None
+        copy: asyncio.Task[int] | None = None
+
+        def copy_failed(task: asyncio.Task[int]) -> None:
+            error = None if task.cancelled() else task.exception()
+            if error is not None and not future.done():
+                future.set_exception(error)
+
+        def send_again() -> None:
+            nonlocal timer, copy
+            assert retry_after is not None
+            timer = loop.call_later(retry_after, send_again)
+            if future.done() or (copy is not None and not copy.done()) or self._unsettled(retry_after):
+                return
+            # One copy: several could reach several live replicas, each answering.
+            logger.info("no reply to %s %s yet; sending it again", type(message).__name__, message.id)
+            copy = loop.create_task(self._publish(topic, request))
+            copy.add_done_callback(copy_failed)
+
         try:
             async with asyncio.timeout(timeout):
                 await self._publish(topic, request)
-                while not future.done():
-                    await asyncio.wait({future}, timeout=retry_after)
-                    if not future.done() and not self._unsettled(retry_after or 0.0):
-                        # One copy: several could reach several live replicas, each answering.
-                        logger.info(
-                            "no reply to %s %s yet; sending it again", type(message).__name__, message.id
-                        )
-                        await self._publish(topic, request)
-                reply, payload = future.result()
+                if retry_after is not None:
+                    timer = loop.call_later(retry_after, send_again)
+                reply, payload = await future
         except TimeoutError:
             raise RequestTimeoutError(
                 f"no reply to {type(message).__name__} {message.id} on {topic} within {timeout:g}s "
                 "(is a responder subscribed and connected?)"
             ) from None
         finally:
+            if timer is not None:
+                timer.cancel()
+            if copy is not None and not copy.done():
+                copy.cancel()
             self._pending.pop(correlation, None)
             self._sent.pop(correlation, None)
         if isinstance(reply, ErrorReply):
@@ -148,8 +169,7 @@ class Requests:
         correlation = request.correlation_id or (request.id if isinstance(request.id, str) else None)
         if response.correlation_id != correlation:
             response = response.model_copy(update={"correlation_id": correlation})
-        await self._publish(request.reply_to, response)
-        if len(response.to_json()) <= REPLAY_MAX_BYTES:
+        if await self._publish(request.reply_to, response) <= REPLAY_MAX_BYTES:
             self._replies[sender_key(request)] = (request.reply_to, response)
             if len(self._replies) > REPLAY_MAX:
                 self._replies.popitem(last=False)

@@ -58,6 +58,7 @@ class ConnectOptions:
     will: WillMessage | None = None
     max_inflight: int = 1000
     max_queued_bytes: int | None = None  # received bytes held before the socket is read again
+    publish_timeout_s: float | None = None  # longest wait for a publish's acknowledgement
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,8 @@ class Transport(ABC):
 
     @abstractmethod
     async def publish(self, message: Outbound) -> None:
-        """Publish and, for QoS > 0, wait for the broker's acknowledgement."""
+        """Publish and, for QoS > 0, wait for the broker's acknowledgement: at most the connection's
+        ``publish_timeout_s``, then TimeoutError."""
 
     @abstractmethod
     async def subscribe(self, topic_filter: str, qos: int) -> None: ...

@@ -18,7 +18,7 @@ import inspect
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, cast, get_type_hints, overload
+from typing import TYPE_CHECKING, Any, ClassVar, cast, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic_core import to_jsonable_python
@@ -26,6 +26,9 @@ from pydantic_core import to_jsonable_python
 from argentic.errors import ToolArgumentsError
 from argentic.protocol import ToolSpec, topic_level
 from argentic.validation import describe_validation_error
+
+if TYPE_CHECKING:
+    from argentic.tools.isolation import WorkerPool
 
 #: Namespace of tool ids: uuid5(TOOL_ID_NAMESPACE, "service/tool") is stable across restarts.
 TOOL_ID_NAMESPACE = uuid.UUID("6f0f3a52-8a43-5c1e-9a4e-1d1f5b0c2a77")
@@ -101,12 +104,17 @@ class BaseTool(ABC):
             raise ToolArgumentsError(f"invalid arguments for {self.tool_name}: {problems}") from exc
 
     async def invoke(
-        self, arguments: dict[str, Any], *, isolate: bool = False, max_memory_mb: int | None = None
+        self,
+        arguments: dict[str, Any],
+        *,
+        isolate: bool = False,
+        max_memory_mb: int | None = None,
+        workers: WorkerPool | None = None,
     ) -> Any:
         """Validate ``arguments``, run, and return the JSON-ready result.
 
-        ``isolate`` asks for a process of its own when the tool is sync (see
-        :mod:`argentic.tools.isolation`); an async tool runs on the event loop regardless.
+        ``isolate`` asks for a worker process when the tool is sync, one of ``workers`` when given
+        (see :mod:`argentic.tools.isolation`); an async tool runs on the event loop regardless.
         """
         args = self.validate_arguments(arguments)
         return to_jsonable_python(await self.run(args))
@@ -161,16 +169,34 @@ class FunctionTool(BaseTool):
             return {self._single_model: args}
         return {field: getattr(args, field) for field in type(args).model_fields}
 
-    async def invoke(
-        self, arguments: dict[str, Any], *, isolate: bool = False, max_memory_mb: int | None = None
-    ) -> Any:
+    def runs_isolated(self, isolate: bool) -> bool:
+        """Whether a call runs in a worker process, the service asking for ``isolate``."""
         wanted = self.isolate if self.isolate is not None else isolate
-        if self._is_async or not wanted:
-            return await super().invoke(arguments)
-        from argentic.tools.isolation import call_isolated
+        return wanted and not self._is_async
 
-        args = self.validate_arguments(arguments)
-        return await call_isolated(self.fn, self._call_args(args), max_memory_mb=max_memory_mb)
+    def call_here(self, arguments: dict[str, Any]) -> Any:
+        """Validate ``arguments`` and call the function in this process: what a worker runs."""
+        return self.fn(**self._call_args(self.validate_arguments(arguments)))
+
+    async def invoke(
+        self,
+        arguments: dict[str, Any],
+        *,
+        isolate: bool = False,
+        max_memory_mb: int | None = None,
+        workers: WorkerPool | None = None,
+    ) -> Any:
+        if not self.runs_isolated(isolate):
+            return await super().invoke(arguments)
+        # Invalid arguments fail here, with their own error, without taking a worker. The worker
+        # validates them again: the JSON arguments cross, which any argument model can rebuild.
+        self.validate_arguments(arguments)
+        if workers is not None:
+            return await workers.call(self.call_here, arguments, max_memory_mb=max_memory_mb)
+        from argentic.tools.isolation import WorkerPool
+
+        async with WorkerPool(1) as own:
+            return await own.call(self.call_here, arguments, max_memory_mb=max_memory_mb)
 
     async def run(self, args: Any) -> Any:
         call_args = self._call_args(args)
@@ -228,7 +254,7 @@ def tool(
 ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
     """Make a tool of a typed function: ``@tool`` or ``@tool(name=..., timeout_s=...)``.
 
-    ``isolate=True`` runs each call of a sync function in a process of its own, which the call's
+    ``isolate=True`` runs each call of a sync function in a worker process, which the call's
     timeout kills (for tools that may compute or allocate without bound); ``None`` leaves it to
     the service.
 

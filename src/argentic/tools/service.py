@@ -29,7 +29,8 @@ from argentic.lifecycle import Running
 from argentic.messaging import Messager, Will
 from argentic.messaging.limits import check_value
 from argentic.protocol import ErrorInfo, ToolAnnouncement, ToolCall, ToolResult, Topics, topic_level
-from argentic.tools.base import BaseTool
+from argentic.tools.base import BaseTool, FunctionTool
+from argentic.tools.isolation import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class ToolService(Running):
         max_memory_mb: int | None = 1024,
     ) -> None:
         self.messager = messager
-        # Sync tools in a process per call, cut off at the timeout (see tools.isolation).
+        # Sync tools in worker processes, cut off at the timeout (see tools.isolation): as many
+        # workers as calls may run at once, forked as needed, kept while the service runs.
         self.isolate_sync_tools = isolate_sync_tools
         self.max_memory_mb = max_memory_mb
         self.service_id = topic_level(service_name, "tool service name")
@@ -65,6 +67,7 @@ class ToolService(Running):
                 raise ValueError(f"two tools are named {item.tool_name!r} in service {service_name!r}")
             self.tools[item.tool_name] = item
         self._slots = asyncio.Semaphore(max_concurrent_calls)
+        self._workers = WorkerPool(max_concurrent_calls)
         self._subscriptions: list[Any] = []
         self._started = False
         self._cancel_leave: Callable[[], None] = lambda: None
@@ -87,6 +90,10 @@ class ToolService(Running):
         """Subscribe to each tool's call topic, then announce."""
         if self._started:
             return
+        for item in self.tools.values():
+            if isinstance(item, FunctionTool) and item.runs_isolated(self.isolate_sync_tools):
+                self._workers.register(item.call_here)
+        await self._workers.start()
         topics = self.messager.topics
         peers = self.messager.peers
         await peers.start()
@@ -115,8 +122,9 @@ class ToolService(Running):
         await self.messager.publish(self.topic, self.announcement(), retain=True)
 
     async def stop(self) -> None:
-        """Withdraw the announcement and stop taking calls."""
+        """Withdraw the announcement, stop taking calls, and stop the tools' worker processes."""
         if not self._started:
+            await self._workers.stop()  # a start that failed may have left workers
             return
         self._started = False
         self._cancel_leave()
@@ -131,6 +139,7 @@ class ToolService(Running):
             await self.messager.publish(self.topic, None, retain=True)
         except Exception:
             log.warning("could not withdraw the announcement of %s", self.service_id, exc_info=True)
+        await self._workers.stop()
 
     async def _on_announcement(self, announcement: ToolAnnouncement) -> None:
         """Our own announcement echoed back, or a replica's: remember whose it is. One that names
@@ -176,12 +185,13 @@ class ToolService(Running):
             timeout = min(timeout, max(call.expires_at - time.time(), 0.001))
         started = time.monotonic()
         try:
-            async with self._slots:
-                result = await asyncio.wait_for(
-                    item.invoke(
-                        call.arguments, isolate=self.isolate_sync_tools, max_memory_mb=self.max_memory_mb
-                    ),
-                    timeout,
+            # asyncio.timeout rather than wait_for: no task of its own for every call.
+            async with self._slots, asyncio.timeout(timeout):
+                result = await item.invoke(
+                    call.arguments,
+                    isolate=self.isolate_sync_tools,
+                    max_memory_mb=self.max_memory_mb,
+                    workers=self._workers if self._workers.running else None,
                 )
             # Receivers could not parse an integer of thousands of digits: say so instead.
             check_value(result, "the result")
