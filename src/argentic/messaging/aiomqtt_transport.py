@@ -20,14 +20,13 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from argentic.errors import (
     AuthenticationError,
@@ -126,7 +125,6 @@ class AiomqttTransport(Transport):
         paho_client.on_message = self._on_message
         if TCP_CORK is not None:
             _cork_writes(paho_client, TCP_CORK)
-        _plain_pubacks(paho_client, v5)
         return client
 
     # paho callbacks, called on the event loop (aiomqtt drives paho's socket from the loop)
@@ -446,39 +444,6 @@ def _cork_writes(paho_client: paho.Client, cork: int) -> None:
                 setsockopt(socket.IPPROTO_TCP, cork, 0)
 
     paho_client.loop_write = loop_write  # type: ignore[method-assign]
-
-
-def _plain_pubacks(paho_client: paho.Client, v5: bool) -> None:
-    """Handle a PUBACK without properties (every one mosquitto sends but refusals with a reason
-    string) without paho's decoding, which builds two reason codes and a property set per packet
-    (each copying paho's tables of names) and costs more than the rest of the acknowledgement.
-    The same reason code objects serve every such PUBACK; paho's own handling does the rest."""
-    needed = ("_handle_pubackcomp", "_in_packet", "_out_message_mutex", "_out_messages", "_do_on_publish")
-    if not all(hasattr(paho_client, name) for name in needed):
-        return  # another paho: its own handling, unchanged
-    handle = paho_client._handle_pubackcomp
-    reasons: dict[int, ReasonCode] = {}
-    no_properties = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
-
-    def handle_pubackcomp(cmd: Literal["PUBACK", "PUBCOMP"]) -> Any:
-        packet = paho_client._in_packet["packet"]
-        if cmd != "PUBACK" or not (len(packet) == 2 or (v5 and len(packet) == 3)):
-            return handle(cmd)
-        code = packet[2] if len(packet) == 3 else 0
-        reason = reasons.get(code)
-        if reason is None:
-            try:
-                reason = reasons[code] = ReasonCode(PacketTypes.PUBACK, identifier=code)
-            except Exception:  # not a PUBACK reason code: paho says what is wrong
-                return handle(cmd)
-        mid = packet[0] << 8 | packet[1]
-        paho_client._easy_log(paho.MQTT_LOG_DEBUG, "Received PUBACK (Mid: %d)", mid)
-        with paho_client._out_message_mutex:
-            if mid in paho_client._out_messages:
-                return paho_client._do_on_publish(mid, reason, no_properties)
-        return paho.MQTT_ERR_SUCCESS
-
-    paho_client._handle_pubackcomp = handle_pubackcomp  # type: ignore[method-assign]
 
 
 def _varint(value: int) -> bytes:
