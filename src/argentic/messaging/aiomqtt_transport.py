@@ -39,8 +39,6 @@ from argentic.messaging.transport import Connected, ConnectOptions, Inbound, Out
 
 # Without it every QoS 1 round trip waits on Nagle against delayed ACK (tens of milliseconds).
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-# Linux only: holds partial segments back until uncorked, so packets written together leave together.
-TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
 _AUTH_CODES = {4, 5, 134, 135}  # 3.1.1 bad credentials / not authorised, and their MQTT 5 reason codes
 _PROTOCOL_CODES = {1, 132}  # 3.1.1 unacceptable protocol version, MQTT 5 unsupported protocol version
 
@@ -123,8 +121,6 @@ class AiomqttTransport(Transport):
         paho_client.on_connect = on_connect
         paho_client.on_publish = self._on_publish
         paho_client.on_message = self._on_message
-        if TCP_CORK is not None:
-            _cork_writes(paho_client, TCP_CORK)
         return client
 
     # paho callbacks, called on the event loop (aiomqtt drives paho's socket from the loop)
@@ -420,30 +416,6 @@ class _PublishProperties(Properties):
 
     def __str__(self) -> str:
         return "[publish properties]"
-
-
-def _cork_writes(paho_client: paho.Client, cork: int) -> None:
-    """Send the packets paho writes at once (it writes each with a send of its own) in as few
-    segments as they fill: on loopback each segment costs the sender the receiver's side of TCP
-    too, and a busy client writes a dozen packets or more at a time. Uncorking sends them at once.
-    """
-    write = paho_client.loop_write
-
-    def loop_write() -> Any:
-        setsockopt = getattr(paho_client.socket(), "setsockopt", None)
-        if setsockopt is None or len(paho_client._out_packet) < 2:
-            return write()
-        try:
-            setsockopt(socket.IPPROTO_TCP, cork, 1)
-        except OSError:
-            return write()
-        try:
-            return write()
-        finally:
-            with contextlib.suppress(OSError):
-                setsockopt(socket.IPPROTO_TCP, cork, 0)
-
-    paho_client.loop_write = loop_write  # type: ignore[method-assign]
 
 
 def _varint(value: int) -> bytes:
