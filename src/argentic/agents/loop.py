@@ -202,8 +202,12 @@ def _call_key(call: LLMToolCall) -> str:
 
 
 # The question, the calls with their results, the results once more, then the instruction: the
-# wording a 270M base model followed best (it copies what stands right before the instruction).
+# wording a 270M base model followed best for a free answer (it copies what stands right before
+# the instruction: 6 of 6 additions, against 2 to 4 without the repeat).
 RESULTS_NOTE = "{question}\n{calls}\n{results}. Answer with {them}."
+# Before a schema's instruction, the calls with their results and no repeat: the wording it
+# followed best for a structured answer (15 of 16 arithmetic questions right).
+STRUCTURED_RESULTS_NOTE = "{question}\n{calls}\nAnswer with the results the tools returned."
 
 #: A free-text answer under a schema (``LoopPolicy.json_answer``).
 ANSWER_FIELD = "answer"
@@ -245,7 +249,9 @@ class ToolLoop:
             choice = self._choice(rounds, force_answer)
             await self.events.progress("llm_call", detail=f"step {step + 1}, tool_choice={choice}")
             tools = self.tools if choice != "none" else []
-            note = [*self._results_note(prompt), *retry] if not tools else retry
+            note = (
+                [*self._results_note(prompt, structured=output is not None), *retry] if not tools else retry
+            )
             try:
                 # With tools, no output spec: the answer is shaped afterwards (see _structured).
                 json_answer = not tools and output is None and self.policy.json_answer
@@ -295,7 +301,7 @@ class ToolLoop:
             "raise agent.max_steps or give the model fewer, clearer tools"
         )
 
-    def _results_note(self, prompt: Sequence[ChatMessage]) -> list[ChatMessage]:
+    def _results_note(self, prompt: Sequence[ChatMessage], *, structured: bool = False) -> list[ChatMessage]:
         """The question and the tool results restated, when the policy asks for it and there are any."""
         if not self.policy.restate_tool_results or not self.records:
             return []
@@ -309,7 +315,7 @@ class ToolLoop:
             calls.append(f"- {record.name}({arguments}) -> {outcome}")
             outcomes.append(str(outcome))
         single = len(outcomes) == 1
-        text = RESULTS_NOTE.format(
+        text = (STRUCTURED_RESULTS_NOTE if structured else RESULTS_NOTE).format(
             question=question,
             calls="\n".join(calls),
             results=f"The result is {outcomes[0]}" if single else f"The results are {'; '.join(outcomes)}",
@@ -390,7 +396,7 @@ class ToolLoop:
         except LLMOutputError:
             pass
         schema = output if isinstance(output, dict) else output.model_json_schema()
-        results = self._results_note(prompt)
+        results = self._results_note(prompt, structured=True)
         ask_text = FINAL_ANSWER_PROMPT.format(schema=json.dumps(schema))
         ask = ChatMessage.user(f"{results[0].text}\n\n{ask_text}" if results else ask_text)
         for attempt in range(self.policy.max_unusable_replies + 1):
