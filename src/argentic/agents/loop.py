@@ -94,18 +94,9 @@ class AnswerFieldTokens:
     def __init__(self, events: EventSink) -> None:
         self.events = events
         self.streaming = events.streaming
+        self.progress = events.progress  # progress passes through as it is
         self.raw = ""
         self.sent = 0
-
-    async def progress(
-        self,
-        stage: Stage,
-        *,
-        tool: str | None = None,
-        arguments: dict[str, Any] | None = None,
-        detail: str | None = None,
-    ) -> None:
-        await self.events.progress(stage, tool=tool, arguments=arguments, detail=detail)
 
     async def token(self, text: str) -> None:
         self.raw += text
