@@ -8,7 +8,7 @@ from agents_support import add
 from pydantic import BaseModel
 
 from argentic import Agent, ToolManager, ToolService
-from argentic.llm import ScriptedLLM, tool_call
+from argentic.llm import SamplingSettings, ScriptedLLM, tool_call
 from argentic.llm.local import CPU_MODEL_NAME
 from argentic.llm.profiles import DEFAULT_PROFILE, ModelProfile, profile_for, register_profile
 from argentic.testing.messagers import MakeMessager
@@ -80,3 +80,18 @@ async def test_the_cpu_profile_asks_one_call_and_a_free_answer_under_a_schema(to
     assert text["minLength"] == 1 and text["maxLength"] > 0
     # the result stands last, right before the instruction
     assert answer.messages[-1].text.endswith("The result is 6912. Answer with it.")
+
+
+@pytest.mark.parametrize(("max_tokens", "schema"), [(2, False), (23, False), (24, True), (None, True)])
+async def test_a_json_answer_is_asked_for_only_when_max_tokens_leaves_room_for_text(
+    max_tokens: int | None, schema: bool
+) -> None:
+    llm = ScriptedLLM(['{"answer": "hi"}' if schema else "hi"], model_name=CPU_MODEL_NAME)
+    agent = Agent(llm=llm, settings=SamplingSettings(max_tokens=max_tokens))
+    assert await agent.query("Say hi.") == "hi"
+    output = llm.requests[0].output
+    if schema:
+        assert isinstance(output, dict)
+        assert output["properties"]["answer"]["maxLength"] >= 8
+    else:
+        assert output is None

@@ -90,14 +90,17 @@ async def test_serve_starts_survives_a_restart_and_stops(tmp_path: Path) -> None
         assert "stopped" in _tail(log)
 
         # The same provider (its pooled connections now dead) works once a server is back; this
-        # one is started without tool-call parsing, which vLLM answers with HTTP 400 for tools.
+        # one is started without tool-call parsing: a demanded call still comes (guided decoding
+        # needs no parser), a call the model may choose is answered with HTTP 400, made clear.
         process, pid = await _serve(config, port, log, tool_call_parser="null")
         second = await llm.chat(ChatRequest(messages=question, settings=settings))
         assert second.model == first.model == "gemma3-270m" and second.usage.completion_tokens > 0
+        guided = await llm.chat(
+            ChatRequest(messages=question, tools=[tool], tool_choice="pick", settings=settings)
+        )
+        guided.tool_calls[0].parse_arguments(Pick)
         with pytest.raises(LLMRequestError, match="--enable-auto-tool-choice --tool-call-parser") as caught:
-            await llm.chat(
-                ChatRequest(messages=question, tools=[tool], tool_choice="pick", settings=settings)
-            )
+            await llm.chat(ChatRequest(messages=question, tools=[tool], tool_choice="auto", settings=settings))
         assert caught.value.status_code == 400
     finally:
         await llm.close()

@@ -202,6 +202,9 @@ STRUCTURED_RESULTS_NOTE = "{question}\n{calls}\nAnswer with the results the tool
 
 #: A free-text answer under a schema (``LoopPolicy.json_answer``).
 ANSWER_FIELD = "answer"
+#: Below this ``max_tokens`` a JSON answer's frame (about 8 tokens) leaves too little room for
+#: the text (under 8 characters): the answer is then asked for as plain text.
+JSON_ANSWER_MIN_TOKENS = 24
 
 FINAL_ANSWER_PROMPT = (
     "Give your final answer now as one JSON object that matches this JSON schema, nothing else:\n{schema}"
@@ -245,7 +248,7 @@ class ToolLoop:
             )
             try:
                 # With tools, no output spec: the answer is shaped afterwards (see _structured).
-                json_answer = not tools and output is None and self.policy.json_answer
+                json_answer = not tools and output is None and self._json_answer_fits()
                 request = ChatRequest(
                     messages=with_note([*prompt, *added], note),
                     tools=tools,
@@ -314,10 +317,14 @@ class ToolLoop:
         )
         return [ChatMessage.user(text)]
 
+    def _json_answer_fits(self) -> bool:
+        bound = self.policy.max_tokens
+        return self.policy.json_answer and (bound is None or bound >= JSON_ANSWER_MIN_TOKENS)
+
     def _answer_schema(self) -> dict[str, Any]:
         """``{"answer": str}``, the string short enough to end within ``max_tokens`` (a token
         writes at least one character; two for an escape; the object's frame takes about eight)."""
-        limit = 400 if self.policy.max_tokens is None else max(1, min(400, (self.policy.max_tokens - 8) // 2))
+        limit = 400 if self.policy.max_tokens is None else min(400, (self.policy.max_tokens - 8) // 2)
         return {
             "type": "object",
             "properties": {ANSWER_FIELD: {"type": "string", "minLength": 1, "maxLength": limit}},
