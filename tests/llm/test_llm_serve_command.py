@@ -100,7 +100,9 @@ async def test_serve_starts_survives_a_restart_and_stops(tmp_path: Path) -> None
         )
         guided.tool_calls[0].parse_arguments(Pick)
         with pytest.raises(LLMRequestError, match="--enable-auto-tool-choice --tool-call-parser") as caught:
-            await llm.chat(ChatRequest(messages=question, tools=[tool], tool_choice="auto", settings=settings))
+            await llm.chat(
+                ChatRequest(messages=question, tools=[tool], tool_choice="auto", settings=settings)
+            )
         assert caught.value.status_code == 400
     finally:
         await llm.close()
