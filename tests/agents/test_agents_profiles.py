@@ -37,19 +37,35 @@ async def tools(memory: MakeMessager) -> ToolManager:
     return manager
 
 
-async def test_the_cpu_models_profile_sets_the_tool_policy_and_restates_results(tools: ToolManager) -> None:
+async def test_the_cpu_models_profile_answers_then_shapes_a_structured_answer(tools: ToolManager) -> None:
     llm = ScriptedLLM(
-        [tool_call("add", {"a": 1234, "b": 5678}), '{"value": 6912}'], model_name=CPU_MODEL_NAME
+        [tool_call("add", {"a": 1234, "b": 5678}), '{"answer": "6912"}', '{"value": 6912}'],
+        model_name=CPU_MODEL_NAME,
     )
     agent = Agent(llm=llm, tool_manager=tools)
     result = await agent.ask("What is 1234 + 5678?", output=Product)
     assert result.data == Product(value=6912)
-    first, answer = llm.requests
+    first, answer, shape = llm.requests
     assert first.tool_choice == "required" and first.tools
-    assert not answer.tools and answer.output is Product  # "none": answer, constrained to the schema
-    # The result is repeated in the last user turn, right before the answer.
+    # "none": the free answer first, under the answer schema, the result repeated right before it
+    assert not answer.tools and isinstance(answer.output, dict) and answer.output["required"] == ["answer"]
     last = answer.messages[-1]
     assert last.role == "user" and "6912" in last.text and "add" in last.text
+    # then that answer restated and shaped under the user's schema, the same history before it
+    assert not shape.tools and shape.output is Product
+    assert shape.messages[: len(answer.messages)] == answer.messages
+    assert shape.messages[-2].role == "assistant" and shape.messages[-2].text == "6912"
+    assert shape.messages[-1].role == "user" and shape.messages[-1].text.startswith("Your answer: 6912.")
+
+
+async def test_a_shaped_answer_that_does_not_fit_is_asked_for_again(tools: ToolManager) -> None:
+    llm = ScriptedLLM(
+        [tool_call("add", {"a": 2, "b": 2}), '{"answer": "4"}', '{"value": "four"}', '{"value": 4}'],
+        model_name=CPU_MODEL_NAME,
+    )
+    agent = Agent(llm=llm, tool_manager=tools)
+    assert (await agent.ask("What is 2 + 2?", output=Product)).data == Product(value=4)
+    assert len(llm.requests) == 4 and llm.requests[2].messages == llm.requests[3].messages
 
 
 async def test_what_the_user_sets_wins_over_the_profile(tools: ToolManager) -> None:

@@ -216,6 +216,7 @@ class Agent(Running):
                     restate_tool_results=bool(profile.restate_tool_results),
                     parallel_tool_calls=profile.parallel_tool_calls,
                     json_answer=bool(profile.json_answer),
+                    answer_then_shape=bool(profile.answer_then_shape),
                     max_tokens=self.llm.defaults.merged(self.settings).max_tokens,
                 )
                 self._profile_applied = True

@@ -141,6 +141,10 @@ class LoopPolicy:
     #: Ask for a free-text answer as ``{"answer": "..."}`` under the server's structured outputs
     #: (a small model's free text runs on into tool markup or the prompt; a schema stops it).
     json_answer: bool = False
+    #: Ask for a structured answer in two steps: the free answer, then that answer restated and
+    #: shaped under the schema (a small model fills a bare number field with a number from the
+    #: question, yet copies its own answer).
+    answer_then_shape: bool = False
     #: The replies' token bound, when known: a JSON answer's length is kept within it.
     max_tokens: int | None = None
 
@@ -209,6 +213,9 @@ JSON_ANSWER_MIN_TOKENS = 24
 FINAL_ANSWER_PROMPT = (
     "Give your final answer now as one JSON object that matches this JSON schema, nothing else:\n{schema}"
 )
+#: The second step of ``LoopPolicy.answer_then_shape``: the answer restated. The schema is left to
+#: the server's constraint: shown in the prompt, a small model copies its bounds as the value.
+SHAPE_PROMPT = "Your answer: {answer}. Write it as JSON."
 
 
 class ToolLoop:
@@ -239,28 +246,32 @@ class ToolLoop:
         retry: list[ChatMessage] = []  # a failed reply and what was wrong: for the next call only
         force_answer = not self.tools
         rounds = 0  # rounds of tool calls so far: the first policy holds until one happened
+        # Shaped afterwards: the answer itself is asked for as free text first.
+        answer_output = None if self.policy.answer_then_shape else output
         for step in range(self.policy.max_steps):
             choice = self._choice(rounds, force_answer)
             await self.events.progress("llm_call", detail=f"step {step + 1}, tool_choice={choice}")
             tools = self.tools if choice != "none" else []
             note = (
-                [*self._results_note(prompt, structured=output is not None), *retry] if not tools else retry
+                [*self._results_note(prompt, structured=answer_output is not None), *retry]
+                if not tools
+                else retry
             )
             try:
                 # With tools, no output spec: the answer is shaped afterwards (see _structured).
-                json_answer = not tools and output is None and self._json_answer_fits()
+                json_answer = not tools and answer_output is None and self._json_answer_fits()
                 request = ChatRequest(
                     messages=with_note([*prompt, *added], note),
                     tools=tools,
                     tool_choice=choice if tools else "auto",
                     parallel_tool_calls=self.policy.parallel_tool_calls if tools else None,
-                    output=self._answer_schema() if json_answer else None if tools else output,
+                    output=self._answer_schema() if json_answer else None if tools else answer_output,
                 )
                 sink = AnswerFieldTokens(self.events) if json_answer else self.events
                 response = await self.call_llm(request, sink)
                 if json_answer and isinstance(response.parsed, dict):
                     answer = response.parsed.get(ANSWER_FIELD)
-                    response = response.model_copy(update={"content": str(answer or "")})
+                    response = response.model_copy(update={"content": str(answer or ""), "parsed": None})
             except LLMOutputError as exc:
                 retry = self._unusable_reply(str(exc))
                 continue
@@ -393,14 +404,20 @@ class ToolLoop:
             return parse_output(last.content, output)
         except LLMOutputError:
             pass
-        schema = output if isinstance(output, dict) else output.model_json_schema()
-        results = self._results_note(prompt, structured=True)
-        ask_text = FINAL_ANSWER_PROMPT.format(schema=json.dumps(schema))
-        ask = ChatMessage.user(f"{results[0].text}\n\n{ask_text}" if results else ask_text)
+        schema = json.dumps(output if isinstance(output, dict) else output.model_json_schema())
+        history = [*prompt, *added]
+        if self.policy.answer_then_shape:
+            # The answer's own request as it was (the restated results before it), then the ask.
+            history = [*with_note([*prompt, *added[:-1]], self._results_note(prompt)), added[-1]]
+            ask = ChatMessage.user(SHAPE_PROMPT.format(answer=(last.content or "").strip().rstrip(".")))
+        else:
+            results = self._results_note(prompt, structured=True)
+            ask_text = FINAL_ANSWER_PROMPT.format(schema=schema)
+            ask = ChatMessage.user(f"{results[0].text}\n\n{ask_text}" if results else ask_text)
         for attempt in range(self.policy.max_unusable_replies + 1):
             await self.events.progress("llm_call", detail="structured answer")
             try:
-                request = ChatRequest(messages=[*prompt, *added, ask], output=output)
+                request = ChatRequest(messages=[*history, ask], output=output)
                 response = await self.call_llm(request, self.events)
             except LLMOutputError as exc:
                 log.info("structured answer attempt %d failed: %s", attempt + 1, exc)

@@ -33,6 +33,9 @@ class ModelProfile:
     #: Ask for free-text answers under a schema (``{"answer": ...}``), unwrapped for the user: a
     #: small base model's free text runs on into tool markup or repeats the prompt.
     json_answer: bool | None = None
+    #: Ask for a structured answer as a free answer first, then shape it under the schema (a
+    #: small model fills a bare number field with a number from the question).
+    answer_then_shape: bool | None = None
     #: The tags the model's chat template writes around a tool call (Hermes: ``<tool_call>`` and
     #: ``</tool_call>``): a guided call on vLLM is then written the way the model learned to write one.
     tool_call_tags: tuple[str, str] | None = None
@@ -45,6 +48,7 @@ _SMALL_BASE_MODEL = ModelProfile(
     restate_tool_results=True,
     parallel_tool_calls=False,
     json_answer=True,
+    answer_then_shape=True,
     tool_call_tags=("<tool_call>", "</tool_call>"),  # the Hermes template argentic serves it with
 )
 
