@@ -111,3 +111,14 @@ async def test_a_json_answer_is_asked_for_only_when_max_tokens_leaves_room_for_t
         assert output["properties"]["answer"]["maxLength"] >= 8
     else:
         assert output is None
+
+
+async def test_a_shaped_answer_to_a_schema_given_as_a_dict_is_the_object(tools: ToolManager) -> None:
+    # The free answer "4" is valid JSON, yet not the object the schema asks for: it is shaped.
+    llm = ScriptedLLM(
+        [tool_call("add", {"a": 2, "b": 2}), '{"answer": "4"}', '{"value": 4}'], model_name=CPU_MODEL_NAME
+    )
+    agent = Agent(llm=llm, tool_manager=tools)
+    schema = Product.model_json_schema()
+    assert (await agent.ask("What is 2 + 2?", output=schema)).data == {"value": 4}
+    assert llm.requests[-1].output == schema

@@ -239,6 +239,8 @@ def test_text_tool_calls_several_and_unknown_names() -> None:
 def test_parse_output_accepts_fenced_json_and_schemas() -> None:
     assert parse_output('```json\n{"label": "no", "reason": "r"}\n```', Verdict).label == "no"
     assert parse_output('{"x": [1]}', {"type": "object"}) == {"x": [1]}
+    with pytest.raises(LLMOutputError, match="not a JSON object"):
+        parse_output("4", {"type": "object", "properties": {"value": {"type": "integer"}}})
     with pytest.raises(LLMOutputError, match="empty"):
         parse_output("", Verdict)
 

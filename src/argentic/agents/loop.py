@@ -400,10 +400,11 @@ class ToolLoop:
         (no tools in that request, so the server may constrain the output to the schema)."""
         if last.parsed is not None:
             return last.parsed
-        try:
-            return parse_output(last.content, output)
-        except LLMOutputError:
-            pass
+        if not self.policy.answer_then_shape:  # else the last reply is the free answer, never the shape
+            try:
+                return parse_output(last.content, output)
+            except LLMOutputError:
+                pass
         schema = json.dumps(output if isinstance(output, dict) else output.model_json_schema())
         history = [*prompt, *added]
         if self.policy.answer_then_shape:

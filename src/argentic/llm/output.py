@@ -49,9 +49,12 @@ def parse_output(text: str | None, output: OutputSpec) -> Any:
     raw = _json_text(text)
     if isinstance(output, dict):
         try:
-            return json.loads(raw)
+            data = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise LLMOutputError(f"the model's answer is not valid JSON ({exc}): {text[:200]!r}") from exc
+        if output.get("type") == "object" and not isinstance(data, dict):
+            raise LLMOutputError(f"the model's answer is not a JSON object: {text[:200]!r}")
+        return data
     assert issubclass(output, BaseModel)
     try:
         return output.model_validate_json(raw)
