@@ -43,7 +43,7 @@ from argentic.llm import (
     LLMFactory,
     SamplingSettings,
 )
-from argentic.llm.wire import message_to_wire, tool_choice_to_wire, tool_to_wire
+from argentic.llm.openai_provider import OpenAICompatibleProvider
 from argentic.messaging import Messager
 from argentic.protocol import ToolCall, ToolResult
 from argentic.testing.mosquitto import MosquittoBroker
@@ -161,25 +161,16 @@ async def agent_pass(client: AgentClient, questions: list[str]) -> tuple[float, 
     return elapsed, sum(a.usage.completion_tokens for a in answers)
 
 
-async def direct_pass(base_url: str, model: str, recorded: Recorded) -> tuple[float, int]:
-    """Seconds for all tasks (each its calls in order), and the completion tokens they took."""
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=900)
+async def direct_pass(llm: OpenAICompatibleProvider, model: str, recorded: Recorded) -> tuple[float, int]:
+    """Seconds for all tasks (each its calls in order, as the bodies the agent's provider sent),
+    and the completion tokens they took."""
+    client = openai.AsyncOpenAI(base_url=llm.base_url, api_key="none", max_retries=0, timeout=900)
     tokens = 0
 
     async def task(calls: list[ChatRequest]) -> None:
         nonlocal tokens
         for request in calls:
-            tools = request.tools
-            body: dict[str, Any] = {
-                "model": model,
-                "messages": [message_to_wire(m) for m in request.messages],
-                "max_tokens": MAX_TOKENS,
-                "temperature": 0,
-            }
-            if tools:
-                body["tools"] = [tool_to_wire(t, vllm=True) for t in tools]
-                body["tool_choice"] = tool_choice_to_wire(request.tool_choice, tools)
-            completion = await client.chat.completions.create(**body)
+            completion = await client.chat.completions.create(**llm.wire_body(request, model))
             tokens += completion.usage.completion_tokens if completion.usage else 0
 
     started = time.perf_counter()
@@ -204,6 +195,7 @@ async def concurrency(
             "timeout_s": 900,
         }
     )
+    assert isinstance(llm, OpenAICompatibleProvider)  # the vllm provider: its bodies are replayed
     async with (
         Messager(broker.host, broker.port, namespace="bench", persistent=False) as service_bus,
         Messager(broker.host, broker.port, namespace="bench", persistent=False) as agent_bus,
@@ -234,7 +226,7 @@ async def concurrency(
         for number in range(rounds):
             agent.recorded.clear()
             agent_runs.append(await agent_pass(AgentClient(client, "bench"), questions))
-            direct_runs.append(await direct_pass(base_url, model, recorded))
+            direct_runs.append(await direct_pass(llm, model, recorded))
             print(
                 f"round {number + 1}: agent {agent_runs[-1]}, direct {direct_runs[-1]} (seconds, tokens)",
                 file=sys.stderr,

@@ -170,6 +170,11 @@ class OpenAICompatibleProvider(LLMProvider):
 
     # -- requests ---------------------------------------------------------------------------
 
+    def wire_body(self, request: ChatRequest, model: str) -> dict[str, Any]:
+        """The keyword arguments of the openai client's ``chat.completions.create`` that ``request``
+        becomes here (guided calls and structured outputs included): to replay or log it."""
+        return self._body(model, request)[0]
+
     def _body(self, model: str, request: ChatRequest) -> tuple[dict[str, Any], bool, Guided]:
         """The request body; whether the server will enforce ``request.output``; whether the reply is
         the demanded calls written under guided decoding (see :meth:`_guide_calls`)."""
