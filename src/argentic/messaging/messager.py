@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, Protocol, TypeVar, overload
 
 from argentic.config import MessagingConfig, TLSConfig
 from argentic.errors import MessagingError, NotConnectedError
@@ -41,6 +41,16 @@ __all__ = ["Cleared", "MessageStream", "Messager", "Subscription", "Will", "deli
 logger = logging.getLogger("argentic.messaging")
 
 M = TypeVar("M", bound=Message)
+P = TypeVar("P", bound="SharedPart")
+
+
+class SharedPart(Protocol):
+    """A part every component on one messager shares (a task board, a directory of roles): built
+    from the messager on first use, closed by its disconnect."""
+
+    def __init__(self, messager: Messager) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class Messager:
@@ -104,6 +114,7 @@ class Messager:
         )
         self.will = will
         self._peers: Peers | None = None
+        self._shared: dict[type[Any], Any] = {}
         self.max_payload_bytes = max_payload_bytes
         self.request_timeout_s = request_timeout_s
         self.connect_timeout_s = connect_timeout_s
@@ -205,6 +216,14 @@ class Messager:
             self._peers = Peers(self)
         return self._peers
 
+    def shared(self, kind: type[P]) -> P:
+        """The one ``kind(self)`` of this messager, built on first use and closed (newest first)
+        when the messager disconnects: what components on one messager share, it owns."""
+        part = self._shared.get(kind)
+        if part is None:
+            part = self._shared[kind] = kind(self)
+        return part
+
     @property
     def is_connected(self) -> bool:
         return self._connection.state is State.CONNECTED
@@ -280,6 +299,13 @@ class Messager:
             except Exception as exc:  # leaving must not fail because one component could not
                 logger.warning("while disconnecting, %r failed: %s", callback, exc)
         self._leaving.clear()
+        shared, self._shared = list(self._shared.values()), {}
+        for part in reversed(shared):
+            try:
+                async with asyncio.timeout(min(self.publish_timeout_s, 5.0)):
+                    await part.close()
+            except Exception as exc:
+                logger.warning("while disconnecting, closing %r failed: %s", part, exc)
         if self.will is not None and self._connection.online:
             message = self.will.message
             if self._status_will:
