@@ -31,7 +31,10 @@
     │       ├── DelegationCycleError    a role would ask a role already up the chain
     │       ├── DepthLimitError         the chain of askers is deeper than the role accepts
     │       ├── DeadlineError           the deadline the first asker set has passed
-    │       └── NoAgentOnlineError      no agent of the asked role is online
+    │       ├── NoAgentOnlineError      no agent of the asked role is online
+    │       ├── DelegationFailedError   every role the task asked failed (their errors in ``.details``)
+    │       ├── ForbiddenError          a cancel or input from a client that does not own the task
+    │       └── BusyError               the agent holds as many tasks as it may; asked again later
     └── VideoError                  no frames, unreadable video, a WebRTC peer that failed
 
 Every message says what to do about the problem where there is something to do.
@@ -187,6 +190,28 @@ class NoAgentOnlineError(TaskError):
     """No agent of the asked role is online."""
 
     code = "unavailable"
+
+
+class DelegationFailedError(TaskError):
+    """Every role the task asked failed; ``details`` holds their errors (wire form)."""
+
+    code = "delegation_failed"
+
+    def __init__(self, message: str, details: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
+
+
+class ForbiddenError(TaskError):
+    """A cancel or an input from a client that does not own the task (not its asker)."""
+
+    code = "forbidden"
+
+
+class BusyError(TaskError):
+    """The agent already holds as many tasks as it may (running and waiting)."""
+
+    code = "busy"
 
 
 class VideoError(ArgenticError):

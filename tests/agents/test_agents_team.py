@@ -152,10 +152,10 @@ async def test_a_delegation_cycle_ends_in_a_clear_error_not_a_hang(
     async with team(cfg, await mqtt(), models):
         answer, statuses, error = await ask_following(AgentClient(await mqtt(), "a"), "start", deadline_s=30)
     assert error is None and isinstance(answer, Answer)
-    refused = [s for s in statuses if s.role == "a" and s.state == "failed"]
+    refused = [s for s in statuses if s.role == "a" and s.state == "rejected"]
     assert len(refused) == 1 and refused[0].error is not None
     assert refused[0].error.code == "delegation_cycle" and refused[0].depth == 2
-    # b read the refusal as its tool's error and still answered.
+    # b read the refusal as its tool's error and answered itself (a refusal is no failure).
     assert "delegation_cycle" in answer.text
 
 
@@ -177,7 +177,7 @@ async def test_the_depth_limit_refuses_a_chain_too_deep(mqtt: MakeMessager, name
         answer, statuses, error = await ask_following(AgentClient(await mqtt(), "a"), "start", deadline_s=30)
     assert error is None and isinstance(answer, Answer)
     c = [s for s in statuses if s.role == "c"]
-    assert [s.state for s in c] == ["submitted", "failed"]
+    assert [s.state for s in c] == ["submitted", "rejected"]
     assert c[-1].error is not None and c[-1].error.code == "depth_limit" and c[-1].depth == 2
     assert models["c"].requests == []  # refused before any model call
 
@@ -236,16 +236,19 @@ async def test_cancel_stops_the_task_and_its_sub_tasks(mqtt: MakeMessager, names
     assert states(statuses, "b")[-1] == "canceled"
 
 
-async def test_a_delegated_role_with_no_replica_online_is_a_clear_tool_error(
+async def test_a_delegated_role_with_no_replica_online_fails_the_task_with_its_error(
     mqtt: MakeMessager, namespace: str
 ) -> None:
     cfg = config(namespace, {"a": {"delegates": ["b"]}, "b": {}})
     models = {"a": model(asks("ask_b", "anyone?", then="a")), "b": model(answers("b"))}
     async with team(cfg, await mqtt(), models, roles=["a"]):
-        answer, _statuses, error = await ask_following(AgentClient(await mqtt(), "a"), "start", timeout=30)
-    assert error is None and isinstance(answer, Answer)
-    record = answer.tool_calls[0]
-    assert not record.ok and record.error is not None and record.error.startswith("unavailable")
+        answer, statuses, error = await ask_following(AgentClient(await mqtt(), "a"), "start", timeout=30)
+    # The model saw the tool error (and wrote an answer from it), yet the task is no success.
+    assert answer is None and isinstance(error, AgentReplyError) and error.code == "delegation_failed"
+    assert "unavailable: no b agent is online" in error.reason
+    assert states(statuses, "a")[-1] == "failed"
+    failed = next(s for s in statuses if s.role == "a" and s.state == "failed")
+    assert failed.error is not None and [d["code"] for d in failed.error.details] == ["unavailable"]
     assert models["b"].requests == []
 
 
@@ -265,14 +268,14 @@ async def test_a_delegated_role_killed_mid_task_ends_the_call_at_once(
                 async for event in run:
                     if isinstance(event, TaskStatus) and event.role == "b" and event.state == "working":
                         os.kill(member.pid, signal.SIGKILL)
-            answer = await run.wait()
+            with pytest.raises(AgentReplyError) as failed:
+                await run.wait()
     finally:
         if member.poll() is None:
             member.kill()
         member.wait(10)
-    record = answer.tool_calls[0]
-    assert not record.ok and record.error is not None
-    assert record.error.startswith("unavailable") and "went offline" in record.error
+    assert failed.value.code == "delegation_failed"
+    assert "unavailable" in failed.value.reason and "went offline" in failed.value.reason
 
 
 async def test_a_role_asks_back_and_the_client_answers(mqtt: MakeMessager, namespace: str) -> None:
@@ -468,9 +471,18 @@ async def test_a_question_and_its_cancel_work_from_mosquitto_pub(
                 async for status in statuses:
                     if status.state == "working":
                         break
-            await pub(f"{namespace}/agents/a/cancel", {"type": "cancel", "question_id": "q-shell"})
+            # A cancel names its sender by reply_to: one from elsewhere is refused, the asker's works.
+            other = f"{namespace}/clients/other/inbox"
+            async with watcher.messages(other, model=ErrorReply) as refusals:
+                cancel = {"type": "cancel", "question_id": "q-shell", "reply_to": other}
+                await pub(f"{namespace}/agents/a/cancel", cancel)
+                async with asyncio.timeout(30):
+                    refusal = await anext(aiter(refusals))
+            cancel = {"type": "cancel", "question_id": "q-shell", "reply_to": reply_topic}
+            await pub(f"{namespace}/agents/a/cancel", cancel)
             async with asyncio.timeout(30):
                 reply = await anext(aiter(replies))
+    assert refusal.error.code == "forbidden" and "not yours" in refusal.error.message
     assert reply.error.code == "canceled" and reply.request_id == "q-shell"
 
 
@@ -496,12 +508,10 @@ async def test_an_assignment_no_member_can_answer_is_one_clear_error(
     cfg = config(namespace, {"lead": {"delegates": ["developer"], "supervise": True}, "developer": {}})
     models = {"lead": model(lead), "developer": model(answers("d"))}
     async with team(cfg, await mqtt(), models, roles=["lead"]):
-        answer = await AgentClient(await mqtt(), "lead").answer("ship it", timeout=30)
-    record = answer.tool_calls[0]
-    assert record.name == "assign" and not record.ok
-    assert (
-        record.error is not None
-        and record.error.startswith("tool_failed")
-        and "unavailable" not in answer.text
-    )
-    assert "no developer agent is online" in record.error
+        with pytest.raises(AgentReplyError) as failed:
+            await AgentClient(await mqtt(), "lead").answer("ship it", timeout=30)
+    assert failed.value.code == "delegation_failed"
+    assert failed.value.reason.count("no developer agent is online") == 1
+    # The model was told what failed, as one tool error, before the task ended.
+    tool_turns = [m.text for m in models["lead"].requests[-1].messages if m.role == "tool"]
+    assert len(tool_turns) == 1 and "no member could answer" in tool_turns[0]

@@ -27,6 +27,7 @@ unless set here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
@@ -39,9 +40,11 @@ from argentic.agents.conversation import ConversationStore
 from argentic.agents.events import MqttEvents
 from argentic.agents.loop import EventSink, LoopPolicy, NullEvents, ToolLoop
 from argentic.agents.messages import MessageBuilder
+from argentic.agents.tasks import AgentTask, TaskBoard
 from argentic.config import AgentConfig
 from argentic.errors import (
     AgentError,
+    BusyError,
     InvalidTopicError,
     LLMError,
     LLMTimeoutError,
@@ -87,6 +90,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=BaseModel)
 
+#: Seconds a stopping agent gives its running tasks to send their ``canceled`` replies.
+STOP_GRACE_S = 5.0
+
 
 class IncomingQuestion(Message):
     """A question as received: lenient, so that an invalid one can still be answered with an error."""
@@ -110,7 +116,7 @@ class AgentResult:
 def error_info(exc: BaseException) -> ErrorInfo:
     """The wire error for what stopped a question."""
     if isinstance(exc, TaskError):
-        return ErrorInfo(code=exc.code, message=str(exc))
+        return ErrorInfo(code=exc.code, message=str(exc), details=getattr(exc, "details", None) or None)
     if isinstance(exc, StepLimitError):
         return ErrorInfo(code="step_limit", message=str(exc))
     if isinstance(exc, LLMUnavailableError):
@@ -145,6 +151,9 @@ class Agent(Running):
         max_conversations: int = 1000,
         max_history_messages: int = 200,
         message_builder: MessageBuilder | None = None,
+        max_depth: int = 4,
+        max_tasks: int = 64,
+        max_waiting_tasks: int = 1000,
     ) -> None:
         self.llm = llm
         self.messager = messager
@@ -168,6 +177,13 @@ class Agent(Running):
         self.conversations = ConversationStore(
             max_conversations=max_conversations, max_messages=max_history_messages
         )
+        #: Questions from MQTT run as tasks (see argentic.agents.tasks): at most ``max_tasks`` work
+        #: at once, ``max_waiting_tasks`` more wait for a slot, beyond that they are refused.
+        self.max_depth = max_depth
+        self.max_tasks = max_tasks
+        self.max_waiting_tasks = max_waiting_tasks
+        self._slots = asyncio.Semaphore(max_tasks)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._subscription: Any = None
         self._presence_watch: Any = None
         self._presence_holder: str | None = None  # the client whose presence the role's topic holds
@@ -245,6 +261,7 @@ class Agent(Running):
         peers = self.messager.peers
         await peers.start()
         self._cancel_watch = peers.watch(self._on_client_gone)
+        await self.messager.shared(TaskBoard).serve(self.role)
         self._subscription = await self.messager.subscribe(
             self.messager.topics.agent_questions(self.role),
             self._on_question,
@@ -282,6 +299,13 @@ class Agent(Running):
             await self._publish_presence(False)
         except Exception:
             log.warning("could not unsubscribe or publish presence while stopping", exc_info=True)
+        # Tasks still running end as canceled, each answered with that error.
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+        await self.messager.shared(TaskBoard).leave(self.role)
 
     async def _on_presence(self, presence: Presence) -> None:
         self._presence_holder = presence.client_id if presence.online else None
@@ -318,10 +342,45 @@ class Agent(Running):
             return
         if not question.reply_to:
             log.info("question %s has no reply_to: its answer goes only to the events topic", question.id)
+        if len(self._tasks) >= self.max_tasks + self.max_waiting_tasks:
+            await self._refuse_busy(question)
+            return
+        # The task runs on its own: the handler returns at once, so a task waiting for the roles
+        # it asked holds no handler their answers need.
+        served = asyncio.ensure_future(self._serve(question))
+        self._tasks.add(served)
+        served.add_done_callback(self._tasks.discard)
+
+    async def _refuse_busy(self, question: Question) -> None:
+        assert self.messager is not None
+        board = self.messager.shared(TaskBoard)
+        task = AgentTask(question, self.role, self.messager.topics.agent_events(self.role, question.id))
+        error = error_info(
+            BusyError(f"{self.role} holds {len(self._tasks)} tasks, as many as it may; ask again later")
+        )
+        await board.status(task, "rejected", error=error)
+        if question.reply_to:
+            await self.messager.reply(question, ErrorReply(request_id=question.id, error=error))
+
+    async def _serve(self, question: Question) -> None:
+        """Answer one question from MQTT as a task: its states published, its owner's cancel and
+        its deadline honoured, the answer (or the error) sent to its ``reply_to``."""
+        assert self.messager is not None
         events = MqttEvents(self.messager, self.role, question.id, streaming=question.stream)
+        task = AgentTask(question, self.role, self.messager.topics.agent_events(self.role, question.id))
+        board = self.messager.shared(TaskBoard)
         response: Message
         try:
-            result = await self.ask(question, events=events)
+            result = await board.run(
+                task, lambda: self.ask(question, events=events), max_depth=self.max_depth, slots=self._slots
+            )
+        except asyncio.CancelledError:
+            # The agent is stopping: the asker learns at once rather than at its timeout.
+            if question.reply_to:
+                error = ErrorInfo(code="canceled", message=f"the {self.role} agent stopped")
+                with contextlib.suppress(Exception):
+                    await self.messager.reply(question, ErrorReply(request_id=question.id, error=error))
+            raise
         except Exception as exc:
             log.warning(
                 "question %s failed: %s",

@@ -21,6 +21,7 @@ time raises :class:`~argentic.errors.RequestTimeoutError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -30,7 +31,7 @@ from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel
 
-from argentic.errors import AgentReplyError, ArgenticError
+from argentic.errors import AgentReplyError, ArgenticError, RequestTimeoutError
 from argentic.llm.types import OutputSpec
 from argentic.messaging import Messager
 from argentic.protocol import (
@@ -54,6 +55,8 @@ T = TypeVar("T", bound=BaseModel)
 DEFAULT_TIMEOUT_S = 300.0
 #: Events held for a reader that is not reading; more are dropped (the answer never is).
 EVENT_QUEUE_SIZE = 10_000
+#: Seconds given to sending a cancel when the asker stops waiting.
+CANCEL_SEND_S = 5.0
 
 Event = Progress | Token | TaskStatus
 
@@ -101,6 +104,8 @@ class AgentRun:
         self._subscription: Any = None
         self._reply: asyncio.Task[Answer | ErrorReply] | None = None
         self._dropped = 0
+        #: The client working on the question, once its first status has said so.
+        self.worker: str | None = None
 
     async def __aenter__(self) -> AgentRun:
         messager = self.client.messager
@@ -129,9 +134,20 @@ class AgentRun:
                 log.debug("unsubscribe failed", exc_info=True)
         if exc_type is not None and self._reply is not None and not self._reply.done():
             self._reply.cancel()
+            # The asker left (an error, Ctrl-C): the agent stops working on it too.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self.cancel("the asker stopped waiting"), CANCEL_SEND_S)
 
     async def _on_event(self, event: Message) -> None:
         if not isinstance(event, Progress | Token | TaskStatus):
+            return
+        if isinstance(event, TaskStatus) and not self._believed(event):
+            log.warning(
+                "ignored a %s status of question %s from %s: not from the client working on it",
+                event.state,
+                event.question_id,
+                event.client_id,
+            )
             return
         if self._events.full():
             self._dropped += 1
@@ -139,6 +155,18 @@ class AgentRun:
                 log.warning("events of question %s are not read fast enough; dropping", self.question.id)
             return
         self._events.put_nowait(event)
+
+    def _believed(self, status: TaskStatus) -> bool:
+        """A status of this run's question counts only when it is of this asker's task and from
+        the client working on it (the first to report it); statuses of the tasks it spawned are
+        passed up by that client."""
+        if status.question_id != self.question.id:
+            return True
+        if status.owner is not None and status.owner != self.client.messager.inbox:
+            return False  # another asker's question with the same id
+        if self.worker is None:
+            self.worker = status.client_id
+        return status.client_id == self.worker
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         """The question's events as they come; ends once the answer (or error) has arrived."""
@@ -162,7 +190,11 @@ class AgentRun:
         """Answer an ``input-required`` status of this run (the task goes on with ``text``)."""
         if status.reply_to is None:
             raise ValueError("this status asks for no input (it has no reply_to)")
-        await self.client.messager.reply(status, TaskInput(question_id=status.question_id, text=text))
+        messager = self.client.messager
+        # reply_to names this asker: the agent takes input only from the task's owner.
+        await messager.reply(
+            status, TaskInput(question_id=status.question_id, text=text, reply_to=messager.inbox)
+        )
 
     async def cancel(self, reason: str | None = None) -> None:
         """Ask the agent to stop; the answer becomes a ``canceled`` error reply."""
@@ -225,10 +257,11 @@ class AgentClient:
         )
 
     async def cancel(self, question_id: str, reason: str | None = None) -> None:
-        """Stop the role's work on ``question_id`` and on the tasks it spawned."""
-        await self.messager.publish(
-            self.messager.topics.agent_cancel(self.role), Cancel(question_id=question_id, reason=reason)
-        )
+        """Stop the role's work on ``question_id`` and on the tasks it spawned (a question this
+        client asked: the cancel names this client's inbox, and an agent takes a cancel only from
+        the question's asker)."""
+        cancel = Cancel(question_id=question_id, reason=reason, reply_to=self.messager.inbox)
+        await self.messager.publish(self.messager.topics.agent_cancel(self.role), cancel)
 
     def stream(
         self,
@@ -262,12 +295,18 @@ class AgentClient:
 
         ``deadline_s`` bounds the task, with every task it spawns, to that many seconds."""
         question = self.question(text, output=output, conversation_id=conversation_id, deadline_s=deadline_s)
-        reply = await self.messager.request(
-            self.messager.topics.agent_questions(self.role),
-            question,
-            response_model=Answer,
-            timeout=self.timeout_s if timeout is None else timeout,
-        )
+        try:
+            reply = await self.messager.request(
+                self.messager.topics.agent_questions(self.role),
+                question,
+                response_model=Answer,
+                timeout=self.timeout_s if timeout is None else timeout,
+            )
+        except (asyncio.CancelledError, RequestTimeoutError):
+            # Nobody waits for the answer any more: the agent stops working on it too.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self.cancel(question.id, "the asker stopped waiting"), CANCEL_SEND_S)
+            raise
         if isinstance(reply, ErrorReply):
             raise AgentReplyError(reply.error.code, reply.error.message)
         return reply

@@ -26,14 +26,13 @@ import json
 import logging
 import re
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from argentic.agents.client import AgentClient, AgentRun
 from argentic.agents.loop import NullEvents
-from argentic.agents.tasks import Task, TaskBoard, current_task, task_status
+from argentic.agents.tasks import AgentTask, TaskBoard, running_task, task_status
 from argentic.errors import AgentReplyError, ArgenticError, RequestTimeoutError
 from argentic.llm import ChatMessage, ChatRequest, ChatResponse, ToolDefinition
 from argentic.messaging import Messager
@@ -76,22 +75,30 @@ def _failure(name: str, code: str, message: str) -> ToolResult:
 
 class Directory:
     """The roles' retained presences (agent cards) as one messager sees them: one subscription per
-    role looked up, shared by every agent on the messager (``Directory.of(messager)``)."""
-
-    _directories: ClassVar[weakref.WeakKeyDictionary[Messager, Directory]] = weakref.WeakKeyDictionary()
+    role looked up, shared by every agent on the messager (``messager.shared(Directory)``), which
+    closes it when it disconnects."""
 
     def __init__(self, messager: Messager) -> None:
         self.messager = messager
         self._presence: dict[str, Presence] = {}
         self._seen: dict[str, asyncio.Event] = {}
+        self._subscriptions: list[Any] = []
         self._lock = asyncio.Lock()
 
     @classmethod
     def of(cls, messager: Messager) -> Directory:
-        directory = cls._directories.get(messager)
-        if directory is None:
-            directory = cls._directories[messager] = cls(messager)
-        return directory
+        """The directory of ``messager`` (the older spelling of ``messager.shared(Directory)``)."""
+        return messager.shared(cls)
+
+    async def close(self) -> None:
+        """Stop following the roles' presences."""
+        async with self._lock:
+            subscriptions, self._subscriptions = self._subscriptions, []
+            self._seen.clear()
+            self._presence.clear()
+        for subscription in subscriptions:
+            with contextlib.suppress(Exception):
+                await self.messager.unsubscribe(subscription)
 
     async def _follow(self, role: str) -> asyncio.Event:
         async with self._lock:
@@ -104,9 +111,10 @@ class Directory:
                     seen.set()
 
                 await self.messager.peers.start()
-                await self.messager.subscribe(
+                subscription = await self.messager.subscribe(
                     self.messager.topics.agent_status(role), on_presence, model=Presence
                 )
+                self._subscriptions.append(subscription)
             return seen
 
     async def presence(self, role: str, wait_s: float = PRESENCE_WAIT_S) -> Presence | None:
@@ -295,11 +303,17 @@ class Delegation:
         return ToolResult(call_id="", tool="assign", ok=True, result=answers)
 
     async def ask(self, role: str, text: str, *, tool: str | None = None) -> ToolResult:
-        """Ask ``role`` as part of the current task; its answer's text, or the error, as a result."""
-        name = tool or tool_name(role)
-        task = current_task.get()
+        """Ask ``role`` as part of the current task; its answer's text, or the error, as a result
+        (noted on the task: a task whose delegates all failed fails too)."""
+        task = running_task.get()
+        result = await self._ask(task, role, text, tool or tool_name(role))
+        if task is not None:
+            task.record_delegation(result)
+        return result
+
+    async def _ask(self, task: AgentTask | None, role: str, text: str, name: str) -> ToolResult:
         question = self._question(task, text[:MAX_QUESTION_CHARS])
-        if not await Directory.of(self.messager).online(role):
+        if not await self.messager.shared(Directory).online(role):
             return _failure(name, "unavailable", f"no {role} agent is online; answer without the {role}")
         timeout = self.timeout_s
         if question.deadline is not None:
@@ -348,7 +362,7 @@ class Delegation:
             stop_watching()
         return ToolResult(call_id="", tool=name, ok=True, result=answer.text)
 
-    def _question(self, task: Task | None, text: str) -> Question:
+    def _question(self, task: AgentTask | None, text: str) -> Question:
         if task is None:  # asked outside a task (a local query): a tree of its own
             return Question(text=text, asked_by=self.asker.role, chain=[self.asker.role])
         parent = task.question
@@ -363,7 +377,7 @@ class Delegation:
         )
 
     async def _follow(
-        self, run: AgentRun, task: Task | None, worker: list[str | None], gone: asyncio.Event
+        self, run: AgentRun, task: AgentTask | None, worker: list[str | None], gone: asyncio.Event
     ) -> None:
         """Read the sub-task's events: note its worker, answer its input requests, pass statuses up."""
         question_id = run.question.id
@@ -387,7 +401,7 @@ class Delegation:
             for job in answering:
                 job.cancel()
 
-    async def _pass_up(self, task: Task, status: TaskStatus) -> None:
+    async def _pass_up(self, task: AgentTask, status: TaskStatus) -> None:
         # The same message id: a watcher of every events topic sees each status once.
         copy = status.model_copy(update={"reply_to": None, "correlation_id": None})
         try:
@@ -417,26 +431,38 @@ class Delegation:
 
     async def _cancel(self, role: str, question_id: str, reason: str) -> None:
         try:
-            await self.messager.publish(
-                self.messager.topics.agent_cancel(role), Cancel(question_id=question_id, reason=reason)
-            )
+            # The sub-question was asked from this messager's inbox: that makes this its owner.
+            cancel = Cancel(question_id=question_id, reason=reason, reply_to=self.messager.inbox)
+            await self.messager.publish(self.messager.topics.agent_cancel(role), cancel)
         except ArgenticError as exc:
             log.warning("could not cancel %s: %s", question_id, exc)
 
     # --- asking back --------------------------------------------------------------------------
 
     async def _ask_back(self, text: str) -> ToolResult:
-        task = current_task.get()
+        task = running_task.get()
         if task is None or not text.strip():
             return _failure("ask_back", "invalid_arguments", "there is no asker to ask, or no question")
-        board = TaskBoard.of(self.messager)
+        board = self.messager.shared(TaskBoard)
         timeout = self.timeout_s
         remaining = task.remaining_s()
         if remaining is not None:
             timeout = max(0.0, min(timeout, remaining))
-        status = task_status(task, "input-required", self.messager, text.strip())
+        deadline = time.monotonic() + timeout
         try:
-            reply = await self.messager.request(task.topic, status, response_model=TaskInput, timeout=timeout)
+            while True:
+                # Input counts only from the task's owner; anyone else is refused and the asker
+                # is asked again for what is left of the time.
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RequestTimeoutError("no input in time")
+                status = task_status(task, "input-required", self.messager, text.strip())  # a new id
+                reply = await self.messager.request(
+                    task.topic, status, response_model=TaskInput, timeout=left
+                )
+                if isinstance(reply, ErrorReply) or reply.reply_to == task.owner:
+                    break
+                await board.refuse(reply, task, "give input to")
         except RequestTimeoutError:
             return _failure("ask_back", "timeout", "no answer from the asker; go on without it")
         finally:

@@ -11,9 +11,10 @@ agent card (what it does, its tools and delegates). Agents of the same endpoint 
 provider and so one connection pool; replicas of a role share one provider object. Questions to
 a role are shared among its replicas through the broker, in this process and in others.
 
-A team agent's questions are tasks (:mod:`argentic.agents.tasks`): refused when they close a
-cycle or are too deep, bounded by the first asker's deadline, stopped by ``cancel``, their A2A
-states published. Its delegates are tools (:mod:`argentic.agents.delegation`).
+Like every agent's, a team agent's questions are tasks (:mod:`argentic.agents.tasks`): refused
+when they close a cycle or are too deep, bounded by the first asker's deadline, stopped by their
+owner's ``cancel``, their A2A states published. Its delegates are tools
+(:mod:`argentic.agents.delegation`); a task whose delegates all failed fails with their errors.
 """
 
 from __future__ import annotations
@@ -23,20 +24,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from argentic.agents.agent import Agent, AgentResult
+from argentic.agents.agent import Agent
 from argentic.agents.delegation import Asker, Delegation, think_with
-from argentic.agents.events import MqttEvents
-from argentic.agents.loop import EventSink
-from argentic.agents.messages import MessageBuilder
-from argentic.agents.tasks import Task, TaskBoard
 from argentic.config import ArgenticConfig, RoleConfig, team_problems, team_roles
 from argentic.errors import ConfigError
 from argentic.lifecycle import Running
 from argentic.llm import LLMProvider, ToolDefinition
 from argentic.llm.factory import LLMFactory, endpoint_config
-from argentic.llm.types import OutputSpec
 from argentic.messaging import Messager
-from argentic.protocol import AgentCard, Question, ToolResult
+from argentic.protocol import AgentCard, ToolResult
 from argentic.tools import ToolManager
 
 log = logging.getLogger(__name__)
@@ -64,8 +60,7 @@ class TeamAgent(Agent):
         description: str = "",
         **options: Any,
     ) -> None:
-        super().__init__(llm, messager, tool_manager, role, system_prompt, **options)
-        self.max_depth = max_depth
+        super().__init__(llm, messager, tool_manager, role, system_prompt, max_depth=max_depth, **options)
         self.delegation: Delegation | None = None
         if messager is not None and (delegates or ask_back):
             asker = Asker(self.role, messager, think_with(self), self.system_prompt)
@@ -114,43 +109,6 @@ class TeamAgent(Agent):
             tool_names=role.tools,
             max_conversations=role.max_conversations,
             max_history_messages=role.max_history_messages,
-        )
-
-    async def start(self) -> None:
-        if self.messager is not None and self._subscription is None:
-            await TaskBoard.of(self.messager).serve(self.role)
-        await super().start()
-
-    async def stop(self) -> None:
-        serving = self.messager is not None and self._subscription is not None
-        await super().stop()
-        if serving and self.messager is not None:
-            await TaskBoard.of(self.messager).leave(self.role)
-
-    async def ask(
-        self,
-        question: Question | str,
-        *,
-        conversation_id: str | None = None,
-        output: OutputSpec | None = None,
-        events: EventSink | None = None,
-        builder: MessageBuilder | None = None,
-    ) -> AgentResult:
-        """As :meth:`Agent.ask`; a question from MQTT runs as a task (limits, states, cancel)."""
-        options: dict[str, Any] = {
-            "conversation_id": conversation_id,
-            "output": output,
-            "events": events,
-            "builder": builder,
-        }
-        answer = super().ask
-        # A task only when asked over MQTT (the agent's question handler passes its MQTT events).
-        if self.messager is None or isinstance(question, str) or not isinstance(events, MqttEvents):
-            return await answer(question, **options)
-        asked = question
-        task = Task(asked, self.role, self.messager.topics.agent_events(self.role, asked.id))
-        return await TaskBoard.of(self.messager).run(
-            task, lambda: answer(asked, **options), max_depth=self.max_depth
         )
 
     def tool_definitions(self) -> list[ToolDefinition]:

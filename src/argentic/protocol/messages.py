@@ -136,6 +136,9 @@ class ErrorInfo(BaseModel):
         "depth_limit",
         "deadline",
         "unavailable",
+        "delegation_failed",
+        "forbidden",
+        "busy",
         "internal",
     ]
     message: str
@@ -194,7 +197,7 @@ class Presence(Message):
 
 
 #: A task's life, as A2A names it.
-TaskState = Literal["submitted", "working", "input-required", "completed", "failed", "canceled"]
+TaskState = Literal["submitted", "working", "input-required", "completed", "failed", "canceled", "rejected"]
 
 
 class TaskStatus(Message):
@@ -214,12 +217,19 @@ class TaskStatus(Message):
     root_id: str | None = None
     depth: int = Field(default=0, ge=0)
     client_id: str | None = Field(default=None, description="the client working on it")
+    owner: str | None = Field(
+        default=None,
+        description="the question's reply_to: whose task it is (only it cancels or gives input)",
+    )
     text: str | None = Field(default=None, description="the question, the answer, or what is asked back")
     error: ErrorInfo | None = None
 
 
 class TaskInput(Message):
-    """The answer to an ``input-required`` status, sent to that status's ``reply_to``."""
+    """The answer to an ``input-required`` status, sent to that status's ``reply_to``.
+
+    Its own ``reply_to`` names the sender: input is taken only from the task's owner (the
+    question's ``reply_to``); any other sender gets a ``forbidden`` error reply."""
 
     type: Literal["task_input"] = "task_input"
     question_id: str
@@ -227,7 +237,10 @@ class TaskInput(Message):
 
 
 class Cancel(Message):
-    """Stop the work on a question and on what it spawned: to ``{ns}/agents/{role}/cancel``."""
+    """Stop the work on a question and on what it spawned: to ``{ns}/agents/{role}/cancel``.
+
+    Its ``reply_to`` names the sender: a running task is cancelled only by its owner (a cancel
+    with the question's ``reply_to``); any other sender gets a ``forbidden`` error reply."""
 
     type: Literal["cancel"] = "cancel"
     question_id: str = Field(min_length=1, max_length=128)
