@@ -55,6 +55,17 @@ def asks(tool: str, question: str, *, then: str = "done") -> Decide:
     return decide
 
 
+def asks_back(question: str) -> Decide:
+    """Asks its asker ``question`` (``ask_back``), then answers ``reviewed <the input>``."""
+
+    def decide(text: str, tool_results: list[str]) -> Reply:
+        if not tool_results:
+            return tool_call("ask_back", {"question": question})
+        return "reviewed " + tool_results[0]
+
+    return decide
+
+
 def answers(prefix: str) -> Decide:
     return lambda text, _results: f"{prefix}: {text}"
 

@@ -8,7 +8,7 @@ import asyncio
 import time
 
 import pytest
-from team_support import answers, asks, config, model, team
+from team_support import answers, asks, asks_back, config, model, team
 
 from argentic.agents.agent import Agent
 from argentic.agents.client import AgentClient
@@ -16,7 +16,6 @@ from argentic.agents.delegation import Directory
 from argentic.agents.tasks import TaskBoard
 from argentic.errors import AgentReplyError
 from argentic.llm import FunctionLLM
-from argentic.llm.scripted import tool_call
 from argentic.protocol import Answer, Cancel, ErrorReply, Question, TaskInput, TaskStatus
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.waiting import wait_until
@@ -149,11 +148,7 @@ async def test_two_askers_with_one_question_id_keep_their_own_tasks(mqtt: MakeMe
 async def test_only_the_asker_gives_input_and_forged_statuses_are_not_believed(
     mqtt: MakeMessager, namespace: str
 ) -> None:
-    def reviewer(text: str, tool_results: list[str]) -> object:
-        if not tool_results:
-            return tool_call("ask_back", {"question": "which file?"})
-        return "reviewed " + tool_results[0]
-
+    reviewer = asks_back("which file?")
     cfg = config(namespace, {"reviewer": {"ask_back": True}})
     async with team(cfg, await mqtt(), {"reviewer": model(reviewer)}):
         client = AgentClient(await mqtt(), "reviewer")

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from team_support import answers, ask_following, asks, config, member_process, model, states, team
+from team_support import answers, ask_following, asks, asks_back, config, member_process, model, states, team
 
 from argentic.agents.client import AgentClient
 from argentic.agents.delegation import Directory
@@ -279,11 +279,7 @@ async def test_a_delegated_role_killed_mid_task_ends_the_call_at_once(
 
 
 async def test_a_role_asks_back_and_the_client_answers(mqtt: MakeMessager, namespace: str) -> None:
-    def reviewer(text: str, tool_results: list[str]) -> object:
-        if not tool_results:
-            return tool_call("ask_back", {"question": "which file?"})
-        return "reviewed " + tool_results[0]
-
+    reviewer = asks_back("which file?")
     cfg = config(namespace, {"reviewer": {"ask_back": True}})
     async with team(cfg, await mqtt(), {"reviewer": model(reviewer)}):
         client = AgentClient(await mqtt(), "reviewer")
@@ -310,11 +306,7 @@ async def test_an_asking_agent_answers_an_input_request_with_its_model(
             return tool_call("ask_reviewer", {"question": "review it"})
         return "done: " + tool_results[0]
 
-    def reviewer(text: str, tool_results: list[str]) -> object:
-        if not tool_results:
-            return tool_call("ask_back", {"question": "which one?"})
-        return "reviewed " + tool_results[0]
-
+    reviewer = asks_back("which one?")
     cfg = config(namespace, {"architect": {"delegates": ["reviewer"]}, "reviewer": {"ask_back": True}})
     models = {"architect": model(architect), "reviewer": model(reviewer)}
     async with team(cfg, await mqtt(), models):
@@ -405,11 +397,7 @@ async def test_argentic_team_runs_the_chosen_roles_each_with_its_presence(
 async def test_a_person_at_argentic_ask_answers_when_the_role_asks_back(
     mqtt: MakeMessager, mosquitto: MosquittoBroker, namespace: str
 ) -> None:
-    def reviewer(text: str, tool_results: list[str]) -> object:
-        if not tool_results:
-            return tool_call("ask_back", {"question": "which file?"})
-        return "reviewed " + tool_results[0]
-
+    reviewer = asks_back("which file?")
     cfg = config(namespace, {"reviewer": {"ask_back": True}})
     async with team(cfg, await mqtt(), {"reviewer": model(reviewer)}):
         env = {

@@ -351,10 +351,14 @@ class Agent(Running):
         self._tasks.add(served)
         served.add_done_callback(self._tasks.discard)
 
+    def _task_of(self, question: Question) -> AgentTask:
+        assert self.messager is not None
+        return AgentTask(question, self.role, self.messager.topics.agent_events(self.role, question.id))
+
     async def _refuse_busy(self, question: Question) -> None:
         assert self.messager is not None
         board = self.messager.shared(TaskBoard)
-        task = AgentTask(question, self.role, self.messager.topics.agent_events(self.role, question.id))
+        task = self._task_of(question)
         error = error_info(
             BusyError(f"{self.role} holds {len(self._tasks)} tasks, as many as it may; ask again later")
         )
@@ -367,7 +371,7 @@ class Agent(Running):
         its deadline honoured, the answer (or the error) sent to its ``reply_to``."""
         assert self.messager is not None
         events = MqttEvents(self.messager, self.role, question.id, streaming=question.stream)
-        task = AgentTask(question, self.role, self.messager.topics.agent_events(self.role, question.id))
+        task = self._task_of(question)
         board = self.messager.shared(TaskBoard)
         response: Message
         try:

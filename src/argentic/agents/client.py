@@ -135,8 +135,7 @@ class AgentRun:
         if exc_type is not None and self._reply is not None and not self._reply.done():
             self._reply.cancel()
             # The asker left (an error, Ctrl-C): the agent stops working on it too.
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(self.cancel("the asker stopped waiting"), CANCEL_SEND_S)
+            await self.client.stop_waiting(self.question.id)
 
     async def _on_event(self, event: Message) -> None:
         if not isinstance(event, Progress | Token | TaskStatus):
@@ -263,6 +262,12 @@ class AgentClient:
         cancel = Cancel(question_id=question_id, reason=reason, reply_to=self.messager.inbox)
         await self.messager.publish(self.messager.topics.agent_cancel(self.role), cancel)
 
+    async def stop_waiting(self, question_id: str, reason: str = "the asker stopped waiting") -> None:
+        """Cancel ``question_id`` because nobody waits for its answer any more: best effort, bounded
+        (the caller is already leaving, often because it was cancelled)."""
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(self.cancel(question_id, reason), CANCEL_SEND_S)
+
     def stream(
         self,
         text: str | Question,
@@ -304,8 +309,7 @@ class AgentClient:
             )
         except (asyncio.CancelledError, RequestTimeoutError):
             # Nobody waits for the answer any more: the agent stops working on it too.
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(self.cancel(question.id, "the asker stopped waiting"), CANCEL_SEND_S)
+            await self.stop_waiting(question.id)
             raise
         if isinstance(reply, ErrorReply):
             raise AgentReplyError(reply.error.code, reply.error.message)

@@ -37,7 +37,6 @@ from argentic.errors import AgentReplyError, ArgenticError, RequestTimeoutError
 from argentic.llm import ChatMessage, ChatRequest, ChatResponse, ToolDefinition
 from argentic.messaging import Messager
 from argentic.protocol import (
-    Cancel,
     ErrorInfo,
     ErrorReply,
     Presence,
@@ -431,9 +430,8 @@ class Delegation:
 
     async def _cancel(self, role: str, question_id: str, reason: str) -> None:
         try:
-            # The sub-question was asked from this messager's inbox: that makes this its owner.
-            cancel = Cancel(question_id=question_id, reason=reason, reply_to=self.messager.inbox)
-            await self.messager.publish(self.messager.topics.agent_cancel(role), cancel)
+            # The sub-question was asked from this messager, whose client owns it.
+            await AgentClient(self.messager, role).cancel(question_id, reason)
         except ArgenticError as exc:
             log.warning("could not cancel %s: %s", question_id, exc)
 

@@ -95,23 +95,19 @@ async def ask(config: ArgenticConfig, args: argparse.Namespace) -> int:
             tokens=args.stream,
             deadline_s=args.deadline,
         ) as run:
-            try:
-                async for event in run:
-                    if isinstance(event, Token):
-                        streamed = True
-                        print(event.text, end="", flush=True)
-                    elif isinstance(event, Progress) and not args.quiet:
-                        print(f"[{role}] {describe_event(event)}", file=sys.stderr, flush=True)
-                    elif isinstance(event, TaskStatus):
-                        if not args.quiet:
-                            print(f"[task] {describe_event(event)}", file=sys.stderr, flush=True)
-                        mine = event.question_id == run.question.id
-                        if mine and event.state == "input-required" and event.reply_to:
-                            await _give_input(run, event)
-            except asyncio.CancelledError:
-                # Ctrl-C: the agent stops working on it too.
-                await asyncio.wait_for(run.cancel("the asker stopped waiting"), 5)
-                raise
+            # Ctrl-C ends the run, which cancels the question: the agent stops working on it too.
+            async for event in run:
+                if isinstance(event, Token):
+                    streamed = True
+                    print(event.text, end="", flush=True)
+                elif isinstance(event, Progress) and not args.quiet:
+                    print(f"[{role}] {describe_event(event)}", file=sys.stderr, flush=True)
+                elif isinstance(event, TaskStatus):
+                    if not args.quiet:
+                        print(f"[task] {describe_event(event)}", file=sys.stderr, flush=True)
+                    mine = event.question_id == run.question.id
+                    if mine and event.state == "input-required" and event.reply_to:
+                        await _give_input(run, event)
         if streamed:
             print()
         try:
