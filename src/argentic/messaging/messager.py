@@ -124,9 +124,9 @@ class Messager:
         self.reconnect_max_delay_s = reconnect_max_delay_s
         self.max_inflight = max_inflight
         if transport is None:
-            from argentic.messaging.aiomqtt_transport import AiomqttTransport
+            from argentic.messaging.mqtt_transport import MqttTransport
 
-            transport = AiomqttTransport()
+            transport = MqttTransport()
         self._leaving: list[Callable[[], Awaitable[None]]] = []
         self._streams: set[MessageStream[Any]] = set()
         self._dispatcher = Dispatcher(

@@ -1,6 +1,6 @@
 """The transport seam: what the Messager needs from an MQTT connection, and nothing more.
 
-:class:`AiomqttTransport` (in :mod:`argentic.messaging.aiomqtt_transport`) speaks to a real broker;
+:class:`MqttTransport` (in :mod:`argentic.messaging.mqtt_transport`) speaks to a real broker;
 :class:`~argentic.messaging.memory.MemoryTransport` is an in-process broker for fast tests.
 A transport holds one connection at a time and can be connected again after it was lost.
 """
