@@ -112,6 +112,24 @@ async def test_an_attempt_that_times_out_closes_its_socket_at_once() -> None:
         assert transport.socket is None
 
 
+async def test_a_broker_that_hangs_up_before_its_connack_fails_the_attempt_at_once() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # the CONNECT has begun to arrive
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        with pytest.raises(BrokerUnavailableError, match="closed the connection before accepting it"):
+            await MqttTransport().connect(_options("127.0.0.1", port, timeout=10))
+        assert loop.time() - started < 2  # not the 10 s timeout
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_many_concurrent_subscribes_unsubscribes_and_cancelled_ones_on_one_messager(
     mosquitto: MosquittoBroker,
     messagers: Messagers,
@@ -182,4 +200,3 @@ async def test_many_concurrent_subscribes_unsubscribes_and_cancelled_ones_on_one
     assert complaints == []
     assert "Traceback" not in capfd.readouterr().err
     assert {topic: texts for topic, texts in heard.items() if topic not in kept} == {}
-

@@ -10,14 +10,14 @@ they have already handled, so a redelivery never reaches a handler twice.
 The work is shared by collaborators, each in its own module: the :class:`Connection`
 (negotiation, reconnection, the outbox), the :class:`Dispatcher` (parsing, dropping, handler
 concurrency, the unclaimed backlog), :class:`Subscriptions` (what the broker is subscribed to, and
-message streams), :class:`Requests` (pending replies) and :class:`Leaving` (what winds down before
-a disconnect); a :class:`MessageStream` is a subscription read with ``async for``. The Messager
-holds them together and is the one public face.
+message streams), :class:`Requests` (pending replies), :class:`Leaving` (what winds down before
+a disconnect) and :class:`OwnStatus` (the client's online status and will); ``options`` maps the
+configuration to the arguments. A :class:`MessageStream` is a subscription read with
+``async for``. The Messager holds them together and is the one public face.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -40,8 +40,6 @@ from argentic.messaging.transport import Inbound, Outbound, Transport
 from argentic.protocol import ErrorReply, Message, Topics, topic_level
 
 __all__ = ["Cleared", "MessageStream", "Messager", "SharedPart", "Subscription", "Will", "delivery_topic"]
-
-logger = logging.getLogger("argentic.messaging")
 
 M = TypeVar("M", bound=Message)
 P = TypeVar("P", bound=SharedPart)
