@@ -65,7 +65,8 @@ class MemoryBroker:
     def start(self) -> None:
         self.running = True
 
-    def _open(self, options: ConnectOptions) -> tuple[_Session, bool]:
+    def open_session(self, options: ConnectOptions) -> tuple[_Session, bool]:
+        """A client's CONNECT (what its transport calls): its session, and whether it was resumed."""
         if not self.running:
             raise BrokerUnavailableError(f"no MQTT broker answered at memory:{options.client_id}")
         if self.users is not None and self.users.get(options.username or "") != options.password:
@@ -177,7 +178,7 @@ class MemoryTransport(Transport):
 
     async def connect(self, options: ConnectOptions) -> Connected:
         await self.disconnect()
-        self._session, present = self.broker._open(options)
+        self._session, present = self.broker.open_session(options)
         return Connected(protocol=options.protocol, session_present=present)
 
     async def disconnect(self, *, end_session: bool = False) -> None:

@@ -7,50 +7,42 @@ renewed, and publishes made meanwhile are sent in order once the broker is back.
 away, so QoS 1 messages published meanwhile arrive when it returns; receivers drop a message id
 they have already handled, so a redelivery never reaches a handler twice.
 
-The work is shared by three collaborators, each in its own module: the :class:`Connection`
+The work is shared by collaborators, each in its own module: the :class:`Connection`
 (negotiation, reconnection, the outbox), the :class:`Dispatcher` (parsing, dropping, handler
-concurrency, the unclaimed backlog) and :class:`Requests` (pending replies); a
-:class:`MessageStream` is a subscription read with ``async for``. The Messager holds them together
-and is the one public face.
+concurrency, the unclaimed backlog), :class:`Subscriptions` (what the broker is subscribed to, and
+message streams), :class:`Requests` (pending replies), :class:`Leaving` (what winds down before
+a disconnect) and :class:`OwnStatus` (the client's online status and will); ``options`` maps the
+configuration to the arguments. A :class:`MessageStream` is a subscription read with
+``async for``. The Messager holds them together and is the one public face.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from argentic.config import MessagingConfig, TLSConfig
-from argentic.errors import MessagingError, NotConnectedError
-from argentic.messaging.connection import Connection, ConnectionSettings, State, Will
+from argentic.errors import NotConnectedError
+from argentic.messaging.connection import Connection, State, Will
 from argentic.messaging.dispatch import Dispatcher, EmptyHandler, Handler, Subscription, delivery_topic
+from argentic.messaging.leaving import Leaving, SharedPart
 from argentic.messaging.limits import ReplyPolicy, check_topic
+from argentic.messaging.options import config_options, connection_settings
+from argentic.messaging.own_status import OwnStatus
 from argentic.messaging.peers import Peers
 from argentic.messaging.requests import Requests
 from argentic.messaging.stream import DEFAULT_QUEUE_SIZE, Cleared, MessageStream
+from argentic.messaging.subscriptions import Subscriptions
 from argentic.messaging.transport import Inbound, Outbound, Transport
-from argentic.protocol import ClientStatus, ErrorReply, Message, Topics, new_id, topic_level
+from argentic.protocol import ErrorReply, Message, Topics, topic_level
 
-__all__ = ["Cleared", "MessageStream", "Messager", "Subscription", "Will", "delivery_topic"]
-
-logger = logging.getLogger("argentic.messaging")
+__all__ = ["Cleared", "MessageStream", "Messager", "SharedPart", "Subscription", "Will", "delivery_topic"]
 
 M = TypeVar("M", bound=Message)
-P = TypeVar("P", bound="SharedPart")
-
-
-class SharedPart(Protocol):
-    """A part every component on one messager shares (a task board, a directory of roles): built
-    from the messager on first use, closed by its disconnect."""
-
-    def __init__(self, messager: Messager) -> None: ...
-
-    async def close(self) -> None: ...
+P = TypeVar("P", bound=SharedPart)
 
 
 class Messager:
@@ -105,16 +97,9 @@ class Messager:
         self.keepalive = keepalive
         self.session_expiry_s = session_expiry_s
         self.persistent = persistent
-        # Without a will of the caller's, the will says this client is gone (see messaging.peers):
-        # it covers whatever the agents and tool services on this messager announced.
-        self._status_will = will is None
-        will = will or Will(
-            topic=self.topics.client_status(self.client_id),
-            message=ClientStatus(client_id=self.client_id, online=False),
-        )
-        self.will = will
+        self._status = OwnStatus(self.topics, self.client_id, will)
+        self.will = will = self._status.will
         self._peers: Peers | None = None
-        self._shared: dict[type[Any], Any] = {}
         self.max_payload_bytes = max_payload_bytes
         self.request_timeout_s = request_timeout_s
         self.connect_timeout_s = connect_timeout_s
@@ -124,11 +109,10 @@ class Messager:
         self.reconnect_max_delay_s = reconnect_max_delay_s
         self.max_inflight = max_inflight
         if transport is None:
-            from argentic.messaging.aiomqtt_transport import AiomqttTransport
+            from argentic.messaging.mqtt_transport import MqttTransport
 
-            transport = AiomqttTransport()
-        self._leaving: list[Callable[[], Awaitable[None]]] = []
-        self._streams: set[MessageStream[Any]] = set()
+            transport = MqttTransport()
+        self._leaving = Leaving()
         self._dispatcher = Dispatcher(
             max_payload_bytes=max_payload_bytes,
             max_concurrent_handlers=max_concurrent_handlers,
@@ -143,25 +127,8 @@ class Messager:
             replies=self.replies,
             unsettled=self.reconnected_within,
         )
-        settings = ConnectionSettings(
-            broker_address=broker_address,
-            port=port,
-            client_id=self.client_id,
-            generated_id=generated_id,
-            username=username,
-            password=password,
-            tls=self.tls,
-            protocol=protocol,
-            keepalive=keepalive,
-            session_expiry_s=session_expiry_s,
-            persistent=persistent,
-            will=will,
-            connect_timeout_s=connect_timeout_s,
-            publish_timeout_s=publish_timeout_s,
-            reconnect_initial_delay_s=reconnect_initial_delay_s,
-            reconnect_max_delay_s=reconnect_max_delay_s,
-            max_inflight=max_inflight,
-            max_queued_bytes=max_queued_bytes,
+        settings = connection_settings(
+            self, generated_id=generated_id, password=password, max_queued_bytes=max_queued_bytes
         )
         self._connection = Connection(
             transport,
@@ -173,32 +140,11 @@ class Messager:
             wanted=self._dispatcher.wanted,
             connected=self._say_online,
         )
+        self._subscriptions = Subscriptions(self._dispatcher, self._connection)
 
     @classmethod
     def from_config(cls, config: MessagingConfig, **overrides: Any) -> Messager:
-        values: dict[str, Any] = {
-            "broker_address": config.broker_address,
-            "port": config.port,
-            "client_id": config.client_id,
-            "username": config.username,
-            "password": config.password.get_secret_value() if config.password else None,
-            "tls": config.tls,
-            "namespace": config.namespace,
-            "protocol": config.protocol,
-            "qos": config.qos,
-            "keepalive": config.keepalive,
-            "session_expiry_s": config.session_expiry_s,
-            "max_payload_bytes": config.max_payload_bytes,
-            "request_timeout_s": config.request_timeout_s,
-            "connect_timeout_s": config.connect_timeout_s,
-            "outbox_size": config.outbox_size,
-            "persistent": config.persistent,
-            "max_concurrent_handlers": config.max_concurrent_handlers,
-            "reconnect_initial_delay_s": config.reconnect.initial_delay_s,
-            "reconnect_max_delay_s": config.reconnect.max_delay_s,
-            "reply_topics": config.reply_topics,
-            "max_queued_bytes": config.max_queued_bytes,
-        }
+        values = config_options(config)
         values.update(overrides)
         return cls(**values)
 
@@ -219,10 +165,7 @@ class Messager:
     def shared(self, kind: type[P]) -> P:
         """The one ``kind(self)`` of this messager, built on first use and closed (newest first)
         when the messager disconnects: what components on one messager share, it owns."""
-        part = self._shared.get(kind)
-        if part is None:
-            part = self._shared[kind] = kind(self)
-        return part
+        return self._leaving.shared(kind, self)
 
     @property
     def is_connected(self) -> bool:
@@ -264,24 +207,10 @@ class Messager:
         """Run ``callback`` at the start of a graceful :meth:`disconnect`, while still connected,
         so that what a component announced is withdrawn even if it is never stopped. Returns a
         function that cancels the registration (call it from the component's own stop)."""
-        self._leaving.append(callback)
-
-        def cancel() -> None:
-            with contextlib.suppress(ValueError):
-                self._leaving.remove(callback)
-
-        return cancel
+        return self._leaving.before_disconnect(callback)
 
     async def _say_online(self) -> None:
-        """Retain ``online: true`` on the client's status topic (a will from an earlier connection
-        may have said otherwise)."""
-        if not self._status_will:
-            return
-        status = ClientStatus(client_id=self.client_id, online=True)
-        try:
-            await self.publish(self.topics.client_status(self.client_id), status, retain=True)
-        except MessagingError as exc:
-            logger.warning("could not publish the client status: %s", exc)
+        await self._status.announce(self.publish)
 
     async def disconnect(self) -> None:
         """Leave gracefully. Pending requests fail.
@@ -292,36 +221,11 @@ class Messager:
         """
         if self._connection.state in (State.NEW, State.CLOSED):
             return
-        for callback in reversed(list(self._leaving)):
-            try:
-                async with asyncio.timeout(min(self.publish_timeout_s, 5.0)):
-                    await callback()
-            except Exception as exc:  # leaving must not fail because one component could not
-                logger.warning("while disconnecting, %r failed: %s", callback, exc)
-        self._leaving.clear()
-        shared, self._shared = list(self._shared.values()), {}
-        for part in reversed(shared):
-            try:
-                async with asyncio.timeout(min(self.publish_timeout_s, 5.0)):
-                    await part.close()
-            except Exception as exc:
-                logger.warning("while disconnecting, closing %r failed: %s", part, exc)
-        if self.will is not None and self._connection.online:
-            message = self.will.message
-            if self._status_will:
-                # Everything announced was withdrawn above: clear the status rather than leave a
-                # retained "gone" behind for every client that ever ran.
-                message = None
-            elif message is not None:
-                message = message.model_copy(update={"id": new_id(), "ts": time.time()})
-            try:
-                async with asyncio.timeout(min(self.publish_timeout_s, 5.0)):
-                    await self.publish(self.will.topic, message, qos=self.will.qos, retain=self.will.retain)
-            except (MessagingError, TimeoutError) as exc:
-                logger.warning("could not publish the will on %s while leaving: %s", self.will.topic, exc)
+        await self._leaving.run(min(self.publish_timeout_s, 5.0))
+        if self._connection.online:
+            await self._status.farewell(self.publish, min(self.publish_timeout_s, 5.0))
         await self._connection.stop()
-        for stream in self._streams:
-            stream.end()
+        self._subscriptions.close()
         self._requests.fail_all(NotConnectedError("the Messager disconnected while waiting for a reply"))
         self._dispatcher.cancel_handlers()
         await self._connection.close()
@@ -346,20 +250,6 @@ class Messager:
 
     # --- publishing ---------------------------------------------------------------------------
 
-    def _outbound(self, topic: str, message: Message | None, qos: int, retain: bool) -> Outbound:
-        if message is None:
-            return Outbound(topic, b"", qos, retain)
-        correlation = message.correlation_id
-        return Outbound(
-            topic,
-            message.to_json(),
-            qos,
-            retain,
-            message.reply_to,
-            correlation.encode() if correlation is not None else None,
-            message.expires_at,
-        )
-
     async def publish(
         self, topic: str, message: Message | None, *, qos: int | None = None, retain: bool = False
     ) -> None:
@@ -376,7 +266,7 @@ class Messager:
         """:meth:`publish`, returning the size of the payload sent."""
         self._require_open()
         check_topic(topic)  # a topic the broker refuses would drop the connection, not just this publish
-        outbound = self._outbound(topic, message, self.qos if qos is None else qos, retain)
+        outbound = Outbound.of(topic, message, self.qos if qos is None else qos, retain)
         await self._connection.publish(outbound)
         return len(outbound.payload)
 
@@ -415,28 +305,10 @@ class Messager:
     async def _add(self, subscription: Subscription[Any]) -> None:
         if self._connection.state is State.CLOSED:
             self._require_open()
-        self._dispatcher.add(subscription)
-        try:
-            await self._connection.subscribe(
-                subscription.broker_filter(self.protocol_version), subscription.qos
-            )
-        except MessagingError:
-            self._dispatcher.remove(subscription)
-            raise
-        except TimeoutError:
-            self._dispatcher.remove(subscription)
-            raise MessagingError(
-                f"the broker did not confirm the subscription to {subscription.topic_filter} "
-                f"within {self.connect_timeout_s:g}s"
-            ) from None
-        await self._dispatcher.claim_backlog(subscription)
+        await self._subscriptions.add(subscription)
 
     async def unsubscribe(self, subscription: Subscription[Any]) -> None:
-        if not self._dispatcher.remove(subscription):
-            return
-        broker_filter = subscription.broker_filter(self.protocol_version)
-        if not self._dispatcher.uses(broker_filter, self.protocol_version):
-            await self._connection.unsubscribe(broker_filter)
+        await self._subscriptions.remove(subscription)
 
     @overload
     def messages(
@@ -511,16 +383,13 @@ class Messager:
             queue_size=queue_size,
             include_empty=include_empty,
             attach=self._attach_stream,
-            detach=self._detach_stream,
+            detach=self._subscriptions.detach,
         )
 
     async def _attach_stream(self, stream: MessageStream[Any]) -> None:
-        await self._add(stream.subscription)
-        self._streams.add(stream)
-
-    async def _detach_stream(self, stream: MessageStream[Any]) -> None:
-        self._streams.discard(stream)
-        await self.unsubscribe(stream.subscription)
+        if self._connection.state is State.CLOSED:
+            self._require_open()
+        await self._subscriptions.attach(stream)
 
     # --- request / response -------------------------------------------------------------------
 

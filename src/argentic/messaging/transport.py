@@ -1,6 +1,6 @@
 """The transport seam: what the Messager needs from an MQTT connection, and nothing more.
 
-:class:`AiomqttTransport` (in :mod:`argentic.messaging.aiomqtt_transport`) speaks to a real broker;
+:class:`MqttTransport` (in :mod:`argentic.messaging.mqtt_transport`) speaks to a real broker;
 :class:`~argentic.messaging.memory.MemoryTransport` is an in-process broker for fast tests.
 A transport holds one connection at a time and can be connected again after it was lost.
 """
@@ -15,6 +15,7 @@ from typing import Literal
 
 # Importable from here as before; they live in the one tree of argentic.errors.
 from argentic.errors import ConnectionLostError, ProtocolRefusedError
+from argentic.protocol import Message
 
 __all__ = [
     "ConnectOptions",
@@ -73,6 +74,22 @@ class Outbound:
     correlation_data: bytes | None = None
     expires_at: float | None = None  # Unix seconds; becomes MessageExpiryInterval
     attempts: int = 0  # sends that ended with the connection lost (see limits.MAX_SEND_ATTEMPTS)
+
+    @classmethod
+    def of(cls, topic: str, message: Message | None, qos: int, retain: bool) -> Outbound:
+        """``message`` as a publish (``None``: an empty payload, which clears a retained message)."""
+        if message is None:
+            return cls(topic, b"", qos, retain)
+        correlation = message.correlation_id
+        return cls(
+            topic,
+            message.to_json(),
+            qos,
+            retain,
+            message.reply_to,
+            correlation.encode() if correlation is not None else None,
+            message.expires_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)
