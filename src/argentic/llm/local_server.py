@@ -306,6 +306,7 @@ class VLLMServer:
         """Raise when the process has exited or the time is up; report new loading lines."""
         if self.process is not None and self.process.poll() is not None:
             code = self.process.returncode
+            _signal_group(self.process, signal.SIGKILL)  # its workers outlive it otherwise
             self.process = None
             raise LLMUnavailableError(
                 f"vLLM exited with code {code} before it was ready.\n"
@@ -347,10 +348,10 @@ class VLLMServer:
         """SIGTERM (vLLM shuts down cleanly), then SIGKILL after ``timeout``; our process group only
         (blocking: :meth:`astop` does it without blocking the event loop)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-            if not _signal_group(process, sig):
+            if process.poll() is not None or not _signal_group(process, sig):
                 break
             try:
                 process.wait(timeout=wait)
@@ -378,12 +379,12 @@ class VLLMServer:
     async def astop(self, grace_s: float = 30.0) -> None:
         """:meth:`stop` without blocking the event loop (SIGKILL after ``grace_s``)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
         for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-            if not _signal_group(process, sig) or await _exited(process, wait):
+            if process.poll() is not None or not _signal_group(process, sig) or await _exited(process, wait):
                 break
-        _signal_group(process, signal.SIGKILL)
+        _signal_group(process, signal.SIGKILL)  # workers left behind by a server that died abruptly
 
     def close(self) -> None:
         """Stop, and remove the log file when it was a temporary one of this server's own."""
