@@ -288,3 +288,40 @@ async def test_a_team_that_fails_half_way_stops_the_agents_it_started(
         async with Team(cfg, messager=bus, llm=FunctionLLM(lambda *_: "default"), endpoints=models):
             pytest.fail("the block must not run")
     assert not await AgentClient(observer, "good").online()
+
+
+async def test_the_older_lifecycle_names_still_work(mosquitto: MosquittoBroker, namespace: str) -> None:
+    from argentic.core.agent.agent import Agent as OlderAgent
+    from argentic.core.llm.llm_factory import LLMFactory as OlderFactory
+    from argentic.core.messager.messager import Messager as OlderMessager
+    from argentic.core.tools import ToolManager as OlderToolManager
+    from argentic.llm import LLMFactory
+
+    assert (OlderAgent, OlderFactory, OlderMessager, OlderToolManager) == (
+        Agent,
+        LLMFactory,
+        Messager,
+        ToolManager,
+    )
+    # Connect, async_init, use, then stop and close by hand: the older form of `async with`.
+    messager = OlderMessager(mosquitto.host, mosquitto.port, namespace=namespace, persistent=False)
+    await messager.connect()
+    observer = Messager(mosquitto.host, mosquitto.port, namespace=namespace, persistent=False)
+    await observer.connect()
+    try:
+        tools = OlderToolManager(messager)
+        await tools.async_init()
+        llm = OlderFactory.create({"provider": "scripted"})
+        agent = OlderAgent(llm=llm, messager=messager, tool_manager=tools, role="older")
+        await agent.async_init()
+        assert await AgentClient(observer, "older").online()
+        assert await agent.query("hello")
+        await agent.stop()
+        await tools.close()
+        await llm.close()
+        assert not await AgentClient(observer, "older").online()
+        assert tools._subscription is None
+    finally:
+        await messager.disconnect()
+        await observer.disconnect()
+    assert not messager.is_connected
