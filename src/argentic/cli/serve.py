@@ -12,6 +12,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from argentic.config import load_config
@@ -40,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _say(line: str) -> None:
     print(f"[serve] {line}", file=sys.stderr, flush=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 async def serve(server: VLLMServer) -> int:
@@ -97,8 +102,14 @@ def run(args: argparse.Namespace) -> int:
     if extra:
         update["extra_args"] = [*llm.server.extra_args, *extra]
     server_config = llm.server.model_copy(update=update)
+    # Building the CPU model (minutes) runs before the event loop: a SIGTERM there unwinds it
+    # as Ctrl-C does (its own cleanup runs; an interrupted build resumes next time).
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        plan = launch_plan(server_config, progress=_say)  # may build the CPU model first (minutes)
+        try:
+            plan = launch_plan(server_config, progress=_say)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         if args.dry_run:
             print(plan.describe())
             return 0
