@@ -71,24 +71,19 @@ async def stream(args: argparse.Namespace) -> dict[str, int]:
         width, height = (int(v) for v in args.size.lower().split("x"))
         source = TestPatternSource(width, height, fps=args.fps, scene_every=args.scene_every)
 
-    messager = Messager.from_config(config.messaging, persistent=False)
-    await messager.connect()
-    sender = WebRTCSender.from_config(messager, source, config.video, reconnect=True, audio=args.audio)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    try:
-        await source.start()
-        await sender.connect()
+    async with (
+        Messager.from_config(config.messaging, persistent=False) as messager,
+        source,
+        WebRTCSender.from_config(messager, source, config.video, reconnect=True, audio=args.audio) as sender,
+    ):
         print(f"streaming to {sender.offer_topic}", file=sys.stderr, flush=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), args.duration)
-    finally:
-        await sender.close()
-        await source.stop()
-        await messager.disconnect()
     if args.frame_log:
         await asyncio.to_thread(Path(args.frame_log).write_text, json.dumps(list(sender.sent_log)))
     return {"frames_sent": sender.frames_sent, "connections": sender.connections}

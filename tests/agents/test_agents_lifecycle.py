@@ -13,9 +13,13 @@ from pathlib import Path
 
 import pytest
 from agents_support import REPO, add
+from team_support import config as team_config
 
 from argentic import Agent, AgentClient, ToolManager, ToolService
-from argentic.llm import ScriptedLLM, tool_call
+from argentic.agents.team import Team
+from argentic.errors import ConfigError, LLMUnavailableError, RequestTimeoutError
+from argentic.lifecycle import Running
+from argentic.llm import FunctionLLM, ScriptedLLM, tool_call
 from argentic.messaging import Messager
 from argentic.protocol import ClientStatus, Presence
 from argentic.testing.messagers import MakeMessager
@@ -187,3 +191,137 @@ async def test_a_live_replica_takes_over_the_presence_of_a_killed_one(
     await wait_until(lambda: tools.services.get("math") is not None, limit_s=10)
     assert "add" in tools.tools
     assert await AgentClient(observer, "calc").online()
+
+
+class _Part(Running):
+    """A part that opens things in its start and fails (or hangs) at a chosen point."""
+
+    def __init__(self, *, fail: bool = False, hang: bool = False, stop_fails: bool = False) -> None:
+        self.fail, self.hang, self.stop_fails = fail, hang, stop_fails
+        self.open: list[str] = []
+        self.stops = 0
+
+    async def start(self) -> None:
+        self.open.append("socket")
+        if self.hang:
+            await asyncio.sleep(3600)
+        if self.fail:
+            raise ConfigError("the second half of the start failed")
+        self.open.append("subscription")
+
+    async def stop(self) -> None:
+        self.stops += 1
+        self.open.clear()
+        if self.stop_fails:
+            raise RuntimeError("stop failed too")
+
+
+async def test_a_part_whose_start_fails_is_stopped_and_the_start_error_raised() -> None:
+    part = _Part(fail=True)
+    with pytest.raises(ConfigError, match="second half"):
+        async with part:
+            pytest.fail("the block must not run")
+    assert part.stops == 1 and part.open == []
+    # A stop that fails as well is logged; the start's error is what the caller sees.
+    both = _Part(fail=True, stop_fails=True)
+    with pytest.raises(ConfigError, match="second half"):
+        async with both:
+            pytest.fail("the block must not run")
+    assert both.stops == 1
+
+
+async def test_a_cancelled_start_is_stopped_too() -> None:
+    part = _Part(hang=True)
+
+    async def enter() -> None:
+        async with part:
+            pytest.fail("the block must not run")
+
+    task = asyncio.create_task(enter())
+    await wait_until(lambda: part.open == ["socket"])
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert part.stops == 1 and part.open == []
+
+
+async def test_a_part_that_starts_is_stopped_once_on_leaving() -> None:
+    part = _Part()
+    async with part as entered:
+        assert entered is part and part.open == ["socket", "subscription"] and part.stops == 0
+    assert part.stops == 1 and part.open == []
+
+
+class _UnreachableModel(FunctionLLM):
+    """A model whose server cannot be reached: its agent's start fails (looking up its profile)."""
+
+    async def resolve_model(self) -> str:
+        raise LLMUnavailableError("no server answers")
+
+
+async def test_a_team_that_fails_half_way_stops_the_agents_it_started(
+    mqtt: MakeMessager, namespace: str
+) -> None:
+    cfg = team_config(namespace, {"good": {}, "bad": {}})
+    models = {"good": FunctionLLM(lambda *_: "fine"), "bad": _UnreachableModel(lambda *_: "never")}
+    observer = await mqtt()
+    seen: list[Presence] = []
+
+    async def on_presence(presence: Presence) -> None:
+        seen.append(presence)
+
+    await observer.subscribe(observer.topics.agent_status("good"), on_presence, model=Presence)
+    bus = await mqtt()
+    group = Team(cfg, messager=bus, llm=FunctionLLM(lambda *_: "default"), endpoints=models, replicas=2)
+    with pytest.raises(LLMUnavailableError, match="no server answers"):
+        await group.start()
+    assert group.agents == []
+    # The good role's replicas did start (said online) and were stopped (said offline), and nothing
+    # answers its questions any more.
+    await wait_until(lambda: any(not p.online for p in seen), what="the good role saying it is offline")
+    assert seen[0].online and not seen[-1].online
+    assert not await AgentClient(observer, "good").online()
+    with pytest.raises(RequestTimeoutError):
+        await AgentClient(observer, "good").ask("anyone?", timeout=1)
+    # The same through `async with`: the error comes out, nothing is left serving.
+    with pytest.raises(LLMUnavailableError):
+        async with Team(cfg, messager=bus, llm=FunctionLLM(lambda *_: "default"), endpoints=models):
+            pytest.fail("the block must not run")
+    assert not await AgentClient(observer, "good").online()
+
+
+async def test_the_older_lifecycle_names_still_work(mosquitto: MosquittoBroker, namespace: str) -> None:
+    from argentic.core.agent.agent import Agent as OlderAgent
+    from argentic.core.llm.llm_factory import LLMFactory as OlderFactory
+    from argentic.core.messager.messager import Messager as OlderMessager
+    from argentic.core.tools import ToolManager as OlderToolManager
+    from argentic.llm import LLMFactory
+
+    assert (OlderAgent, OlderFactory, OlderMessager, OlderToolManager) == (
+        Agent,
+        LLMFactory,
+        Messager,
+        ToolManager,
+    )
+    # Connect, async_init, use, then stop and close by hand: the older form of `async with`.
+    messager = OlderMessager(mosquitto.host, mosquitto.port, namespace=namespace, persistent=False)
+    await messager.connect()
+    observer = Messager(mosquitto.host, mosquitto.port, namespace=namespace, persistent=False)
+    await observer.connect()
+    try:
+        tools = OlderToolManager(messager)
+        await tools.async_init()
+        llm = OlderFactory.create({"provider": "scripted"})
+        agent = OlderAgent(llm=llm, messager=messager, tool_manager=tools, role="older")
+        await agent.async_init()
+        assert await AgentClient(observer, "older").online()
+        assert await agent.query("hello")
+        await agent.stop()
+        await tools.close()
+        await llm.close()
+        assert not await AgentClient(observer, "older").online()
+        assert tools._subscription is None
+    finally:
+        await messager.disconnect()
+        await observer.disconnect()
+    assert not messager.is_connected

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from argentic.config import MessagingConfig
-from argentic.errors import ConfigError
-from argentic.messaging.embedded_broker import broker_for, ensure_broker
+from argentic.errors import ConfigError, MessagingError
+from argentic.messaging.embedded_broker import EmbeddedBroker, broker_for, ensure_broker
 from argentic.netutil import free_port, is_listening
 from argentic.protocol import Question
 from argentic.testing.messagers import MakeMessager as Messagers
@@ -92,3 +92,43 @@ async def test_broker_for_stops_what_it_started() -> None:
         assert broker is not None and is_listening("127.0.0.1", config.port)
     assert not broker.running
     assert not is_listening("127.0.0.1", config.port)
+
+
+async def test_the_broker_serves_inside_async_with_and_is_gone_after(
+    messagers: Messagers, namespace: str
+) -> None:
+    port = free_port()
+    async with EmbeddedBroker("127.0.0.1", port) as broker:
+        assert broker.running and is_listening("127.0.0.1", port)
+        messager = await messagers("127.0.0.1", port, namespace=namespace)
+        got: list[str] = []
+
+        async def on_question(question: Question) -> None:
+            got.append(question.text)
+
+        await messager.subscribe(messager.topics.agent_questions("e"), on_question, model=Question)
+        await messager.publish(messager.topics.agent_questions("e"), Question(text="through"))
+        await wait_until(lambda: got == ["through"], what="a message through the embedded broker")
+        await messager.disconnect()
+    assert not broker.running and not is_listening("127.0.0.1", port)
+    # The older form, start() and stop(), is the same lifecycle.
+    await broker.start()
+    assert broker.running and is_listening("127.0.0.1", port)
+    await broker.stop()
+    assert not is_listening("127.0.0.1", port)
+
+
+async def test_a_broker_that_cannot_listen_fails_to_enter_and_leaves_nothing(
+    mosquitto: MosquittoBroker,
+) -> None:
+    taken = EmbeddedBroker("127.0.0.1", mosquitto.port)
+    with pytest.raises(MessagingError, match="cannot start the embedded MQTT broker"):
+        async with taken:
+            pytest.fail("the block must not run")
+    assert not taken.running
+    # The port is still mosquitto's, and the same object starts where the port is free.
+    assert is_listening(mosquitto.host, mosquitto.port)
+    taken.port = free_port()
+    async with taken:
+        assert is_listening("127.0.0.1", taken.port)
+    assert not is_listening("127.0.0.1", taken.port)

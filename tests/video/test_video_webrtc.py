@@ -223,3 +223,37 @@ async def test_a_killed_sender_process_is_replaced_by_the_next_one(
         second.terminate()
         await second.wait()
     await driver.stop()
+
+
+async def test_the_sender_connects_inside_async_with_and_closes_after(messagers: MessagerFactory) -> None:
+    driver = WebRTCDriver(await messagers(), "with", host_addresses=LOOPBACK)
+    source = TestPatternSource(160, 120, fps=30)
+    async with driver, source:
+        sender = WebRTCSender(await messagers(), source, "with", host_addresses=LOOPBACK, reconnect=True)
+        async with sender as entered:
+            assert entered is sender and sender.pc is not None
+            assert sender.pc.connectionState == "connected"
+            await eventually(lambda: driver.frames_seen > 5)
+            await sender.start()  # connected already: nothing new
+            assert sender.connections == 1
+        assert sender.pc is None and sender.track is None and sender._watch_task is None
+        await eventually(lambda: driver.state == "waiting")
+        # The older names are the same lifecycle: connect() offers again, close() ends it.
+        await sender.connect()
+        assert sender.connections == 2 and sender.pc is not None
+        await sender.close()
+        assert sender.pc is None
+
+
+async def test_a_sender_that_cannot_connect_fails_to_enter_and_leaves_nothing(
+    messagers: MessagerFactory,
+) -> None:
+    source = TestPatternSource(160, 120, fps=15)
+    sender = WebRTCSender(
+        await messagers(), source, "nobody-with", host_addresses=LOOPBACK, reconnect=True, connect_timeout_s=1
+    )
+    with pytest.raises(VideoError, match="no answer to the WebRTC offer"):
+        async with sender:
+            pytest.fail("the block must not run")
+    assert sender.pc is None and sender.track is None
+    assert sender._watch_task is None, "no reconnecting left running after a failed start"

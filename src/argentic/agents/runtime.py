@@ -54,7 +54,8 @@ async def backends(
 ) -> AsyncIterator[Backends]:
     """The broker (the embedded one when ``messaging.embedded_broker`` asks and none answers), a
     local vLLM server when ``start_llm`` and the configured endpoint does not answer, and the
-    provider. Whatever was started here is stopped on exit, the provider closed first.
+    provider, entered (the embedded engine is loaded). Whatever was started here is stopped on exit,
+    the provider closed first, even when a later part fails to start or the start is cancelled.
 
     ``progress`` gets what was started and the lines a starting vLLM server prints (default:
     standard error)."""
@@ -67,11 +68,11 @@ async def backends(
             report(f"started the embedded MQTT broker on {where} (none answered there)")
         server = None
         if start_llm:
-            from argentic.llm.local_server import ensure_local_server
+            from argentic.llm.local_server import local_server_for
 
-            server = await ensure_local_server(config, progress=report)
+            server = await local_server_for(config, progress=report)
             if server is not None:
-                stack.push_async_callback(asyncio.to_thread, server.stop)
-        llm = LLMFactory.create(config)
-        stack.push_async_callback(llm.close)
+                await stack.enter_async_context(server)
+        # Entering makes the provider ready: the embedded engine loads here, before any question.
+        llm = await stack.enter_async_context(LLMFactory.create(config))
         yield Backends(llm, broker, server)

@@ -207,20 +207,40 @@ class Team(Running):
         return agents
 
     async def start(self) -> None:
+        """Start every agent (and make the endpoints built for the team ready); if one fails, stop
+        those started and raise its error."""
         if self.agents:
             return
-        self.agents = self.build()
-        for first in range(0, len(self.agents), START_BATCH):
-            await asyncio.gather(*(agent.start() for agent in self.agents[first : first + START_BATCH]))
+        try:
+            self.agents = self.build()
+            for provider in self._owned:
+                await provider.start()
+            for first in range(0, len(self.agents), START_BATCH):
+                batch = self.agents[first : first + START_BATCH]
+                # Each start runs to its end, so none is left half-started when another fails.
+                outcomes = await asyncio.gather(*(a.start() for a in batch), return_exceptions=True)
+                failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+                if failed is not None:
+                    raise failed
+        except BaseException:
+            await self.stop()
+            raise
         log.info("team of %d agents (%s) serving", len(self.agents), ", ".join(self.selected))
 
     async def stop(self) -> None:
+        """Stop every agent and close the endpoints built for the team (errors are logged)."""
         agents, self.agents = self.agents, []
         for first in range(0, len(agents), START_BATCH):
-            await asyncio.gather(
+            outcomes = await asyncio.gather(
                 *(agent.stop() for agent in agents[first : first + START_BATCH]), return_exceptions=True
             )
+            for outcome in outcomes:
+                if isinstance(outcome, Exception):
+                    log.warning("an agent of the team did not stop cleanly: %s", outcome)
         owned, self._owned = self._owned, []
         self._endpoints = {k: v for k, v in self._endpoints.items() if v not in owned}
         for provider in owned:
-            await provider.close()
+            try:
+                await provider.close()
+            except Exception:
+                log.warning("closing %r failed", provider, exc_info=True)

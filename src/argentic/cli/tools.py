@@ -37,24 +37,20 @@ async def serve(config: ArgenticConfig, module: str, name: str, only: list[str] 
         return 1
     # The default will (the client's status) covers the announcement: a broker restart sends it,
     # and callers wait for this client to come back rather than fail calls whose result is coming.
-    messager = Messager.from_config(config.messaging)
-    await messager.connect()
-    service = ToolService(
-        messager,
-        tools,
-        name,
-        call_timeout_s=config.tools.call_timeout_s,
-        max_concurrent_calls=config.tools.max_concurrent_calls,
-        isolate_sync_tools=config.tools.isolate_sync_tools,
-        max_memory_mb=config.tools.max_memory_mb,
-    )
-    try:
-        await service.start()
+    async with (
+        Messager.from_config(config.messaging) as messager,
+        ToolService(
+            messager,
+            tools,
+            name,
+            call_timeout_s=config.tools.call_timeout_s,
+            max_concurrent_calls=config.tools.max_concurrent_calls,
+            isolate_sync_tools=config.tools.isolate_sync_tools,
+            max_memory_mb=config.tools.max_memory_mb,
+        ) as service,
+    ):
         print(f"serving {', '.join(service.tools)} as {name!r}; Ctrl-C stops", file=sys.stderr, flush=True)
         await wait_for_shutdown()
-    finally:
-        await service.stop()
-        await messager.disconnect()
     return 0
 
 

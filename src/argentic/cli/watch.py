@@ -59,40 +59,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def watch(config: ArgenticConfig, args: argparse.Namespace) -> int:
     role = config.agent.role
-    async with backends(config, start_llm=args.start_llm) as backend:
-        will = VisualAgent.will(Topics(config.messaging.namespace), role)
-        async with Messager.from_config(config.messaging, will=will) as messager:
-            source = source_from_config(config.video, messager)
-            await source.start()
-            try:
-                tools = ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role)
-                await tools.async_init()
-                agent = VisualAgent.from_config(
-                    config, llm=backend.llm, messager=messager, tool_manager=tools, driver=source
-                )
-                await agent.async_init()
-                say(f"visual agent {role!r} answering {messager.topics.agent_questions(role)}")
-                if config.video.source == "webrtc":
-                    say(f"waiting for a WebRTC offer on {messager.topics.video_offer(config.video.stream)}")
-                if args.question:
-                    interval = (
-                        None if args.only_on_change else (args.interval or config.video.watch_interval_s)
-                    )
-                    agent.start_watch(
-                        args.question,
-                        interval_s=interval,
-                        on_scene_change=args.on_change or args.only_on_change,
-                        scene_threshold=config.video.scene_change_threshold,
-                        on_sound=args.on_sound,
-                        sound_threshold_dbfs=config.video.sound_threshold_dbfs,
-                    )
-                    say(f"observations on {messager.topics.agent_observations(role)}")
-                say("Ctrl-C stops")
-                await wait_for_shutdown()
-                await agent.stop()
-                await tools.close()
-            finally:
-                await source.stop()
+    will = VisualAgent.will(Topics(config.messaging.namespace), role)
+    # Every part is entered: whatever started is stopped, in reverse, on Ctrl-C, SIGTERM or an error.
+    async with (
+        backends(config, start_llm=args.start_llm) as backend,
+        Messager.from_config(config.messaging, will=will) as messager,
+        source_from_config(config.video, messager) as source,
+        ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role) as tools,
+        VisualAgent.from_config(
+            config, llm=backend.llm, messager=messager, tool_manager=tools, driver=source
+        ) as agent,
+    ):
+        say(f"visual agent {role!r} answering {messager.topics.agent_questions(role)}")
+        if config.video.source == "webrtc":
+            say(f"waiting for a WebRTC offer on {messager.topics.video_offer(config.video.stream)}")
+        if args.question:
+            interval = None if args.only_on_change else (args.interval or config.video.watch_interval_s)
+            agent.start_watch(
+                args.question,
+                interval_s=interval,
+                on_scene_change=args.on_change or args.only_on_change,
+                scene_threshold=config.video.scene_change_threshold,
+                on_sound=args.on_sound,
+                sound_threshold_dbfs=config.video.sound_threshold_dbfs,
+            )
+            say(f"observations on {messager.topics.agent_observations(role)}")
+        say("Ctrl-C stops")
+        await wait_for_shutdown()
     return 0
 
 

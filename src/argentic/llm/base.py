@@ -4,15 +4,20 @@ A provider has one abstract method, :meth:`LLMProvider.chat`, which answers one
 :class:`~argentic.llm.types.ChatRequest`. Streaming has a default built on
 ``chat`` (one text event, one event per tool call, then the end), which real providers replace with
 true token streaming.
+
+A provider is a :class:`~argentic.lifecycle.Running` part: ``async with provider:`` makes it ready
+(:meth:`LLMProvider.start`: the embedded engine loads its model; an HTTP provider opens nothing, its
+connections come with the first request) and closes it on leaving. ``close()`` is the older name of
+``stop()`` and what providers override.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any
 
+from argentic.lifecycle import Running
 from argentic.llm.types import (
     ChatRequest,
     ChatResponse,
@@ -24,7 +29,7 @@ from argentic.llm.types import (
 )
 
 
-class LLMProvider(ABC):
+class LLMProvider(Running):
     """A chat model: messages in, a reply (text, tool calls, a structured answer) out."""
 
     model_name: str = ""
@@ -61,17 +66,17 @@ class LLMProvider(ABC):
         """The model this provider talks to (a server provider may ask the server which it serves)."""
         return self.model_name
 
-    async def close(self) -> None:
-        """Release connections or the engine; the provider is unusable afterwards."""
+    async def start(self) -> None:
+        """Be ready to answer (load what answers take); nothing for a provider that needs nothing."""
         return None
 
-    async def __aenter__(self) -> LLMProvider:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def stop(self) -> None:
+        """Release connections or the engine (:meth:`close`); the provider is unusable afterwards."""
         await self.close()
+
+    async def close(self) -> None:
+        """Release connections or the engine; the provider is unusable afterwards (idempotent)."""
+        return None
 
 
 def events_from_response(response: ChatResponse, *, chunk_words: bool = False) -> list[StreamEvent]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -129,13 +130,21 @@ class VLLMEngineProvider(LLMProvider):
     # -- engine --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the model (tens of seconds); chat() does it on first use."""
+        """Load the model (tens of seconds): entering ``async with`` does it, and a provider used
+        without one loads on its first question."""
         holder = self._holder
         if holder.engine is not None:
             return
         async with holder.lock:
             if holder.engine is None:
-                holder.engine = await asyncio.to_thread(self._build_engine)
+                loading = asyncio.ensure_future(asyncio.to_thread(self._build_engine))
+                try:
+                    holder.engine = await asyncio.shield(loading)
+                except asyncio.CancelledError:
+                    # The thread cannot be stopped: shut down what it loads once it is done, so a
+                    # cancelled start (Ctrl-C) leaves no engine process behind.
+                    loading.add_done_callback(_shut_down_when_loaded)
+                    raise
 
     @property
     def _engine(self) -> Any:
@@ -338,6 +347,12 @@ class VLLMEngineProvider(LLMProvider):
         engine, self._holder.engine = self._holder.engine, None
         if engine is not None:
             await asyncio.to_thread(engine.shutdown)
+
+
+def _shut_down_when_loaded(loading: asyncio.Future[Any]) -> None:
+    if loading.cancelled() or loading.exception() is not None:
+        return
+    threading.Thread(target=loading.result().shutdown, name="vllm-engine-shutdown", daemon=True).start()
 
 
 def _is_cpu_build() -> bool:

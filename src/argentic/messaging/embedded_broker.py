@@ -23,6 +23,7 @@ from amqtt.plugins.base import BaseAuthPlugin
 
 from argentic.config import MessagingConfig
 from argentic.errors import MessagingError
+from argentic.lifecycle import Running
 from argentic.messaging.transport import remember_protocol
 from argentic.netutil import is_listening
 
@@ -50,8 +51,9 @@ class SessionKeepingAuth(BaseAuthPlugin):  # type: ignore[misc]
         return bool(ok)
 
 
-class EmbeddedBroker:
-    """amqtt listening on a loopback address, started and stopped with this object."""
+class EmbeddedBroker(Running):
+    """amqtt listening on a loopback address: ``async with EmbeddedBroker(...)`` starts it and
+    stops it (or ``await start()`` / ``await stop()``)."""
 
     def __init__(
         self,
@@ -83,9 +85,10 @@ class EmbeddedBroker:
     def _aliases(self) -> set[str]:
         return {self.host, "localhost", "127.0.0.1"} if self.host in LOCAL_HOSTS else {self.host}
 
-    async def start(self) -> EmbeddedBroker:
+    async def start(self) -> None:
+        """Listen; raises :class:`MessagingError` (nothing left listening) when it cannot."""
         if self._broker is not None:
-            return self
+            return
         from amqtt.broker import Broker
 
         # amqtt's state machine logs every transition at INFO.
@@ -98,7 +101,10 @@ class EmbeddedBroker:
         broker = Broker(self._config())
         try:
             await broker.start()
-        except Exception as exc:
+        except BaseException as exc:
+            await _discard(broker)
+            if not isinstance(exc, Exception):
+                raise
             raise MessagingError(
                 f"cannot start the embedded MQTT broker on {self.host}:{self.port}: {exc}"
             ) from exc
@@ -106,7 +112,6 @@ class EmbeddedBroker:
         for host in self._aliases():
             remember_protocol(host, self.port, "3.1.1")
         logger.info("embedded MQTT broker (amqtt, MQTT 3.1.1) listening on %s:%s", self.host, self.port)
-        return self
 
     async def stop(self) -> None:
         broker, self._broker = self._broker, None
@@ -120,11 +125,15 @@ class EmbeddedBroker:
             logger.exception("the embedded MQTT broker did not shut down cleanly")
         logger.info("embedded MQTT broker on %s:%s stopped", self.host, self.port)
 
-    async def __aenter__(self) -> EmbeddedBroker:
-        return await self.start()
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+async def _discard(broker: Any) -> None:
+    """Close what a failed ``Broker.start`` opened: its shutdown refuses a broker that never
+    started, yet listeners opened before the failure and its plugins would stay."""
+    for server in list(getattr(broker, "_servers", {}).values()):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.close_instance(), 5)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(broker.plugins_manager.close(), 5)
 
 
 async def ensure_broker(config: MessagingConfig) -> EmbeddedBroker | None:

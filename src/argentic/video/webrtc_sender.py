@@ -2,7 +2,8 @@
 
 The sending peer of the signaling exchange: it sends one ``webrtc_offer`` request to
 ``{ns}/video/{stream}/offer`` and applies the ``webrtc_answer`` reply. With ``reconnect`` it
-offers again whenever the connection fails or the receiver goes away.
+offers again whenever the connection fails or the receiver goes away. ``async with sender:``
+connects and closes (``connect()`` / ``close()`` are the older names of ``start()`` / ``stop()``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
 from argentic.config import VideoConfig
 from argentic.errors import MessagingError, VideoError
+from argentic.lifecycle import Running
 from argentic.protocol import ErrorReply, WebRTCAnswer, WebRTCOffer
 from argentic.video.audio import audio_of
 from argentic.video.frames import AudioBuffer, AudioChunk, Frame
@@ -144,7 +146,7 @@ class SourceAudioTrack(MediaStreamTrack):
         return frame
 
 
-class WebRTCSender:
+class WebRTCSender(Running):
     """Offers a connection to the driver listening on ``stream`` and sends ``source``'s frames.
 
     With ``audio`` it sends sound too: the source's own (its ``audio`` buffer: the test pattern's
@@ -201,8 +203,11 @@ class WebRTCSender:
         """Frames handed to the encoder over all connections."""
         return self.frames_sent_before + (self.track.frames_sent if self.track else 0)
 
-    async def connect(self) -> None:
-        """Offer, apply the answer and wait until connected; raises :class:`VideoError` on failure."""
+    async def start(self) -> None:
+        """Offer, apply the answer and wait until connected; raises :class:`VideoError` on failure
+        (leaving no connection behind). Connected already: nothing."""
+        if self.pc is not None and self.pc.connectionState == "connected":
+            return
         self._closing = False
         await self._connect_once()
         if self.reconnect and self._watch_task is None:
@@ -285,7 +290,12 @@ class WebRTCSender:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pc.close(), 10.0)
 
-    async def close(self) -> None:
+    async def connect(self) -> None:
+        """The older name of :meth:`start`."""
+        await self.start()
+
+    async def stop(self) -> None:
+        """Stop reconnecting and close the connection (idempotent)."""
         self._closing = True
         task, self._watch_task = self._watch_task, None
         if task is not None:
@@ -294,9 +304,6 @@ class WebRTCSender:
                 await task
         await self._drop_connection()
 
-    async def __aenter__(self) -> WebRTCSender:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    async def close(self) -> None:
+        """The older name of :meth:`stop`."""
+        await self.stop()
