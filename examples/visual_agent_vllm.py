@@ -30,8 +30,7 @@ import argparse
 import asyncio
 import sys
 
-from argentic import AgentClient, load_config
-from argentic.agents.visual_service import open_visual_agent
+from argentic import AgentClient, load_config, open_visual_agent
 from argentic.config import VideoConfig
 from argentic.errors import AgentReplyError, ArgenticError
 from argentic.llm.local import CPU_VLM_NAME

@@ -303,3 +303,21 @@ async def test_the_watch_command_serves_watches_and_stops_on_sigint(
     assert "observations on" in err.decode() and "Ctrl-C stops" in err.decode()
     assert all(o.role == "door" and o.question == "Who is there?" for o in published)
     assert published[0].text.startswith("Who is there?"), "the scripted provider echoes the question"
+
+
+async def test_a_watch_is_still_a_coroutine_for_older_callers(pattern: TestPatternSource) -> None:
+    llm = FunctionLLM(lambda request: "ran")
+    agent = VisualAgent(llm=llm, source=pattern)
+    task = asyncio.create_task(agent.watch("?", interval_s=0.02, max_observations=2))
+    assert await asyncio.wait_for(task, 20) is None
+    assert agent.observations == 2
+    endless = asyncio.create_task(agent.watch("?", interval_s=0.02))
+    async with asyncio.timeout(20):
+        while agent.observations < 3:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    endless.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await endless
+    made = len(llm.requests)
+    await asyncio.sleep(0.2)
+    assert len(llm.requests) == made, "cancelling the task stopped the watch"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -62,10 +62,13 @@ class Sighting:
         return self.frame_timestamps[-1] if self.frame_timestamps else None
 
 
-class Watch:
+class Watch(Coroutine[Any, Any, None]):
     """The observations of one standing question: ``async for seen in watch`` (each a
     :class:`Sighting`), ``async with watch:`` to close it on leaving the block, or ``await watch``
     to run it through (each observation is still published), until cancelled.
+
+    ``watch`` was a coroutine function before it gave sightings: a Watch is still a coroutine
+    (``await``, ``asyncio.create_task(agent.watch(...))``), which runs it through.
 
     It ends after ``max_observations`` attempts (a failed one counts: the watch stays bounded when
     the model keeps failing), after ``duration_s`` seconds, or on :meth:`aclose`. A failed
@@ -124,6 +127,7 @@ class Watch:
         self._deadline: float | None = None
         self._last_index: int | None = None
         self._last_chunk = -1
+        self._running: Coroutine[Any, Any, None] | None = None
 
     # --- the ways to use it -------------------------------------------------------------------
 
@@ -166,9 +170,27 @@ class Watch:
         async for _ in self:
             pass
 
+    # The coroutine face (the older, run-through form): made on first use, so a watch used as an
+    # iterator leaves no never-awaited coroutine behind.
+    def _runner(self) -> Coroutine[Any, Any, None]:
+        if self._running is None:
+            self._running = self.run()
+        return self._running
+
     def __await__(self) -> Generator[Any, None, None]:
-        # ``await agent.watch(...)``: the older, run-through form of watch mode
-        return self.run().__await__()
+        return self._runner().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._runner().send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None and tb is None:
+            return self._runner().throw(typ)  # the one-argument form (the others are deprecated)
+        return self._runner().throw(typ, val, tb)
+
+    def close(self) -> None:
+        if self._running is not None:
+            self._running.close()
 
     # --- the steps ----------------------------------------------------------------------------
 
@@ -176,7 +198,6 @@ class Watch:
         return self._closed or (self.max_observations is not None and self._attempts >= self.max_observations)
 
     async def _begin(self) -> None:
-        self._started = True
         await self.agent.start_audio()
         if self._hearing is not None and self.agent.audio_buffer is None:
             raise ConfigError("watch(on_sound=True) needs a source with sound (or an audio_source)")
@@ -184,6 +205,7 @@ class Watch:
         self._next_due = now  # the first observation comes at once
         if self.duration_s is not None:
             self._deadline = now + self.duration_s
+        self._started = True
 
     async def _next_trigger(self) -> Trigger | None:
         """Wait for what sets off the next observation; None when ``duration_s`` is over."""
