@@ -86,7 +86,7 @@ async def run(seconds: float) -> dict[str, Any]:
         await driver.start()
         arrivals = Arrivals()
         llm = FunctionLLM(arrivals.reply, model_name="sink", max_images_per_prompt=1)
-        agent = VisualAgent(llm=llm, driver=driver, max_image_side=768)
+        agent = VisualAgent(llm=llm, source=driver, max_image_side=768)
         sender = await asyncio.create_subprocess_exec(
             sys.executable,
             str(REPO / "examples" / "webrtc_sender.py"),

@@ -22,19 +22,18 @@ script also streams the test pattern to the agent over WebRTC (signaling over MQ
 ``--external-sender`` says another process does (``examples/webrtc_sender.py``, a browser page).
 With ``--audio S`` each question also carries the last S seconds of sound, as a 16 kHz WAV clip:
 the test pattern's tone, a file's audio track, the WebRTC peer's sound, or ``--audio-file``'s.
+The question goes to the agent over MQTT, as any client would ask it; the watch's observations
+come from ``agent.watch(...)`` (and are published on ``{ns}/agents/visual/observations`` too).
 """
 
 import argparse
 import asyncio
 import sys
-from contextlib import AsyncExitStack
 
-from argentic import AgentClient, Messager, VisualAgent, backends, load_config
+from argentic import AgentClient, load_config, open_visual_agent
+from argentic.config import VideoConfig
 from argentic.errors import AgentReplyError, ArgenticError
 from argentic.llm.local import CPU_VLM_NAME
-from argentic.protocol import Observation
-from argentic.video import TestPatternSource, WebRTCDriver, WebRTCSender, source_from_config
-from argentic.video.audio import wait_for_sound
 
 QUESTION = "Describe what you see in one sentence: the colours and any shapes."
 MODEL_HINT = 'vllm serve google/gemma-3n-E4B-it --limit-mm-per-prompt \'{"image": 2, "audio": 1}\''
@@ -43,109 +42,57 @@ CPU_SETTINGS = {"max_tokens": 24, "server": {"cpu_model": CPU_VLM_NAME, "limit_m
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("question", nargs="*", help=f"default: {QUESTION!r}")
+    # these four are video config keys (dest): they override config.yaml's
+    parser.add_argument("--source", default="test_pattern", help="test_pattern, webrtc, or a file/URL")
     parser.add_argument(
-        "--source", default="test_pattern", help="'test_pattern', 'webrtc', or a video file/URL"
+        "--sampling", choices=["latest", "window", "scene_change"], help="how frames are picked"
     )
     parser.add_argument(
-        "--sampling", choices=["latest", "window", "scene_change"], help="default: video.sampling"
+        "--audio", dest="audio_s", type=float, metavar="S", help="add the last S seconds of sound"
     )
+    parser.add_argument("--audio-file", dest="audio_source", help="with --audio: hear this WAV file instead")
     parser.add_argument("--watch", type=int, default=0, metavar="N", help="then print N watch observations")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between watch observations")
-    parser.add_argument("--external-sender", action="store_true", help="with --source webrtc: do not send")
-    parser.add_argument(
-        "--audio", type=float, metavar="SECONDS", help="add the last SECONDS of sound to each question"
-    )
-    parser.add_argument("--audio-file", help="with --audio: hear this sound file (WAV) instead")
     parser.add_argument("--on-sound", action="store_true", help="with --watch: also ask when it gets loud")
-    parser.add_argument(
-        "--cpu", action="store_true", help=f"no server answers: serve {CPU_VLM_NAME} (sees nothing)"
-    )
+    parser.add_argument("--external-sender", action="store_true", help="with --source webrtc: do not send")
+    parser.add_argument("--cpu", action="store_true", help=f"serve {CPU_VLM_NAME} (it sees nothing)")
     return parser.parse_args()
 
 
 async def main(args: argparse.Namespace) -> int:
-    video: dict[str, object] = {"source": args.source}
-    if args.sampling:
-        video["sampling"] = args.sampling
-    if args.audio:
-        video["audio_s"] = args.audio
-    if args.audio_file:
-        video["audio_source"] = args.audio_file
-    if args.source == "webrtc" and not args.external_sender:
-        video["host_addresses"] = ["127.0.0.1"]  # sender and receiver are both here
-    config = load_config(overrides={"video": video, **({"llm": CPU_SETTINGS} if args.cpu else {})})
-    async with AsyncExitStack() as stack:
-        backend = await stack.enter_async_context(backends(config, start_llm=args.cpu))
-        messager = await stack.enter_async_context(Messager.from_config(config.messaging))
-        source = await stack.enter_async_context(source_from_config(config.video, messager))
-        if isinstance(source, WebRTCDriver) and not args.external_sender:
-            pattern = await stack.enter_async_context(TestPatternSource(640, 480, fps=30, scene_every=150))
-            await stack.enter_async_context(
-                WebRTCSender.from_config(
-                    messager, pattern, config.video, reconnect=True, audio=bool(args.audio)
-                )
-            )
-            print(f"streaming the test pattern over WebRTC to {source.offer_topic}")
-        frame = await source.wait_for_frame(60)
+    video = {key: value for key, value in vars(args).items() if key in VideoConfig.model_fields and value}
+    config = load_config(overrides={"video": video, "llm": CPU_SETTINGS if args.cpu else {}})
+    send = args.source == "webrtc" and not args.external_sender
+    async with open_visual_agent(config, start_llm=args.cpu, send_test_pattern=send, role="visual") as agent:
+        if send:
+            print(f"streaming the test pattern over WebRTC to {agent.source.offer_topic}")
+        frame = await agent.wait_for_feed(60)  # the first frame, and --audio seconds of sound
         print(f"video: {args.source}, {frame.width}x{frame.height}")
-        agent = VisualAgent.from_config(
-            config, llm=backend.llm, messager=messager, driver=source, role="visual"
-        )
-        await stack.enter_async_context(agent)
-        print(f"model {await backend.llm.resolve_model()}; up to {agent.image_limit} image(s) per prompt")
+        print(f"model {await agent.llm.resolve_model()}; up to {agent.image_limit} image(s) per prompt")
         if args.cpu:
-            print(
-                f"{CPU_VLM_NAME} has random weights: it sees nothing and its answers are noise; for answers"
-            )
-            print(f"about the video, serve Gemma 3n on a GPU:\n    {MODEL_HINT}")
+            print(f"{CPU_VLM_NAME} has random weights and sees nothing; serve Gemma 3n:\n    {MODEL_HINT}")
         if agent.audio_s:
-            if agent.audio_buffer is None:
-                print(f"{args.source} has no sound; --audio-file names a WAV file to hear")
-                return 2
-            # a feed that just started has less sound than asked for: let it fill first
-            await wait_for_sound(agent.audio_buffer, agent.audio_s, timeout=agent.audio_s + 30)
-            heard = args.audio_file or "the video source"
-            print(f"sound: the last {agent.audio_s:g} s of {heard} ({agent.audio_limit} clip per prompt)")
-
+            print(f"sound: the last {agent.audio_s:g} s of {args.audio_source or 'the video source'}")
         question = " ".join(args.question) or QUESTION
         print(f"question: {question}")
-        try:
-            answer = await AgentClient(messager, agent.role).ask(question)
+        try:  # asked over MQTT, as any client asks
+            answer = await AgentClient(agent.messager, agent.role).ask(question)
         except AgentReplyError as exc:
-            print(f"the agent could not answer: {exc}")
-            print("if the model cannot take images (or sound), serve one that does:")
+            print(f"the agent could not answer: {exc}\nif the model cannot take images or sound, serve one:")
             print(f"    {MODEL_HINT}\nor run with --cpu to serve the tiny CPU model, which sees nothing")
             return 1
-        frames, heard = agent.last_frames, agent.last_audio
-        sound = f" and {heard.duration_s:.1f} s of {heard.sample_rate} Hz WAV" if heard is not None else ""
-        size = f"{frames[0].width}x{frames[0].height}"
-        print(f"answer (from {len(frames)} frame(s), {size} JPEG{sound}): {answer}")
-
-        if args.watch:
-            topic = messager.topics.agent_observations(agent.role)
-            async with messager.messages(topic, model=Observation) as observations:
-                agent.start_watch(
-                    "What changed? One sentence.",
-                    interval_s=args.interval,
-                    on_scene_change=True,
-                    on_sound=args.on_sound,
-                    sound_threshold_dbfs=config.video.sound_threshold_dbfs,
-                )
-                for _ in range(args.watch):
-                    async with asyncio.timeout(config.llm.timeout_s + args.interval * 2):
-                        observation = await anext(aiter(observations))
-                    trigger = observation.data.get("trigger") if isinstance(observation.data, dict) else None
-                    print(f"observation: {observation.text} (on {trigger})")
-        return 0
+        print(f"answer (from {agent.last_look.describe()}): {answer}")
+        # observations as they come (each is also published on {ns}/agents/visual/observations)
+        options = {"interval_s": args.interval, "on_scene_change": True, "on_sound": args.on_sound}
+        async for seen in agent.watch("What changed? One sentence.", max_observations=args.watch, **options):
+            print(f"observation: {seen.text} (on {seen.trigger})")
+    return 0
 
 
 if __name__ == "__main__":
     try:
         sys.exit(asyncio.run(main(parse_args())))
     except ArgenticError as exc:
-        print(f"visual_agent_vllm: {exc}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(f"visual_agent_vllm: {exc}")

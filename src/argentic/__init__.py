@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from argentic.agents.runtime import backends
     from argentic.agents.team import Team, TeamAgent
     from argentic.agents.visual_agent import VisualAgent
+    from argentic.agents.visual_service import open_visual_agent
     from argentic.llm import LLMFactory
     from argentic.messaging import Messager
     from argentic.tools import BaseTool, ToolManager, ToolService, tool
@@ -32,6 +33,7 @@ _LAZY = {
     "Team": "argentic.agents.team",
     "TeamAgent": "argentic.agents.team",
     "VisualAgent": "argentic.agents.visual_agent",
+    "open_visual_agent": "argentic.agents.visual_service",
     "LLMFactory": "argentic.llm",
     "Messager": "argentic.messaging",
     "BaseTool": "argentic.tools",
@@ -56,6 +58,7 @@ __all__ = [
     "backends",
     "describe_event",
     "load_config",
+    "open_visual_agent",
     "tool",
 ]
 

@@ -80,7 +80,7 @@ async def test_the_server_takes_the_agents_frames_and_counts_each_one(
     vlm_server: Any, pattern: TestPatternSource
 ) -> None:
     llm = provider(vlm_server)
-    agent = VisualAgent(llm=llm, driver=pattern, policy=FramesOverWindow(frames=4, window_s=5))
+    agent = VisualAgent(llm=llm, source=pattern, policy=FramesOverWindow(frames=4, window_s=5))
     try:
         assert agent.image_limit == VLM_IMAGE_LIMIT, "the limit comes from llm.server.limit_mm_per_prompt"
         result = await agent.ask_with_video("What do you see?")
@@ -108,7 +108,7 @@ async def test_a_prompt_over_the_limit_is_refused_and_argentic_stays_within_it(
     llm = provider(vlm_server)
     unaware = provider(vlm_server, limit=None)
     raw = openai.AsyncOpenAI(base_url=vlm_server.base_url, api_key="none", max_retries=0)
-    agent = VisualAgent(llm=llm, driver=pattern, policy=FramesOverWindow(frames=4, window_s=5))
+    agent = VisualAgent(llm=llm, source=pattern, policy=FramesOverWindow(frames=4, window_s=5))
     try:
         (frame, *_) = await agent.sample_frames()
         urls = [frame.url] * (VLM_IMAGE_LIMIT + 1)
@@ -147,7 +147,7 @@ async def test_streaming_against_the_multimodal_server(
     vlm_server: Any, pattern: TestPatternSource, messagers: MessagerFactory
 ) -> None:
     llm = provider(vlm_server)
-    agent = VisualAgent(llm=llm, messager=await messagers(), driver=pattern, role="eyes")
+    agent = VisualAgent(llm=llm, messager=await messagers(), source=pattern, role="eyes")
     try:
         # the provider's stream: text pieces, then the whole reply, counted like a plain request
         message = await agent.frames.build(Question(text="What do you see?"))
@@ -187,7 +187,7 @@ async def test_watch_mode_against_the_multimodal_server(
     agent = VisualAgent(
         llm=llm,
         messager=await messagers(),
-        driver=pattern,
+        source=pattern,
         role="watcher",
         policy=FramesOverWindow(frames=VLM_IMAGE_LIMIT, window_s=2),
     )

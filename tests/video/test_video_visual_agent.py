@@ -59,7 +59,7 @@ async def pattern() -> Any:
 
 async def test_query_sends_the_latest_frame_as_one_jpeg(pattern: TestPatternSource) -> None:
     llm = recording_llm()
-    agent = VisualAgent(llm=llm, driver=pattern)
+    agent = VisualAgent(llm=llm, source=pattern)
     answer = await agent.query_with_video("What frame number is shown?")
     assert answer == "I see a test pattern."
     request = llm.last_request
@@ -76,7 +76,7 @@ async def test_frames_over_a_window_are_capped_by_the_image_limit(pattern: TestP
     await pattern.wait_for_frame(10, newer_than=20)
     llm = recording_llm()
     agent = VisualAgent(
-        llm=llm, driver=pattern, policy=FramesOverWindow(frames=6, window_s=30), max_images_per_prompt=3
+        llm=llm, source=pattern, policy=FramesOverWindow(frames=6, window_s=30), max_images_per_prompt=3
     )
     await agent.query_with_video("What changed?")
     images = request_images(llm.last_request)
@@ -90,7 +90,7 @@ async def test_the_provider_limit_applies_and_images_are_scaled(pattern: TestPat
     await pattern.wait_for_frame(10, newer_than=5)
     llm = recording_llm(max_images_per_prompt=2)
     agent = VisualAgent(
-        llm=llm, driver=pattern, policy=FramesOverWindow(frames=5, window_s=30), max_image_side=160
+        llm=llm, source=pattern, policy=FramesOverWindow(frames=5, window_s=30), max_image_side=160
     )
     assert agent.image_limit == 2
     await agent.query_with_video("Describe.")
@@ -101,7 +101,7 @@ async def test_the_provider_limit_applies_and_images_are_scaled(pattern: TestPat
 
 async def test_a_conversation_carries_only_the_newest_frame(pattern: TestPatternSource) -> None:
     llm = recording_llm()
-    agent = VisualAgent(llm=llm, driver=pattern)
+    agent = VisualAgent(llm=llm, source=pattern)
     await agent.ask_with_video("First look.", conversation_id="c1")
     first_index = agent.last_frames[0].frame.index
     await pattern.wait_for_frame(10, newer_than=first_index)
@@ -126,7 +126,7 @@ async def test_concurrent_questions_keep_their_own_frame_policy(pattern: TestPat
         await both_in_model.wait()  # the two questions are answered at the same time
         return f"{len(request_images(request))} images"
 
-    agent = VisualAgent(llm=FunctionLLM(reply), driver=pattern, max_images_per_prompt=3)
+    agent = VisualAgent(llm=FunctionLLM(reply), source=pattern, max_images_per_prompt=3)
     window = FramesOverWindow(frames=3, window_s=30)
     one, three = await asyncio.gather(
         agent.ask_with_video("Latest?", conversation_id="a"),
@@ -151,7 +151,7 @@ def test_strip_earlier_images_keeps_the_newest_within_the_limit() -> None:
 async def test_no_frames_yet_is_a_clear_error_and_the_agent_keeps_serving() -> None:
     source = TestPatternSource(160, 120, fps=30)  # not started yet: no frames
     llm = recording_llm()
-    agent = VisualAgent(llm=llm, driver=source, frame_timeout_s=0.2)
+    agent = VisualAgent(llm=llm, source=source, frame_timeout_s=0.2)
     with pytest.raises(VideoError, match="no video frame arrived"):
         await agent.query_with_video("Anything?")
     assert llm.requests == []
@@ -167,7 +167,7 @@ async def test_a_video_file_feeds_the_agent(pattern_video: VideoWriter) -> None:
     await source.start()
     llm = recording_llm()
     agent = VisualAgent(
-        llm=llm, driver=source, policy=FramesOverWindow(frames=4, window_s=3600), max_images_per_prompt=4
+        llm=llm, source=source, policy=FramesOverWindow(frames=4, window_s=3600), max_images_per_prompt=4
     )
     with pytest.raises(VideoError):  # let the whole file decode
         await source.wait_for_frame(10, newer_than=1000)
@@ -180,7 +180,7 @@ async def test_questions_over_mqtt_get_answers_with_frames(
     pattern: TestPatternSource, messagers: MessagerFactory
 ) -> None:
     llm = recording_llm("a coloured test card")
-    agent = VisualAgent(llm=llm, messager=await messagers(), driver=pattern, role="eye")
+    agent = VisualAgent(llm=llm, messager=await messagers(), source=pattern, role="eye")
     await agent.async_init()
     client = await messagers()
     reply = await client.request(
@@ -195,7 +195,7 @@ async def test_questions_over_mqtt_get_answers_with_frames(
 async def test_no_frames_over_mqtt_is_an_error_reply_then_service_resumes(messagers: MessagerFactory) -> None:
     source = TestPatternSource(160, 120, fps=30)
     agent = VisualAgent(
-        llm=recording_llm(), messager=await messagers(), driver=source, role="blind", frame_timeout_s=0.2
+        llm=recording_llm(), messager=await messagers(), source=source, role="blind", frame_timeout_s=0.2
     )
     await agent.async_init()
     client = await messagers()
@@ -232,7 +232,7 @@ async def test_tools_work_as_for_agent(pattern: TestPatternSource, messagers: Me
         return tool_call("frame_parity", {"index": read_frame_code(image)})
 
     llm = ScriptedLLM([decide, decide])
-    agent = VisualAgent(llm=llm, tool_manager=manager, driver=pattern)
+    agent = VisualAgent(llm=llm, tool_manager=manager, source=pattern)
     result = await agent.ask_with_video("Is the frame number even?")
     index = agent.last_frames[0].frame.index
     assert [(c.name, c.arguments, c.ok) for c in result.tool_calls] == [
@@ -254,7 +254,7 @@ async def test_watch_publishes_observations_on_an_interval(
 
     await watcher.subscribe(watcher.topics.agent_observations("watcher"), record, model=Observation)
     llm = recording_llm("all quiet")
-    agent = VisualAgent(llm=llm, messager=await messagers(), driver=pattern, role="watcher")
+    agent = VisualAgent(llm=llm, messager=await messagers(), source=pattern, role="watcher")
     await agent.watch("Anything unusual?", interval_s=0.05, max_observations=3)
     async with asyncio.timeout(20):
         while len(seen) < 3:  # noqa: ASYNC110
@@ -271,7 +271,7 @@ async def test_watch_on_scene_change_sees_each_new_scene() -> None:
     source = TestPatternSource(160, 120, fps=30, scene_every=10)
     await source.start()
     llm = recording_llm("a new scene")
-    agent = VisualAgent(llm=llm, driver=source)
+    agent = VisualAgent(llm=llm, source=source)
     await agent.watch(
         "What is new?", interval_s=None, on_scene_change=True, check_every_s=0.02, max_observations=4
     )
@@ -285,7 +285,7 @@ async def test_a_failing_model_does_not_stop_the_watch(pattern: TestPatternSourc
     from argentic.errors import LLMRequestError
 
     llm = ScriptedLLM([LLMRequestError("bad request", status_code=400), "fine"])
-    agent = VisualAgent(llm=llm, driver=pattern)
+    agent = VisualAgent(llm=llm, source=pattern)
     await agent.watch("Status?", interval_s=0.01, max_observations=2)
     assert len(llm.requests) == 2 and agent.observations == 1
 
@@ -310,12 +310,12 @@ async def test_the_models_profile_sets_the_image_limit_when_nothing_else_does() 
     async with TestPatternSource(160, 120, fps=30) as source:
         await source.wait_for_frame(5)
         await asyncio.sleep(0.2)  # a few frames to choose from
-        agent = VisualAgent(llm=llm, driver=source, policy=FramesOverWindow(frames=5, window_s=1.0))
+        agent = VisualAgent(llm=llm, source=source, policy=FramesOverWindow(frames=5, window_s=1.0))
         assert agent.image_limit == 1  # the model's name is not known yet
         await agent.query_with_video("what?")
         assert agent.image_limit == 3 and len(llm.last_request.messages[-1].images) == 3
         explicit = VisualAgent(
-            llm=llm, driver=source, max_images_per_prompt=2, policy=FramesOverWindow(frames=5)
+            llm=llm, source=source, max_images_per_prompt=2, policy=FramesOverWindow(frames=5)
         )
         await explicit.query_with_video("what?")
         assert explicit.image_limit == 2 and len(llm.last_request.messages[-1].images) == 2

@@ -44,7 +44,7 @@ async def pattern() -> Any:
 
 async def test_a_question_carries_the_last_second_of_the_feeds_sound(pattern: TestPatternSource) -> None:
     llm = ScriptedLLM(["I hear a tone."])
-    agent = VisualAgent(llm=llm, driver=pattern, audio_s=1.0)
+    agent = VisualAgent(llm=llm, source=pattern, audio_s=1.0)
     assert await agent.query_with_video("What do you hear?") == "I hear a tone."
     user = llm.requests[0].messages[-1]
     (part,) = audio_in(user)
@@ -61,7 +61,7 @@ async def test_a_question_carries_the_last_second_of_the_feeds_sound(pattern: Te
 
 async def test_one_question_can_ask_for_sound_the_agent_does_not_add(pattern: TestPatternSource) -> None:
     llm = ScriptedLLM(["no sound", "sound"])
-    agent = VisualAgent(llm=llm, driver=pattern)
+    agent = VisualAgent(llm=llm, source=pattern)
     await agent.query_with_video("What do you see?")
     await agent.query_with_video("What do you hear?", audio_s=0.5)
     assert [len(audio_in(r.messages[-1])) for r in llm.requests] == [0, 1]
@@ -70,7 +70,7 @@ async def test_one_question_can_ask_for_sound_the_agent_does_not_add(pattern: Te
 
 async def test_a_conversation_keeps_only_the_newest_clip(pattern: TestPatternSource) -> None:
     llm = ScriptedLLM(["one", "two"])
-    agent = VisualAgent(llm=llm, driver=pattern, audio_s=0.5)
+    agent = VisualAgent(llm=llm, source=pattern, audio_s=0.5)
     await agent.query_with_video("First?", conversation_id="c")
     await agent.query_with_video("Second?", conversation_id="c")
     second = llm.requests[1].messages
@@ -81,7 +81,7 @@ async def test_a_conversation_keeps_only_the_newest_clip(pattern: TestPatternSou
 
 async def test_an_audio_limit_of_zero_sends_no_sound(pattern: TestPatternSource) -> None:
     llm = ScriptedLLM(["fine"])
-    agent = VisualAgent(llm=llm, driver=pattern, audio_s=1.0, max_audio_per_prompt=0)
+    agent = VisualAgent(llm=llm, source=pattern, audio_s=1.0, max_audio_per_prompt=0)
     await agent.query_with_video("What do you hear?")
     assert audio_in(llm.requests[0].messages[-1]) == [] and agent.last_audio is None
 
@@ -95,7 +95,7 @@ async def test_a_source_without_sound_is_a_clear_error_and_a_wav_file_fills_in(
     llm = ScriptedLLM(["heard"])
     try:
         with pytest.raises(VideoError, match="has no sound"):
-            await VisualAgent(llm=llm, driver=video, audio_s=1.0).query_with_video("What do you hear?")
+            await VisualAgent(llm=llm, source=video, audio_s=1.0).query_with_video("What do you hear?")
 
         phase, pieces = 0.0, []
         for index in range(90):
@@ -106,7 +106,7 @@ async def test_a_source_without_sound_is_a_clear_error_and_a_wav_file_fills_in(
         sound = AudioFileSource(wav, realtime=False, loop=False)
         await sound.start()
         await wait_until(lambda: sound.finished, 30, "the WAV file to be read")
-        agent = VisualAgent(llm=llm, driver=video, audio_source=sound, audio_s=1.0)
+        agent = VisualAgent(llm=llm, source=video, audio_source=sound, audio_s=1.0)
         assert await agent.query_with_video("What do you hear?") == "heard"
         (part,) = audio_in(llm.requests[-1].messages[-1])
         samples, rate = read_wav(part.to_bytes())
@@ -121,7 +121,7 @@ async def test_watch_asks_when_the_sound_gets_loud() -> None:
     source.muted = True
     await source.start()
     llm = ScriptedLLM(["a tone started"] * 3)
-    agent = VisualAgent(llm=llm, driver=source)
+    agent = VisualAgent(llm=llm, source=source)
     watch = agent.start_watch(
         "What do you hear?",
         interval_s=None,
@@ -147,7 +147,7 @@ async def test_watch_asks_when_the_sound_gets_loud() -> None:
 async def test_watch_on_sound_needs_a_source_with_sound(pattern_video: VideoWriter) -> None:
     video = FileSource(pattern_video(frames=5), realtime=False)
     await video.start()  # now it knows the file has no audio track
-    agent = VisualAgent(llm=ScriptedLLM([]), driver=video)
+    agent = VisualAgent(llm=ScriptedLLM([]), source=video)
     try:
         with pytest.raises(ValueError, match="source with sound"):
             await asyncio.wait_for(agent.watch("?", interval_s=None, on_sound=True), 10)

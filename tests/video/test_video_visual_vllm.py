@@ -167,7 +167,7 @@ async def test_the_request_carries_valid_jpeg_parts_and_the_refusal_is_clear(
     agent = VisualAgent(
         llm=llm,
         messager=await messagers(),
-        driver=source,
+        source=source,
         role="vision",
         policy=FramesOverWindow(frames=4, window_s=30),
         max_image_side=256,
@@ -210,7 +210,7 @@ async def test_gemma_3n_answers_about_frames_end_to_end(gemma3n_server: Any) -> 
     llm = OpenAICompatibleProvider(
         base_url=gemma3n_server.base_url, model=gemma3n_server.model, max_images_per_prompt=2
     )
-    agent = VisualAgent(llm=llm, driver=source, policy=FramesOverWindow(frames=2, window_s=2))
+    agent = VisualAgent(llm=llm, source=source, policy=FramesOverWindow(frames=2, window_s=2))
     try:
         result = await agent.ask_with_video("Describe the colours you see in these frames.")
         assert isinstance(result.text, str) and result.text.strip()
@@ -243,7 +243,7 @@ async def test_the_request_carries_the_last_seconds_of_sound_as_a_16_khz_wav(
         max_images_per_prompt=1,
         max_audio_per_prompt=1,
     )
-    agent = VisualAgent(llm=llm, messager=await messagers(), driver=source, role="ears", audio_s=2.0)
+    agent = VisualAgent(llm=llm, messager=await messagers(), source=source, role="ears", audio_s=2.0)
     try:
         with pytest.raises(LLMRequestError) as refused:
             await agent.query_with_video("What do you hear?")
@@ -308,7 +308,7 @@ async def test_gemma_3n_hears_the_tone(gemma3n_server: Any) -> None:
         max_images_per_prompt=1,
         max_audio_per_prompt=1,
     )
-    agent = VisualAgent(llm=llm, driver=source)
+    agent = VisualAgent(llm=llm, source=source)
     schema = {
         "type": "object",
         "properties": {"heard": {"type": "string", "enum": ["a tone or beeps", "speech", "silence"]}},
@@ -337,7 +337,7 @@ async def test_a_model_that_sees_but_does_not_hear_refuses_audio_clearly(vlm_ser
     await source.start()
     await source.wait_for_frame(20, newer_than=40)
     llm = OpenAICompatibleProvider(base_url=vlm_server.base_url, model=vlm_server.model, max_retries=0)
-    agent = VisualAgent(llm=llm, driver=source, audio_s=1.0, max_images_per_prompt=1)
+    agent = VisualAgent(llm=llm, source=source, audio_s=1.0, max_images_per_prompt=1)
     try:
         with pytest.raises(LLMRequestError) as refused:
             await agent.query_with_video("What do you hear?")

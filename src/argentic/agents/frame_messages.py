@@ -107,6 +107,14 @@ class Look:
     frames: list[EncodedFrame]
     clip: AudioClip | None = None
 
+    def describe(self) -> str:
+        """What the message carried, for people and logs: ``1 frame(s), 640x480 JPEG and 1.5 s of
+        16000 Hz WAV``."""
+        size = f", {self.frames[0].width}x{self.frames[0].height} JPEG" if self.frames else ""
+        clip = self.clip
+        sound = f" and {clip.duration_s:.1f} s of {clip.sample_rate} Hz WAV" if clip is not None else ""
+        return f"{len(self.frames)} frame(s){size}{sound}"
+
 
 @dataclass(frozen=True)
 class FrameMessages(MessageBuilder):

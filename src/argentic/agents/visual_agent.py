@@ -9,9 +9,12 @@ raises ``--limit-mm-per-prompt``). Earlier turns of a conversation keep their te
 images, so a long conversation stays within that limit and in memory.
 
 Questions arrive over MQTT as for :class:`~argentic.agents.agent.Agent`, and tools work the same.
-Watch mode asks a standing question every few seconds and/or whenever the scene changes and/or
-when the sound gets loud, and publishes each :class:`~argentic.protocol.Observation` on
-``{ns}/agents/{role}/observations``.
+Watch mode (:mod:`argentic.agents.visual_watch`) asks a standing question every few seconds and/or
+whenever the scene changes and/or when the sound gets loud: ``async for seen in agent.watch(...)``
+gives each :class:`~argentic.agents.visual_watch.Sighting`, and each is also published as an
+:class:`~argentic.protocol.Observation` on ``{ns}/agents/{role}/observations``.
+
+The frame source is ``source=``; ``driver=`` is its older, deprecated name.
 """
 
 from __future__ import annotations
@@ -20,20 +23,25 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any
+import warnings
+from typing import TYPE_CHECKING, Any, cast
+
+from pydantic_core import to_jsonable_python
 
 from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.frame_messages import FrameMessages, Look
 from argentic.agents.loop import EventSink, LoopPolicy, NullEvents
+from argentic.agents.visual_watch import Sighting, Trigger, Watch
 from argentic.config import AgentConfig, ArgenticConfig, VideoConfig
+from argentic.errors import ConfigError, VideoError
 from argentic.llm import LLMProvider, OutputSpec
 from argentic.llm.profiles import profile_for
 from argentic.protocol import Observation, Question
-from argentic.video.audio import AudioClip, AudioSource, SoundLevelDetector
+from argentic.video.audio import AudioClip, AudioSource, wait_for_sound
 from argentic.video.encode import EncodedFrame
 from argentic.video.factory import audio_source_from_config, source_from_config
-from argentic.video.frames import AudioBuffer
-from argentic.video.sampling import LatestFrame, SamplingPolicy, SceneChangeDetector, make_policy
+from argentic.video.frames import AudioBuffer, Frame
+from argentic.video.sampling import LatestFrame, SamplingPolicy, make_policy
 from argentic.video.source import FrameSource
 
 if TYPE_CHECKING:
@@ -44,14 +52,18 @@ log = logging.getLogger(__name__)
 
 
 class VisualAgent(Agent):
-    """An :class:`Agent` whose questions come with frames from ``driver`` (any frame source).
+    """An :class:`Agent` whose questions come with frames from ``source`` (any frame source: a
+    WebRTC driver, a video file, a camera, the test pattern).
 
     ``max_images_per_prompt`` defaults to what the provider reports, else 1. ``frame_timeout_s``
     is how long a question waits for a first frame before it fails with :class:`VideoError`.
     With ``audio_s`` each question also carries the last ``audio_s`` seconds of sound, from
     ``audio_source`` or else the frame source's own (WebRTC, a video file's track, the test
     pattern), as one 16 kHz WAV clip; ``max_audio_per_prompt`` (default: the provider's limit,
-    else 1) caps the clips, and 0 sends none.
+    else 1) caps the clips, and 0 sends none. ``scene_threshold`` and ``sound_threshold_dbfs`` are
+    what a watch takes for a scene change and for loud unless it is given its own.
+
+    ``driver=`` is the older name of ``source=``: it still works, with a ``DeprecationWarning``.
     """
 
     def __init__(
@@ -59,11 +71,11 @@ class VisualAgent(Agent):
         llm: LLMProvider,
         messager: Messager | None = None,
         tool_manager: ToolManager | None = None,
-        driver: FrameSource | None = None,
+        source: FrameSource | None = None,
         role: str = "visual",
         system_prompt: str | None = None,
         *,
-        source: FrameSource | None = None,
+        driver: FrameSource | None = None,
         policy: SamplingPolicy | None = None,
         max_images_per_prompt: int | None = None,
         max_image_side: int = 768,
@@ -72,6 +84,8 @@ class VisualAgent(Agent):
         audio_s: float | None = None,
         audio_source: AudioSource | None = None,
         max_audio_per_prompt: int | None = None,
+        scene_threshold: float = 0.12,
+        sound_threshold_dbfs: float = -30.0,
         **agent_options: Any,
     ) -> None:
         if system_prompt is None:
@@ -79,13 +93,14 @@ class VisualAgent(Agent):
                 "You are a visual assistant. You see video frames attached to each question; "
                 "answer from what they show. Use the tools when they help."
             )
-        chosen = driver if driver is not None else source
+        chosen = source_or_driver(source, driver, "VisualAgent")
         if chosen is None:
-            raise ValueError(
-                "VisualAgent needs a frame source: pass driver= (a WebRTCDriver, FileSource, ...)"
+            raise ConfigError(
+                "VisualAgent needs a frame source: pass source= (a WebRTCDriver, FileSource, "
+                "TestPatternSource, ...)"
             )
         if audio_s is not None and audio_s <= 0:
-            raise ValueError(f"audio_s must be positive seconds (or None for no sound), got {audio_s}")
+            raise ConfigError(f"audio_s must be positive seconds (or None for no sound), got {audio_s}")
         limit = max_images_per_prompt if max_images_per_prompt is not None else llm.max_images_per_prompt
         audio_limit = max_audio_per_prompt if max_audio_per_prompt is not None else llm.max_audio_per_prompt
         self._limit_known = limit is not None  # else the model's profile may say, once it is known
@@ -109,6 +124,11 @@ class VisualAgent(Agent):
         self.last_frames: list[EncodedFrame] = []
         #: The sound sent with the most recent question, if any.
         self.last_audio: AudioClip | None = None
+        #: Both: what the most recent question carried (``last_look.describe()`` says it in words).
+        self.last_look = Look([])
+        self.scene_threshold = scene_threshold
+        self.sound_threshold_dbfs = sound_threshold_dbfs
+        #: Observations made so far (over every watch and :meth:`sight`).
         self.observations = 0
         self._watch_task: asyncio.Task[None] | None = None
         self._owned_audio: AudioSource | None = None
@@ -128,6 +148,7 @@ class VisualAgent(Agent):
     def _saw(self, look: Look) -> None:
         self.last_frames = look.frames
         self.last_audio = look.clip
+        self.last_look = look
 
     @property
     def source(self) -> FrameSource:
@@ -135,6 +156,10 @@ class VisualAgent(Agent):
 
     @property
     def driver(self) -> FrameSource:
+        """Deprecated: the older name of :attr:`source`."""
+        warnings.warn(
+            "VisualAgent.driver is deprecated: use VisualAgent.source", DeprecationWarning, stacklevel=2
+        )
         return self.frames.source
 
     @property
@@ -177,18 +202,22 @@ class VisualAgent(Agent):
         llm: LLMProvider,
         messager: Messager | None = None,
         tool_manager: ToolManager | None = None,
-        driver: FrameSource | None = None,
+        source: FrameSource | None = None,
         video: VideoConfig | None = None,
+        driver: FrameSource | None = None,
         **overrides: Any,
     ) -> VisualAgent:
         """A visual agent from the ``agent`` and ``video`` config sections (a whole config gives
-        both). Without ``driver``, the source is the one ``video.source`` names."""
+        both). Without ``source``, the source is the one ``video.source`` names (not started: see
+        :func:`~argentic.agents.visual_service.open_visual_agent` for one with everything it runs
+        on). ``driver=`` is the deprecated older name of ``source=``."""
         if isinstance(config, ArgenticConfig):
             agent, video = config.agent, video or config.video
         else:
             agent, video = config, video or VideoConfig()
-        if driver is None:
-            driver = source_from_config(video, messager)
+        source = source_or_driver(source, driver, "VisualAgent.from_config")
+        if source is None:
+            source = source_from_config(video, messager)
         owned_audio = None if "audio_source" in overrides else audio_source_from_config(video)
         if owned_audio is not None:
             overrides["audio_source"] = owned_audio
@@ -207,12 +236,13 @@ class VisualAgent(Agent):
         if agent.system_prompt != AgentConfig().system_prompt:
             options["system_prompt"] = agent.system_prompt  # a configured prompt; else the visual default
         options.update(overrides)
-        visual = cls(llm, messager, tool_manager, driver, **options)
+        visual = cls(llm, messager, tool_manager, source, **options)
         visual._owned_audio = owned_audio  # built here from the config: the agent starts and stops it
         return visual
 
-    async def _start_owned_audio(self) -> None:
-        """Start the sound file source built from the config, once, and wait for its first sound."""
+    async def start_audio(self) -> None:
+        """Start the sound file source :meth:`from_config` built (``video.audio_source``), once,
+        and wait for its first sound; nothing to do otherwise. Asking and watching call it."""
         owned = self._owned_audio
         if owned is None or self._owned_audio_started:
             return
@@ -223,8 +253,25 @@ class VisualAgent(Agent):
                 await owned.audio.wait(self.frames.frame_timeout_s)
 
     async def start(self) -> None:
-        await self._start_owned_audio()
+        await self.start_audio()
         await super().start()
+
+    async def wait_for_feed(self, timeout_s: float) -> Frame:
+        """Wait for the source's first frame (up to ``timeout_s``) and, with ``audio_s``, for that
+        many seconds of sound (a feed that just started has less; up to ``audio_s + timeout_s``).
+        Returns the newest frame. Raises :class:`VideoError` when they do not come in time, or
+        when sound is asked for and neither the source nor an ``audio_source`` has any."""
+        frame = await self.source.wait_for_frame(timeout_s)
+        if self.audio_s:
+            await self.start_audio()
+            buffer = self.audio_buffer
+            if buffer is None:
+                raise VideoError(
+                    f"{type(self.source).__name__} has no sound: set video.audio_source (a WAV file) "
+                    "or use a source that carries audio"
+                )
+            await wait_for_sound(buffer, self.audio_s, timeout=self.audio_s + timeout_s)
+        return self.source.latest() or frame
 
     # --- questions with video -----------------------------------------------------------------
 
@@ -257,7 +304,7 @@ class VisualAgent(Agent):
     ) -> AgentResult:
         """Like :meth:`Agent.ask`, with frames picked by ``policy`` (default: the agent's) and
         ``audio_s`` seconds of sound (default: the agent's ``audio_s``)."""
-        await self._start_owned_audio()
+        await self.start_audio()
         await self.apply_profile()  # the model's image limit, before the builder is copied
         builder = self.frames.with_policy(policy).with_audio(audio_s)
         return await self.ask(
@@ -271,10 +318,67 @@ class VisualAgent(Agent):
     async def sample_audio(self, seconds: float | None = None) -> AudioClip | None:
         """The last ``seconds`` (default: ``audio_s``) of the feed's sound at 16 kHz; None when no
         sound is asked for or allowed. Raises :class:`VideoError` when the source has no sound."""
-        await self._start_owned_audio()
+        await self.start_audio()
         return await self.frames.with_audio(seconds).sample_audio()
 
     # --- watch mode ---------------------------------------------------------------------------
+
+    async def sight(
+        self,
+        question: str,
+        *,
+        policy: SamplingPolicy | None = None,
+        audio_s: float | None = None,
+        trigger: Trigger | None = None,
+        output: OutputSpec | None = None,
+    ) -> Sighting:
+        """Ask ``question`` about the current frames (and sound) once, publish the observation on
+        ``{ns}/agents/{role}/observations`` when there is a messager, and return it, typed.
+        ``trigger`` (what set it off) is recorded; with ``output`` the answer is also validated
+        against it (``Sighting.data``, and ``data.answer`` on the wire).
+
+        Each observation stands alone: it has no conversation history and leaves none.
+        """
+        await self.start_audio()
+        await self.apply_profile()
+        frames = self.frames.with_policy(policy).with_audio(audio_s)
+        user, look = await frames.look(question)
+        seen = look.frames
+        result = await self.tool_loop(frames, NullEvents()).run(
+            [*self.system_messages(), user], output=output
+        )
+        heard = round(look.clip.duration_s, 3) if look.clip is not None else None
+        data: dict[str, Any] = {
+            "frames": len(seen),
+            "frame_index": seen[-1].frame.index if seen else None,
+            "tool_calls": [call.model_dump(mode="json") for call in result.tool_calls],
+            "audio_s": heard,
+            "trigger": trigger,
+        }
+        if output is not None:
+            data["answer"] = to_jsonable_python(result.data)
+        observation = Observation(
+            role=self.role,
+            question=question,
+            text=result.text,
+            frame_ts=seen[-1].frame.timestamp if seen else None,
+            data=data,
+        )
+        self.observations += 1
+        if self.messager is not None:
+            await self.messager.publish(self.messager.topics.agent_observations(self.role), observation)
+        return Sighting(
+            role=self.role,
+            question=question,
+            text=result.text,
+            trigger=trigger,
+            frame_timestamps=tuple(f.frame.timestamp for f in seen),
+            frame_indices=tuple(f.frame.index for f in seen),
+            message=observation,
+            data=result.data,
+            audio_s=heard,
+            tool_calls=tuple(result.tool_calls),
+        )
 
     async def observe(
         self,
@@ -284,109 +388,79 @@ class VisualAgent(Agent):
         audio_s: float | None = None,
         trigger: str | None = None,
     ) -> Observation:
-        """Ask ``question`` about the current frames (and sound) once and publish the observation
-        on ``{ns}/agents/{role}/observations`` when there is a messager. ``trigger`` (what set it
-        off: "interval", "scene_change", "sound") is recorded in its data.
-
-        Each observation stands alone: it has no conversation history and leaves none.
-        """
-        await self._start_owned_audio()
-        await self.apply_profile()
-        frames = self.frames.with_policy(policy).with_audio(audio_s)
-        user, look = await frames.look(question)
-        seen = look.frames
-        result = await self.tool_loop(frames, NullEvents()).run([*self.system_messages(), user])
-        observation = Observation(
-            role=self.role,
-            question=question,
-            text=result.text,
-            frame_ts=seen[-1].frame.timestamp if seen else None,
-            data={
-                "frames": len(seen),
-                "frame_index": seen[-1].frame.index if seen else None,
-                "tool_calls": [call.model_dump(mode="json") for call in result.tool_calls],
-                "audio_s": round(look.clip.duration_s, 3) if look.clip is not None else None,
-                "trigger": trigger,
-            },
+        """:meth:`sight`, returning the wire :class:`~argentic.protocol.Observation` it published
+        (kept for older callers)."""
+        # recorded as given, as before (a caller's own trigger names included)
+        seen = await self.sight(
+            question, policy=policy, audio_s=audio_s, trigger=cast("Trigger | None", trigger)
         )
-        self.observations += 1
-        if self.messager is not None:
-            await self.messager.publish(self.messager.topics.agent_observations(self.role), observation)
-        return observation
+        return seen.message
 
-    async def watch(
+    def watch(
         self,
         question: str,
         *,
         interval_s: float | None = 5.0,
         on_scene_change: bool = False,
-        scene_threshold: float = 0.12,
+        scene_threshold: float | None = None,
         check_every_s: float = 0.2,
         max_observations: int | None = None,
+        duration_s: float | None = None,
         policy: SamplingPolicy | None = None,
         on_sound: bool = False,
-        sound_threshold_dbfs: float = -30.0,
+        sound_threshold_dbfs: float | None = None,
         sound_window_s: float = 0.5,
         audio_s: float | None = None,
-    ) -> None:
-        """Observe every ``interval_s`` seconds, and/or when the scene changes, and/or when the
-        sound gets loud (its level over the last ``sound_window_s`` rises above
-        ``sound_threshold_dbfs``), until cancelled (or after ``max_observations``). A failed
-        observation (no frames, a model error) is logged and the watch goes on."""
-        if interval_s is None and not on_scene_change and not on_sound:
-            raise ValueError("watch needs interval_s, on_scene_change, on_sound, or a mix")
-        await self._start_owned_audio()
-        sound_buffer = self.audio_buffer
-        if on_sound and sound_buffer is None:
-            raise ValueError("watch(on_sound=True) needs a source with sound (or an audio_source)")
-        loop = asyncio.get_running_loop()
-        detector = SceneChangeDetector(scene_threshold) if on_scene_change else None
-        hearing = SoundLevelDetector(sound_threshold_dbfs, sound_window_s) if on_sound else None
-        polling = detector is not None or hearing is not None
-        next_due = loop.time()
-        last_index: int | None = None
-        last_chunk = -1
-        done = 0
-        while max_observations is None or done < max_observations:
-            due = interval_s is not None and loop.time() >= next_due
-            changed = loud = False
-            if detector is not None and not due:
-                frame = self.source.latest()
-                if frame is not None and frame.index != last_index:
-                    last_index = frame.index
-                    changed = await asyncio.to_thread(detector.changed, frame)
-            new_sound = sound_buffer is not None and sound_buffer.pushed != last_chunk
-            if hearing is not None and sound_buffer is not None and new_sound and not (due or changed):
-                last_chunk = sound_buffer.pushed
-                loud = await asyncio.to_thread(hearing.check, sound_buffer)
-            if not (due or changed or loud):
-                wait = check_every_s if polling else max(0.0, next_due - loop.time())
-                if interval_s is not None:
-                    wait = min(wait, max(0.0, next_due - loop.time()))
-                await asyncio.sleep(wait)
-                continue
-            trigger = "scene_change" if changed else "sound" if loud else "interval"
-            try:
-                observation = await self.observe(question, policy=policy, audio_s=audio_s, trigger=trigger)
-                log.info("observation (%s): %s", trigger, observation.text[:200])
-            except Exception as exc:
-                log.warning("watch: no observation this time: %s", exc)
-            done += 1
-            if interval_s is not None:
-                next_due = loop.time() + interval_s
-            if detector is not None and (latest := self.source.latest()) is not None:
-                # what the model just saw is the new reference scene
-                last_index = latest.index
-                await asyncio.to_thread(detector.changed, latest)
+        output: OutputSpec | None = None,
+        observation_timeout_s: float | None = None,
+    ) -> Watch:
+        """Ask ``question`` every ``interval_s`` seconds, and/or when the scene changes, and/or
+        when the sound gets loud (its level over the last ``sound_window_s`` rises above
+        ``sound_threshold_dbfs``; both thresholds default to the agent's, which :meth:`from_config`
+        takes from ``video.scene_change_threshold`` and ``video.sound_threshold_dbfs``)::
+
+            async for seen in agent.watch("What changed?", on_scene_change=True, max_observations=5):
+                print(seen.trigger, seen.text, seen.frame_ts)
+
+        Each :class:`~argentic.agents.visual_watch.Sighting` is also published on
+        ``{ns}/agents/{role}/observations``. Leaving the loop stops the watch; it also ends after
+        ``max_observations`` attempts or ``duration_s`` seconds. Each observation may take up to
+        ``observation_timeout_s`` (default: the frame and model timeouts bound it). A failed
+        observation (no frames, a model error) is logged and the watch goes on.
+        ``await agent.watch(...)`` (the older form) runs it through without giving the sightings.
+        """
+        return Watch(
+            self,
+            question,
+            interval_s=interval_s,
+            on_scene_change=on_scene_change,
+            scene_threshold=self.scene_threshold if scene_threshold is None else scene_threshold,
+            check_every_s=check_every_s,
+            max_observations=max_observations,
+            duration_s=duration_s,
+            policy=policy,
+            on_sound=on_sound,
+            sound_threshold_dbfs=self.sound_threshold_dbfs
+            if sound_threshold_dbfs is None
+            else sound_threshold_dbfs,
+            sound_window_s=sound_window_s,
+            audio_s=audio_s,
+            output=output,
+            observation_timeout_s=observation_timeout_s,
+        )
 
     def start_watch(self, question: str, **options: Any) -> asyncio.Task[None]:
-        """Run :meth:`watch` in the background; :meth:`stop_watch` ends it."""
+        """Older form: run :meth:`watch` in a background task (observations are published, not
+        returned); :meth:`stop_watch` or :meth:`stop` ends it. Prefer ``async for`` over
+        :meth:`watch`, which needs no task."""
         if self._watch_task is not None and not self._watch_task.done():
             raise RuntimeError("this agent is already watching; stop_watch() first")
-        self._watch_task = asyncio.create_task(self.watch(question, **options), name=f"watch-{self.role}")
+        watch = self.watch(question, **options)
+        self._watch_task = asyncio.create_task(watch.run(), name=f"watch-{self.role}")
         return self._watch_task
 
     async def stop_watch(self) -> None:
+        """Older form: end the watch :meth:`start_watch` began (nothing when none runs)."""
         task, self._watch_task = self._watch_task, None
         if task is not None:
             task.cancel()
@@ -399,6 +473,18 @@ class VisualAgent(Agent):
         if self._owned_audio is not None and self._owned_audio_started:
             self._owned_audio_started = False
             await self._owned_audio.stop()
+
+
+def source_or_driver(
+    source: FrameSource | None, driver: FrameSource | None, where: str
+) -> FrameSource | None:
+    """``source``, or ``driver`` (its deprecated older name) with a warning; not both."""
+    if driver is None:
+        return source
+    warnings.warn(f"{where}(driver=...) is deprecated: pass source=", DeprecationWarning, stacklevel=3)
+    if source is not None and source is not driver:
+        raise ConfigError(f"{where}: pass source= only (driver= is its deprecated older name), not both")
+    return driver
 
 
 def video_options(video: VideoConfig, llm: LLMProvider | None = None) -> dict[str, Any]:
@@ -418,4 +504,6 @@ def video_options(video: VideoConfig, llm: LLMProvider | None = None) -> dict[st
         "max_image_side": video.max_image_side,
         "jpeg_quality": video.jpeg_quality,
         "frame_timeout_s": video.frame_timeout_s,
+        "scene_threshold": video.scene_change_threshold,
+        "sound_threshold_dbfs": video.sound_threshold_dbfs,
     }

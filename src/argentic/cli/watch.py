@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 
-from argentic.agents.runtime import backends, wait_for_shutdown
-from argentic.agents.visual_agent import VisualAgent
+from argentic.agents.runtime import wait_for_shutdown
+from argentic.agents.visual_service import open_visual_agent
+from argentic.agents.visual_watch import Watch
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError
-from argentic.messaging import Messager
 from argentic.protocol import Topics
-from argentic.tools import ToolManager
-from argentic.video import source_from_config
 
 HELP = "run a visual agent over a video source (test pattern, file, or WebRTC)"
 
@@ -58,35 +57,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def watch(config: ArgenticConfig, args: argparse.Namespace) -> int:
-    role = config.agent.role
-    will = VisualAgent.will(Topics(config.messaging.namespace), role)
-    # Every part is entered: whatever started is stopped, in reverse, on Ctrl-C, SIGTERM or an error.
-    async with (
-        backends(config, start_llm=args.start_llm) as backend,
-        Messager.from_config(config.messaging, will=will) as messager,
-        source_from_config(config.video, messager) as source,
-        ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role) as tools,
-        VisualAgent.from_config(
-            config, llm=backend.llm, messager=messager, tool_manager=tools, driver=source
-        ) as agent,
-    ):
-        say(f"visual agent {role!r} answering {messager.topics.agent_questions(role)}")
+    topics = Topics(config.messaging.namespace)
+    async with open_visual_agent(config, start_llm=args.start_llm, tools=True) as agent:
+        say(f"visual agent {agent.role!r} answering {topics.agent_questions(agent.role)}")
         if config.video.source == "webrtc":
-            say(f"waiting for a WebRTC offer on {messager.topics.video_offer(config.video.stream)}")
+            say(f"waiting for a WebRTC offer on {topics.video_offer(config.video.stream)}")
+        looking = None
         if args.question:
-            interval = None if args.only_on_change else (args.interval or config.video.watch_interval_s)
-            agent.start_watch(
+            looking = agent.watch(
                 args.question,
-                interval_s=interval,
+                interval_s=None if args.only_on_change else (args.interval or config.video.watch_interval_s),
                 on_scene_change=args.on_change or args.only_on_change,
-                scene_threshold=config.video.scene_change_threshold,
-                on_sound=args.on_sound,
-                sound_threshold_dbfs=config.video.sound_threshold_dbfs,
+                on_sound=args.on_sound,  # the thresholds: video.scene_change_threshold, sound_threshold_dbfs
             )
-            say(f"observations on {messager.topics.agent_observations(role)}")
+            say(f"observations on {topics.agent_observations(agent.role)}")
         say("Ctrl-C stops")
-        await wait_for_shutdown()
+        await until_shutdown(looking)
     return 0
+
+
+async def until_shutdown(looking: Watch | None) -> None:
+    """Serve until SIGINT/SIGTERM, running the watch (each observation is published) meanwhile;
+    an error that ends the watch (a source without sound for ``--on-sound``) ends the command."""
+    stopping = asyncio.create_task(wait_for_shutdown())
+    watching = asyncio.create_task(looking.run()) if looking is not None else None
+    try:
+        await asyncio.wait([t for t in (stopping, watching) if t is not None], return_when="FIRST_COMPLETED")
+    finally:
+        for task in (stopping, watching):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task  # a watch's own error is raised here
 
 
 def say(text: str) -> None:
