@@ -30,6 +30,7 @@ from argentic.errors import (
     TaskCanceledError,
     TaskError,
 )
+from argentic.errors_wire import error_info
 from argentic.messaging import Messager
 from argentic.protocol import Cancel, ErrorInfo, Question, TaskState, TaskStatus
 
@@ -181,8 +182,6 @@ class TaskBoard:
             await self.status(task, "canceled", error=ErrorInfo(code="canceled", message="the agent stopped"))
             raise
         except Exception as exc:
-            from argentic.agents.agent import error_info
-
             error = error_info(exc)
             await self.status(task, "canceled" if error.code == "canceled" else "failed", error=error)
             raise

@@ -26,6 +26,7 @@ from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.frame_messages import FrameMessages, Look
 from argentic.agents.loop import EventSink, LoopPolicy, NullEvents
 from argentic.config import AgentConfig, ArgenticConfig, VideoConfig
+from argentic.errors import ArgumentError, UsageError
 from argentic.llm import LLMProvider, OutputSpec
 from argentic.llm.profiles import profile_for
 from argentic.protocol import Observation, Question
@@ -81,11 +82,11 @@ class VisualAgent(Agent):
             )
         chosen = driver if driver is not None else source
         if chosen is None:
-            raise ValueError(
+            raise ArgumentError(
                 "VisualAgent needs a frame source: pass driver= (a WebRTCDriver, FileSource, ...)"
             )
         if audio_s is not None and audio_s <= 0:
-            raise ValueError(f"audio_s must be positive seconds (or None for no sound), got {audio_s}")
+            raise ArgumentError(f"audio_s must be positive seconds (or None for no sound), got {audio_s}")
         limit = max_images_per_prompt if max_images_per_prompt is not None else llm.max_images_per_prompt
         audio_limit = max_audio_per_prompt if max_audio_per_prompt is not None else llm.max_audio_per_prompt
         self._limit_known = limit is not None  # else the model's profile may say, once it is known
@@ -334,11 +335,11 @@ class VisualAgent(Agent):
         ``sound_threshold_dbfs``), until cancelled (or after ``max_observations``). A failed
         observation (no frames, a model error) is logged and the watch goes on."""
         if interval_s is None and not on_scene_change and not on_sound:
-            raise ValueError("watch needs interval_s, on_scene_change, on_sound, or a mix")
+            raise ArgumentError("watch needs interval_s, on_scene_change, on_sound, or a mix")
         await self._start_owned_audio()
         sound_buffer = self.audio_buffer
         if on_sound and sound_buffer is None:
-            raise ValueError("watch(on_sound=True) needs a source with sound (or an audio_source)")
+            raise ArgumentError("watch(on_sound=True) needs a source with sound (or an audio_source)")
         loop = asyncio.get_running_loop()
         detector = SceneChangeDetector(scene_threshold) if on_scene_change else None
         hearing = SoundLevelDetector(sound_threshold_dbfs, sound_window_s) if on_sound else None
@@ -382,7 +383,7 @@ class VisualAgent(Agent):
     def start_watch(self, question: str, **options: Any) -> asyncio.Task[None]:
         """Run :meth:`watch` in the background; :meth:`stop_watch` ends it."""
         if self._watch_task is not None and not self._watch_task.done():
-            raise RuntimeError("this agent is already watching; stop_watch() first")
+            raise UsageError("this agent is already watching; stop_watch() first")
         self._watch_task = asyncio.create_task(self.watch(question, **options), name=f"watch-{self.role}")
         return self._watch_task
 
