@@ -23,7 +23,7 @@ from argentic.agents.visual_agent import VisualAgent
 from argentic.agents.visual_service import open_visual_agent
 from argentic.agents.visual_watch import Sighting
 from argentic.config import ArgenticConfig, MessagingConfig, VideoConfig
-from argentic.errors import ConfigError, VideoError
+from argentic.errors import ArgumentError, UsageError, VideoError
 from argentic.llm import ChatRequest, FunctionLLM, ImagePart, ScriptedLLM
 from argentic.messaging import Messager
 from argentic.protocol import Observation
@@ -167,9 +167,9 @@ async def test_a_watch_with_output_gives_validated_data(
 
 async def test_watch_arguments_are_checked_at_once(pattern: TestPatternSource) -> None:
     agent = VisualAgent(llm=ScriptedLLM([]), source=pattern)
-    with pytest.raises(ConfigError, match="interval_s, on_scene_change, on_sound"):
+    with pytest.raises(ArgumentError, match="interval_s, on_scene_change, on_sound"):
         agent.watch("?", interval_s=None)
-    with pytest.raises(ConfigError, match="duration_s must be positive"):
+    with pytest.raises(ArgumentError, match="duration_s must be positive"):
         agent.watch("?", duration_s=0)
 
 
@@ -190,7 +190,7 @@ async def test_start_watch_and_stop_watch_still_work(
     llm = FunctionLLM(lambda request: "seen")
     agent = VisualAgent(llm=llm, messager=await messagers(), source=pattern, role="old")
     task = agent.start_watch("Anything?", interval_s=0.02)
-    with pytest.raises(RuntimeError, match="already watching"):
+    with pytest.raises(UsageError, match="already watching"):
         agent.start_watch("Twice?")
     async with asyncio.timeout(20):
         while len(published) < 2:  # noqa: ASYNC110
@@ -219,14 +219,14 @@ async def test_driver_is_a_deprecated_name_for_source(pattern: TestPatternSource
         assert VisualAgent(llm, None, None, pattern).source is pattern  # positional, as before
         assert VisualAgent.from_config(ArgenticConfig(), llm=llm, source=pattern).source is pattern
     other = TestPatternSource(160, 120)
-    with pytest.warns(DeprecationWarning), pytest.raises(ConfigError, match="not both"):
+    with pytest.warns(DeprecationWarning), pytest.raises(ArgumentError, match="not both"):
         VisualAgent(llm=llm, source=pattern, driver=other)
 
 
 def test_a_missing_source_or_bad_sound_setting_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="needs a frame source: pass source="):
+    with pytest.raises(ArgumentError, match="needs a frame source: pass source="):
         VisualAgent(llm=ScriptedLLM([]))
-    with pytest.raises(ConfigError, match="audio_s must be positive"):
+    with pytest.raises(ArgumentError, match="audio_s must be positive"):
         VisualAgent(llm=ScriptedLLM([]), source=TestPatternSource(160, 120), audio_s=0)
 
 

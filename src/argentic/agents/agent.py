@@ -42,17 +42,8 @@ from argentic.agents.loop import EventSink, LoopPolicy, NullEvents, ToolLoop
 from argentic.agents.messages import MessageBuilder
 from argentic.agents.tasks import AgentTask, TaskBoard
 from argentic.config import AgentConfig
-from argentic.errors import (
-    AgentError,
-    BusyError,
-    InvalidTopicError,
-    LLMError,
-    LLMTimeoutError,
-    LLMUnavailableError,
-    StepLimitError,
-    TaskError,
-    VideoError,
-)
+from argentic.errors import AgentError, BusyError, InvalidTopicError, LLMError
+from argentic.errors_wire import error_info as error_info  # also importable from here, as before
 from argentic.lifecycle import Running
 from argentic.llm import (
     ChatMessage,
@@ -111,23 +102,6 @@ class AgentResult:
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     steps: int = 0
-
-
-def error_info(exc: BaseException) -> ErrorInfo:
-    """The wire error for what stopped a question."""
-    if isinstance(exc, TaskError):
-        return ErrorInfo(code=exc.code, message=str(exc), details=getattr(exc, "details", None) or None)
-    if isinstance(exc, StepLimitError):
-        return ErrorInfo(code="step_limit", message=str(exc))
-    if isinstance(exc, LLMUnavailableError):
-        return ErrorInfo(code="llm_unavailable", message=str(exc))
-    if isinstance(exc, LLMTimeoutError):
-        return ErrorInfo(code="timeout", message=str(exc))
-    if isinstance(exc, LLMError | AgentError):
-        return ErrorInfo(code="llm_error", message=str(exc))
-    if isinstance(exc, VideoError):
-        return ErrorInfo(code="no_frames", message=str(exc))
-    return ErrorInfo(code="internal", message=f"{type(exc).__name__}: {exc}")
 
 
 class Agent(Running):

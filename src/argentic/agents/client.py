@@ -14,8 +14,11 @@
 
 The question goes to ``{ns}/agents/{role}/questions`` (any replica of the role takes it); events
 come from ``{ns}/agents/{role}/events/{question_id}``; the answer, or an error reply, comes to the
-messager's inbox. An error reply raises :class:`~argentic.errors.AgentReplyError`; no answer in
-time raises :class:`~argentic.errors.RequestTimeoutError`.
+messager's inbox. An error reply raises the class of its code (``except DeadlineError``,
+``except TaskCanceledError``, ``except LLMUnavailableError``; see
+:data:`argentic.errors.ERROR_CLASSES`), which is also an :class:`~argentic.errors.AgentReplyError`
+with the wire ``.code`` and the agent's message as ``.reason``; no answer in time raises
+:class:`~argentic.errors.RequestTimeoutError`.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel
 
-from argentic.errors import AgentReplyError, ArgenticError, RequestTimeoutError
+from argentic.errors import ArgenticError, ArgumentError, RequestTimeoutError, UsageError
+from argentic.errors_wire import error_from
 from argentic.llm.types import OutputSpec
 from argentic.messaging import Messager
 from argentic.protocol import (
@@ -182,13 +186,13 @@ class AgentRun:
 
     def _started(self) -> asyncio.Task[Answer | ErrorReply]:
         if self._reply is None:
-            raise RuntimeError("use the run inside `async with client.stream(...) as run:`")
+            raise UsageError("use the run inside `async with client.stream(...) as run:`")
         return self._reply
 
     async def give_input(self, status: TaskStatus, text: str) -> None:
         """Answer an ``input-required`` status of this run (the task goes on with ``text``)."""
         if status.reply_to is None:
-            raise ValueError("this status asks for no input (it has no reply_to)")
+            raise ArgumentError("this status asks for no input (it has no reply_to)")
         messager = self.client.messager
         # reply_to names this asker: the agent takes input only from the task's owner.
         await messager.reply(
@@ -200,10 +204,11 @@ class AgentRun:
         await self.client.cancel(self.question.id, reason)
 
     async def wait(self) -> Answer:
-        """The whole answer message (tool calls, usage, conversation id); raises on an error reply."""
+        """The whole answer message (tool calls, usage, conversation id); an error reply raises the
+        class of its code, also an :class:`~argentic.errors.AgentReplyError`."""
         reply = await self._started()
         if isinstance(reply, ErrorReply):
-            raise AgentReplyError(reply.error.code, reply.error.message)
+            raise error_from(reply.error)
         return reply
 
     @property
@@ -211,10 +216,10 @@ class AgentRun:
         """The answer, once it has arrived (after iterating, or after :meth:`wait`)."""
         reply = self._started()
         if not reply.done():
-            raise RuntimeError("the answer has not arrived yet: iterate the run or await run.wait()")
+            raise UsageError("the answer has not arrived yet: iterate the run or await run.wait()")
         result = reply.result()
         if isinstance(result, ErrorReply):
-            raise AgentReplyError(result.error.code, result.error.message)
+            raise error_from(result.error)
         return result
 
     async def result(self) -> Any:
@@ -312,7 +317,7 @@ class AgentClient:
             await self.stop_waiting(question.id)
             raise
         if isinstance(reply, ErrorReply):
-            raise AgentReplyError(reply.error.code, reply.error.message)
+            raise error_from(reply.error)
         return reply
 
     @overload

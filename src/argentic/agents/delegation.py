@@ -33,11 +33,19 @@ from typing import Any
 from argentic.agents.client import AgentClient, AgentRun
 from argentic.agents.loop import NullEvents
 from argentic.agents.tasks import AgentTask, TaskBoard, running_task, task_status
-from argentic.errors import AgentReplyError, ArgenticError, RequestTimeoutError
+from argentic.errors import (
+    AgentReplyError,
+    ArgenticError,
+    NoAgentOnlineError,
+    RequestTimeoutError,
+    ToolArgumentsError,
+    ToolExecutionError,
+    ToolTimeoutError,
+)
+from argentic.errors_wire import error_from, error_info
 from argentic.llm import ChatMessage, ChatRequest, ChatResponse, ToolDefinition
 from argentic.messaging import Messager
 from argentic.protocol import (
-    ErrorInfo,
     ErrorReply,
     Presence,
     Question,
@@ -55,21 +63,18 @@ DEADLINE_GRACE_S = 2.0
 #: How long a role's retained presence is awaited when it has not been seen yet.
 PRESENCE_WAIT_S = 1.0
 
-_ERROR_CODES = set(ErrorInfo.model_fields["code"].annotation.__args__)  # type: ignore[union-attr]
-
 
 def tool_name(role: str) -> str:
     """The tool that asks ``role`` (tool names allow letters, digits, ``_`` and ``-``)."""
     return "ask_" + re.sub(r"[^A-Za-z0-9_-]", "_", role)
 
 
-def _failure(name: str, code: str, message: str) -> ToolResult:
-    return ToolResult(
-        call_id="",
-        tool=name,
-        ok=False,
-        error=ErrorInfo(code=code if code in _ERROR_CODES else "tool_failed", message=message),
-    )
+def _failure(name: str, error: BaseException, message: str | None = None) -> ToolResult:
+    """A failed result of tool ``name``: ``error``'s wire code, its message unless another is given."""
+    info = error_info(error)
+    if message is not None:
+        info = info.model_copy(update={"message": message})
+    return ToolResult(call_id="", tool=name, ok=False, error=info)
 
 
 class Directory:
@@ -269,7 +274,7 @@ class Delegation:
             return await self._assign(arguments.get("tasks"))
         text = str(arguments.get("question", "")).strip()
         if not text:
-            return _failure(name, "invalid_arguments", "give a non-empty 'question'")
+            return _failure(name, ToolArgumentsError("give a non-empty 'question'"))
         return await self.ask(self._tools[name], text, tool=name)
 
     # --- asking -------------------------------------------------------------------------------
@@ -278,7 +283,7 @@ class Delegation:
         most = 2 * len(self.delegates)
         if not isinstance(tasks, list) or not 0 < len(tasks) <= most:
             return _failure(
-                "assign", "invalid_arguments", f"give 'tasks': a list of 1 to {most} {{role, question}}"
+                "assign", ToolArgumentsError(f"give 'tasks': a list of 1 to {most} {{role, question}}")
             )
         parts: list[tuple[str, str]] = []
         for item in tasks:
@@ -287,7 +292,7 @@ class Delegation:
             if role not in self.delegates or not text:
                 known = ", ".join(self.delegates)
                 return _failure(
-                    "assign", "invalid_arguments", f"each task needs a role ({known}) and a question"
+                    "assign", ToolArgumentsError(f"each task needs a role ({known}) and a question")
                 )
             parts.append((str(role), text))
         results = await asyncio.gather(*(self.ask(role, text, tool="assign") for role, text in parts))
@@ -298,7 +303,7 @@ class Delegation:
             for (role, _), r in zip(parts, results, strict=True)
         ]
         if not any(r.ok for r in results):
-            return _failure("assign", "tool_failed", "no member could answer: " + json.dumps(answers))
+            return _failure("assign", ToolExecutionError("no member could answer: " + json.dumps(answers)))
         return ToolResult(call_id="", tool="assign", ok=True, result=answers)
 
     async def ask(self, role: str, text: str, *, tool: str | None = None) -> ToolResult:
@@ -313,7 +318,7 @@ class Delegation:
     async def _ask(self, task: AgentTask | None, role: str, text: str, name: str) -> ToolResult:
         question = self._question(task, text[:MAX_QUESTION_CHARS])
         if not await self.messager.shared(Directory).online(role):
-            return _failure(name, "unavailable", f"no {role} agent is online; answer without the {role}")
+            return _failure(name, NoAgentOnlineError(f"no {role} agent is online; answer without the {role}"))
         timeout = self.timeout_s
         if question.deadline is not None:
             timeout = min(timeout, max(0.0, question.deadline - time.time()) + DEADLINE_GRACE_S)
@@ -347,16 +352,17 @@ class Delegation:
                 if not answered:
                     await self._cancel(role, question.id, "its agent went offline")
                     return _failure(
-                        name, "unavailable", f"the {role} agent working on it went offline before answering"
+                        name,
+                        NoAgentOnlineError(f"the {role} agent working on it went offline before answering"),
                     )
                 answer = await run.wait()
         except AgentReplyError as exc:
-            return _failure(name, exc.code, f"the {role} could not answer: {exc.reason}")
+            return _failure(name, exc, f"the {role} could not answer: {exc.reason}")
         except RequestTimeoutError:
             await self._cancel(role, question.id, "no answer in time")
-            return _failure(name, "timeout", f"the {role} did not answer within {timeout:.0f}s")
+            return _failure(name, ToolTimeoutError(f"the {role} did not answer within {timeout:.0f}s"))
         except ArgenticError as exc:
-            return _failure(name, "tool_failed", f"asking the {role} failed: {exc}")
+            return _failure(name, ToolExecutionError(f"asking the {role} failed: {exc}"))
         finally:
             stop_watching()
         return ToolResult(call_id="", tool=name, ok=True, result=answer.text)
@@ -440,7 +446,7 @@ class Delegation:
     async def _ask_back(self, text: str) -> ToolResult:
         task = running_task.get()
         if task is None or not text.strip():
-            return _failure("ask_back", "invalid_arguments", "there is no asker to ask, or no question")
+            return _failure("ask_back", ToolArgumentsError("there is no asker to ask, or no question"))
         board = self.messager.shared(TaskBoard)
         timeout = self.timeout_s
         remaining = task.remaining_s()
@@ -462,11 +468,11 @@ class Delegation:
                     break
                 await board.refuse(reply, task, "give input to")
         except RequestTimeoutError:
-            return _failure("ask_back", "timeout", "no answer from the asker; go on without it")
+            return _failure("ask_back", ToolTimeoutError("no answer from the asker; go on without it"))
         finally:
             await board.status(task, "working")
         if isinstance(reply, ErrorReply):
-            return _failure("ask_back", reply.error.code, reply.error.message)
+            return _failure("ask_back", error_from(reply.error))
         return ToolResult(call_id="", tool="ask_back", ok=True, result=reply.text)
 
 

@@ -37,6 +37,7 @@ from argentic.errors import (
     TaskCanceledError,
     TaskError,
 )
+from argentic.errors_wire import error_info
 from argentic.messaging import Messager
 from argentic.protocol import Cancel, ErrorInfo, ErrorReply, Question, TaskState, TaskStatus, ToolResult
 
@@ -135,12 +136,6 @@ def check_question(question: Question, role: str, max_depth: int) -> None:
         raise DeadlineError(f"the task's deadline passed before {role} could start on it")
 
 
-def _error(exc: BaseException) -> ErrorInfo:
-    from argentic.agents.agent import error_info
-
-    return error_info(exc)
-
-
 class TaskBoard:
     """The running tasks of the agents on one messager: ``messager.shared(TaskBoard)``."""
 
@@ -223,7 +218,7 @@ class TaskBoard:
         if not request.reply_to:
             return
         error = ForbiddenError(f"question {task.question.id} is not yours: only its asker may {what} it")
-        reply = ErrorReply(request_id=request.id, error=_error(error))
+        reply = ErrorReply(request_id=request.id, error=error_info(error))
         try:
             await self.messager.reply(request, reply)
         except Exception as exc:
@@ -251,7 +246,7 @@ class TaskBoard:
         except TaskError as exc:
             state: TaskState = "canceled" if exc.code == "canceled" else REFUSED
             await self.status(task, "submitted", text=question.text)
-            await self.status(task, state, error=_error(exc))
+            await self.status(task, state, error=error_info(exc))
             raise
         await self.status(task, "submitted", text=question.text)
 
@@ -289,7 +284,7 @@ class TaskBoard:
             await self.status(task, "canceled", error=ErrorInfo(code="canceled", message="the agent stopped"))
             raise
         except Exception as exc:
-            error = _error(exc)
+            error = error_info(exc)
             await self.status(task, "canceled" if error.code == "canceled" else "failed", error=error)
             raise
         finally:

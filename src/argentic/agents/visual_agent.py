@@ -33,7 +33,7 @@ from argentic.agents.frame_messages import FrameMessages, Look
 from argentic.agents.loop import EventSink, LoopPolicy, NullEvents
 from argentic.agents.visual_watch import Sighting, Trigger, Watch
 from argentic.config import AgentConfig, ArgenticConfig, VideoConfig
-from argentic.errors import ConfigError, VideoError
+from argentic.errors import ArgumentError, UsageError, VideoError
 from argentic.llm import LLMProvider, OutputSpec
 from argentic.llm.profiles import profile_for
 from argentic.protocol import Observation, Question
@@ -95,12 +95,12 @@ class VisualAgent(Agent):
             )
         chosen = source_or_driver(source, driver, "VisualAgent")
         if chosen is None:
-            raise ConfigError(
+            raise ArgumentError(
                 "VisualAgent needs a frame source: pass source= (a WebRTCDriver, FileSource, "
                 "TestPatternSource, ...)"
             )
         if audio_s is not None and audio_s <= 0:
-            raise ConfigError(f"audio_s must be positive seconds (or None for no sound), got {audio_s}")
+            raise ArgumentError(f"audio_s must be positive seconds (or None for no sound), got {audio_s}")
         limit = max_images_per_prompt if max_images_per_prompt is not None else llm.max_images_per_prompt
         audio_limit = max_audio_per_prompt if max_audio_per_prompt is not None else llm.max_audio_per_prompt
         self._limit_known = limit is not None  # else the model's profile may say, once it is known
@@ -454,7 +454,7 @@ class VisualAgent(Agent):
         returned); :meth:`stop_watch` or :meth:`stop` ends it. Prefer ``async for`` over
         :meth:`watch`, which needs no task."""
         if self._watch_task is not None and not self._watch_task.done():
-            raise RuntimeError("this agent is already watching; stop_watch() first")
+            raise UsageError("this agent is already watching; stop_watch() first")
         watch = self.watch(question, **options)
         self._watch_task = asyncio.create_task(watch.run(), name=f"watch-{self.role}")
         return self._watch_task
@@ -483,7 +483,7 @@ def source_or_driver(
         return source
     warnings.warn(f"{where}(driver=...) is deprecated: pass source=", DeprecationWarning, stacklevel=3)
     if source is not None and source is not driver:
-        raise ConfigError(f"{where}: pass source= only (driver= is its deprecated older name), not both")
+        raise ArgumentError(f"{where}: pass source= only (driver= is its deprecated older name), not both")
     return driver
 
 

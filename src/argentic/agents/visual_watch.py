@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from argentic.errors import ConfigError
+from argentic.errors import ArgumentError, UsageError
 from argentic.llm import OutputSpec
 from argentic.protocol import Observation, ToolCallRecord
 from argentic.video.audio import SoundLevelDetector
@@ -96,14 +96,14 @@ class Watch(Coroutine[Any, Any, None]):
         observation_timeout_s: float | None = None,
     ) -> None:
         if interval_s is None and not on_scene_change and not on_sound:
-            raise ConfigError("watch needs interval_s, on_scene_change, on_sound, or a mix")
+            raise ArgumentError("watch needs interval_s, on_scene_change, on_sound, or a mix")
         for name, value in (
             ("interval_s", interval_s),
             ("duration_s", duration_s),
             ("observation_timeout_s", observation_timeout_s),
         ):
             if value is not None and value <= 0:
-                raise ConfigError(f"watch: {name} must be positive seconds (or None), got {value}")
+                raise ArgumentError(f"watch: {name} must be positive seconds (or None), got {value}")
         self.agent = agent
         self.question = question
         self.interval_s = interval_s
@@ -136,7 +136,7 @@ class Watch(Coroutine[Any, Any, None]):
 
     async def __anext__(self) -> Sighting:
         if self._busy:
-            raise RuntimeError("a watch has one consumer: its previous observation is still being made")
+            raise UsageError("a watch has one consumer: its previous observation is still being made")
         self._busy = True
         try:
             while not self._finished():
@@ -200,7 +200,7 @@ class Watch(Coroutine[Any, Any, None]):
     async def _begin(self) -> None:
         await self.agent.start_audio()
         if self._hearing is not None and self.agent.audio_buffer is None:
-            raise ConfigError("watch(on_sound=True) needs a source with sound (or an audio_source)")
+            raise ArgumentError("watch(on_sound=True) needs a source with sound (or an audio_source)")
         now = asyncio.get_running_loop().time()
         self._next_due = now  # the first observation comes at once
         if self.duration_s is not None:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from argentic.errors import InvalidTopicError
+from argentic.errors import InvalidTopicError, MalformedMessageError
 from argentic.protocol import matches
 
 #: Levels in a topic argentic publishes to or replies on (brokers refuse a few hundred).
@@ -81,8 +81,8 @@ class ReplyPolicy:
 
 
 def check_value(value: Any, what: str = "value") -> None:
-    """Raise ValueError if ``value`` (JSON-ready) nests deeper than MAX_DEPTH or holds an integer
-    of more than MAX_INT_DIGITS digits, which receivers could not parse."""
+    """Raise MalformedMessageError (a ValueError) if ``value`` (JSON-ready) nests deeper than
+    MAX_DEPTH or holds an integer of more than MAX_INT_DIGITS digits, which receivers could not parse."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
@@ -91,12 +91,12 @@ def check_value(value: Any, what: str = "value") -> None:
         if isinstance(item, int):
             # bit_length avoids the str conversion that itself fails above 4,300 digits.
             if item.bit_length() * 0.30103 > MAX_INT_DIGITS:
-                raise ValueError(
+                raise MalformedMessageError(
                     f"{what} holds an integer of about {int(item.bit_length() * 0.30103)} digits "
                     f"(at most {MAX_INT_DIGITS}); return it as a string"
                 )
         elif isinstance(item, dict | list | tuple):
             if depth >= MAX_DEPTH:
-                raise ValueError(f"{what} nests deeper than {MAX_DEPTH} levels")
+                raise MalformedMessageError(f"{what} nests deeper than {MAX_DEPTH} levels")
             children: Sequence[Any] = list(item.values()) if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)

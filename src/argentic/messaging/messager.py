@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from argentic.config import MessagingConfig, TLSConfig
-from argentic.errors import NotConnectedError
+from argentic.errors import ArgumentError, NotConnectedError
 from argentic.messaging.connection import Connection, State, Will
 from argentic.messaging.dispatch import Dispatcher, EmptyHandler, Handler, Subscription, delivery_topic
 from argentic.messaging.leaving import Leaving, SharedPart
@@ -78,7 +78,7 @@ class Messager:
         transport: Transport | None = None,
     ) -> None:
         if qos not in (0, 1, 2):
-            raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
+            raise ArgumentError(f"qos must be 0, 1 or 2, got {qos!r}")
         # Read-only after construction: the collaborators below take their copies now.
         self.broker_address = broker_address
         self.port = port

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from argentic.errors import ArgumentError, UsageError
 from argentic.messaging.dispatch import Subscription
 from argentic.protocol import Message
 
@@ -56,7 +57,7 @@ class MessageStream(Generic[T]):
         detach: Callable[[MessageStream[Any]], Awaitable[None]],
     ) -> None:
         if queue_size < 1:
-            raise ValueError(f"queue_size must be at least 1, got {queue_size!r}")
+            raise ArgumentError(f"queue_size must be at least 1, got {queue_size!r}")
         self.topic_filter = topic_filter
         self.queue_size = queue_size
         self.dropped = 0  # messages dropped because the reader fell behind
@@ -79,7 +80,7 @@ class MessageStream(Generic[T]):
 
     async def __aenter__(self) -> MessageStream[T]:
         if self._entered:
-            raise RuntimeError("a message stream can be entered once; call messager.messages() again")
+            raise UsageError("a message stream can be entered once; call messager.messages() again")
         await self._attach(self)
         self._entered = True
         return self
@@ -95,7 +96,7 @@ class MessageStream(Generic[T]):
 
     async def __anext__(self) -> T:
         if not self._entered:
-            raise RuntimeError("enter the stream first: async with messager.messages(...) as messages")
+            raise UsageError("enter the stream first: async with messager.messages(...) as messages")
         while not self._items:
             if self._ended:
                 raise StopAsyncIteration

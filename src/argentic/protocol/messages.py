@@ -21,7 +21,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from argentic.errors import MalformedMessageError
+from argentic.errors import ErrorCode, MalformedMessageError
 from argentic.protocol.topics import topic_level
 from argentic.validation import describe_validation_error
 
@@ -121,26 +121,10 @@ class Answer(Message):
 
 
 class ErrorInfo(BaseModel):
-    code: Literal[
-        "malformed_request",
-        "unknown_tool",
-        "invalid_arguments",
-        "tool_failed",
-        "timeout",
-        "llm_unavailable",
-        "llm_error",
-        "step_limit",
-        "no_frames",
-        "canceled",
-        "delegation_cycle",
-        "depth_limit",
-        "deadline",
-        "unavailable",
-        "delegation_failed",
-        "forbidden",
-        "busy",
-        "internal",
-    ]
+    """What went wrong; ``code`` maps to one exception class (:data:`argentic.errors.ERROR_CLASSES`,
+    converted by :mod:`argentic.errors_wire`)."""
+
+    code: ErrorCode
     message: str
     details: Any = None
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast, get_type_hints, overload
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
-from argentic.errors import ToolArgumentsError
+from argentic.errors import ToolArgumentsError, ToolDefinitionError
 from argentic.protocol import ToolSpec, topic_level
 from argentic.validation import describe_validation_error
 
@@ -214,9 +214,9 @@ def _arguments_model(fn: Callable[..., Any], name: str) -> tuple[type[BaseModel]
     params = [p for p in signature.parameters.values() if p.name not in ("self", "cls")]
     for param in params:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise TypeError(f"tool {name}: *args and **kwargs cannot be described to a model")
+            raise ToolDefinitionError(f"tool {name}: *args and **kwargs cannot be described to a model")
         if param.name not in hints:
-            raise TypeError(f"tool {name}: parameter {param.name!r} needs a type annotation")
+            raise ToolDefinitionError(f"tool {name}: parameter {param.name!r} needs a type annotation")
     if len(params) == 1:
         only = hints[params[0].name]
         if isinstance(only, type) and issubclass(only, BaseModel):

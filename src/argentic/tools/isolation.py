@@ -36,7 +36,7 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 
-from argentic.errors import ToolExecutionError
+from argentic.errors import ArgumentError, ToolExecutionError
 from argentic.lifecycle import Running
 from argentic.messaging.limits import check_value
 
@@ -183,7 +183,7 @@ class WorkerPool(Running):
 
     def __init__(self, size: int, *, keep_idle_s: float = KEEP_IDLE_S) -> None:
         if size < 1:
-            raise ValueError(f"a worker pool needs at least one worker, got {size}")
+            raise ArgumentError(f"a worker pool needs at least one worker, got {size}")
         self.size = size
         self.keep_idle_s = keep_idle_s
         self._keys: dict[Hashable, int] = {}

@@ -16,11 +16,18 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from argentic.errors import MessagingError, RequestTimeoutError
+from argentic.errors import (
+    MessagingError,
+    RequestTimeoutError,
+    ToolExecutionError,
+    ToolTimeoutError,
+    UnknownToolError,
+)
+from argentic.errors_wire import failed_result
 from argentic.lifecycle import Running
 from argentic.llm import ToolDefinition
 from argentic.messaging import Messager, delivery_topic
-from argentic.protocol import ErrorInfo, ErrorReply, ToolAnnouncement, ToolCall, ToolResult, ToolSpec
+from argentic.protocol import ErrorReply, ToolAnnouncement, ToolCall, ToolResult, ToolSpec
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +136,21 @@ class ToolManager(Running):
         ]
 
     async def wait_for_tools(self, *names: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Wait until the named tools (or, with no names, any tool) are announced."""
+        """Wait until the named tools (or, with no names, any tool) are announced; raises
+        :class:`~argentic.errors.ToolTimeoutError` (a ``TimeoutError``) naming those still missing."""
 
         def ready() -> bool:
             known = self.tools
             return all(n in known for n in names) if names else bool(known)
 
-        async with asyncio.timeout(timeout):
-            while not ready():
-                self._changed.clear()
-                await self._changed.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while not ready():
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            missing = ", ".join(n for n in names if n not in self.tools) or "any tool"
+            raise ToolTimeoutError(f"{missing} not announced within {timeout:g} s") from None
 
     async def _on_announcement(self, announcement: ToolAnnouncement) -> None:
         # Filed under the topic's service id, which the broker's ACL guards; the payload repeats it
@@ -226,8 +238,8 @@ class ToolManager(Running):
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(
-                        _error_result(
-                            name, "tool_failed", f"the service of tool {name} went away during the call"
+                        failed_result(
+                            name, ToolExecutionError(f"the service of tool {name} went away during the call")
                         )
                     )
 
@@ -257,8 +269,8 @@ class ToolManager(Running):
                 spec = self.tools.get(name)
         if spec is None:
             known = ", ".join(sorted(self.tools)) or "none"
-            return _error_result(
-                name, "unknown_tool", f"no tool named {name!r} is announced (known: {known})"
+            return failed_result(
+                name, UnknownToolError(f"no tool named {name!r} is announced (known: {known})")
             )
         wait = timeout or spec.timeout_s or self.default_timeout_s
         call = ToolCall(tool=name, arguments=arguments, caller=self.caller)
@@ -278,9 +290,11 @@ class ToolManager(Running):
                 return gone.result()
             reply = request.result()
         except RequestTimeoutError:
-            return _error_result(name, "timeout", f"tool {name} did not answer within {wait:g} s", call.id)
+            return failed_result(
+                name, ToolTimeoutError(f"tool {name} did not answer within {wait:g} s"), call.id
+            )
         except MessagingError as exc:
-            return _error_result(name, "tool_failed", f"could not reach tool {name}: {exc}", call.id)
+            return failed_result(name, ToolExecutionError(f"could not reach tool {name}: {exc}"), call.id)
         finally:
             waiters.discard(gone)
             if not waiters:
@@ -290,7 +304,3 @@ class ToolManager(Running):
         if isinstance(reply, ErrorReply):
             return ToolResult(call_id=call.id, tool=name, ok=False, error=reply.error)
         return reply
-
-
-def _error_result(tool: str, code: Any, message: str, call_id: str = "") -> ToolResult:
-    return ToolResult(call_id=call_id, tool=tool, ok=False, error=ErrorInfo(code=code, message=message))

@@ -24,11 +24,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from argentic.errors import ToolArgumentsError
+from argentic.errors import (
+    ConfigError,
+    ToolArgumentsError,
+    ToolExecutionError,
+    ToolTimeoutError,
+    UnknownToolError,
+)
+from argentic.errors_wire import failed_result
 from argentic.lifecycle import Running
 from argentic.messaging import Messager, Will
 from argentic.messaging.limits import check_value
-from argentic.protocol import ErrorInfo, ToolAnnouncement, ToolCall, ToolResult, Topics, topic_level
+from argentic.protocol import ToolAnnouncement, ToolCall, ToolResult, Topics, topic_level
 from argentic.tools.base import BaseTool, FunctionTool
 from argentic.tools.isolation import WorkerPool
 
@@ -64,7 +71,7 @@ class ToolService(Running):
         self.tools: dict[str, BaseTool] = {}
         for item in tools:
             if item.tool_name in self.tools:
-                raise ValueError(f"two tools are named {item.tool_name!r} in service {service_name!r}")
+                raise ConfigError(f"two tools are named {item.tool_name!r} in service {service_name!r}")
             self.tools[item.tool_name] = item
         self._slots = asyncio.Semaphore(max_concurrent_calls)
         self._workers = WorkerPool(max_concurrent_calls)
@@ -179,7 +186,7 @@ class ToolService(Running):
         """Run one call and make its result (never raises)."""
         item = self.tools.get(call.tool)
         if item is None:
-            return self._error(call, "unknown_tool", f"service {self.service_id} has no tool {call.tool!r}")
+            return self._error(call, UnknownToolError(f"service {self.service_id} has no tool {call.tool!r}"))
         timeout = item.call_timeout_s or self.call_timeout_s
         if call.expires_at is not None:
             timeout = min(timeout, max(call.expires_at - time.time(), 0.001))
@@ -196,22 +203,18 @@ class ToolService(Running):
             # Receivers could not parse an integer of thousands of digits: say so instead.
             check_value(result, "the result")
         except ToolArgumentsError as exc:
-            return self._error(call, "invalid_arguments", str(exc), details=item.parameters())
+            return self._error(call, exc, details=item.parameters())
         except TimeoutError:
             log.warning("tool %s timed out after %.1f s", call.tool, timeout)
-            return self._error(call, "timeout", f"tool {call.tool} did not finish within {timeout:g} s")
+            late = ToolTimeoutError(f"tool {call.tool} did not finish within {timeout:g} s")
+            return self._error(call, late)
         except Exception as exc:
             log.warning("tool %s raised %s: %s", call.tool, type(exc).__name__, exc)
-            return self._error(call, "tool_failed", f"{type(exc).__name__}: {exc}")
+            return self._error(call, ToolExecutionError(f"{type(exc).__name__}: {exc}"))
         self.calls_served += 1
         log.debug("tool %s answered in %.1f ms", call.tool, (time.monotonic() - started) * 1000)
         return ToolResult(call_id=call.id, tool=call.tool, ok=True, result=result, service_id=self.service_id)
 
-    def _error(self, call: ToolCall, code: Any, message: str, details: Any = None) -> ToolResult:
-        return ToolResult(
-            call_id=call.id,
-            tool=call.tool,
-            ok=False,
-            error=ErrorInfo(code=code, message=message, details=details),
-            service_id=self.service_id,
-        )
+    def _error(self, call: ToolCall, error: Exception, details: Any = None) -> ToolResult:
+        result = failed_result(call.tool, error, call.id, details)
+        return result.model_copy(update={"service_id": self.service_id})

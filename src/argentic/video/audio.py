@@ -23,7 +23,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from argentic.errors import VideoError
+from argentic.errors import ArgumentError, VideoError
 from argentic.video.frames import AudioBuffer, AudioChunk
 
 #: What Gemma 3n's audio encoder takes: 16 kHz mono (vLLM resamples other rates, but sending this
@@ -83,7 +83,7 @@ def read_wav(data: bytes) -> tuple[Samples, int]:
     """The samples (mono 16-bit) and rate of a WAV file made by :func:`wav_bytes`."""
     with wave.open(io.BytesIO(data), "rb") as wav:
         if wav.getnchannels() != 1 or wav.getsampwidth() != 2:
-            raise ValueError(
+            raise ArgumentError(
                 f"expected mono 16-bit WAV, got {wav.getnchannels()} channels of {wav.getsampwidth()} bytes"
             )
         rate = wav.getframerate()
@@ -141,7 +141,7 @@ def clip_from_buffer(buffer: AudioBuffer, seconds: float, rate: int = MODEL_SAMP
     """The last ``seconds`` of ``buffer`` at ``rate`` (shorter when less was heard), None when it
     holds nothing. Blocking: :func:`recent_clip` runs it off the loop."""
     if seconds <= 0:
-        raise ValueError(f"seconds must be positive, got {seconds}")
+        raise ArgumentError(f"seconds must be positive, got {seconds}")
     chunks = newest_chunks(buffer, min(seconds, MAX_CLIP_S))
     if not chunks:
         return None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from argentic.errors import ArgumentError
 from argentic.video.frames import Frame
 
 
@@ -67,5 +68,5 @@ def decode_data_url(url: str) -> bytes:
     """The bytes inside a ``data:...;base64,`` URL (for checking what was sent)."""
     header, _, payload = url.partition(",")
     if not header.startswith("data:") or not header.endswith(";base64"):
-        raise ValueError(f"not a base64 data URL: {url[:40]!r}")
+        raise ArgumentError(f"not a base64 data URL: {url[:40]!r}")
     return base64.b64decode(payload, validate=True)

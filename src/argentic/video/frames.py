@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from argentic.errors import VideoError
+from argentic.errors import ArgumentError, VideoError
 
 RGBImage = npt.NDArray[np.uint8]
 
@@ -84,7 +84,7 @@ class RingBuffer(Generic[T]):
 
     def __init__(self, capacity: int, timestamp_of: Callable[[T], float]) -> None:
         if capacity < 1:
-            raise ValueError("buffer capacity must be at least 1")
+            raise ArgumentError("buffer capacity must be at least 1")
         self.capacity = capacity
         self.timestamp_of = timestamp_of
         self._items: deque[T] = deque(maxlen=capacity)

@@ -24,6 +24,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from argentic.errors import ArgumentError
 from argentic.video.frames import AudioBuffer, AudioChunk, Frame, RGBImage
 from argentic.video.source import BufferedSource
 
@@ -96,7 +97,8 @@ def render_pattern(
 ) -> RGBImage:
     """The test pattern for frame ``index`` as an RGB array."""
     if width < 2 * _CELLS_PER_ROW or height < 32:
-        raise ValueError(f"test pattern needs at least {2 * _CELLS_PER_ROW}x32 pixels, got {width}x{height}")
+        least = f"{2 * _CELLS_PER_ROW}x32"
+        raise ArgumentError(f"test pattern needs at least {least} pixels, got {width}x{height}")
     scene = index // scene_every if scene_every else 0
     image = np.empty((height, width, 3), dtype=np.uint8)
     image[:] = _PALETTE[scene % len(_PALETTE)]
