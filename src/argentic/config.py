@@ -12,12 +12,22 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from argentic.errors import ConfigError
+from argentic.errors import ArgumentError, ConfigError
+from argentic.sampling import SamplingSettings
+from argentic.validation import describe_validation_error
 
 DEFAULT_CONFIG_FILE = "config.yaml"
 ENV_PREFIX = "ARGENTIC_"
@@ -153,11 +163,21 @@ class LLMConfig(Section):
         return images, audio
 
 
-class AgentConfig(Section):
-    role: str = "assistant"
-    system_prompt: str = "You are a helpful assistant. Use the tools when they help."
+#: The system prompt of an agent, or a role, that sets none.
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Use the tools when they help."
+
+#: RoleConfig's older flat sampling keys, read into ``sampling``.
+_FLAT_SAMPLING = ("temperature", "top_p", "max_tokens", "seed")
+
+
+class AgentOptions(Section):
+    """How an agent works: the one set of options behind the ``agent`` section, each
+    ``roles.NAME``, and ``Agent``, ``TeamAgent`` and ``VisualAgent`` (``options=``, or the same
+    names as keywords)."""
+
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_steps: int = Field(default=8, ge=1)
-    tool_timeout_s: float = Field(default=30.0, gt=0)
+    tool_timeout_s: float = Field(default=30.0, gt=0, description="a tool call's longest wait")
     tool_choice: str | None = Field(
         default=None,
         description="until a tool round: auto, required, none, or a tool name; null: the model's profile",
@@ -168,38 +188,79 @@ class AgentConfig(Section):
     max_repeated_calls: int = Field(
         default=2, ge=1, description="identical tool calls before an answer is forced"
     )
-    tools: list[str] | None = Field(default=None, description="tool names this agent may use; None = all")
+    tools: list[str] | None = Field(
+        default=None, description="announced tool names it may use; None = all, [] = none"
+    )
     max_conversations: int = Field(default=1000, gt=0)
     max_history_messages: int = Field(default=200, gt=0)
+    max_depth: int = Field(default=4, ge=0, description="deepest chain of askers it accepts")
+    max_tasks: int = Field(default=64, gt=0, description="questions from MQTT worked on at once")
+    max_waiting_tasks: int = Field(
+        default=1000, ge=0, description="questions waiting for a slot before more are refused (busy)"
+    )
+    sampling: SamplingSettings | None = Field(
+        default=None, description="temperature, max_tokens, top_p, seed...: over the provider's"
+    )
 
 
-class RoleConfig(Section):
+#: Older keyword names of agent options.
+_OPTION_ALIASES = {"tool_names": "tools", "settings": "sampling"}
+
+OptionsT = TypeVar("OptionsT", bound=AgentOptions)
+
+
+def with_options(options: OptionsT, overrides: Mapping[str, Any]) -> OptionsT:
+    """``options`` with ``overrides`` (option names; ``tool_names`` and ``settings`` as older
+    names of ``tools`` and ``sampling``) applied and validated; an unknown name or a wrong value
+    is an :class:`~argentic.errors.ArgumentError` saying so."""
+    if not overrides:
+        return options
+    update = {_OPTION_ALIASES.get(key, key): value for key, value in overrides.items()}
+    known = type(options).model_fields
+    unknown = sorted(set(update) - set(known))
+    if unknown:
+        raise ArgumentError(
+            f"unknown agent option {', '.join(map(repr, unknown))}; the options are {', '.join(known)}"
+        )
+    try:
+        checked = type(options).model_validate({**options.model_dump(exclude_unset=True), **update})
+    except ValidationError as exc:
+        raise ArgumentError(f"invalid agent options: {describe_validation_error(exc)}") from None
+    return options.model_copy(update={key: getattr(checked, key) for key in update})
+
+
+class AgentConfig(AgentOptions):
+    """The ``agent`` section: the options of the agent ``argentic agent`` runs, and its role."""
+
+    role: str = "assistant"
+
+
+class RoleConfig(AgentOptions):
     """One role of a team (``roles.NAME``): what it is for, how it thinks, whom it may ask."""
 
     description: str = Field(default="", description="what the role is for, shown to other agents")
-    system_prompt: str = "You are a helpful assistant. Use the tools when they help."
     llm: str | None = Field(default=None, description="a name under llm.endpoints; None: the llm section")
     model: str | None = Field(default=None, description="another model (or LoRA adapter) on that endpoint")
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    max_tokens: int | None = Field(default=None, gt=0)
-    seed: int | None = None
-    tools: list[str] | None = Field(default=None, description="tool names it may use; None = all, [] = none")
     delegates: list[str] = Field(default=[], description="roles it may ask, each offered as a tool")
     supervise: bool = Field(
         default=False, description="offer one `assign` tool that asks several delegates in parallel"
     )
     ask_back: bool = Field(default=False, description="may ask its asker for input (input-required)")
-    max_steps: int = Field(default=8, ge=1)
-    max_depth: int = Field(default=4, ge=0, description="deepest chain of askers it accepts")
     replicas: int = Field(default=1, ge=1, description="agents of this role `argentic team` runs")
-    tool_timeout_s: float = Field(default=30.0, gt=0)
     delegate_timeout_s: float = Field(default=300.0, gt=0, description="longest wait for a delegate")
-    tool_choice: str | None = None
-    followup_tool_choice: str | None = None
-    max_repeated_calls: int = Field(default=2, ge=1)
-    max_conversations: int = Field(default=1000, gt=0)
-    max_history_messages: int = Field(default=200, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_sampling(cls, data: Any) -> Any:
+        # `temperature: 0.2` beside the role's other keys, as before `sampling:` existed.
+        if isinstance(data, Mapping) and any(key in data for key in _FLAT_SAMPLING):
+            data = dict(data)
+            sampling = dict(data.get("sampling") or {})
+            for key in _FLAT_SAMPLING:
+                if key in data:
+                    sampling.setdefault(key, data.pop(key))
+            data["sampling"] = sampling
+        return data
 
 
 class ToolsConfig(Section):
@@ -354,17 +415,8 @@ def team_roles(config: ArgenticConfig) -> dict[str, RoleConfig]:
         return dict(config.roles)
     agent = config.agent
     return {
-        agent.role: RoleConfig(
-            system_prompt=agent.system_prompt,
-            tools=agent.tools,
-            max_steps=agent.max_steps,
-            tool_timeout_s=agent.tool_timeout_s,
-            tool_choice=agent.tool_choice,
-            followup_tool_choice=agent.followup_tool_choice,
-            max_repeated_calls=agent.max_repeated_calls,
-            max_conversations=agent.max_conversations,
-            max_history_messages=agent.max_history_messages,
-        )
+        # Every option of the agent section carries over (the role's own keys keep their defaults).
+        agent.role: RoleConfig.model_validate(agent.model_dump(exclude={"role"}, exclude_unset=True))
     }
 
 

@@ -30,23 +30,35 @@ def test_the_example_team_loads_with_roles_on_named_endpoints() -> None:
     config = load_config(ROOT / "examples" / "team.yaml", environ={})
     assert list(config.roles) == ["architect", "developer", "reviewer"]
     architect, developer = config.roles["architect"], config.roles["developer"]
-    assert (architect.llm, architect.temperature, architect.delegates) == (
+    assert architect.sampling is not None and developer.sampling is not None
+    assert (architect.llm, architect.sampling.temperature, architect.delegates) == (
         "big",
         0.1,
         ["developer", "reviewer"],
     )
-    assert (developer.llm, developer.temperature, developer.replicas) == ("coder", 0.3, 2)
+    assert (developer.llm, developer.sampling.temperature, developer.replicas) == ("coder", 0.3, 2)
     coder = endpoint_config(config.llm, "coder")
     assert coder.vllm_base_url == "http://localhost:8001/v1"
     assert coder.vllm_model_name == "Qwen/Qwen2.5-Coder-7B-Instruct"
     assert coder.server.port == 8001 and coder.max_tokens == 512
 
 
+def test_a_roles_older_flat_sampling_keys_load_into_sampling(tmp_path: Path) -> None:
+    text = "roles:\n  dev:\n    temperature: 0.2\n    seed: 7\n    sampling: {max_tokens: 64}\n"
+    sampling = _load(tmp_path, text).roles["dev"].sampling
+    assert sampling is not None
+    assert (sampling.temperature, sampling.seed, sampling.max_tokens) == (0.2, 7, 64)
+
+
 def test_the_agent_section_is_a_team_of_one(tmp_path: Path) -> None:
-    config = _load(tmp_path, "agent:\n  role: helper\n  system_prompt: Be brief.\n  max_steps: 3\n")
+    text = "agent:\n  role: helper\n  system_prompt: Be brief.\n  max_steps: 3\n  max_tasks: 5\n"
+    config = _load(tmp_path, text + "  sampling: {temperature: 0.4}\n")
     roles = team_roles(config)
     assert list(roles) == ["helper"]
-    assert roles["helper"].system_prompt == "Be brief." and roles["helper"].max_steps == 3
+    helper = roles["helper"]
+    assert helper.system_prompt == "Be brief." and helper.max_steps == 3
+    # Every agent option carries over, not a chosen few.
+    assert helper.max_tasks == 5 and helper.sampling is not None and helper.sampling.temperature == 0.4
 
 
 @pytest.mark.parametrize(
@@ -61,7 +73,9 @@ def test_the_agent_section_is_a_team_of_one(tmp_path: Path) -> None:
             ["roles.architect.llm", "unknown endpoint 'big'"],
         ),
         ("roles:\n  architect:\n    temprature: 0.1\n", ["roles.architect.temprature", "unknown key"]),
-        ("roles:\n  architect:\n    temperature: 9\n", ["roles.architect.temperature"]),
+        ("roles:\n  architect:\n    temperature: 9\n", ["roles.architect.sampling.temperature"]),
+        ("roles:\n  architect:\n    sampling: {temperature: 9}\n", ["roles.architect.sampling.temperature"]),
+        ("roles:\n  architect:\n    sampling: {temprature: 1}\n", ["roles.architect.sampling.temprature"]),
         ("roles:\n  lead:\n    supervise: true\n", ["roles.lead.supervise", "needs delegates"]),
         ("roles:\n  a/b: {}\n", ["roles.a/b", "'/'"]),
         ("llm:\n  endpoints:\n    big:\n      modle: x\n", ["llm.endpoints.big.modle", "unknown key"]),

@@ -41,9 +41,18 @@ from argentic.agents.events import MqttEvents
 from argentic.agents.loop import EventSink, LoopPolicy, NullEvents, ToolLoop
 from argentic.agents.messages import MessageBuilder
 from argentic.agents.tasks import AgentTask, TaskBoard
-from argentic.config import AgentConfig
-from argentic.errors import AgentError, BusyError, InvalidTopicError, LLMError
+from argentic.config import AgentConfig, AgentOptions, with_options
+from argentic.errors import (
+    AgentError,
+    BusyError,
+    InvalidTopicError,
+    LLMError,
+    MalformedMessageError,
+    TaskCanceledError,
+    UnknownToolError,
+)
 from argentic.errors_wire import error_info as error_info  # also importable from here, as before
+from argentic.errors_wire import failed_result
 from argentic.lifecycle import Running
 from argentic.llm import (
     ChatMessage,
@@ -51,10 +60,8 @@ from argentic.llm import (
     ChatResponse,
     LLMProvider,
     OutputSpec,
-    SamplingSettings,
     StreamEnd,
     TextDelta,
-    ToolChoice,
     ToolDefinition,
 )
 from argentic.llm.profiles import profile_for
@@ -62,7 +69,6 @@ from argentic.messaging import Messager, Will
 from argentic.protocol import (
     AgentCard,
     Answer,
-    ErrorInfo,
     ErrorReply,
     Message,
     Presence,
@@ -74,7 +80,8 @@ from argentic.protocol import (
     new_id,
     topic_level,
 )
-from argentic.tools import ToolManager
+from argentic.tools import LocalTools, ToolManager
+from argentic.tools.local import ToolLike
 from argentic.validation import describe_validation_error
 
 log = logging.getLogger(__name__)
@@ -115,48 +122,50 @@ class Agent(Running):
         role: str = "assistant",
         system_prompt: str | None = None,
         *,
-        max_steps: int = 8,
-        tool_choice: ToolChoice | None = None,
-        followup_tool_choice: ToolChoice | None = None,
-        max_repeated_calls: int = 2,
-        tool_timeout_s: float | None = None,
-        tool_names: Sequence[str] | None = None,
-        settings: SamplingSettings | None = None,
-        max_conversations: int = 1000,
-        max_history_messages: int = 200,
+        options: AgentOptions | None = None,
+        tools: Sequence[ToolLike] | LocalTools | None = None,
         message_builder: MessageBuilder | None = None,
-        max_depth: int = 4,
-        max_tasks: int = 64,
-        max_waiting_tasks: int = 1000,
+        **overrides: Any,
     ) -> None:
+        """``options`` (an :class:`~argentic.config.AgentOptions`, the ``agent`` config section or
+        a team role) say how the agent works; keywords of the same names override them
+        (``Agent(llm=llm, max_steps=3)``), as do ``tool_names=`` for ``tools`` (the announced
+        tools it may use) and ``settings=`` for ``sampling``. ``tools=`` are local tools (see
+        :class:`~argentic.tools.LocalTools`)."""
+        self.options = with_options(options or AgentOptions(), overrides)
+        options = self.options
         self.llm = llm
         self.messager = messager
         self.tool_manager = tool_manager
+        #: Tools called in this process (functions or BaseTools): no broker hop. They come first
+        #: when a remote tool has the same name.
+        self.local_tools = tools if isinstance(tools, LocalTools) else LocalTools(tools or ())
         self.role = topic_level(role, "agent role")
-        self.system_prompt = system_prompt if system_prompt is not None else AgentConfig().system_prompt
+        self.system_prompt = system_prompt if system_prompt is not None else options.system_prompt
         # None: the model's profile decides (looked up once the model's name is known).
-        self._tool_choices = (tool_choice, followup_tool_choice)
+        self._tool_choices = (options.tool_choice, options.followup_tool_choice)
         self._profiled = asyncio.Lock()
         self._profile_applied = False
         self.policy = LoopPolicy(
-            max_steps=max_steps,
-            tool_choice=tool_choice or "auto",
-            followup_tool_choice=followup_tool_choice or "auto",
-            max_repeated_calls=max_repeated_calls,
+            max_steps=options.max_steps,
+            tool_choice=options.tool_choice or "auto",
+            followup_tool_choice=options.followup_tool_choice or "auto",
+            max_repeated_calls=options.max_repeated_calls,
         )
-        self.tool_timeout_s = tool_timeout_s
-        self.tool_names = list(tool_names) if tool_names is not None else None
-        self.settings = settings
+        self.tool_timeout_s = options.tool_timeout_s
+        self.tool_names = list(options.tools) if options.tools is not None else None
+        #: Sampling over the provider's defaults (a request's own settings win).
+        self.settings = options.sampling
         self.message_builder = message_builder or MessageBuilder()
         self.conversations = ConversationStore(
-            max_conversations=max_conversations, max_messages=max_history_messages
+            max_conversations=options.max_conversations, max_messages=options.max_history_messages
         )
         #: Questions from MQTT run as tasks (see argentic.agents.tasks): at most ``max_tasks`` work
         #: at once, ``max_waiting_tasks`` more wait for a slot, beyond that they are refused.
-        self.max_depth = max_depth
-        self.max_tasks = max_tasks
-        self.max_waiting_tasks = max_waiting_tasks
-        self._slots = asyncio.Semaphore(max_tasks)
+        self.max_depth = options.max_depth
+        self.max_tasks = options.max_tasks
+        self.max_waiting_tasks = options.max_waiting_tasks
+        self._slots = asyncio.Semaphore(options.max_tasks)
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscription: Any = None
         self._presence_watch: Any = None
@@ -176,20 +185,9 @@ class Agent(Running):
         tool_manager: ToolManager | None = None,
         **overrides: Any,
     ) -> Agent:
-        options: dict[str, Any] = {
-            "role": config.role,
-            "system_prompt": config.system_prompt,
-            "max_steps": config.max_steps,
-            "tool_choice": config.tool_choice,
-            "followup_tool_choice": config.followup_tool_choice,
-            "max_repeated_calls": config.max_repeated_calls,
-            "tool_timeout_s": config.tool_timeout_s,
-            "tool_names": config.tools,
-            "max_conversations": config.max_conversations,
-            "max_history_messages": config.max_history_messages,
-        }
-        options.update(overrides)
-        return cls(llm, messager, tool_manager, **options)
+        """The agent the ``agent`` section describes; ``overrides`` as for the constructor."""
+        role = overrides.pop("role", config.role)
+        return cls(llm, messager, tool_manager, role, options=config, **overrides)
 
     async def apply_profile(self) -> LoopPolicy:
         """The loop policy with what the model's profile sets and the agent left open (once)."""
@@ -310,7 +308,7 @@ class Agent(Running):
             problems = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
             log.warning("invalid question %.64r: %s", incoming.id, problems)
             if incoming.reply_to:
-                error = ErrorInfo(code="malformed_request", message=f"not a valid question: {problems}")
+                error = error_info(MalformedMessageError(f"not a valid question: {problems}"))
                 request_id = incoming.id if isinstance(incoming.id, str) else None
                 await self.messager.reply(incoming, ErrorReply(request_id=request_id, error=error))
             return
@@ -355,7 +353,7 @@ class Agent(Running):
         except asyncio.CancelledError:
             # The agent is stopping: the asker learns at once rather than at its timeout.
             if question.reply_to:
-                error = ErrorInfo(code="canceled", message=f"the {self.role} agent stopped")
+                error = error_info(TaskCanceledError(f"the {self.role} agent stopped"))
                 with contextlib.suppress(Exception):
                     await self.messager.reply(question, ErrorReply(request_id=question.id, error=error))
             raise
@@ -458,25 +456,22 @@ class Agent(Running):
         return ToolLoop(call_llm, self.call_tool, self.tool_definitions(), self.policy, events)
 
     def tool_definitions(self) -> list[ToolDefinition]:
+        """The tools the model is offered: the local ones, then the announced ones it may use."""
+        local = self.local_tools.definitions()
         if self.tool_manager is None:
-            return []
-        return self.tool_manager.definitions(self.tool_names)
+            return local
+        remote = self.tool_manager.definitions(self.tool_names)
+        return local + [d for d in remote if d.name not in self.local_tools]
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> ToolResult:
+        """Where a tool runs: in this process when it is a local tool, else over MQTT."""
+        if name in self.local_tools:
+            return await self.local_tools.call(name, arguments, timeout=self.tool_timeout_s)
         if self.tool_manager is None:
-            return ToolResult(
-                call_id="",
-                tool=name,
-                ok=False,
-                error=ErrorInfo(code="unknown_tool", message="this agent has no tools"),
-            )
+            message = f"no tool {name!r}" if self.local_tools else "this agent has no tools"
+            return failed_result(name, UnknownToolError(message))
         if self.tool_names is not None and name not in self.tool_names:
-            return ToolResult(
-                call_id="",
-                tool=name,
-                ok=False,
-                error=ErrorInfo(code="unknown_tool", message=f"tool {name!r} is not available to this agent"),
-            )
+            return failed_result(name, UnknownToolError(f"tool {name!r} is not available to this agent"))
         return await self.tool_manager.call(name, arguments, timeout=self.tool_timeout_s)
 
     async def call_llm(self, request: ChatRequest, events: EventSink) -> ChatResponse:

@@ -281,7 +281,7 @@ class TaskBoard:
         except asyncio.CancelledError:
             # The agent itself is stopping: stop the work too.
             runner.cancel()
-            await self.status(task, "canceled", error=ErrorInfo(code="canceled", message="the agent stopped"))
+            await self.status(task, "canceled", error=error_info(TaskCanceledError("the agent stopped")))
             raise
         except Exception as exc:
             error = error_info(exc)

@@ -55,12 +55,13 @@ class TeamAgent(Agent):
         delegates: Mapping[str, str] | None = None,
         supervise: bool = False,
         ask_back: bool = False,
-        max_depth: int = 4,
         delegate_timeout_s: float = 300.0,
         description: str = "",
         **options: Any,
     ) -> None:
-        super().__init__(llm, messager, tool_manager, role, system_prompt, max_depth=max_depth, **options)
+        """A team role's agent; ``options`` as :class:`Agent` takes them (``options=`` a
+        :class:`~argentic.config.RoleConfig`, or keywords)."""
+        super().__init__(llm, messager, tool_manager, role, system_prompt, **options)
         self.delegation: Delegation | None = None
         if messager is not None and (delegates or ask_back):
             asker = Asker(self.role, messager, think_with(self), self.system_prompt)
@@ -73,7 +74,7 @@ class TeamAgent(Agent):
             tools=list(self.tool_names or []),
             delegates=list(delegates or {}),
             asks_back=ask_back,
-            max_depth=max_depth,
+            max_depth=self.max_depth,
         )
 
     @classmethod
@@ -94,21 +95,12 @@ class TeamAgent(Agent):
             messager,
             tool_manager,
             name,
-            role.system_prompt,
+            options=role,
             delegates={d: described.get(d, "") for d in role.delegates},
             supervise=role.supervise,
             ask_back=role.ask_back,
-            max_depth=role.max_depth,
             delegate_timeout_s=role.delegate_timeout_s,
             description=role.description,
-            max_steps=role.max_steps,
-            tool_choice=role.tool_choice,
-            followup_tool_choice=role.followup_tool_choice,
-            max_repeated_calls=role.max_repeated_calls,
-            tool_timeout_s=role.tool_timeout_s,
-            tool_names=role.tools,
-            max_conversations=role.max_conversations,
-            max_history_messages=role.max_history_messages,
         )
 
     def tool_definitions(self) -> list[ToolDefinition]:
@@ -123,17 +115,9 @@ class TeamAgent(Agent):
 
 def role_llm(role: RoleConfig, endpoint: LLMProvider) -> LLMProvider:
     """The provider of a role: its endpoint's, with the role's model and sampling."""
-    overrides: dict[str, Any] = {
-        key: value
-        for key, value in {
-            "model": role.model,
-            "temperature": role.temperature,
-            "top_p": role.top_p,
-            "max_tokens": role.max_tokens,
-            "seed": role.seed,
-        }.items()
-        if value is not None
-    }
+    overrides: dict[str, Any] = role.sampling.model_dump(exclude_none=True) if role.sampling else {}
+    if role.model is not None:
+        overrides["model"] = role.model
     if not overrides:
         return endpoint
     try:

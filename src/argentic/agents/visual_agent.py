@@ -32,7 +32,7 @@ from argentic.agents.agent import Agent, AgentResult
 from argentic.agents.frame_messages import FrameMessages, Look
 from argentic.agents.loop import EventSink, LoopPolicy, NullEvents
 from argentic.agents.visual_watch import Sighting, Trigger, Watch
-from argentic.config import AgentConfig, ArgenticConfig, VideoConfig
+from argentic.config import DEFAULT_SYSTEM_PROMPT, AgentConfig, ArgenticConfig, VideoConfig
 from argentic.errors import ArgumentError, UsageError, VideoError
 from argentic.llm import LLMProvider, OutputSpec
 from argentic.llm.profiles import profile_for
@@ -88,7 +88,8 @@ class VisualAgent(Agent):
         sound_threshold_dbfs: float = -30.0,
         **agent_options: Any,
     ) -> None:
-        if system_prompt is None:
+        given = agent_options.get("options")
+        if system_prompt is None and (given is None or given.system_prompt == DEFAULT_SYSTEM_PROMPT):
             system_prompt = (
                 "You are a visual assistant. You see video frames attached to each question; "
                 "answer from what they show. Use the tools when they help."
@@ -221,20 +222,8 @@ class VisualAgent(Agent):
         owned_audio = None if "audio_source" in overrides else audio_source_from_config(video)
         if owned_audio is not None:
             overrides["audio_source"] = owned_audio
-        options: dict[str, Any] = {
-            "role": agent.role,
-            "max_steps": agent.max_steps,
-            "tool_choice": agent.tool_choice,
-            "followup_tool_choice": agent.followup_tool_choice,
-            "max_repeated_calls": agent.max_repeated_calls,
-            "tool_timeout_s": agent.tool_timeout_s,
-            "tool_names": agent.tools,
-            "max_conversations": agent.max_conversations,
-            "max_history_messages": agent.max_history_messages,
-            **video_options(video, llm),
-        }
-        if agent.system_prompt != AgentConfig().system_prompt:
-            options["system_prompt"] = agent.system_prompt  # a configured prompt; else the visual default
+        # The agent section's options; its general default prompt gives way to the visual one.
+        options: dict[str, Any] = {"role": agent.role, "options": agent, **video_options(video, llm)}
         options.update(overrides)
         visual = cls(llm, messager, tool_manager, source, **options)
         visual._owned_audio = owned_audio  # built here from the config: the agent starts and stops it

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeAlias, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from argentic.protocol import Usage
+from argentic.sampling import SamplingSettings as SamplingSettings  # the one sampling object
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -144,28 +145,6 @@ class ToolDefinition(BaseModel):
             description=description or (arguments.__doc__ or "").strip(),
             parameters=arguments.model_json_schema(),
         )
-
-
-class SamplingSettings(BaseModel):
-    """Sampling for one request; None leaves the provider's (or the server's) default."""
-
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, gt=0)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = None
-    stop: list[str] | None = None
-    extra_body: dict[str, Any] | None = None
-
-    def merged(self, other: SamplingSettings | None) -> SamplingSettings:
-        """These settings with every field ``other`` sets taken from ``other``."""
-        if other is None:
-            return self
-        data = self.model_dump(exclude_none=True)
-        update = other.model_dump(exclude_none=True)
-        if "extra_body" in data and "extra_body" in update:
-            update["extra_body"] = {**data["extra_body"], **update["extra_body"]}
-        data.update(update)
-        return SamplingSettings(**data)
 
 
 class ChatRequest(BaseModel):

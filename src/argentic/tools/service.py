@@ -20,23 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from argentic.errors import (
-    ConfigError,
-    ToolArgumentsError,
-    ToolExecutionError,
-    ToolTimeoutError,
-    UnknownToolError,
-)
+from argentic.errors import ConfigError, UnknownToolError
 from argentic.errors_wire import failed_result
 from argentic.lifecycle import Running
 from argentic.messaging import Messager, Will
-from argentic.messaging.limits import check_value
 from argentic.protocol import ToolAnnouncement, ToolCall, ToolResult, Topics, topic_level
 from argentic.tools.base import BaseTool, FunctionTool
+from argentic.tools.execution import run_tool
 from argentic.tools.isolation import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -186,35 +179,18 @@ class ToolService(Running):
         """Run one call and make its result (never raises)."""
         item = self.tools.get(call.tool)
         if item is None:
-            return self._error(call, UnknownToolError(f"service {self.service_id} has no tool {call.tool!r}"))
-        timeout = item.call_timeout_s or self.call_timeout_s
-        if call.expires_at is not None:
-            timeout = min(timeout, max(call.expires_at - time.time(), 0.001))
-        started = time.monotonic()
-        try:
-            # asyncio.timeout rather than wait_for: no task of its own for every call.
-            async with self._slots, asyncio.timeout(timeout):
-                result = await item.invoke(
-                    call.arguments,
+            unknown = UnknownToolError(f"service {self.service_id} has no tool {call.tool!r}")
+            result = failed_result(call.tool, unknown, call.id)
+        else:
+            async with self._slots:
+                result = await run_tool(
+                    item,
+                    call,
+                    self.call_timeout_s,
                     isolate=self.isolate_sync_tools,
                     max_memory_mb=self.max_memory_mb,
                     workers=self._workers if self._workers.running else None,
                 )
-            # Receivers could not parse an integer of thousands of digits: say so instead.
-            check_value(result, "the result")
-        except ToolArgumentsError as exc:
-            return self._error(call, exc, details=item.parameters())
-        except TimeoutError:
-            log.warning("tool %s timed out after %.1f s", call.tool, timeout)
-            late = ToolTimeoutError(f"tool {call.tool} did not finish within {timeout:g} s")
-            return self._error(call, late)
-        except Exception as exc:
-            log.warning("tool %s raised %s: %s", call.tool, type(exc).__name__, exc)
-            return self._error(call, ToolExecutionError(f"{type(exc).__name__}: {exc}"))
-        self.calls_served += 1
-        log.debug("tool %s answered in %.1f ms", call.tool, (time.monotonic() - started) * 1000)
-        return ToolResult(call_id=call.id, tool=call.tool, ok=True, result=result, service_id=self.service_id)
-
-    def _error(self, call: ToolCall, error: Exception, details: Any = None) -> ToolResult:
-        result = failed_result(call.tool, error, call.id, details)
+            if result.ok:
+                self.calls_served += 1
         return result.model_copy(update={"service_id": self.service_id})

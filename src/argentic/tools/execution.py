@@ -1,0 +1,59 @@
+"""Running one tool call: the one place a tool runs, for a tool service and for an agent's local
+tools alike.
+
+:func:`run_tool` validates the arguments, runs the tool under its timeout and always returns a
+:class:`~argentic.protocol.ToolResult`: a failure (invalid arguments, the tool raised, too slow, a
+result receivers could not parse) is a result with an error, never an exception, so an agent can
+hand it to its model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from argentic.errors import ToolArgumentsError, ToolExecutionError, ToolTimeoutError
+from argentic.errors_wire import failed_result
+from argentic.messaging.limits import check_value
+from argentic.protocol import ToolCall, ToolResult
+from argentic.tools.base import BaseTool
+from argentic.tools.isolation import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+async def run_tool(
+    item: BaseTool,
+    call: ToolCall,
+    timeout_s: float,
+    *,
+    isolate: bool = False,
+    max_memory_mb: int | None = None,
+    workers: WorkerPool | None = None,
+) -> ToolResult:
+    """Run ``call`` with ``item`` within ``timeout_s`` (the call's own expiry shortens it)."""
+    timeout = item.call_timeout_s or timeout_s
+    if call.expires_at is not None:
+        timeout = min(timeout, max(call.expires_at - time.time(), 0.001))
+    started = time.monotonic()
+    try:
+        # asyncio.timeout rather than wait_for: no task of its own for every call.
+        async with asyncio.timeout(timeout):
+            result = await item.invoke(
+                call.arguments, isolate=isolate, max_memory_mb=max_memory_mb, workers=workers
+            )
+        # Receivers could not parse an integer of thousands of digits: say so instead.
+        check_value(result, "the result")
+    except ToolArgumentsError as exc:
+        return failed_result(call.tool, exc, call.id, item.parameters())
+    except TimeoutError:
+        log.warning("tool %s timed out after %.1f s", call.tool, timeout)
+        return failed_result(
+            call.tool, ToolTimeoutError(f"tool {call.tool} did not finish within {timeout:g} s"), call.id
+        )
+    except Exception as exc:
+        log.warning("tool %s raised %s: %s", call.tool, type(exc).__name__, exc)
+        return failed_result(call.tool, ToolExecutionError(f"{type(exc).__name__}: {exc}"), call.id)
+    log.debug("tool %s answered in %.1f ms", call.tool, (time.monotonic() - started) * 1000)
+    return ToolResult(call_id=call.id, tool=call.tool, ok=True, result=result)
