@@ -78,7 +78,7 @@ async def main(args: argparse.Namespace) -> int:
         question = " ".join(args.question) or QUESTION
         print(f"question: {question}")
         try:  # asked over MQTT, as any client asks
-            answer = await AgentClient(agent.messager, agent.role).ask(question)
+            answer = await AgentClient(agent.messager, agent.role).query(question)
         except AgentReplyError as exc:
             print(f"the agent could not answer: {exc}\nif the model cannot take images or sound, serve one:")
             print(f"    {MODEL_HINT}\nor run with --cpu to serve the tiny CPU model, which sees nothing")

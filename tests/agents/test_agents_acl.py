@@ -48,7 +48,7 @@ async def test_the_system_works_under_the_acl(party: MakeMessager) -> None:
         async with ToolManager(bus) as tools, Agent(llm=llm, messager=bus, tool_manager=tools, role="calc"):
             await tools.wait_for_tools("add")
             client = AgentClient(await party("client"), role="calc")
-            assert await client.online(wait_s=5)
+            assert await client.online(timeout=5)
             async with client.stream("2 + 3?") as run:
                 events = [event async for event in run]
             answer = run.answer

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from argentic import Agent, AgentClient, ToolManager, ToolService, describe_event
 from argentic.errors import AgentReplyError, RequestTimeoutError
 from argentic.llm import ScriptedLLM, tool_call
-from argentic.protocol import Progress, Token
+from argentic.protocol import Progress, TaskStatus, Token
 from argentic.testing.messagers import MakeMessager
 
 
@@ -38,10 +38,11 @@ async def setup(
 
 async def test_ask_gives_text_or_a_validated_model(setup: tuple[AgentClient, ScriptedLLM]) -> None:
     client, llm = setup
-    llm.add("four")
-    assert await client.ask("2 + 2?") == "four"
+    llm.add("four", "four again")
+    assert await client.query("2 + 2?") == "four"
+    assert await client.ask("2 + 2?") == "four again"  # the older name
     llm.add(tool_call("add", {"a": 2, "b": 2}), '{"value": 4}')
-    result = await client.ask("2 + 2?", output=Sum)
+    result = await client.query("2 + 2?", output=Sum)
     # data comes back only when the question carried the model's schema
     assert isinstance(result, Sum) and result.value == 4
 
@@ -52,7 +53,8 @@ async def test_stream_yields_the_events_then_the_answer(setup: tuple[AgentClient
     async with client.stream("20 + 22?", tokens=True) as run:
         events = [event async for event in run]
     stages = [e.stage for e in events if isinstance(e, Progress)]
-    assert stages[0] == "started" and "tool_call" in stages and "tool_result" in stages
+    assert stages[:3] == ["llm_call", "tool_call", "tool_result"], stages
+    assert [e.state for e in events if isinstance(e, TaskStatus)][:2] == ["submitted", "working"]
     assert "".join(e.text for e in events if isinstance(e, Token)) == "42"
     assert run.answer.text == "42" and [c.result for c in run.answer.tool_calls] == [42]
     assert await run.result() == "42"
@@ -75,6 +77,6 @@ async def test_an_error_reply_raises_with_its_code(setup: tuple[AgentClient, Scr
 
 async def test_no_agent_times_out(mqtt: MakeMessager) -> None:
     client = AgentClient(await mqtt(), "nobody", timeout_s=0.5)
-    assert not await client.online(wait_s=0.2)
+    assert not await client.online(timeout=0.2)
     with pytest.raises(RequestTimeoutError):
         await client.ask("anyone?")

@@ -16,7 +16,7 @@ from agents_support import REPO, all_tools
 from argentic.agents import Agent
 from argentic.llm import ScriptedLLM, tool_call
 from argentic.messaging import Messager
-from argentic.protocol import Answer, ErrorReply, Message, Presence, Progress, Question, Token
+from argentic.protocol import Answer, ErrorReply, Message, Presence, Progress, Question, TaskStatus, Token
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.waiting import wait_until
@@ -56,11 +56,13 @@ async def test_question_over_mqtt_gets_answer_and_events(served: tuple[Agent, Sc
     assert isinstance(answer, Answer)
     assert answer.question_id == question.id and answer.text == "42" and answer.agent == "calc"
     assert [(c.name, c.result) for c in answer.tool_calls] == [("add", 42)]
-    # events are published before the answer but may be delivered after it
-    await wait_until(lambda: any(isinstance(e, Progress) and e.stage == "answered" for e in events))
+    # events are published before the answer but may be delivered after it: one vocabulary for
+    # the task's state (task_status), another for its steps (progress)
+    await wait_until(lambda: any(isinstance(e, TaskStatus) and e.state == "completed" for e in events))
+    states = [e.state for e in events if isinstance(e, TaskStatus)]
+    assert states == ["submitted", "working", "completed"], states
     stages = [e.stage for e in events if isinstance(e, Progress)]
-    assert stages[0] == "started" and stages[-1] == "answered"
-    assert "tool_call" in stages and "tool_result" in stages
+    assert stages == ["llm_call", "tool_call", "tool_result", "llm_call"], stages
     tool_event = next(e for e in events if isinstance(e, Progress) and e.stage == "tool_call")
     assert tool_event.tool == "add" and tool_event.arguments == {"a": 20, "b": 22}
     assert "".join(e.text for e in events if isinstance(e, Token)) == "42"

@@ -250,7 +250,7 @@ async def test_what_a_messager_shares_it_closes(mqtt: MakeMessager, namespace: s
     board = messager.shared(TaskBoard)
     assert messager.shared(Directory) is directory and Directory.of(messager) is directory
     await board.serve("solo")
-    assert await directory.presence("nobody", wait_s=0.1) is None
+    assert await directory.presence("nobody", timeout=0.1) is None
     assert directory._subscriptions and board._roles
     await messager.disconnect()
     assert not directory._subscriptions and not board._roles

@@ -68,8 +68,8 @@ async def test_presence_carries_an_agent_card(mqtt: MakeMessager, namespace: str
     models = {"architect": model(answers("a")), "reviewer": model(answers("r"))}
     async with team(cfg, await mqtt(), models):
         directory = Directory.of(await mqtt())
-        architect = await directory.presence("architect", wait_s=5)
-        reviewer = await directory.presence("reviewer", wait_s=5)
+        architect = await directory.presence("architect", timeout=5)
+        reviewer = await directory.presence("reviewer", timeout=5)
     assert isinstance(architect, Presence) and architect.online and architect.card is not None
     assert architect.card.description == "designs systems"
     assert architect.card.delegates == ["reviewer"] and architect.card.tools == []
@@ -82,7 +82,7 @@ async def test_a_client_discovers_the_team_from_the_broker(mqtt: MakeMessager, n
         {"lead": {"description": "leads", "delegates": ["developer"]}, "developer": {"description": "codes"}},
     )
     async with team(cfg, await mqtt(), {"lead": model(answers("a")), "developer": model(answers("d"))}):
-        found = await Directory.of(await mqtt()).discover(wait_s=1.0)
+        found = await Directory.of(await mqtt()).discover(timeout=1.0)
     assert list(found) == ["developer", "lead"]
     lead = found["lead"].card
     assert lead is not None and lead.description == "leads" and lead.delegates == ["developer"]
@@ -383,10 +383,10 @@ async def test_argentic_team_runs_the_chosen_roles_each_with_its_presence(
         assert b"architect x1, developer x2" in line
         messager = await mqtt()
         directory = Directory.of(messager)
-        developer = await directory.presence("developer", wait_s=10)
+        developer = await directory.presence("developer", timeout=10)
         assert developer is not None and developer.online and developer.card is not None
         assert developer.card.description == "codes"
-        assert await directory.presence("reviewer", wait_s=0.5) is None  # not run here
+        assert await directory.presence("reviewer", timeout=0.5) is None  # not run here
         # The scripted provider echoes the question.
         assert await AgentClient(messager, "developer").ask("hello", timeout=20) == "hello"
     finally:

@@ -1,7 +1,8 @@
 """The agent: answers questions with an LLM and the announced tools, locally and over MQTT.
 
 Locally: ``await agent.query("...")`` (text, or a pydantic model with ``output=``), or
-``await agent.ask(question)`` for the whole result (tool calls, usage, conversation id).
+``await agent.answer(question)`` for the whole result (tool calls, usage, conversation id);
+:class:`~argentic.agents.client.AgentClient` has the same two over MQTT.
 
 Over MQTT, inside ``async with agent:`` (or between ``start()`` and ``stop()``):
 
@@ -348,7 +349,10 @@ class Agent(Running):
         response: Message
         try:
             result = await board.run(
-                task, lambda: self.ask(question, events=events), max_depth=self.max_depth, slots=self._slots
+                task,
+                lambda: self.answer(question, events=events),
+                max_depth=self.max_depth,
+                slots=self._slots,
             )
         except asyncio.CancelledError:
             # The agent is stopping: the asker learns at once rather than at its timeout.
@@ -397,7 +401,7 @@ class Agent(Running):
         self, text: str, *, conversation_id: str | None = None, output: OutputSpec | None = None
     ) -> Any:
         """Answer ``text``: the answer's text, or with ``output`` the validated structured answer."""
-        result = await self.ask(text, conversation_id=conversation_id, output=output)
+        result = await self.answer(text, conversation_id=conversation_id, output=output)
         return result.data if output is not None else result.text
 
     async def ask(
@@ -409,7 +413,22 @@ class Agent(Running):
         events: EventSink | None = None,
         builder: MessageBuilder | None = None,
     ) -> AgentResult:
-        """Answer one question in its conversation (a new one unless an id is given).
+        """The older name of :meth:`answer` (the whole result; :meth:`query` gives the value)."""
+        return await self.answer(
+            question, conversation_id=conversation_id, output=output, events=events, builder=builder
+        )
+
+    async def answer(
+        self,
+        question: Question | str,
+        *,
+        conversation_id: str | None = None,
+        output: OutputSpec | None = None,
+        events: EventSink | None = None,
+        builder: MessageBuilder | None = None,
+    ) -> AgentResult:
+        """The whole answer to one question, in its conversation (a new one unless an id is
+        given): text, structured data, tool calls, usage, steps. :meth:`query` gives the value.
 
         ``builder`` makes this question's messages in place of the agent's ``message_builder``.
         """
@@ -424,17 +443,13 @@ class Agent(Running):
         # A conversation belongs to who asked (known by the reply topic): another sender naming
         # the same id starts a conversation of its own instead of reading this one.
         key = f"{question.reply_to}\x00{cid}" if question.reply_to else cid
-        await sink.progress("started", detail=f"conversation {cid}")
-        try:
-            async with self.conversations.open(key) as conversation:
-                user = await builder.build(question)
-                prompt = [*self.system_messages(), *conversation.messages, user]
-                result = await self.tool_loop(builder, sink).run(prompt, output=output)
-                conversation.messages.extend([builder.remember(user), *result.messages])
-        except Exception as exc:
-            await sink.progress("failed", detail=str(exc)[:500])
-            raise
-        await sink.progress("answered", detail=result.text[:500])
+        # The steps go to the sink; the start and the end are the task's (TaskStatus), or the
+        # return value and the exception here.
+        async with self.conversations.open(key) as conversation:
+            user = await builder.build(question)
+            prompt = [*self.system_messages(), *conversation.messages, user]
+            result = await self.tool_loop(builder, sink).run(prompt, output=output)
+            conversation.messages.extend([builder.remember(user), *result.messages])
         return AgentResult(
             question.id, cid, result.text, result.data, result.tool_calls, result.usage, result.steps
         )

@@ -3,14 +3,18 @@
 ::
 
     client = AgentClient(messager, role="assistant")
-    print(await client.ask("What is 2 + 2?"))                    # the answer's text
-    result = await client.ask("What is 2 + 2?", output=Sum)      # a validated Sum
+    print(await client.query("What is 2 + 2?"))                  # the answer's text
+    result = await client.query("What is 2 + 2?", output=Sum)    # a validated Sum
     answer = await client.answer("What is 2 + 2?")               # the whole Answer message
 
     async with client.stream("What is 2 + 2?", output=Sum) as run:
         async for event in run:                                  # Progress and Token messages
             print(describe_event(event))
     print(run.answer.tool_calls, await run.result())
+
+As on an :class:`~argentic.agents.Agent` in process: ``query`` gives the value, ``answer`` the
+whole answer (``ask`` is the older name of ``query``). Waits are ``timeout=`` seconds per call;
+``timeout_s`` is the client's default.
 
 The question goes to ``{ns}/agents/{role}/questions`` (any replica of the role takes it); events
 come from ``{ns}/agents/{role}/events/{question_id}``; the answer, or an error reply, comes to the
@@ -321,7 +325,7 @@ class AgentClient:
         return reply
 
     @overload
-    async def ask(
+    async def query(
         self,
         text: str | Question,
         *,
@@ -332,7 +336,7 @@ class AgentClient:
     ) -> str: ...
 
     @overload
-    async def ask(
+    async def query(
         self,
         text: str | Question,
         *,
@@ -343,7 +347,7 @@ class AgentClient:
     ) -> T: ...
 
     @overload
-    async def ask(
+    async def query(
         self,
         text: str | Question,
         *,
@@ -352,6 +356,22 @@ class AgentClient:
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
         deadline_s: float | None = None,
     ) -> Any: ...
+
+    async def query(
+        self,
+        text: str | Question,
+        *,
+        output: OutputSpec | None = None,
+        conversation_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (public API)
+        deadline_s: float | None = None,
+    ) -> Any:
+        """The answer's value: its text, or with ``output`` (a pydantic model or JSON schema) the
+        structured answer. :meth:`answer` gives the whole answer message."""
+        answer = await self.answer(
+            text, output=output, conversation_id=conversation_id, timeout=timeout, deadline_s=deadline_s
+        )
+        return _output_value(answer, output)
 
     async def ask(
         self,
@@ -362,14 +382,21 @@ class AgentClient:
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
         deadline_s: float | None = None,
     ) -> Any:
-        """The answer's text, or with ``output`` (a pydantic model or JSON schema) the structured answer."""
-        answer = await self.answer(
+        """The older name of :meth:`query` (same arguments, same value)."""
+        return await self.query(
             text, output=output, conversation_id=conversation_id, timeout=timeout, deadline_s=deadline_s
         )
-        return _output_value(answer, output)
 
-    async def online(self, wait_s: float = 1.0) -> bool:
-        """Whether an agent of the role says it is online (its retained presence, from a live client)."""
+    async def online(
+        self,
+        timeout: float = 1.0,  # noqa: ASYNC109 (public API)
+        *,
+        wait_s: float | None = None,
+    ) -> bool:
+        """Whether an agent of the role says it is online (its retained presence, from a live
+        client), waiting up to ``timeout`` seconds for it. ``wait_s`` is its older name."""
+        if wait_s is not None:
+            timeout = wait_s
         peers = self.messager.peers
         await peers.start()
         seen: asyncio.Queue[Presence] = asyncio.Queue(maxsize=8)
@@ -382,7 +409,7 @@ class AgentClient:
             self.messager.topics.agent_status(self.role), on_presence, model=Presence
         )
         try:
-            presence = await asyncio.wait_for(seen.get(), wait_s)
+            presence = await asyncio.wait_for(seen.get(), timeout)
         except TimeoutError:
             return False
         finally:

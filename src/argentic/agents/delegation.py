@@ -121,23 +121,23 @@ class Directory:
                 self._subscriptions.append(subscription)
             return seen
 
-    async def presence(self, role: str, wait_s: float = PRESENCE_WAIT_S) -> Presence | None:
-        """The role's latest presence (waiting up to ``wait_s`` for the first), None if none."""
+    async def presence(self, role: str, timeout: float = PRESENCE_WAIT_S) -> Presence | None:  # noqa: ASYNC109
+        """The role's latest presence (waiting up to ``timeout`` for the first), None if none."""
         seen = await self._follow(role)
         if not seen.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(seen.wait(), wait_s)
+                await asyncio.wait_for(seen.wait(), timeout)
         return self._presence.get(role)
 
-    async def discover(self, wait_s: float = PRESENCE_WAIT_S) -> dict[str, Presence]:
+    async def discover(self, timeout: float = PRESENCE_WAIT_S) -> dict[str, Presence]:  # noqa: ASYNC109
         """The roles online now, with their agent cards: the retained presences of every role,
-        read for ``wait_s`` seconds, less those whose client the broker reports gone."""
+        read for ``timeout`` seconds, less those whose client the broker reports gone."""
         await self.messager.peers.start()
         found: dict[str, Presence] = {}
         topic = self.messager.topics.agent_status_all()
         async with self.messager.messages(topic, model=Presence) as presences:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s):
+                async with asyncio.timeout(timeout):
                     async for presence in presences:
                         found[presence.role] = presence
         return {
@@ -146,9 +146,9 @@ class Directory:
             if presence.online and not self.messager.peers.gone(presence.client_id)
         }
 
-    async def online(self, role: str, wait_s: float = PRESENCE_WAIT_S) -> bool:
+    async def online(self, role: str, timeout: float = PRESENCE_WAIT_S) -> bool:  # noqa: ASYNC109
         """Whether an agent of ``role`` says it is online, from a client the broker has not reported gone."""
-        presence = await self.presence(role, wait_s)
+        presence = await self.presence(role, timeout)
         return presence is not None and presence.online and not self.messager.peers.gone(presence.client_id)
 
 

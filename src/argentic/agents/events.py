@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from argentic.agents.loop import Stage
+from argentic.agents.loop import EventSink
 from argentic.messaging import Messager
-from argentic.protocol import Progress, Token
+from argentic.protocol import Progress, ProgressStage, Token
 
 log = logging.getLogger(__name__)
 
 
-class MqttEvents:
+class MqttEvents(EventSink):
     """Publishes one question's events. Failing to publish never fails the question."""
 
     def __init__(self, messager: Messager, role: str, question_id: str, *, streaming: bool = False) -> None:
@@ -24,7 +24,7 @@ class MqttEvents:
 
     async def progress(
         self,
-        stage: Stage,
+        stage: ProgressStage,
         *,
         tool: str | None = None,
         arguments: dict[str, Any] | None = None,

@@ -28,7 +28,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from argentic.errors import AgentError, LLMOutputError, StepLimitError
 from argentic.llm import (
@@ -44,38 +44,24 @@ from argentic.llm import (
 )
 from argentic.llm.markup import tool_markup
 from argentic.llm.output import parse_output
-from argentic.protocol import ToolCallRecord, ToolResult, Usage
+from argentic.protocol import ProgressStage, ToolCallRecord, ToolResult, Usage
 
 log = logging.getLogger(__name__)
 
-Stage = Literal["started", "llm_call", "tool_call", "tool_result", "answered", "failed"]
+#: The older name of :data:`~argentic.protocol.ProgressStage`.
+Stage = ProgressStage
 
 
-class EventSink(Protocol):
-    """Where the loop reports what it does (an MQTT events topic, a console, nothing)."""
+class EventSink:
+    """Where the loop reports the steps it takes and, when ``streaming``, the answer's tokens (an
+    MQTT events topic, a console, nothing). The task's state is not here: see ``TaskStatus``.
+    This one reports nothing; a sink overrides what it reports."""
 
-    streaming: bool
-
-    async def progress(
-        self,
-        stage: Stage,
-        *,
-        tool: str | None = None,
-        arguments: dict[str, Any] | None = None,
-        detail: str | None = None,
-    ) -> None: ...
-
-    async def token(self, text: str) -> None: ...
-
-
-class NullEvents:
-    """Reports nothing."""
-
-    streaming = False
+    streaming: bool = False
 
     async def progress(
         self,
-        stage: Stage,
+        stage: ProgressStage,
         *,
         tool: str | None = None,
         arguments: dict[str, Any] | None = None,
@@ -87,14 +73,18 @@ class NullEvents:
         return None
 
 
-class AnswerFieldTokens:
+class NullEvents(EventSink):
+    """Reports nothing."""
+
+
+class AnswerFieldTokens(EventSink):
     """Passes on the tokens of a ``{"answer": "..."}`` reply as the answer's own text, so that a
     streamed answer asked under a schema reads as the text the user gets."""
 
     def __init__(self, events: EventSink) -> None:
         self.events = events
         self.streaming = events.streaming
-        self.progress = events.progress  # progress passes through as it is
+        self.progress = events.progress  # type: ignore[method-assign]  # steps pass through as they are
         self.raw = ""
         self.sent = 0
 

@@ -245,12 +245,12 @@ class VisualAgent(Agent):
         await self.start_audio()
         await super().start()
 
-    async def wait_for_feed(self, timeout_s: float) -> Frame:
-        """Wait for the source's first frame (up to ``timeout_s``) and, with ``audio_s``, for that
-        many seconds of sound (a feed that just started has less; up to ``audio_s + timeout_s``).
+    async def wait_for_feed(self, timeout: float) -> Frame:  # noqa: ASYNC109
+        """Wait for the source's first frame (up to ``timeout``) and, with ``audio_s``, for that
+        many seconds of sound (a feed that just started has less; up to ``audio_s + timeout``).
         Returns the newest frame. Raises :class:`VideoError` when they do not come in time, or
         when sound is asked for and neither the source nor an ``audio_source`` has any."""
-        frame = await self.source.wait_for_frame(timeout_s)
+        frame = await self.source.wait_for_frame(timeout)
         if self.audio_s:
             await self.start_audio()
             buffer = self.audio_buffer
@@ -259,7 +259,7 @@ class VisualAgent(Agent):
                     f"{type(self.source).__name__} has no sound: set video.audio_source (a WAV file) "
                     "or use a source that carries audio"
                 )
-            await wait_for_sound(buffer, self.audio_s, timeout=self.audio_s + timeout_s)
+            await wait_for_sound(buffer, self.audio_s, timeout=self.audio_s + timeout)
         return self.source.latest() or frame
 
     # --- questions with video -----------------------------------------------------------------
@@ -296,7 +296,7 @@ class VisualAgent(Agent):
         await self.start_audio()
         await self.apply_profile()  # the model's image limit, before the builder is copied
         builder = self.frames.with_policy(policy).with_audio(audio_s)
-        return await self.ask(
+        return await self.answer(
             question, conversation_id=conversation_id, output=output, events=events, builder=builder
         )
 

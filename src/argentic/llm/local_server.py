@@ -289,9 +289,9 @@ class VLLMServer:
         self._ready(watch)
         return self
 
-    async def ready(self, timeout_s: float = 240.0, progress: Progress | None = None) -> VLLMServer:
+    async def ready(self, timeout: float = 240.0, progress: Progress | None = None) -> VLLMServer:  # noqa: ASYNC109
         """:meth:`wait_ready` without blocking the event loop (the caller stops a server that failed)."""
-        watch = _Readiness(timeout_s, progress)
+        watch = _Readiness(timeout, progress)
         while not await asyncio.to_thread(health_ok, self.base_url, 1.0):
             self._check(watch)
             await asyncio.sleep(0.5)
@@ -360,7 +360,11 @@ class VLLMServer:
                 continue
         _signal_group(process, signal.SIGKILL)  # workers left behind by a server that died abruptly
 
-    async def astart(self, timeout_s: float | None = None, progress: Progress | None = None) -> VLLMServer:
+    async def astart(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109 - the start's own bound, as wait_ready's
+        progress: Progress | None = None,
+    ) -> VLLMServer:
         """Start and wait until ready, without blocking the event loop; a start that fails (or is
         cancelled) stops the process."""
         report = progress or self.progress
@@ -370,18 +374,18 @@ class VLLMServer:
             self.start()
             if report is not None:
                 report(f"vLLM pid {self.pid}, log {self.log_path}")
-            await self.ready(timeout_s or self.startup_timeout_s, report)
+            await self.ready(timeout or self.startup_timeout_s, report)
         except BaseException:
             await self.astop()
             raise
         return self
 
-    async def astop(self, grace_s: float = 30.0) -> None:
-        """:meth:`stop` without blocking the event loop (SIGKILL after ``grace_s``)."""
+    async def astop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """:meth:`stop` without blocking the event loop (SIGKILL after ``timeout``)."""
         process, self.process = self.process, None
         if process is None:
             return
-        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
             if process.poll() is not None or not _signal_group(process, sig) or await _exited(process, wait):
                 break
         _signal_group(process, signal.SIGKILL)  # workers left behind by a server that died abruptly

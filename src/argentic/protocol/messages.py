@@ -137,12 +137,17 @@ class ErrorReply(Message):
     error: ErrorInfo
 
 
+#: The steps of a task at work. Where the task is (submitted, working, completed, failed...) is its
+#: :class:`TaskStatus`: one vocabulary for the state, another for the steps within ``working``.
+ProgressStage = Literal["llm_call", "tool_call", "tool_result"]
+
+
 class Progress(Message):
-    """What an agent is doing for a question: on ``{ns}/agents/{role}/events/{question_id}``."""
+    """A step an agent takes for a question: on ``{ns}/agents/{role}/events/{question_id}``."""
 
     type: Literal["progress"] = "progress"
     question_id: str
-    stage: Literal["started", "llm_call", "tool_call", "tool_result", "answered", "failed"]
+    stage: ProgressStage
     tool: str | None = None
     arguments: dict[str, Any] | None = None
     detail: str | None = None
