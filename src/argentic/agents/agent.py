@@ -404,19 +404,9 @@ class Agent(Running):
         result = await self.answer(text, conversation_id=conversation_id, output=output)
         return result.data if output is not None else result.text
 
-    async def ask(
-        self,
-        question: Question | str,
-        *,
-        conversation_id: str | None = None,
-        output: OutputSpec | None = None,
-        events: EventSink | None = None,
-        builder: MessageBuilder | None = None,
-    ) -> AgentResult:
+    async def ask(self, question: Question | str, **options: Any) -> AgentResult:
         """The older name of :meth:`answer` (the whole result; :meth:`query` gives the value)."""
-        return await self.answer(
-            question, conversation_id=conversation_id, output=output, events=events, builder=builder
-        )
+        return await self.answer(question, **options)
 
     async def answer(
         self,

@@ -373,19 +373,8 @@ class AgentClient:
         )
         return _output_value(answer, output)
 
-    async def ask(
-        self,
-        text: str | Question,
-        *,
-        output: OutputSpec | None = None,
-        conversation_id: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (public API)
-        deadline_s: float | None = None,
-    ) -> Any:
-        """The older name of :meth:`query` (same arguments, same value)."""
-        return await self.query(
-            text, output=output, conversation_id=conversation_id, timeout=timeout, deadline_s=deadline_s
-        )
+    #: The older name of :meth:`query` (same arguments, same value).
+    ask = query
 
     async def online(
         self,
