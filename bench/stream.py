@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import statistics
@@ -103,8 +104,13 @@ async def bench(base_url: str, rounds: int, tokens: int) -> dict[str, float]:
             TimedProvider(base_url=base_url, timeout_s=600) as llm,
             Messager(broker.host, broker.port, namespace="bench", persistent=False) as agent_bus,
             Messager(broker.host, broker.port, namespace="bench", persistent=False) as client_bus,
-            Agent(llm=llm, messager=agent_bus, role="streamer", system_prompt=SYSTEM, sampling=settings),
+            Agent(
+                llm=llm, messager=agent_bus, role="streamer", system_prompt=SYSTEM, sampling=settings
+            ) as agent,
         ):
+            # The same request both ways: plain streamed text. (The CPU model's profile would ask
+            # for its answer under a JSON schema, which forced tokens cannot close.)
+            agent.policy = dataclasses.replace(await agent.apply_profile(), json_answer=False)
             model = await llm.resolve_model()
             raw = openai.AsyncOpenAI(base_url=llm.base_url, api_key="EMPTY", max_retries=0)
             client = AgentClient(client_bus, "streamer", timeout_s=600)
