@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from argentic.config import load_config
-from argentic.errors import ConfigError, LLMError, LLMOutputError
+from argentic.errors import ArgumentError, ConfigError, LLMError, LLMOutputError
 from argentic.llm import (
     ChatMessage,
     ChatRequest,
@@ -249,3 +249,17 @@ def test_sampling_settings_merge() -> None:
     base = SamplingSettings(temperature=0.1, max_tokens=10, extra_body={"a": 1})
     merged = base.merged(SamplingSettings(max_tokens=20, extra_body={"b": 2}))
     assert (merged.temperature, merged.max_tokens, merged.extra_body) == (0.1, 20, {"a": 1, "b": 2})
+
+
+async def test_overrides_take_sampling_as_one_object_or_loose_keys() -> None:
+    llm = ScriptedLLM(["a"], model_name="base")
+    one = llm.with_overrides(sampling=SamplingSettings(temperature=0.2, seed=3), max_tokens=9)
+    assert one.overrides == {"temperature": 0.2, "seed": 3, "max_tokens": 9}
+    from argentic.llm.openai_provider import OpenAICompatibleProvider
+
+    base = OpenAICompatibleProvider(base_url="http://127.0.0.1:1/v1", model="big")
+    copy = base.with_overrides(sampling=SamplingSettings(top_p=0.5), temperature=0.1)
+    assert (copy.defaults.top_p, copy.defaults.temperature) == (0.5, 0.1)
+    with pytest.raises(ArgumentError, match="takes no lora_path"):
+        base.with_overrides(lora_path="/x")
+    await base.close()

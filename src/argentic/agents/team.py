@@ -115,13 +115,10 @@ class TeamAgent(Agent):
 
 def role_llm(role: RoleConfig, endpoint: LLMProvider) -> LLMProvider:
     """The provider of a role: its endpoint's, with the role's model and sampling."""
-    overrides: dict[str, Any] = role.sampling.model_dump(exclude_none=True) if role.sampling else {}
-    if role.model is not None:
-        overrides["model"] = role.model
-    if not overrides:
+    if role.model is None and role.sampling is None:
         return endpoint
     try:
-        return endpoint.with_overrides(**overrides)
+        return endpoint.with_overrides(model=role.model, sampling=role.sampling)
     except NotImplementedError:
         log.warning("%s takes no per-role settings; the role uses the endpoint's", type(endpoint).__name__)
         return endpoint

@@ -14,9 +14,11 @@ connections come with the first request) and closes it on leaving. ``close()`` i
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from argentic.errors import ArgumentError
 from argentic.lifecycle import Running
 from argentic.llm.types import (
     ChatRequest,
@@ -27,6 +29,24 @@ from argentic.llm.types import (
     TextDelta,
     ToolCallDelta,
 )
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What a per-role copy of a provider changes (see :meth:`LLMProvider.with_overrides`)."""
+
+    model: str | None = None
+    base_url: str | None = None
+    #: Over the provider's defaults.
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    #: The provider's own keys (api_key, timeout_s, lora_path).
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def check_options(self, known: set[str], provider: str) -> None:
+        """Raise :class:`~argentic.errors.ArgumentError` for an option ``provider`` does not take."""
+        extra = sorted(set(self.options) - known)
+        if extra:
+            raise ArgumentError(f"{provider}.with_overrides takes no {', '.join(extra)}")
 
 
 class LLMProvider(Running):
@@ -54,12 +74,22 @@ class LLMProvider(Running):
         self,
         *,
         model: str | None = None,
-        temperature: float | None = None,
         base_url: str | None = None,
-        max_tokens: int | None = None,
-        **settings: Any,
+        sampling: SamplingSettings | None = None,
+        **keywords: Any,
     ) -> LLMProvider:
-        """A provider like this one with another model, sampling default or endpoint (per agent role)."""
+        """A provider like this one with another model, endpoint or sampling defaults (per role).
+
+        Sampling keys given loose (``temperature=``, ``max_tokens=``, ``top_p=``, ``seed=``,
+        ``stop=``, ``extra_body=``) join ``sampling``; other keywords are the provider's own
+        (``api_key``, ``timeout_s``; ``lora_path`` for the embedded engine). None means unchanged."""
+        given = {key: value for key, value in keywords.items() if value is not None}
+        loose = {key: given.pop(key) for key in list(given) if key in SamplingSettings.model_fields}
+        overrides = Overrides(model, base_url, SamplingSettings(**loose).merged(sampling), given)
+        return self._overridden(overrides)
+
+    def _overridden(self, overrides: Overrides) -> LLMProvider:
+        """The copy :meth:`with_overrides` describes (a provider that can make one says how)."""
         raise NotImplementedError(f"{type(self).__name__} does not support overrides")
 
     async def resolve_model(self) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from argentic.config import LLMConfig
 from argentic.errors import LLMError, LLMRequestError, LLMTimeoutError
-from argentic.llm.base import LLMProvider
+from argentic.llm.base import LLMProvider, Overrides
 from argentic.llm.markup import new_call_id
 from argentic.llm.output import output_schema
 from argentic.llm.types import (
@@ -309,27 +309,19 @@ class VLLMEngineProvider(LLMProvider):
                 )
         yield StreamEnd(response)
 
-    def with_overrides(
-        self,
-        *,
-        model: str | None = None,
-        temperature: float | None = None,
-        base_url: str | None = None,
-        max_tokens: int | None = None,
-        **settings: Any,
-    ) -> VLLMEngineProvider:
-        """Same engine with other sampling defaults; ``model`` names a LoRA adapter (``lora_path`` kw)."""
-        if base_url is not None:
+    def _overridden(self, overrides: Overrides) -> VLLMEngineProvider:
+        """Same engine with other sampling defaults; ``model`` names a LoRA adapter (``lora_path``
+        as an option)."""
+        overrides.check_options({"lora_path"}, type(self).__name__)
+        if overrides.base_url is not None:
             raise LLMError("the embedded engine has no base_url; use provider vllm for another server")
-        lora_path = settings.pop("lora_path", None)
-        update = {"temperature": temperature, "max_tokens": max_tokens, **settings}
+        model = overrides.model
+        lora_path = overrides.options.get("lora_path")
         copy = VLLMEngineProvider(
             self.model,
             served_model_name=model or self.model_name,
             engine_args=self.engine_args,
-            defaults=self.defaults.merged(
-                SamplingSettings(**{k: v for k, v in update.items() if v is not None})
-            ),
+            defaults=self.defaults.merged(overrides.sampling),
             timeout_s=self.timeout_s,
             max_images_per_prompt=self.max_images_per_prompt,
             max_audio_per_prompt=self.max_audio_per_prompt,

@@ -22,7 +22,7 @@ import openai
 
 from argentic.config import LLMConfig
 from argentic.errors import LLMError, LLMRequestError
-from argentic.llm.base import LLMProvider
+from argentic.llm.base import LLMProvider, Overrides
 from argentic.llm.endpoint import Endpoint, normalize_base_url, prometheus_samples
 from argentic.llm.profiles import profile_for
 from argentic.llm.types import (
@@ -307,26 +307,15 @@ class OpenAICompatibleProvider(LLMProvider):
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def with_overrides(
-        self,
-        *,
-        model: str | None = None,
-        temperature: float | None = None,
-        base_url: str | None = None,
-        max_tokens: int | None = None,
-        **settings: Any,
-    ) -> OpenAICompatibleProvider:
-        """A provider for another model (or LoRA adapter), sampling default or server.
-
-        On the same server it shares this provider's connections and concurrency bound.
-        Extra keywords: ``top_p``, ``seed``, ``stop``, ``extra_body``, ``api_key``, ``timeout_s``.
-        """
-        api_key = settings.pop("api_key", None)
-        timeout_s = settings.pop("timeout_s", None)
-        update = {"temperature": temperature, "max_tokens": max_tokens, **settings}
-        defaults = self.defaults.merged(
-            SamplingSettings(**{k: v for k, v in update.items() if v is not None})
-        )
+    def _overridden(self, overrides: Overrides) -> OpenAICompatibleProvider:
+        """Another model (or LoRA adapter), sampling defaults or server (``api_key`` and
+        ``timeout_s`` as options). On the same server the copy shares this provider's connections
+        and concurrency bound."""
+        overrides.check_options({"api_key", "timeout_s"}, type(self).__name__)
+        model, base_url = overrides.model, overrides.base_url
+        api_key = overrides.options.get("api_key")
+        timeout_s = overrides.options.get("timeout_s")
+        defaults = self.defaults.merged(overrides.sampling)
         same_server = base_url is None or normalize_base_url(base_url, vllm=self.vllm) == self.base_url
         endpoint = self.endpoint
         if not same_server or api_key is not None or timeout_s is not None:

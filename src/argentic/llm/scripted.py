@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from argentic.errors import LLMError
-from argentic.llm.base import LLMProvider, events_from_response
+from argentic.llm.base import LLMProvider, Overrides, events_from_response
 from argentic.llm.output import parse_output
 from argentic.llm.types import (
     ChatRequest,
@@ -170,22 +170,14 @@ class ScriptedLLM(_TestProvider):
             return await _call(step, request)
         return step
 
-    def with_overrides(
-        self,
-        *,
-        model: str | None = None,
-        temperature: float | None = None,
-        base_url: str | None = None,
-        max_tokens: int | None = None,
-        **settings: Any,
-    ) -> ScriptedLLM:
+    def _overridden(self, overrides: Overrides) -> ScriptedLLM:
         copy = ScriptedLLM(
-            model_name=model or self.model_name,
+            model_name=overrides.model or self.model_name,
             repeat_last=self.repeat_last,
             max_images_per_prompt=self.max_images_per_prompt,
         )
         copy._script, copy._position, copy._shared = self._script, self._position, self._shared
-        copy.overrides = _overrides(self.overrides, temperature, base_url, max_tokens, settings)
+        copy.overrides = _overrides(self.overrides, overrides)
         return copy
 
 
@@ -208,20 +200,14 @@ class FunctionLLM(_TestProvider):
     async def _reply(self, request: ChatRequest) -> ChatResponse | str | LLMToolCall | list[LLMToolCall]:
         return await _call(self.fn, request)
 
-    def with_overrides(
-        self,
-        *,
-        model: str | None = None,
-        temperature: float | None = None,
-        base_url: str | None = None,
-        max_tokens: int | None = None,
-        **settings: Any,
-    ) -> FunctionLLM:
+    def _overridden(self, overrides: Overrides) -> FunctionLLM:
         copy = FunctionLLM(
-            self.fn, model_name=model or self.model_name, max_images_per_prompt=self.max_images_per_prompt
+            self.fn,
+            model_name=overrides.model or self.model_name,
+            max_images_per_prompt=self.max_images_per_prompt,
         )
         copy._shared = self._shared
-        copy.overrides = _overrides(self.overrides, temperature, base_url, max_tokens, settings)
+        copy.overrides = _overrides(self.overrides, overrides)
         return copy
 
 
@@ -236,12 +222,11 @@ async def _call(
     return result
 
 
-def _overrides(
-    base: dict[str, Any],
-    temperature: float | None,
-    base_url: str | None,
-    max_tokens: int | None,
-    settings: dict[str, Any],
-) -> dict[str, Any]:
-    given = {"temperature": temperature, "base_url": base_url, "max_tokens": max_tokens, **settings}
-    return {**base, **{k: v for k, v in given.items() if v is not None}}
+def _overrides(base: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
+    """What a test provider's copy records: every setting it was given (the model aside)."""
+    given = {"base_url": overrides.base_url, **overrides.options}
+    return {
+        **base,
+        **overrides.sampling.model_dump(exclude_none=True),
+        **{k: v for k, v in given.items() if v is not None},
+    }
