@@ -10,14 +10,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agents_support import REPO, add
 from team_support import config as team_config
 
 from argentic import Agent, AgentClient, ToolManager, ToolService
+from argentic.agents.tasks import TaskBoard
 from argentic.agents.team import Team
-from argentic.errors import ConfigError, LLMUnavailableError, RequestTimeoutError
+from argentic.errors import ConfigError, LLMUnavailableError, MessagingError, RequestTimeoutError
 from argentic.lifecycle import Running
 from argentic.llm import FunctionLLM, ScriptedLLM, tool_call
 from argentic.messaging import Messager
@@ -325,3 +327,34 @@ async def test_the_older_lifecycle_names_still_work(mosquitto: MosquittoBroker, 
         await messager.disconnect()
         await observer.disconnect()
     assert not messager.is_connected
+
+
+class _RefusingMessager(Messager):
+    """A messager whose subscription to one topic fails, as a broker refusing it would."""
+
+    refused = ""
+
+    async def subscribe(self, topic: str, *args: Any, **kwargs: Any) -> Any:
+        if topic == self.refused:
+            raise MessagingError(f"the broker refused {topic}")
+        return await super().subscribe(topic, *args, **kwargs)
+
+
+async def test_an_agent_whose_start_fails_half_way_undoes_what_it_did(
+    mosquitto: MosquittoBroker, namespace: str
+) -> None:
+    async with _RefusingMessager("127.0.0.1", mosquitto.port, namespace=namespace) as bus:
+        bus.refused = bus.topics.agent_questions("calc")
+        board = bus.shared(TaskBoard)
+        with pytest.raises(MessagingError, match="refused"):
+            async with Agent(llm=ScriptedLLM(["never"]), messager=bus, role="calc"):
+                pytest.fail("the block must not run")
+        # It had joined the task board and watched the peers: both undone, nothing announced.
+        assert "calc" not in board.roles
+        assert not await AgentClient(bus, "calc").online(timeout=0.5)
+        # The same agent starts once the broker takes the subscription.
+        bus.refused = ""
+        async with Agent(llm=ScriptedLLM(["fine"]), messager=bus, role="calc"):
+            assert board.roles == {"calc": 1}
+            assert await AgentClient(bus, "calc").query("ok?", timeout=10) == "fine"
+        assert board.roles == {}

@@ -168,6 +168,7 @@ class Agent(Running):
         self.max_waiting_tasks = options.max_waiting_tasks
         self._slots = asyncio.Semaphore(options.max_tasks)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._joined = False  # on the messager's task board (start got that far)
         self._subscription: Any = None
         self._presence_watch: Any = None
         self._presence_holder: str | None = None  # the client whose presence the role's topic holds
@@ -229,12 +230,13 @@ class Agent(Running):
 
         Without a messager this only looks up the model's profile."""
         await self.apply_profile()
-        if self.messager is None or self._subscription is not None:
+        if self.messager is None or self._joined:
             return
         peers = self.messager.peers
         await peers.start()
         self._cancel_watch = peers.watch(self._on_client_gone)
         await self.messager.shared(TaskBoard).serve(self.role)
+        self._joined = True
         self._subscription = await self.messager.subscribe(
             self.messager.topics.agent_questions(self.role),
             self._on_question,
@@ -259,17 +261,25 @@ class Agent(Running):
 
     async def stop(self) -> None:
         """Stop serving questions and say so (presence ``online: false``)."""
-        if self.messager is None or self._subscription is None:
+        # Whatever start did is undone, also when it failed half-way (Running.__aenter__ calls
+        # stop then).
+        if self.messager is None:
             return
+        self._cancel_watch()
+        self._cancel_watch = lambda: None
+        if not self._joined:
+            return
+        serving = self._subscription is not None
         subs = [self._subscription, self._presence_watch]
         self._subscription = self._presence_watch = None
+        self._joined = False
         self._cancel_leave()
-        self._cancel_watch()
         try:
             for sub in subs:
                 if sub is not None:
                     await self.messager.unsubscribe(sub)
-            await self._publish_presence(False)
+            if serving:
+                await self._publish_presence(False)
         except Exception:
             log.warning("could not unsubscribe or publish presence while stopping", exc_info=True)
         # Tasks still running end as canceled, each answered with that error.

@@ -162,6 +162,11 @@ class TaskBoard:
 
     # --- which roles listen for cancel messages -----------------------------------------------
 
+    @property
+    def roles(self) -> dict[str, int]:
+        """The roles whose agents take tasks here, and how many agents each."""
+        return {role: count for role, (count, _) in self._roles.items()}
+
     async def serve(self, role: str) -> None:
         """One more agent of ``role`` takes tasks here (the first subscribes to its cancels)."""
         async with self._lock:
