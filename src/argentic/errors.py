@@ -45,6 +45,10 @@
     │       ├── ForbiddenError          a cancel or input from a client that does not own the task
     │       │                           (forbidden)
     │       └── BusyError               the agent holds as many tasks as it may; ask again later (busy)
+    ├── StorageError                the store cannot serve (storage_unavailable)
+    │   ├── StorageUnavailableError the store (SQLite file, Redis) cannot be reached or refused; names
+    │   │                           its URL and the reason
+    │   └── RecordError             a stored record does not parse (it is reported and skipped)
     └── VideoError                  no frames, unreadable video, a WebRTC peer that failed (no_frames)
 
 Every message says what to do about the problem where there is something to do.
@@ -83,6 +87,7 @@ ErrorCode = Literal[
     "delegation_failed",
     "forbidden",
     "busy",
+    "storage_unavailable",
     "internal",
 ]
 
@@ -304,6 +309,20 @@ class BusyError(TaskError):
     code: ErrorCode = "busy"
 
 
+class StorageError(ArgenticError):
+    """The store of conversations, tasks and replies cannot serve."""
+
+    code: ErrorCode = "storage_unavailable"
+
+
+class StorageUnavailableError(StorageError):
+    """The store cannot be reached, or refused (authentication, out of memory): names its URL."""
+
+
+class RecordError(StorageError, ValueError):
+    """A stored record does not parse (edited by hand, or written by a newer version)."""
+
+
 class VideoError(ArgenticError):
     """A video source failed or has no frames."""
 
@@ -332,6 +351,7 @@ ERROR_CLASSES: Mapping[ErrorCode, type[ArgenticError]] = {
     "delegation_failed": DelegationFailedError,
     "forbidden": ForbiddenError,
     "busy": BusyError,
+    "storage_unavailable": StorageError,
     "internal": InternalError,
 }
 
