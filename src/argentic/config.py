@@ -263,6 +263,34 @@ class RoleConfig(AgentOptions):
         return data
 
 
+def default_data_dir() -> Path:
+    """Where argentic keeps its data: ``$ARGENTIC_DATA_DIR``, else ``$XDG_DATA_HOME/argentic``,
+    else ``~/.local/share/argentic``."""
+    if os.environ.get("ARGENTIC_DATA_DIR"):
+        return Path(os.environ["ARGENTIC_DATA_DIR"]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "argentic"
+
+
+class StorageConfig(Section):
+    """Where conversations are kept, shared by the agents that open the same store."""
+
+    url: str | None = Field(
+        default=None,
+        description="memory://, sqlite:///path.db or redis://host:6379/0; null: SQLite in the data folder",
+    )
+    conversation_ttl_s: float | None = Field(
+        default=7 * 24 * 3600.0, gt=0, description="how long a conversation is kept after its last turn"
+    )
+    lease_ttl_s: float = Field(
+        default=30.0, gt=0, description="a dead replica holds a conversation's turn at most this long"
+    )
+
+    def resolved_url(self) -> str:
+        """``url``, or the default SQLite file (an absolute path: four slashes)."""
+        return self.url or f"sqlite:///{(default_data_dir() / 'store.db').resolve()}"
+
+
 class ToolsConfig(Section):
     service_name: str = "tools"
     call_timeout_s: float = Field(default=30.0, gt=0)
@@ -328,6 +356,7 @@ class ArgenticConfig(Section):
     agent: AgentConfig = AgentConfig()
     roles: dict[str, RoleConfig] = Field(default={}, description="a team: role name -> role")
     tools: ToolsConfig = ToolsConfig()
+    storage: StorageConfig = StorageConfig()
     video: VideoConfig = VideoConfig()
     logging: LoggingConfig = LoggingConfig()
 

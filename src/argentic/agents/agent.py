@@ -81,6 +81,7 @@ from argentic.protocol import (
     new_id,
     topic_level,
 )
+from argentic.storage import ConversationRecords, Store
 from argentic.tools import LocalTools, ToolManager
 from argentic.tools.local import ToolLike
 from argentic.validation import describe_validation_error
@@ -126,13 +127,16 @@ class Agent(Running):
         options: AgentOptions | None = None,
         tools: Sequence[ToolLike] | LocalTools | None = None,
         message_builder: MessageBuilder | None = None,
+        store: Store | ConversationRecords | None = None,
         **overrides: Any,
     ) -> None:
         """``options`` (an :class:`~argentic.config.AgentOptions`, the ``agent`` config section or
         a team role) say how the agent works; keywords of the same names override them
         (``Agent(llm=llm, max_steps=3)``), as do ``tool_names=`` for ``tools`` (the announced
         tools it may use) and ``settings=`` for ``sampling``. ``tools=`` are local tools (see
-        :class:`~argentic.tools.LocalTools`)."""
+        :class:`~argentic.tools.LocalTools`). With ``store`` (a shared
+        :class:`~argentic.storage.Store`) conversations live there, so any replica of the role
+        continues any conversation; without it, in this agent's memory."""
         self.options = with_options(options or AgentOptions(), overrides)
         options = self.options
         self.llm = llm
@@ -158,8 +162,11 @@ class Agent(Running):
         #: Sampling over the provider's defaults (a request's own settings win).
         self.settings = options.sampling
         self.message_builder = message_builder or MessageBuilder()
+        records = ConversationRecords(store) if isinstance(store, Store) else store
         self.conversations = ConversationStore(
-            max_conversations=options.max_conversations, max_messages=options.max_history_messages
+            max_conversations=options.max_conversations,
+            max_messages=options.max_history_messages,
+            records=records,
         )
         #: Questions from MQTT run as tasks (see argentic.agents.tasks): at most ``max_tasks`` work
         #: at once, ``max_waiting_tasks`` more wait for a slot, beyond that they are refused.

@@ -4,6 +4,10 @@ The store is bounded twice: at most ``max_conversations`` (the least recently us
 and at most ``max_messages`` per conversation (the oldest whole turns are dropped, never a tool
 result without the assistant message that asked for it). Questions in the same conversation run
 one after the other (each conversation has a lock); different conversations run concurrently.
+
+With ``records`` (a :class:`~argentic.storage.ConversationRecords` on a shared store) the history
+lives in the store: any replica of the role continues any conversation with its whole history,
+and the turns of one conversation run one after the other across replicas (the store's lease).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from argentic.llm import ChatMessage
+from argentic.storage import ConversationRecords
 
 
 @dataclass
@@ -28,9 +33,16 @@ class Conversation:
 class ConversationStore:
     """Per-conversation histories (without the system prompt, which the agent adds per request)."""
 
-    def __init__(self, *, max_conversations: int = 1000, max_messages: int = 200) -> None:
+    def __init__(
+        self,
+        *,
+        max_conversations: int = 1000,
+        max_messages: int = 200,
+        records: ConversationRecords | None = None,
+    ) -> None:
         self.max_conversations = max_conversations
         self.max_messages = max_messages
+        self.records = records
         self._conversations: OrderedDict[str, Conversation] = OrderedDict()
 
     def __len__(self) -> int:
@@ -53,8 +65,16 @@ class ConversationStore:
         conversation.users += 1
         try:
             async with conversation.lock:
-                yield conversation
-                conversation.messages = trim(conversation.messages, self.max_messages)
+                if self.records is None:
+                    yield conversation
+                    conversation.messages = trim(conversation.messages, self.max_messages)
+                    return
+                async with self.records.lease(conversation_id):
+                    # Another replica may have had the last turns: the store's history is the one.
+                    conversation.messages = await self.records.load(conversation_id)
+                    yield conversation
+                    conversation.messages = trim(conversation.messages, self.max_messages)
+                    await self.records.save(conversation_id, conversation.messages)
         finally:
             conversation.users -= 1
             self._evict()

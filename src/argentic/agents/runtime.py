@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from argentic.config import ArgenticConfig
 from argentic.llm import LLMFactory, LLMProvider
 from argentic.messaging.embedded_broker import EmbeddedBroker, ensure_broker
+from argentic.storage import ConversationRecords, open_store
 
 if TYPE_CHECKING:
     from argentic.llm.local_server import VLLMServer
@@ -46,6 +47,8 @@ class Backends:
     llm: LLMProvider
     broker: EmbeddedBroker | None
     server: VLLMServer | None
+    #: The conversations on the store ``storage.url`` names (shared by every agent that opens it).
+    conversations: ConversationRecords
 
 
 @contextlib.asynccontextmanager
@@ -53,9 +56,10 @@ async def backends(
     config: ArgenticConfig, *, start_llm: bool = False, progress: Callable[[str], None] | None = None
 ) -> AsyncIterator[Backends]:
     """The broker (the embedded one when ``messaging.embedded_broker`` asks and none answers), a
-    local vLLM server when ``start_llm`` and the configured endpoint does not answer, and the
-    provider, entered (the embedded engine is loaded). Whatever was started here is stopped on exit,
-    the provider closed first, even when a later part fails to start or the start is cancelled.
+    local vLLM server when ``start_llm`` and the configured endpoint does not answer, the store of
+    conversations (``storage.url``) and the provider, entered (the embedded engine is loaded).
+    Whatever was started here is stopped on exit, the provider closed first, even when a later part
+    fails to start or the start is cancelled.
 
     ``progress`` gets what was started and the lines a starting vLLM server prints (default:
     standard error)."""
@@ -75,4 +79,9 @@ async def backends(
                 await stack.enter_async_context(server)
         # Entering makes the provider ready: the embedded engine loads here, before any question.
         llm = await stack.enter_async_context(LLMFactory.create(config))
-        yield Backends(llm, broker, server)
+        storage = config.storage
+        store = await stack.enter_async_context(open_store(storage.resolved_url()))
+        conversations = ConversationRecords(
+            store, ttl_s=storage.conversation_ttl_s, lease_ttl_s=storage.lease_ttl_s
+        )
+        yield Backends(llm, broker, server, conversations)

@@ -33,6 +33,7 @@ from argentic.llm import LLMProvider, ToolDefinition
 from argentic.llm.factory import LLMFactory, endpoint_config
 from argentic.messaging import Messager
 from argentic.protocol import AgentCard, ToolResult
+from argentic.storage import ConversationRecords, Store
 from argentic.tools import ToolManager
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class TeamAgent(Agent):
         messager: Messager | None = None,
         tool_manager: ToolManager | None = None,
         descriptions: Mapping[str, str] | None = None,
+        store: Store | ConversationRecords | None = None,
     ) -> TeamAgent:
         """The agent of role ``name``; ``descriptions`` of the other roles describe its delegates."""
         described = descriptions or {}
@@ -101,6 +103,7 @@ class TeamAgent(Agent):
             ask_back=role.ask_back,
             delegate_timeout_s=role.delegate_timeout_s,
             description=role.description,
+            store=store,
         )
 
     def tool_definitions(self) -> list[ToolDefinition]:
@@ -137,6 +140,7 @@ class Team(Running):
         roles: Sequence[str] | None = None,
         endpoints: Mapping[str, LLMProvider] | None = None,
         replicas: int | None = None,
+        store: Store | ConversationRecords | None = None,
     ) -> None:
         problems = team_problems(config)
         self.roles = team_roles(config)
@@ -152,6 +156,8 @@ class Team(Running):
         self.tool_manager = tool_manager
         self.selected = list(roles) if roles is not None else list(self.roles)
         self.replicas = replicas
+        #: Where the roles' conversations live: with a shared store, replicas share them.
+        self.store = store
         self._endpoints: dict[str, LLMProvider] = dict(endpoints or {})
         self._owned: list[LLMProvider] = []
         self.agents: list[TeamAgent] = []
@@ -183,6 +189,7 @@ class Team(Running):
                         messager=self.messager,
                         tool_manager=self.tool_manager,
                         descriptions=descriptions,
+                        store=self.store,
                     )
                 )
         return agents

@@ -75,6 +75,12 @@ async def open_visual_agent(
             manager = ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role)
             await stack.enter_async_context(manager)
         agent = VisualAgent.from_config(
-            config, llm=backend.llm, messager=messager, tool_manager=manager, source=source, **overrides
+            config,
+            llm=backend.llm,
+            messager=messager,
+            tool_manager=manager,
+            source=source,
+            store=backend.conversations,
+            **overrides,
         )
         yield await stack.enter_async_context(agent)

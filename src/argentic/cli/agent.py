@@ -38,7 +38,13 @@ async def serve(config: ArgenticConfig, *, start_llm: bool = False) -> int:
         backends(config, start_llm=start_llm) as backend,
         Messager.from_config(config.messaging) as messager,
         ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role) as tools,
-        Agent.from_config(config.agent, llm=backend.llm, messager=messager, tool_manager=tools),
+        Agent.from_config(
+            config.agent,
+            llm=backend.llm,
+            messager=messager,
+            tool_manager=tools,
+            store=backend.conversations,
+        ),
     ):
         print(
             f"agent {role!r} answering {messager.topics.agent_questions(role)}; Ctrl-C stops",

@@ -34,7 +34,13 @@ async def serve(
         Messager.from_config(config.messaging) as messager,
         ToolManager(messager, default_timeout_s=config.tools.call_timeout_s) as tools,
         Team(
-            config, messager=messager, llm=backend.llm, tool_manager=tools, roles=roles, replicas=replicas
+            config,
+            messager=messager,
+            llm=backend.llm,
+            tool_manager=tools,
+            roles=roles,
+            replicas=replicas,
+            store=backend.conversations,
         ) as team,
     ):
         names = ", ".join(f"{role} x{sum(a.role == role for a in team.agents)}" for role in team.selected)

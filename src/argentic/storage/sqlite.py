@@ -1,0 +1,151 @@
+"""The store in a SQLite file: the default, shared by every process on one machine.
+
+One table of keys, values and expiry times, in WAL mode so that readers do not wait for a writer.
+Each step is one SQL statement, which SQLite makes atomic across processes (``add`` is an insert
+that only replaces an expired row; ``replace_if`` and ``delete_if`` compare the value in their
+WHERE clause). The statements run on one thread of the store's own, never on the event loop.
+URLs as SQLAlchemy writes them: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from argentic.errors import ArgumentError, StorageUnavailableError
+from argentic.storage.base import Store
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    expires_at REAL
+)
+"""
+#: Expired rows are deleted after this many writes (reads already ignore them).
+PURGE_EVERY = 500
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a ``sqlite:///...`` URL (``~`` expanded)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ArgumentError(f"not a SQLite URL: {url!r} (sqlite:///relative.db or sqlite:////absolute.db)")
+    return Path(url[len(prefix) :]).expanduser()
+
+
+class SQLiteStore(Store):
+    """Keys in a SQLite file: ``async with SQLiteStore("sqlite:///data/argentic.db") as store:``."""
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.path = sqlite_path(url)
+        self.busy_timeout_s = busy_timeout_s
+        self._db: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._writes = 0
+
+    async def start(self) -> None:
+        if self._db is not None:
+            return
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argentic-sqlite")
+        self._db = await self._run(self._open)
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(
+            self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(
+            "PRAGMA synchronous=NORMAL"
+        )  # WAL keeps it consistent; a power cut may lose the last writes
+        db.execute(SCHEMA)
+        return db
+
+    async def stop(self) -> None:
+        db, self._db = self._db, None
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        if db is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, db.close)
+        thread.shutdown(wait=False)
+
+    async def _run(self, step: Callable[[], T]) -> T:
+        if self._thread is None:
+            raise StorageUnavailableError(f"the store {self.url} is not open: use it inside `async with`")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, step)
+        except sqlite3.Error as exc:
+            raise StorageUnavailableError(
+                f"the SQLite store {self.url} failed: {exc} (is the file's folder writable, the disk full?)"
+            ) from exc
+        except OSError as exc:
+            raise StorageUnavailableError(f"the SQLite store {self.url} cannot be opened: {exc}") from exc
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StorageUnavailableError(f"the store {self.url} is not open: use it inside `async with`")
+        return self._db
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> int:
+        db = self._conn()
+        changed = db.execute(sql, params).rowcount
+        self._writes += 1
+        if self._writes % PURGE_EVERY == 0:
+            db.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (time.time(),))
+        return changed
+
+    @staticmethod
+    def _expiry(ttl_s: float | None) -> float | None:
+        return None if ttl_s is None else time.time() + ttl_s
+
+    async def get(self, key: str) -> bytes | None:
+        def step() -> bytes | None:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                    (key, time.time()),
+                )
+                .fetchone()
+            )
+            return None if row is None else bytes(row[0])
+
+        return await self._run(step)
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        sql = "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)"
+        await self._run(lambda: self._write(sql, (key, value, self._expiry(ttl_s))))
+
+    async def add(self, key: str, value: bytes, ttl_s: float | None = None) -> bool:
+        # Inserts, or replaces a row that has expired; a live row stays (no change counted).
+        sql = (
+            "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "value = excluded.value, expires_at = excluded.expires_at "
+            "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?"
+        )
+        return await self._run(lambda: self._write(sql, (key, value, self._expiry(ttl_s), time.time())) == 1)
+
+    async def replace_if(self, key: str, expected: bytes, value: bytes, ttl_s: float | None = None) -> bool:
+        sql = (
+            "UPDATE kv SET value = ?, expires_at = ? "
+            "WHERE key = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?)"
+        )
+        params = (value, self._expiry(ttl_s), key, expected, time.time())
+        return await self._run(lambda: self._write(sql, params) == 1)
+
+    async def delete_if(self, key: str, expected: bytes) -> bool:
+        sql = "DELETE FROM kv WHERE key = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?)"
+        return await self._run(lambda: self._write(sql, (key, expected, time.time())) == 1)
+
+    async def delete(self, key: str) -> None:
+        await self._run(lambda: self._write("DELETE FROM kv WHERE key = ?", (key,)))

@@ -1,0 +1,132 @@
+"""Replicas of a role share conversations through the store: two agents of one role on two
+clients of mosquitto, one conversation of eight turns, and each turn sees every earlier one;
+a restarted agent continues; a dead replica's turn blocks nobody past its lease."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from argentic import Agent, AgentClient
+from argentic.errors import StorageError
+from argentic.llm import ChatRequest, FunctionLLM
+from argentic.storage import ConversationRecords, MemoryStore, SQLiteStore, Store
+from argentic.testing.messagers import MakeMessager
+
+TURNS = 8
+
+
+def counting(name: str) -> FunctionLLM:
+    """A model that answers with its replica's name and the user turns it was shown."""
+
+    def reply(request: ChatRequest) -> str:
+        return f"{name}:{sum(m.role == 'user' for m in request.messages)}"
+
+    return FunctionLLM(reply)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def two_handles(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
+    if request.param == "memory":
+        shared = MemoryStore()
+        yield shared, shared
+        return
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    async with SQLiteStore(url) as first, SQLiteStore(url) as second:
+        yield first, second
+
+
+async def test_replicas_continue_each_others_conversation(
+    mqtt: MakeMessager, two_handles: tuple[Store, Store]
+) -> None:
+    first, second = two_handles
+    async with (
+        Agent(counting("A"), await mqtt(), role="helper", store=first),
+        Agent(counting("B"), await mqtt(), role="helper", store=second),
+    ):
+        client = AgentClient(await mqtt(), "helper", timeout_s=20)
+        answer = await client.answer("turn 1")
+        replies = [answer.text]
+        for turn in range(2, TURNS + 1):
+            answer = await client.answer(f"turn {turn}", conversation_id=answer.conversation_id)
+            replies.append(answer.text)
+    # Every turn saw the whole conversation, whichever replica took it.
+    assert [int(r.split(":")[1]) for r in replies] == list(range(1, TURNS + 1)), replies
+    assert {r.split(":")[0] for r in replies} == {"A", "B"}, replies  # the broker shared the turns
+
+
+async def test_concurrent_turns_of_one_conversation_run_one_after_the_other(
+    mqtt: MakeMessager, two_handles: tuple[Store, Store]
+) -> None:
+    first, second = two_handles
+    async with (
+        Agent(counting("A"), await mqtt(), role="helper", store=first),
+        Agent(counting("B"), await mqtt(), role="helper", store=second),
+    ):
+        client = AgentClient(await mqtt(), "helper", timeout_s=30)
+        opening = await client.answer("turn 1")
+        cid = opening.conversation_id
+        answers = await asyncio.gather(*(client.answer(f"turn {i}", conversation_id=cid) for i in range(6)))
+    # Six turns at once across two replicas: each saw a history no other turn saw (2..7 user turns).
+    assert sorted(int(a.text.split(":")[1]) for a in answers) == list(range(2, 8))
+
+
+async def test_a_restarted_agent_continues_the_conversation(mqtt: MakeMessager, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    async with SQLiteStore(url) as store, Agent(counting("A"), await mqtt(), role="helper", store=store):
+        client = AgentClient(await mqtt(), "helper", timeout_s=20)
+        first = await client.answer("turn 1")
+    # Every part gone; a new process would open the same file.
+    async with SQLiteStore(url) as store, Agent(counting("B"), await mqtt(), role="helper", store=store):
+        later = await AgentClient(client.messager, "helper", timeout_s=20).answer(
+            "turn 2", conversation_id=first.conversation_id
+        )
+    assert later.text == "B:2"
+
+
+async def test_a_dead_holders_turn_blocks_only_until_its_lease_expires(mqtt: MakeMessager) -> None:
+    store = MemoryStore()
+    records = ConversationRecords(store, lease_ttl_s=0.5)
+    async with Agent(counting("A"), await mqtt(), role="helper", store=records):
+        client = AgentClient(await mqtt(), "helper", timeout_s=20)
+        first = await client.answer("turn 1")
+        key = next(k for k in store._values if k.startswith("conversation:"))
+        # A replica that died mid-turn left its lease behind (it will never release it).
+        await store.add(key.replace("conversation:", "conversation-lease:", 1), b"dead", ttl_s=0.5)
+        later = await client.answer("turn 2", conversation_id=first.conversation_id)
+    assert later.text == "A:2"
+
+
+async def test_a_history_that_does_not_parse_is_reported_and_the_conversation_starts_afresh(
+    mqtt: MakeMessager, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryStore()
+    async with Agent(counting("A"), await mqtt(), role="helper", store=store):
+        client = AgentClient(await mqtt(), "helper", timeout_s=20)
+        first = await client.answer("turn 1")
+        key = next(k for k in store._values if k.startswith("conversation:"))
+        await store.set(key, b'[{"role": "nobody", "content": 7}]')  # edited by hand
+        with caplog.at_level(logging.ERROR, logger="argentic.storage.records"):
+            later = await client.answer("turn 2", conversation_id=first.conversation_id)
+    assert later.text == "A:1"
+    assert any("does not parse" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_store_that_fails_gives_a_storage_unavailable_error_reply(
+    mqtt: MakeMessager, tmp_path: Path
+) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'store.db'}")
+    await store.start()
+    async with Agent(counting("A"), await mqtt(), role="helper", store=store):
+        client = AgentClient(await mqtt(), "helper", timeout_s=20)
+        assert (await client.answer("turn 1")).text == "A:1"
+        await store.stop()  # the store goes away while the agent serves
+        with pytest.raises(StorageError) as caught:
+            await client.answer("turn 2")
+        assert caught.value.code == "storage_unavailable"
+        await store.start()  # back: the agent serves again
+        assert (await client.answer("turn 3")).text == "A:1"

@@ -1,0 +1,111 @@
+"""The store's contract on every backend: values with expiry, and the atomic steps leases and
+"once" rest on (add, replace_if, delete_if). SQLite's across processes too."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from argentic.errors import ArgumentError, StorageUnavailableError
+from argentic.storage import MemoryStore, SQLiteStore, Store, open_store
+
+BACKENDS = ["memory", "sqlite"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def two_stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
+    """Two handles on one store (two connections where the backend has connections)."""
+    if request.param == "memory":
+        shared = MemoryStore()
+        yield shared, shared
+        return
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    async with SQLiteStore(url) as first, SQLiteStore(url) as second:
+        yield first, second
+
+
+async def test_values_round_trip_and_expire(two_stores: tuple[Store, Store]) -> None:
+    first, second = two_stores
+    await first.set("k", b"v1")
+    assert await second.get("k") == b"v1"
+    await second.set("k", b"v2", ttl_s=0.2)
+    assert await first.get("k") == b"v2"
+    await asyncio.sleep(0.3)
+    assert await first.get("k") is None
+    assert await first.get("never") is None
+    await first.set("gone", b"x")
+    await second.delete("gone")
+    assert await first.get("gone") is None
+
+
+async def test_add_is_atomic_and_takes_an_expired_key(two_stores: tuple[Store, Store]) -> None:
+    first, second = two_stores
+    wins = await asyncio.gather(
+        *(store.add("lock", str(i).encode()) for i, store in enumerate([first, second] * 10))
+    )
+    assert wins.count(True) == 1
+    assert await first.add("short", b"a", ttl_s=0.1)
+    assert not await second.add("short", b"b", ttl_s=0.1)
+    await asyncio.sleep(0.2)
+    assert await second.add("short", b"b")  # the first holder's time is up
+    assert await first.get("short") == b"b"
+
+
+async def test_replace_and_delete_only_with_the_expected_value(two_stores: tuple[Store, Store]) -> None:
+    first, second = two_stores
+    await first.set("lease", b"mine", ttl_s=5)
+    assert not await second.replace_if("lease", b"theirs", b"theirs")
+    assert await second.replace_if("lease", b"mine", b"mine", ttl_s=5)
+    assert not await second.delete_if("lease", b"theirs")
+    assert await first.get("lease") == b"mine"
+    assert await second.delete_if("lease", b"mine")
+    assert await first.get("lease") is None
+    assert not await first.replace_if("lease", b"mine", b"again")  # nothing to replace
+
+
+RACE = textwrap.dedent(
+    """
+    import asyncio, sys
+    from argentic.storage import SQLiteStore
+
+    async def main() -> None:
+        async with SQLiteStore(sys.argv[1]) as store:
+            won = [i for i in range(200) if await store.add(f"k{i}", sys.argv[2].encode(), ttl_s=60)]
+        print(",".join(map(str, won)))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_sqlite_add_is_atomic_across_processes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    racers = [
+        subprocess.Popen([sys.executable, "-c", RACE, url, name], stdout=subprocess.PIPE, text=True)
+        for name in ("a", "b", "c")
+    ]
+    won = [racer.communicate(timeout=120)[0].strip() for racer in racers]
+    assert all(racer.returncode == 0 for racer in racers)
+    keys = [int(k) for line in won for k in line.split(",") if k]
+    assert sorted(keys) == list(range(200))  # every key added exactly once, by one of the three
+
+
+async def test_a_store_that_cannot_be_opened_names_its_url(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    url = f"sqlite:///{blocker / 'store.db'}"
+    with pytest.raises(StorageUnavailableError, match=r"cannot be opened|failed") as caught:
+        async with open_store(url):
+            pass
+    assert url in str(caught.value)
+    with pytest.raises(ArgumentError, match="unknown store URL"):
+        open_store("postgres://localhost/db")
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'closed.db'}")
+    with pytest.raises(StorageUnavailableError, match="not open"):
+        await store.get("k")
