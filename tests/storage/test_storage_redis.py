@@ -130,6 +130,9 @@ async def test_unreachable_server_names_the_url() -> None:
     message = str(caught.value)
     assert url in message
     assert "redis-server" in message
+    # A failed start leaves nothing behind: starting again tries again (and fails again).
+    with pytest.raises(StorageUnavailableError):
+        await store.start()
 
 
 @pytest.mark.parametrize("given", [None, "wrong-password"])

@@ -131,6 +131,14 @@ class RedisStore(Store):
         self._replace_if = client.register_script(_REPLACE_IF)
         self._delete_if = client.register_script(_DELETE_IF)
         try:
+            await self._ping(client)
+        except BaseException:
+            # A later start() must try again, not find a client and take it as started.
+            await self.stop()
+            raise
+
+    async def _ping(self, client: aioredis.Redis) -> None:
+        try:
             async with asyncio.timeout(self.connect_timeout_s):
                 await client.ping()
         except TimeoutError:
