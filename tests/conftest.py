@@ -1,4 +1,5 @@
-"""Shared fixtures: a real mosquitto broker on loopback (one per test session, plus per-test ones)."""
+"""Shared fixtures: a real mosquitto broker on loopback (one per test session, plus per-test ones)
+and a real redis-server."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +20,13 @@ def mosquitto() -> Iterator[MosquittoBroker]:
     """One mosquitto for the session; tests isolate themselves with :func:`namespace`."""
     with MosquittoBroker() as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session (no persistence); tests isolate themselves by key prefix."""
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture
