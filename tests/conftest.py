@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,13 @@ import pytest
 
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.redis_server import RedisServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Agents the tests start (in process or as `argentic` commands) keep their conversations in a
+    # store of the test run's own, not in the user's data folder.
+    if "ARGENTIC_DATA_DIR" not in os.environ:
+        os.environ["ARGENTIC_DATA_DIR"] = tempfile.mkdtemp(prefix="argentic-test-data-")
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from argentic import Agent, AgentClient
 from argentic.errors import StorageError
 from argentic.llm import ChatRequest, FunctionLLM
 from argentic.storage import ConversationRecords, MemoryStore, SQLiteStore, Store
+from argentic.storage.redis import RedisStore
 from argentic.testing.messagers import MakeMessager
 
 TURNS = 8
@@ -29,11 +31,17 @@ def counting(name: str) -> FunctionLLM:
     return FunctionLLM(reply)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def two_handles(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
     if request.param == "memory":
         shared = MemoryStore()
         yield shared, shared
+        return
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_server").url
+        prefix = f"t{uuid.uuid4().hex[:8]}:"
+        async with RedisStore(url, prefix=prefix) as first, RedisStore(url, prefix=prefix) as second:
+            yield first, second
         return
     url = f"sqlite:///{tmp_path / 'store.db'}"
     async with SQLiteStore(url) as first, SQLiteStore(url) as second:

@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import pytest
 
 from argentic.errors import ArgumentError, StorageUnavailableError
 from argentic.storage import MemoryStore, SQLiteStore, Store, open_store
+from argentic.storage.redis import RedisStore
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "redis"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -24,6 +26,12 @@ async def two_stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     if request.param == "memory":
         shared = MemoryStore()
         yield shared, shared
+        return
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_server").url
+        prefix = f"t{uuid.uuid4().hex[:8]}:"  # one session server: each test its own keys
+        async with RedisStore(url, prefix=prefix) as first, RedisStore(url, prefix=prefix) as second:
+            yield first, second
         return
     url = f"sqlite:///{tmp_path / 'store.db'}"
     async with SQLiteStore(url) as first, SQLiteStore(url) as second:
