@@ -44,7 +44,8 @@
     │       │                           (delegation_failed)
     │       ├── ForbiddenError          a cancel or input from a client that does not own the task
     │       │                           (forbidden)
-    │       └── BusyError               the agent holds as many tasks as it may; ask again later (busy)
+    │       ├── BusyError               the agent holds as many tasks as it may; ask again later (busy)
+    │       └── TaskNotFoundError       no task of that id on record (not_found)
     ├── StorageError                the store cannot serve (storage_unavailable)
     │   ├── StorageUnavailableError the store (SQLite file, Redis) cannot be reached or refused; names
     │   │                           its URL and the reason
@@ -88,6 +89,7 @@ ErrorCode = Literal[
     "forbidden",
     "busy",
     "storage_unavailable",
+    "not_found",
     "internal",
 ]
 
@@ -309,6 +311,12 @@ class BusyError(TaskError):
     code: ErrorCode = "busy"
 
 
+class TaskNotFoundError(TaskError, LookupError):
+    """No task of that id is on record (never asked, expired, or the agents keep no store)."""
+
+    code: ErrorCode = "not_found"
+
+
 class StorageError(ArgenticError):
     """The store of conversations, tasks and replies cannot serve."""
 
@@ -352,6 +360,7 @@ ERROR_CLASSES: Mapping[ErrorCode, type[ArgenticError]] = {
     "forbidden": ForbiddenError,
     "busy": BusyError,
     "storage_unavailable": StorageError,
+    "not_found": TaskNotFoundError,
     "internal": InternalError,
 }
 

@@ -50,6 +50,7 @@ from argentic.errors import (
     LLMError,
     MalformedMessageError,
     TaskCanceledError,
+    TaskNotFoundError,
     UnknownToolError,
 )
 from argentic.errors_wire import error_info as error_info  # also importable from here, as before
@@ -74,6 +75,7 @@ from argentic.protocol import (
     Message,
     Presence,
     Question,
+    TaskGet,
     ToolCallRecord,
     ToolResult,
     Topics,
@@ -81,7 +83,7 @@ from argentic.protocol import (
     new_id,
     topic_level,
 )
-from argentic.storage import ConversationRecords, Store
+from argentic.storage import ConversationRecords, Store, TaskRecords
 from argentic.tools import LocalTools, ToolManager
 from argentic.tools.local import ToolLike
 from argentic.validation import describe_validation_error
@@ -168,6 +170,8 @@ class Agent(Running):
             max_messages=options.max_history_messages,
             records=records,
         )
+        #: Each MQTT question's task on record (with a store): ``task_get`` answers from it.
+        self.task_records = TaskRecords(records.store) if records is not None else None
         #: Questions from MQTT run as tasks (see argentic.agents.tasks): at most ``max_tasks`` work
         #: at once, ``max_waiting_tasks`` more wait for a slot, beyond that they are refused.
         self.max_depth = options.max_depth
@@ -178,6 +182,7 @@ class Agent(Running):
         self._joined = False  # on the messager's task board (start got that far)
         self._subscription: Any = None
         self._presence_watch: Any = None
+        self._task_gets: Any = None
         self._presence_holder: str | None = None  # the client whose presence the role's topic holds
         self._cancel_leave: Callable[[], None] = lambda: None
         self._cancel_watch: Callable[[], None] = lambda: None
@@ -258,6 +263,12 @@ class Agent(Running):
             model=Presence,
             on_invalid=self._repair_presence,
         )
+        self._task_gets = await self.messager.subscribe(
+            self.messager.topics.agent_tasks(self.role),
+            self._on_task_get,
+            model=TaskGet,
+            shared_group=self.role,
+        )
         self._cancel_leave = self.messager.before_disconnect(self.stop)
         await self._publish_presence(True)
         log.info("agent %s serving %s", self.role, self.messager.topics.agent_questions(self.role))
@@ -277,8 +288,8 @@ class Agent(Running):
         if not self._joined:
             return
         serving = self._subscription is not None
-        subs = [self._subscription, self._presence_watch]
-        self._subscription = self._presence_watch = None
+        subs = [self._subscription, self._presence_watch, self._task_gets]
+        self._subscription = self._presence_watch = self._task_gets = None
         self._joined = False
         self._cancel_leave()
         try:
@@ -343,7 +354,8 @@ class Agent(Running):
 
     def _task_of(self, question: Question) -> AgentTask:
         assert self.messager is not None
-        return AgentTask(question, self.role, self.messager.topics.agent_events(self.role, question.id))
+        topic = self.messager.topics.agent_events(self.role, question.id)
+        return AgentTask(question, self.role, topic, records=self.task_records)
 
     async def _refuse_busy(self, question: Question) -> None:
         assert self.messager is not None
@@ -398,8 +410,29 @@ class Agent(Running):
                 usage=result.usage,
                 agent=self.role,
             )
+        if self.task_records is not None and isinstance(response, Answer):
+            try:
+                await self.task_records.put_answer(response)
+            except Exception as exc:
+                log.warning("could not put the answer of %s on record: %s", question.id, exc)
         if question.reply_to:
             await self.messager.reply(question, response)
+
+    async def _on_task_get(self, request: TaskGet) -> None:
+        """Where a task is, from the record (``task_get``: after a reconnect, from anywhere)."""
+        assert self.messager is not None
+        if not request.reply_to:
+            return
+        response: Message
+        try:
+            record = await self.task_records.get(request.question_id) if self.task_records else None
+            if record is None:
+                kept = "" if self.task_records else " (this agent keeps no records: it has no store)"
+                raise TaskNotFoundError(f"no task {request.question_id!r} on record at {self.role}{kept}")
+            response = record
+        except Exception as exc:
+            response = ErrorReply(request_id=request.id, error=error_info(exc))
+        await self.messager.reply(request, response)
 
     # --- answering ----------------------------------------------------------------------------
 

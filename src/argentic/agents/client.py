@@ -50,7 +50,9 @@ from argentic.protocol import (
     Presence,
     Progress,
     Question,
+    TaskGet,
     TaskInput,
+    TaskRecord,
     TaskStatus,
     Token,
     topic_level,
@@ -270,6 +272,25 @@ class AgentClient:
         the question's asker)."""
         cancel = Cancel(question_id=question_id, reason=reason, reply_to=self.messager.inbox)
         await self.messager.publish(self.messager.topics.agent_cancel(self.role), cancel)
+
+    async def task(
+        self,
+        question_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (public API)
+    ) -> TaskRecord:
+        """Where the task of ``question_id`` is, and its answer once completed (A2A's tasks/get),
+        from the store the role's agents keep: also after this client reconnected, or from another
+        process. No such task on record raises :class:`~argentic.errors.TaskNotFoundError`."""
+        reply = await self.messager.request(
+            self.messager.topics.agent_tasks(self.role),
+            TaskGet(question_id=question_id),
+            response_model=TaskRecord,
+            timeout=self.timeout_s if timeout is None else timeout,
+        )
+        if isinstance(reply, ErrorReply):
+            raise error_from(reply.error)
+        return reply
 
     async def stop_waiting(self, question_id: str, reason: str = "the asker stopped waiting") -> None:
         """Cancel ``question_id`` because nobody waits for its answer any more: best effort, bounded

@@ -40,6 +40,7 @@ from argentic.errors import (
 from argentic.errors_wire import error_info
 from argentic.messaging import Messager
 from argentic.protocol import Cancel, ErrorInfo, ErrorReply, Question, TaskState, TaskStatus, ToolResult
+from argentic.storage import TaskRecords
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class AgentTask:
     #: What the roles it asked answered: errors of those that failed, and how many answered.
     delegate_errors: list[ErrorInfo] = field(default_factory=list)
     delegates_answered: int = 0
+    #: Where its states are written as they change (the agent's store), if anywhere.
+    records: TaskRecords | None = None
 
     @property
     def owner(self) -> str | None:
@@ -300,11 +303,17 @@ class TaskBoard:
     async def status(
         self, task: AgentTask, state: TaskState, *, text: str | None = None, error: ErrorInfo | None = None
     ) -> None:
-        """Publish ``task``'s state on its events topic (never fails the task)."""
+        """Publish ``task``'s state on its events topic, and put it on record (never fails the task)."""
+        status = task_status(task, state, self.messager, text, error)
         try:
-            await self.messager.publish(task.topic, task_status(task, state, self.messager, text, error))
+            await self.messager.publish(task.topic, status)
         except Exception as exc:
             log.warning("could not publish the status of %s: %s", task.question.id, exc)
+        if task.records is not None:
+            try:
+                await task.records.put_status(status)
+            except Exception as exc:
+                log.warning("could not put the status of %s on record: %s", task.question.id, exc)
 
 
 def task_status(

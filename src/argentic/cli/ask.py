@@ -10,7 +10,7 @@ from typing import Any
 
 from argentic.agents.client import AgentClient, AgentRun, describe_event
 from argentic.config import ArgenticConfig, load_config
-from argentic.errors import AgentReplyError, ArgenticError, RequestTimeoutError
+from argentic.errors import AgentReplyError, ArgenticError, RequestTimeoutError, UsageError
 from argentic.messaging import Messager
 from argentic.protocol import Progress, TaskStatus, Token
 
@@ -18,7 +18,13 @@ HELP = "ask an agent a question over MQTT and print the answer"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("text", help="the question")
+    parser.add_argument("text", nargs="?", help="the question")
+    parser.add_argument(
+        "--task",
+        metavar="QUESTION_ID",
+        help="instead of asking: where that question's task is, and its answer once done "
+        "(exit 0 completed, 1 failed/canceled/rejected, 4 not done yet)",
+    )
     parser.add_argument("-r", "--role", help="agent role (default: agent.role)")
     parser.add_argument("--conversation", help="continue this conversation id")
     parser.add_argument("--stream", action="store_true", help="print the answer's tokens as they come")
@@ -76,7 +82,27 @@ async def _give_input(run: AgentRun, status: TaskStatus) -> None:
     await run.give_input(status, line.strip() or "(no answer)")
 
 
+async def look_up(config: ArgenticConfig, args: argparse.Namespace) -> int:
+    """``--task ID``: the task's record, from the store the role's agents keep."""
+    role = args.role or config.agent.role
+    async with Messager.from_config(config.messaging) as messager:
+        record = await AgentClient(messager, role, timeout_s=args.timeout).task(args.task)
+    if args.json:
+        print(record.model_dump_json(indent=2))
+    else:
+        print(f"[task] {describe_event(record.status)}", file=sys.stderr)
+        if record.answer is not None:
+            answer = record.answer
+            print(answer.text if answer.data is None else json.dumps(answer.data, ensure_ascii=False))
+    state = record.status.state
+    return 0 if state == "completed" else 1 if state in ("failed", "canceled", "rejected") else 4
+
+
 async def ask(config: ArgenticConfig, args: argparse.Namespace) -> int:
+    if args.task:
+        return await look_up(config, args)
+    if not args.text:
+        raise UsageError("give a question, or --task QUESTION_ID to look one up")
     role = args.role or config.agent.role
     async with Messager.from_config(config.messaging) as messager:
         client = AgentClient(messager, role, timeout_s=args.timeout)
@@ -95,6 +121,8 @@ async def ask(config: ArgenticConfig, args: argparse.Namespace) -> int:
             tokens=args.stream,
             deadline_s=args.deadline,
         ) as run:
+            if not args.quiet:
+                print(f"(question {run.question.id}: argentic ask --task looks it up)", file=sys.stderr)
             # Ctrl-C ends the run, which cancels the question: the agent stops working on it too.
             async for event in run:
                 if isinstance(event, Token):

@@ -225,6 +225,23 @@ class TaskInput(Message):
     text: str = Field(min_length=1, max_length=200_000)
 
 
+class TaskGet(Message):
+    """Ask where a task is, and its answer once done: to ``{ns}/agents/{role}/tasks`` (A2A's
+    tasks/get). Works after the asker reconnected, and from another process: the question id is
+    what names the task. The reply is a :class:`TaskRecord`, or an error reply ``not_found``."""
+
+    type: Literal["task_get"] = "task_get"
+    question_id: str = Field(min_length=1, max_length=128)
+
+
+class TaskRecord(Message):
+    """A task as the store keeps it: its latest status and, once completed, its answer."""
+
+    type: Literal["task_record"] = "task_record"
+    status: TaskStatus
+    answer: Answer | None = None
+
+
 class Cancel(Message):
     """Stop the work on a question and on what it spawned: to ``{ns}/agents/{role}/cancel``.
 
@@ -340,6 +357,8 @@ AnyMessage = Annotated[
     | Presence
     | TaskStatus
     | TaskInput
+    | TaskGet
+    | TaskRecord
     | Cancel
     | ClientStatus
     | Observation

@@ -89,6 +89,10 @@ class Topics:
     def agent_status_all(self) -> str:
         return self._join("agents", "+", "status")
 
+    def agent_tasks(self, role: str) -> str:
+        """Where a role's agents answer ``task_get`` requests."""
+        return self._join("agents", topic_level(role, "agent role"), "tasks")
+
     def agent_cancel(self, role: str) -> str:
         return self._join("agents", topic_level(role, "agent role"), "cancel")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from argentic.errors import ArgumentError
 from argentic.storage.base import Store
 from argentic.storage.memory import MemoryStore
-from argentic.storage.records import ConversationRecords, Lease, LeaseTimeoutError
+from argentic.storage.records import ConversationRecords, Lease, LeaseTimeoutError, TaskRecords
 from argentic.storage.sqlite import SQLiteStore
 
 
@@ -36,5 +36,6 @@ __all__ = [
     "MemoryStore",
     "SQLiteStore",
     "Store",
+    "TaskRecords",
     "open_store",
 ]

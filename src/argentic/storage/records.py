@@ -1,5 +1,6 @@
-"""What agents keep in the store, written once for every backend: conversation histories, and the
-lease that makes the turns of one conversation run one after the other across replicas.
+"""What agents keep in the store, written once for every backend: conversation histories, the
+lease that makes the turns of one conversation run one after the other across replicas, and
+each question's task on record.
 
 A lease is a key only its holder's token may renew or delete (``add``, ``replace_if``,
 ``delete_if``); it expires after ``ttl_s`` unless renewed, so a holder that died blocks nobody for
@@ -20,6 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from argentic.errors import StorageError
 from argentic.llm import ChatMessage
+from argentic.protocol import Answer, TaskRecord, TaskStatus
 from argentic.storage.base import Store
 
 log = logging.getLogger(__name__)
@@ -129,3 +131,40 @@ class ConversationRecords:
 
     async def save(self, conversation_id: str, messages: list[ChatMessage]) -> None:
         await self.store.set(f"conversation:{conversation_id}", _HISTORY.dump_json(messages), self.ttl_s)
+
+
+#: How long a task's record is kept after its last change (seconds).
+TASK_TTL_S = 7 * 24 * 3600.0
+
+
+class TaskRecords:
+    """Each question's task on record: its latest status, and its answer once done, so that a
+    client learns how its question ended after reconnecting (``task_get``)."""
+
+    def __init__(self, store: Store, *, ttl_s: float | None = TASK_TTL_S) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+
+    async def put_status(self, status: TaskStatus) -> None:
+        await self.store.set(
+            f"task:{status.question_id}:status", status.model_dump_json().encode(), self.ttl_s
+        )
+
+    async def put_answer(self, answer: Answer) -> None:
+        await self.store.set(
+            f"task:{answer.question_id}:answer", answer.model_dump_json().encode(), self.ttl_s
+        )
+
+    async def get(self, question_id: str) -> TaskRecord | None:
+        """The task's record; None when there is none (or what is stored does not parse)."""
+        status_data = await self.store.get(f"task:{question_id}:status")
+        if status_data is None:
+            return None
+        answer_data = await self.store.get(f"task:{question_id}:answer")
+        try:
+            status = TaskStatus.model_validate_json(status_data)
+            answer = Answer.model_validate_json(answer_data) if answer_data is not None else None
+        except ValidationError as exc:
+            log.error("task %r: the stored record does not parse, skipped: %s", question_id, str(exc)[:300])
+            return None
+        return TaskRecord(status=status, answer=answer)
