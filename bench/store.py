@@ -1,0 +1,220 @@
+"""Conversations on the shared store: what keeping them in SQLite or Redis costs against memory,
+and whether replicas see whole histories.
+
+``--conversations`` (64) conversations of ``--turns`` (5) turns each go at once, over mosquitto,
+to agents of one role with a scripted model that answers with the number of user turns it was
+shown; each backend (memory, SQLite, Redis) runs with one agent, then with two replicas of the
+role (two agents on two clients, sharing the questions through the broker and the store), the
+backends alternating, ``--rounds`` times each; a backend's figure is its best round.
+
+- ``tasks_per_min_memory``: turns per minute on memory with one agent;
+- ``ratio_sqlite``, ``ratio_redis``: each backend's turns per minute over memory's (goal >= 0.9);
+- ``turn_store_p99_ms``: per turn, the time in the store (taking the conversation's lease, reading
+  its history, writing it back, releasing the lease), p99 over SQLite and Redis turns;
+- ``history_errors``: turns whose history was not the whole conversation (goal 0). Memory with two
+  replicas is not counted: in-process memory is not shared, which is what the store is for.
+
+usage: uv run python bench/store.py [--conversations 64] [--turns 5] [--rounds 3] [--quick]
+Last line: {"tasks_per_min_memory": ..., "ratio_sqlite": ..., "ratio_redis": ..., ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
+from pathlib import Path
+from types import TracebackType
+
+from argentic import Agent, AgentClient
+from argentic.llm import ChatMessage, ChatRequest, FunctionLLM
+from argentic.messaging import Messager
+from argentic.storage import ConversationRecords, Lease, MemoryStore, SQLiteStore, Store
+from argentic.storage.redis import RedisStore
+from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.redis_server import RedisServer
+
+#: The store time of the turn the current task is on (each turn runs in a task of its own).
+_turn: ContextVar[list[float] | None] = ContextVar("turn", default=None)
+
+
+class TimedLease(Lease):
+    def __init__(self, lease: Lease, spent: list[float]) -> None:
+        super().__init__(lease.store, lease.key, ttl_s=lease.ttl_s, wait_s=lease.wait_s)
+        self.spent = spent
+
+    async def __aenter__(self) -> Lease:
+        started = time.perf_counter()
+        _turn.set([0.0])
+        entered = await super().__aenter__()
+        self._add(started)
+        return entered
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        started = time.perf_counter()
+        await super().__aexit__(exc_type, exc, tb)
+        self._add(started)
+        turn = _turn.get()
+        if turn is not None:
+            self.spent.append(turn[0])
+
+    @staticmethod
+    def _add(started: float) -> None:
+        turn = _turn.get()
+        if turn is not None:
+            turn[0] += time.perf_counter() - started
+
+
+class TimedRecords(ConversationRecords):
+    """Conversation records that note the store time of each turn."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.spent: list[float] = []
+
+    def lease(self, conversation_id: str) -> Lease:
+        return TimedLease(super().lease(conversation_id), self.spent)
+
+    async def load(self, conversation_id: str) -> list[ChatMessage]:
+        started = time.perf_counter()
+        messages = await super().load(conversation_id)
+        TimedLease._add(started)
+        return messages
+
+    async def save(self, conversation_id: str, messages: list[ChatMessage]) -> None:
+        started = time.perf_counter()
+        await super().save(conversation_id, messages)
+        TimedLease._add(started)
+
+
+def counting(request: ChatRequest) -> str:
+    return str(sum(m.role == "user" for m in request.messages))
+
+
+async def conversation(client: AgentClient, turns: int) -> int:
+    """One conversation; how many of its turns saw less (or more) than the whole history."""
+    errors = 0
+    cid: str | None = None
+    for turn in range(1, turns + 1):
+        answer = await client.answer(f"turn {turn}", conversation_id=cid)
+        cid = answer.conversation_id
+        errors += answer.text != str(turn)
+    return errors
+
+
+@contextlib.asynccontextmanager
+async def handles(kind: str, folder: Path, redis_url: str) -> AsyncIterator[tuple[Store, Store]]:
+    """Two handles on one fresh store of ``kind`` (two connections where it has connections)."""
+    if kind == "memory":
+        shared = MemoryStore()
+        yield shared, shared
+    elif kind == "sqlite":
+        url = f"sqlite:///{folder / f'{uuid.uuid4().hex}.db'}"
+        async with SQLiteStore(url) as first, SQLiteStore(url) as second:
+            yield first, second
+    else:
+        prefix = f"bench-{uuid.uuid4().hex[:8]}:"
+        async with (
+            RedisStore(redis_url, prefix=prefix) as first,
+            RedisStore(redis_url, prefix=prefix) as second,
+        ):
+            yield first, second
+
+
+async def one_run(
+    broker: MosquittoBroker, kind: str, replicas: int, args: argparse.Namespace, folder: Path, redis_url: str
+) -> tuple[float, int, list[float]]:
+    """Turns per minute, history errors, and each turn's store seconds."""
+    namespace = f"bench{uuid.uuid4().hex[:6]}"
+
+    def messager() -> Messager:
+        return Messager(broker.host, broker.port, namespace=namespace, persistent=False)
+
+    async with handles(kind, folder, redis_url) as stores, contextlib.AsyncExitStack() as stack:
+        records = [TimedRecords(store) for store in stores[:replicas]]
+        for record in records:
+            bus = await stack.enter_async_context(messager())
+            agent = Agent(
+                FunctionLLM(counting), bus, role="bench", store=record, max_tasks=args.conversations
+            )
+            await stack.enter_async_context(agent)
+        client_bus = await stack.enter_async_context(messager())
+        client = AgentClient(client_bus, "bench", timeout_s=120)
+        started = time.perf_counter()
+        errors = await asyncio.gather(*(conversation(client, args.turns) for _ in range(args.conversations)))
+        elapsed = time.perf_counter() - started
+    spent = [s for r in records for s in r.spent]
+    return args.conversations * args.turns / elapsed * 60, sum(errors), spent
+
+
+async def bench(args: argparse.Namespace) -> dict[str, float | int]:
+    kinds = ["memory", "sqlite", "redis"]
+    best: dict[tuple[str, int], float] = {}
+    errors: dict[tuple[str, int], int] = {}
+    spent: list[float] = []
+    with (
+        MosquittoBroker(persistence=False) as broker,
+        RedisServer() as redis,
+        tempfile.TemporaryDirectory(prefix="argentic-bench-store-") as folder,
+    ):
+        for number in range(args.rounds):
+            order = kinds if number % 2 == 0 else kinds[::-1]  # each backend leads as often
+            for replicas in (1, 2):
+                for kind in order:
+                    rate, wrong, times = await one_run(broker, kind, replicas, args, Path(folder), redis.url)
+                    key = (kind, replicas)
+                    best[key] = max(best.get(key, 0.0), rate)
+                    errors[key] = errors.get(key, 0) + wrong
+                    if kind != "memory":
+                        spent.extend(times)
+                    print(
+                        f"round {number + 1} {kind:6s} x{replicas}: {rate:7.0f} turns/min, "
+                        f"{wrong} history errors",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    memory = best[("memory", 1)]
+    spent.sort()
+    p99 = spent[min(len(spent) - 1, round(0.99 * (len(spent) - 1)))] if spent else 0.0
+    return {
+        "tasks_per_min_memory": round(memory),
+        "ratio_sqlite": round(best[("sqlite", 1)] / memory, 3),
+        "ratio_redis": round(best[("redis", 1)] / memory, 3),
+        "ratio_sqlite_2_replicas": round(best[("sqlite", 2)] / best[("memory", 1)], 3),
+        "ratio_redis_2_replicas": round(best[("redis", 2)] / best[("memory", 1)], 3),
+        "turn_store_p50_ms": round(statistics.median(spent) * 1000, 3) if spent else 0.0,
+        "turn_store_p99_ms": round(p99 * 1000, 3),
+        "history_errors": sum(
+            n for (kind, replicas), n in errors.items() if kind != "memory" or replicas == 1
+        ),
+        "history_errors_memory_2_replicas": errors[("memory", 2)],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=64)
+    parser.add_argument("--turns", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--quick", action="store_true", help="a check that it runs: a few short conversations"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        parser.set_defaults(conversations=4, turns=2, rounds=1)
+        args = parser.parse_args()
+    print(json.dumps(asyncio.run(bench(args))))
+
+
+if __name__ == "__main__":
+    main()
