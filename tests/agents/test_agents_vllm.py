@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from argentic.llm.markup import tool_markup
 from argentic.netutil import free_port
-from argentic.protocol import Answer, Message, Presence, Progress, Question, Token
+from argentic.protocol import Answer, Message, Presence, Progress, Question, TaskStatus, Token
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.waiting import wait_until
@@ -118,7 +118,7 @@ async def test_question_over_mqtt_answered_after_a_validated_tool_call(
         assert answer.usage.total_tokens > 0
     assert isinstance(plain, Answer) and plain.text and tool_markup(plain.text) is None
     # events are published before the answer but may be delivered after it
-    await wait_until(lambda: any(isinstance(e, Progress) and e.stage == "answered" for e in events))
+    await wait_until(lambda: any(isinstance(e, TaskStatus) and e.state == "completed" for e in events))
     tool_events = [e for e in events if isinstance(e, Progress) and e.stage == "tool_call"]
     assert tool_events and tool_events[0].tool == "calculate"
     assert any(isinstance(e, Token) for e in events)  # the answer was streamed

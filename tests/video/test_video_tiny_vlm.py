@@ -29,7 +29,7 @@ from argentic.llm.openai_provider import OpenAICompatibleProvider
 from argentic.llm.types import ChatMessage, ChatRequest, ImagePart, SamplingSettings, StreamEnd, TextDelta
 from argentic.messaging import Messager
 from argentic.netutil import free_port
-from argentic.protocol import Answer, Message, Observation, Progress, Question, Token
+from argentic.protocol import Answer, Message, Observation, Question, TaskStatus, Token
 from argentic.testing.vllm_server import VLM_IMAGE_LIMIT
 from argentic.testing.waiting import wait_until
 from argentic.video import FramesOverWindow, TestPatternSource
@@ -173,7 +173,7 @@ async def test_streaming_against_the_multimodal_server(
         )
         assert isinstance(answer, Answer), answer
         assert answer.usage.prompt_tokens > CPU_VLM_TOKENS_PER_IMAGE, "the frame reached the model"
-        await wait_until(lambda: any(isinstance(e, Progress) and e.stage == "answered" for e in seen))
+        await wait_until(lambda: any(isinstance(e, TaskStatus) and e.state == "completed" for e in seen))
         assert any(isinstance(e, Token) for e in seen)
     finally:
         await agent.stop()
