@@ -49,7 +49,7 @@
     ├── StorageError                the store cannot serve (storage_unavailable)
     │   ├── StorageUnavailableError the store (SQLite file, Redis) cannot be reached or refused; names
     │   │                           its URL and the reason
-    │   └── RecordError             a stored record does not parse (it is reported and skipped)
+    │   └── LeaseTimeoutError       another replica held a conversation's turn past the wait
     └── VideoError                  no frames, unreadable video, a WebRTC peer that failed (no_frames)
 
 Every message says what to do about the problem where there is something to do.
@@ -327,8 +327,8 @@ class StorageUnavailableError(StorageError):
     """The store cannot be reached, or refused (authentication, out of memory): names its URL."""
 
 
-class RecordError(StorageError, ValueError):
-    """A stored record does not parse (edited by hand, or written by a newer version)."""
+class LeaseTimeoutError(StorageError, TimeoutError):
+    """Another holder kept a lease (a conversation's turn) longer than the wait allowed."""
 
 
 class VideoError(ArgenticError):

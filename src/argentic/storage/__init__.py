@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-from argentic.errors import ArgumentError
+from argentic.errors import ArgumentError, LeaseTimeoutError
 from argentic.storage.base import Store
 from argentic.storage.memory import MemoryStore
-from argentic.storage.records import ConversationRecords, Lease, LeaseTimeoutError, TaskRecords
+from argentic.storage.records import ConversationRecords, Lease, TaskRecords
 from argentic.storage.sqlite import SQLiteStore
 
 

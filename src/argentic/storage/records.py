@@ -19,7 +19,7 @@ from types import TracebackType
 
 from pydantic import TypeAdapter, ValidationError
 
-from argentic.errors import StorageError
+from argentic.errors import LeaseTimeoutError, StorageError
 from argentic.llm import ChatMessage
 from argentic.protocol import Answer, TaskRecord, TaskStatus
 from argentic.storage.base import Store
@@ -30,10 +30,6 @@ _HISTORY = TypeAdapter(list[ChatMessage])
 
 #: How long a conversation is kept after its last turn (seconds; storage.conversation_ttl_s).
 CONVERSATION_TTL_S = 7 * 24 * 3600.0
-
-
-class LeaseTimeoutError(StorageError, TimeoutError):
-    """Another holder kept the lease for longer than the wait allowed."""
 
 
 class Lease:
