@@ -11,6 +11,7 @@ from argentic.agents.runtime import wait_for_shutdown
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError
 from argentic.messaging import Messager
+from argentic.storage import open_store
 from argentic.tools import ToolService
 from argentic.tools.loader import import_module, tools_in
 
@@ -37,7 +38,9 @@ async def serve(config: ArgenticConfig, module: str, name: str, only: list[str] 
         return 1
     # The default will (the client's status) covers the announcement: a broker restart sends it,
     # and callers wait for this client to come back rather than fail calls whose result is coming.
+    # The store (storage.url) makes each call run once across the service's replicas.
     async with (
+        open_store(config.storage.resolved_url()) as store,
         Messager.from_config(config.messaging) as messager,
         ToolService(
             messager,
@@ -47,6 +50,7 @@ async def serve(config: ArgenticConfig, module: str, name: str, only: list[str] 
             max_concurrent_calls=config.tools.max_concurrent_calls,
             isolate_sync_tools=config.tools.isolate_sync_tools,
             max_memory_mb=config.tools.max_memory_mb,
+            store=store,
         ) as service,
     ):
         print(f"serving {', '.join(service.tools)} as {name!r}; Ctrl-C stops", file=sys.stderr, flush=True)

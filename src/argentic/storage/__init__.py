@@ -9,7 +9,7 @@ from __future__ import annotations
 from argentic.errors import ArgumentError, LeaseTimeoutError
 from argentic.storage.base import Store
 from argentic.storage.memory import MemoryStore
-from argentic.storage.records import ConversationRecords, Lease, TaskRecords
+from argentic.storage.records import ConversationRecords, Lease, Once, TaskRecords
 from argentic.storage.sqlite import SQLiteStore
 
 
@@ -34,6 +34,7 @@ __all__ = [
     "Lease",
     "LeaseTimeoutError",
     "MemoryStore",
+    "Once",
     "SQLiteStore",
     "Store",
     "TaskRecords",

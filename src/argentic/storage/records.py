@@ -16,15 +16,18 @@ import logging
 import time
 import uuid
 from types import TracebackType
+from typing import TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
 from argentic.errors import LeaseTimeoutError, StorageError
 from argentic.llm import ChatMessage
-from argentic.protocol import Answer, TaskRecord, TaskStatus
+from argentic.protocol import Answer, Message, TaskRecord, TaskStatus
 from argentic.storage.base import Store
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
 
 _HISTORY = TypeAdapter(list[ChatMessage])
 
@@ -164,3 +167,35 @@ class TaskRecords:
             log.error("task %r: the stored record does not parse, skipped: %s", question_id, str(exc)[:300])
             return None
         return TaskRecord(status=status, answer=answer)
+
+
+class Once:
+    """A request worked on once across replicas, however often it is resent: the first replica to
+    claim its key runs it and keeps its reply; a duplicate that reaches any replica gets the kept
+    reply (or nothing while the first one still works: its reply is on the way).
+
+    A claim expires after ``claim_ttl_s``, so a request whose replica died is run again when it is
+    resent after that; replies are kept ``reply_ttl_s``."""
+
+    def __init__(self, store: Store, *, claim_ttl_s: float = 300.0, reply_ttl_s: float = 3600.0) -> None:
+        self.store = store
+        self.claim_ttl_s = claim_ttl_s
+        self.reply_ttl_s = reply_ttl_s
+
+    async def claim(self, key: str, ttl_s: float | None = None) -> bool:
+        """Whether this caller is the one to run the request of ``key``."""
+        return await self.store.add(f"once:{key}", b"1", self.claim_ttl_s if ttl_s is None else ttl_s)
+
+    async def keep(self, key: str, reply: Message) -> None:
+        await self.store.set(f"reply:{key}", reply.model_dump_json().encode(), self.reply_ttl_s)
+
+    async def kept(self, key: str, model: type[M]) -> M | None:
+        """The reply the replica that ran the request kept, if it has (and it parses)."""
+        data = await self.store.get(f"reply:{key}")
+        if data is None:
+            return None
+        try:
+            return model.model_validate_json(data)
+        except ValidationError as exc:
+            log.error("the kept reply of %r does not parse, skipped: %s", key, str(exc)[:300])
+            return None

@@ -23,16 +23,22 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from argentic.errors import ConfigError, UnknownToolError
+from argentic.errors import ConfigError, StorageError, UnknownToolError
 from argentic.errors_wire import failed_result
 from argentic.lifecycle import Running
 from argentic.messaging import Messager, Will
+from argentic.messaging.dispatch import sender_key
 from argentic.protocol import ToolAnnouncement, ToolCall, ToolResult, Topics, topic_level
+from argentic.storage import Once, Store
 from argentic.tools.base import BaseTool, FunctionTool
 from argentic.tools.execution import run_tool
 from argentic.tools.isolation import WorkerPool
 
 log = logging.getLogger(__name__)
+
+
+#: Seconds a call's claim outlives its timeout.
+CLAIM_GRACE_S = 30.0
 
 
 def tool_service_will(topics: Topics, service_name: str) -> Will:
@@ -53,8 +59,12 @@ class ToolService(Running):
         max_concurrent_calls: int = 32,
         isolate_sync_tools: bool = False,
         max_memory_mb: int | None = 1024,
+        store: Store | None = None,
     ) -> None:
         self.messager = messager
+        #: With a store shared by the service's replicas: each call runs once across them, and a
+        #: resent call gets the kept result (the call's id, per caller, names it).
+        self.once = Once(store) if store is not None else None
         # Sync tools in worker processes, cut off at the timeout (see tools.isolation): as many
         # workers as calls may run at once, forked as needed, kept while the service runs.
         self.isolate_sync_tools = isolate_sync_tools
@@ -169,11 +179,39 @@ class ToolService(Running):
             await self.announce()
 
     async def _on_call(self, call: ToolCall) -> None:
+        key = f"tool:{sender_key(call)}"
+        if self.once is not None and not await self._claim(call, key):
+            return
         result = await self.execute(call)
+        if self.once is not None:
+            try:
+                await self.once.keep(key, result)
+            except StorageError as exc:
+                log.warning("could not keep the result of call %s: %s", call.id, exc)
         if call.reply_to:
             await self.messager.reply(call, result)
         else:
             log.warning("tool call %s for %s has no reply_to; result dropped", call.id, call.tool)
+
+    async def _claim(self, call: ToolCall, key: str) -> bool:
+        """Whether this replica runs ``call``; a duplicate gets the kept result instead, if any."""
+        assert self.once is not None
+        item = self.tools.get(call.tool)
+        # A claim outlives the call's longest run: a resend after that runs it again.
+        ttl = (item.call_timeout_s if item and item.call_timeout_s else self.call_timeout_s) + CLAIM_GRACE_S
+        try:
+            if await self.once.claim(key, ttl):
+                return True
+            kept = await self.once.kept(key, ToolResult)
+        except StorageError as exc:
+            log.warning("the store cannot say whether call %s ran already; running it: %s", call.id, exc)
+            return True
+        if kept is None:
+            log.info("call %s is running on another replica; its result goes to the caller", call.id)
+        elif call.reply_to:
+            log.info("call %s was answered already; sending the kept result again", call.id)
+            await self.messager.reply(call, kept)
+        return False
 
     async def execute(self, call: ToolCall) -> ToolResult:
         """Run one call and make its result (never raises)."""
