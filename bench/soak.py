@@ -82,8 +82,9 @@ class Tally:
 class Fleet:
     """The agent and tool processes, started and killed by pid."""
 
-    def __init__(self, port: int, session_expiry_s: float) -> None:
+    def __init__(self, port: int, session_expiry_s: float, store_url: str) -> None:
         self.port = port
+        self.store_url = store_url
         self.session_expiry_s = session_expiry_s
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.peaks_mb: dict[str, float] = {}
@@ -102,6 +103,8 @@ class Fleet:
             # Replicas share their requests: a short session lets the broker stop handing requests
             # to a killed replica's session soon (requesters resend what it held meanwhile).
             "ARGENTIC_MESSAGING__SESSION_EXPIRY_S": f"{self.session_expiry_s:g}",
+            # One store for every agent and tool process: conversations, and each call run once.
+            "ARGENTIC_STORAGE__URL": self.store_url,
         }
 
     def start(self, name: str) -> None:
@@ -294,7 +297,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     duration, broker_down, question_timeout_s = args.duration, args.broker_down, args.question_timeout
     broker = MosquittoBroker()
     broker.start()
-    fleet = Fleet(broker.port, args.session_expiry)
+    store = broker.workdir / "store.db"  # removed with the broker's folder
+    fleet = Fleet(broker.port, args.session_expiry, f"sqlite:///{store}")
     for name in ("agent-1", "agent-2", "tools-1", "tools-2"):
         fleet.start(name)
     tally = Tally()
