@@ -59,6 +59,7 @@ class Tally:
     requests: int = 0
     answered: int = 0
     lost: int = 0
+    lost_kinds: Counter[str] = field(default_factory=Counter)
     wrong: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     error_samples: dict[str, str] = field(default_factory=dict)
@@ -233,6 +234,7 @@ async def worker(
             reply = await client.request(topic, question, response_model=Answer, timeout=question_timeout_s)
         except RequestTimeoutError:
             tally.lost += 1
+            tally.lost_kinds["question"] += 1
         except ArgenticError as exc:
             tally.error(type(exc).__name__, str(exc))
         else:
@@ -254,6 +256,7 @@ async def worker(
             tally.wrong += 1
         elif result.error is not None and result.error.code == "timeout" and result.service_id is None:
             tally.lost += 1  # no reply came (a timeout the service itself reports is an error reply)
+            tally.lost_kinds["tool call"] += 1
         else:
             code = result.error.code if result.error else "unknown"
             tally.error(code, result.error.message if result.error else "")
@@ -369,6 +372,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "questions": tally.requests,
         "answered": tally.answered,
         "lost": tally.lost,
+        "lost_kinds": dict(tally.lost_kinds),
         "duplicated": sum(1 for ids in tally.replies.values() if len(ids) > 1),
         "errors": sum(tally.errors.values()) + tally.wrong,
         "p99_ms": round(p99, 1) if p99 is not None else None,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a call's claim outlives its timeout.
 CLAIM_GRACE_S = 30.0
+#: How often a replica holding a copy of a call another one runs looks for its kept result.
+KEPT_POLL_S = 0.05
 
 
 def tool_service_will(topics: Topics, service_name: str) -> Will:
@@ -199,19 +202,24 @@ class ToolService(Running):
         item = self.tools.get(call.tool)
         # A claim outlives the call's longest run: a resend after that runs it again.
         ttl = (item.call_timeout_s if item and item.call_timeout_s else self.call_timeout_s) + CLAIM_GRACE_S
+        deadline = time.monotonic() + ttl
         try:
-            if await self.once.claim(key, ttl):
-                return True
-            kept = await self.once.kept(key, ToolResult)
+            while not await self.once.claim(key, ttl):
+                kept = await self.once.kept(key, ToolResult)
+                if kept is not None:
+                    log.info("call %s was answered already; sending the kept result again", call.id)
+                    if call.reply_to:
+                        await self.messager.reply(call, kept)
+                    return False
+                if time.monotonic() > deadline:
+                    return False  # the claim's holder neither answered nor let go: the caller times out
+                # Another replica runs it: its result, kept, is sent from here too (the copy that
+                # reached this replica may be the only one the caller still waits on, after a
+                # broker restart, say). A holder that died lets its claim expire: run it then.
+                await asyncio.sleep(KEPT_POLL_S)
         except StorageError as exc:
             log.warning("the store cannot say whether call %s ran already; running it: %s", call.id, exc)
-            return True
-        if kept is None:
-            log.info("call %s is running on another replica; its result goes to the caller", call.id)
-        elif call.reply_to:
-            log.info("call %s was answered already; sending the kept result again", call.id)
-            await self.messager.reply(call, kept)
-        return False
+        return True
 
     async def execute(self, call: ToolCall) -> ToolResult:
         """Run one call and make its result (never raises)."""
