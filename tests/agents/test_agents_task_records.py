@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from agents_support import REPO
@@ -91,3 +92,54 @@ async def test_argentic_ask_looks_a_task_up(
         assert code == 0 and json.loads(out)["status"]["state"] == "completed"
         code, _ = await ask("--task", "never-asked")
         assert code == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_answered_questions_survive_kill_9_of_the_agent_process(
+    backend: str,
+    mosquitto: MosquittoBroker,
+    namespace: str,
+    mqtt: MakeMessager,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'store.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("redis_server").url
+    )
+    env = {
+        **os.environ,
+        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
+        "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
+        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
+        "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
+        "ARGENTIC_LLM__PROVIDER": "scripted",
+        "ARGENTIC_AGENT__ROLE": "keeper",
+        "ARGENTIC_STORAGE__URL": url,
+    }
+
+    async def agent_process() -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "argentic.cli.main", "agent",
+            cwd=REPO, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        async with asyncio.timeout(60):  # serving once it says it is online
+            while not await client.online(timeout=1.0):
+                assert process.returncode is None, "argentic agent exited"
+        return process
+
+    client = AgentClient(await mqtt(), "keeper", timeout_s=30)
+    first = await agent_process()
+    answer = await client.answer("remember me")
+    first.kill()  # SIGKILL: nothing is flushed or closed
+    await first.wait()
+    second = await agent_process()  # a new process on the same store
+    try:
+        record = await client.task(answer.question_id)
+    finally:
+        second.terminate()
+        await asyncio.wait_for(second.wait(), 60)
+    assert record.status.state == "completed"
+    assert record.answer is not None and record.answer.text == answer.text
+    assert record.answer.conversation_id == answer.conversation_id
