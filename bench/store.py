@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
@@ -38,10 +37,10 @@ from types import TracebackType
 from argentic import Agent, AgentClient
 from argentic.llm import ChatMessage, ChatRequest, FunctionLLM
 from argentic.messaging import Messager
-from argentic.storage import ConversationRecords, Lease, MemoryStore, SQLiteStore, Store
-from argentic.storage.redis import RedisStore
+from argentic.storage import ConversationRecords, Lease, Store
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.redis_server import RedisServer
+from argentic.testing.stores import KINDS, store_pair
 
 #: The store time of the turn the current task is on (each turn runs in a task of its own).
 _turn: ContextVar[list[float] | None] = ContextVar("turn", default=None)
@@ -113,25 +112,6 @@ async def conversation(client: AgentClient, turns: int) -> int:
     return errors
 
 
-@contextlib.asynccontextmanager
-async def handles(kind: str, folder: Path, redis_url: str) -> AsyncIterator[tuple[Store, Store]]:
-    """Two handles on one fresh store of ``kind`` (two connections where it has connections)."""
-    if kind == "memory":
-        shared = MemoryStore()
-        yield shared, shared
-    elif kind == "sqlite":
-        url = f"sqlite:///{folder / f'{uuid.uuid4().hex}.db'}"
-        async with SQLiteStore(url) as first, SQLiteStore(url) as second:
-            yield first, second
-    else:
-        prefix = f"bench-{uuid.uuid4().hex[:8]}:"
-        async with (
-            RedisStore(redis_url, prefix=prefix) as first,
-            RedisStore(redis_url, prefix=prefix) as second,
-        ):
-            yield first, second
-
-
 async def one_run(
     broker: MosquittoBroker, kind: str, replicas: int, args: argparse.Namespace, folder: Path, redis_url: str
 ) -> tuple[float, int, list[float]]:
@@ -141,7 +121,7 @@ async def one_run(
     def messager() -> Messager:
         return Messager(broker.host, broker.port, namespace=namespace, persistent=False)
 
-    async with handles(kind, folder, redis_url) as stores, contextlib.AsyncExitStack() as stack:
+    async with store_pair(kind, folder, redis_url) as stores, contextlib.AsyncExitStack() as stack:
         records = [TimedRecords(store) for store in stores[:replicas]]
         for record in records:
             bus = await stack.enter_async_context(messager())
@@ -159,7 +139,7 @@ async def one_run(
 
 
 async def bench(args: argparse.Namespace) -> dict[str, float | int]:
-    kinds = ["memory", "sqlite", "redis"]
+    kinds = list(KINDS)
     best: dict[tuple[str, int], float] = {}
     errors: dict[tuple[str, int], int] = {}
     spent: list[float] = []

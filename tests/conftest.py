@@ -7,13 +7,17 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from argentic.storage import Store
+from argentic.testing import stores
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.redis_server import RedisServer
+from argentic.testing.stores import KINDS
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -21,6 +25,14 @@ def pytest_configure(config: pytest.Config) -> None:
     # store of the test run's own, not in the user's data folder.
     if "ARGENTIC_DATA_DIR" not in os.environ:
         os.environ["ARGENTIC_DATA_DIR"] = tempfile.mkdtemp(prefix="argentic-test-data-")
+
+
+@pytest.fixture(params=KINDS)
+async def store_pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
+    """Two handles on one fresh store of each kind (memory, SQLite, Redis), as two replicas hold it."""
+    redis_url = request.getfixturevalue("redis_server").url if request.param == "redis" else None
+    async with stores.store_pair(request.param, tmp_path, redis_url) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,8 @@ a restarted agent continues; a dead replica's turn blocks nobody past its lease.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +16,6 @@ from argentic import Agent, AgentClient
 from argentic.errors import StorageError
 from argentic.llm import ChatRequest, FunctionLLM
 from argentic.storage import ConversationRecords, MemoryStore, SQLiteStore, Store
-from argentic.storage.redis import RedisStore
 from argentic.testing.messagers import MakeMessager
 
 TURNS = 8
@@ -31,32 +30,24 @@ def counting(name: str) -> FunctionLLM:
     return FunctionLLM(reply)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-async def two_handles(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
-    if request.param == "memory":
-        shared = MemoryStore()
-        yield shared, shared
-        return
-    if request.param == "redis":
-        url = request.getfixturevalue("redis_server").url
-        prefix = f"t{uuid.uuid4().hex[:8]}:"
-        async with RedisStore(url, prefix=prefix) as first, RedisStore(url, prefix=prefix) as second:
-            yield first, second
-        return
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    async with SQLiteStore(url) as first, SQLiteStore(url) as second:
-        yield first, second
-
-
-async def test_replicas_continue_each_others_conversation(
-    mqtt: MakeMessager, two_handles: tuple[Store, Store]
-) -> None:
-    first, second = two_handles
+@contextlib.asynccontextmanager
+async def two_replicas(
+    mqtt: MakeMessager, stores: tuple[Store, Store], *, timeout_s: float
+) -> AsyncIterator[AgentClient]:
+    """Two agents of role ``helper`` on two clients, each on its handle of the store (replica A
+    and replica B), and a client asking the role."""
+    first, second = stores
     async with (
         Agent(counting("A"), await mqtt(), role="helper", store=first),
         Agent(counting("B"), await mqtt(), role="helper", store=second),
     ):
-        client = AgentClient(await mqtt(), "helper", timeout_s=20)
+        yield AgentClient(await mqtt(), "helper", timeout_s=timeout_s)
+
+
+async def test_replicas_continue_each_others_conversation(
+    mqtt: MakeMessager, store_pair: tuple[Store, Store]
+) -> None:
+    async with two_replicas(mqtt, store_pair, timeout_s=20) as client:
         answer = await client.answer("turn 1")
         replies = [answer.text]
         for turn in range(2, TURNS + 1):
@@ -68,14 +59,9 @@ async def test_replicas_continue_each_others_conversation(
 
 
 async def test_concurrent_turns_of_one_conversation_run_one_after_the_other(
-    mqtt: MakeMessager, two_handles: tuple[Store, Store]
+    mqtt: MakeMessager, store_pair: tuple[Store, Store]
 ) -> None:
-    first, second = two_handles
-    async with (
-        Agent(counting("A"), await mqtt(), role="helper", store=first),
-        Agent(counting("B"), await mqtt(), role="helper", store=second),
-    ):
-        client = AgentClient(await mqtt(), "helper", timeout_s=30)
+    async with two_replicas(mqtt, store_pair, timeout_s=30) as client:
         opening = await client.answer("turn 1")
         cid = opening.conversation_id
         answers = await asyncio.gather(*(client.answer(f"turn {i}", conversation_id=cid) for i in range(6)))

@@ -6,30 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from argentic.messaging import Messager
 from argentic.protocol import ToolCall, ToolResult
 from argentic.storage import SQLiteStore, Store
-from argentic.storage.redis import RedisStore
 from argentic.testing.messagers import MakeMessager
 from argentic.tools import ToolManager, ToolService, tool
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-async def two_handles(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
-    if request.param == "redis":
-        url = request.getfixturevalue("redis_server").url
-        prefix = f"t{uuid.uuid4().hex[:8]}:"
-        async with RedisStore(url, prefix=prefix) as first, RedisStore(url, prefix=prefix) as second:
-            yield first, second
-        return
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    async with SQLiteStore(url) as first, SQLiteStore(url) as second:
-        yield first, second
 
 
 async def resend(client: Messager, call: ToolCall, copies: int = 6) -> list[ToolResult]:
@@ -48,7 +31,7 @@ async def resend(client: Messager, call: ToolCall, copies: int = 6) -> list[Tool
 
 
 async def test_a_resent_call_runs_once_across_replicas(
-    mqtt: MakeMessager, two_handles: tuple[Store, Store]
+    mqtt: MakeMessager, store_pair: tuple[Store, Store]
 ) -> None:
     runs: list[int] = []
 
@@ -58,7 +41,7 @@ async def test_a_resent_call_runs_once_across_replicas(
         runs.append(amount)
         return f"charged {amount}"
 
-    first, second = two_handles
+    first, second = store_pair
     client = await mqtt()
     inbox = client.topics.client_inbox(f"listener-{uuid.uuid4().hex[:8]}")  # read here, not by requests
     async with (

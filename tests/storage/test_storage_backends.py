@@ -7,39 +7,16 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from argentic.errors import ArgumentError, StorageUnavailableError
-from argentic.storage import MemoryStore, SQLiteStore, Store, open_store
-from argentic.storage.redis import RedisStore
-
-BACKENDS = ["memory", "sqlite", "redis"]
+from argentic.storage import SQLiteStore, Store, open_store
 
 
-@pytest.fixture(params=BACKENDS)
-async def two_stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
-    """Two handles on one store (two connections where the backend has connections)."""
-    if request.param == "memory":
-        shared = MemoryStore()
-        yield shared, shared
-        return
-    if request.param == "redis":
-        url = request.getfixturevalue("redis_server").url
-        prefix = f"t{uuid.uuid4().hex[:8]}:"  # one session server: each test its own keys
-        async with RedisStore(url, prefix=prefix) as first, RedisStore(url, prefix=prefix) as second:
-            yield first, second
-        return
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    async with SQLiteStore(url) as first, SQLiteStore(url) as second:
-        yield first, second
-
-
-async def test_values_round_trip_and_expire(two_stores: tuple[Store, Store]) -> None:
-    first, second = two_stores
+async def test_values_round_trip_and_expire(store_pair: tuple[Store, Store]) -> None:
+    first, second = store_pair
     await first.set("k", b"v1")
     assert await second.get("k") == b"v1"
     await second.set("k", b"v2", ttl_s=0.2)
@@ -52,8 +29,8 @@ async def test_values_round_trip_and_expire(two_stores: tuple[Store, Store]) -> 
     assert await first.get("gone") is None
 
 
-async def test_add_is_atomic_and_takes_an_expired_key(two_stores: tuple[Store, Store]) -> None:
-    first, second = two_stores
+async def test_add_is_atomic_and_takes_an_expired_key(store_pair: tuple[Store, Store]) -> None:
+    first, second = store_pair
     wins = await asyncio.gather(
         *(store.add("lock", str(i).encode()) for i, store in enumerate([first, second] * 10))
     )
@@ -65,8 +42,8 @@ async def test_add_is_atomic_and_takes_an_expired_key(two_stores: tuple[Store, S
     assert await first.get("short") == b"b"
 
 
-async def test_replace_and_delete_only_with_the_expected_value(two_stores: tuple[Store, Store]) -> None:
-    first, second = two_stores
+async def test_replace_and_delete_only_with_the_expected_value(store_pair: tuple[Store, Store]) -> None:
+    first, second = store_pair
     await first.set("lease", b"mine", ttl_s=5)
     assert not await second.replace_if("lease", b"theirs", b"theirs")
     assert await second.replace_if("lease", b"mine", b"mine", ttl_s=5)
