@@ -13,6 +13,7 @@ and the turns of one conversation run one after the other across replicas (the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,17 +65,16 @@ class ConversationStore:
         self._conversations.move_to_end(conversation_id)
         conversation.users += 1
         try:
-            async with conversation.lock:
-                if self.records is None:
-                    yield conversation
-                    conversation.messages = trim(conversation.messages, self.max_messages)
-                    return
-                async with self.records.lease(conversation_id):
+            records = self.records
+            turn = records.lease(conversation_id) if records is not None else contextlib.nullcontext()
+            async with conversation.lock, turn:
+                if records is not None:
                     # Another replica may have had the last turns: the store's history is the one.
-                    conversation.messages = await self.records.load(conversation_id)
-                    yield conversation
-                    conversation.messages = trim(conversation.messages, self.max_messages)
-                    await self.records.save(conversation_id, conversation.messages)
+                    conversation.messages = await records.load(conversation_id)
+                yield conversation
+                conversation.messages = trim(conversation.messages, self.max_messages)
+                if records is not None:
+                    await records.save(conversation_id, conversation.messages)
         finally:
             conversation.users -= 1
             self._evict()

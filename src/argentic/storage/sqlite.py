@@ -64,9 +64,8 @@ class SQLiteStore(Store):
             self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute(
-            "PRAGMA synchronous=NORMAL"
-        )  # WAL keeps it consistent; a power cut may lose the last writes
+        # Consistent under WAL; a power cut (not a killed process) may lose the last writes.
+        db.execute("PRAGMA synchronous=NORMAL")
         db.execute(SCHEMA)
         return db
 
