@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from argentic.netutil import free_port, is_listening
+from argentic.testing.processes import find_binary, stop_process, wait_serving
 
 
 class MosquittoBroker:
@@ -33,12 +33,7 @@ class MosquittoBroker:
         acl_file: Path | None = None,
         namespace: str = "argentic",
     ) -> None:
-        binary = shutil.which("mosquitto") or (
-            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-        )
-        if binary is None:
-            raise RuntimeError("mosquitto is not installed (apt-get install -y mosquitto)")
-        self.binary = binary
+        self.binary = find_binary("mosquitto", "/usr/sbin/mosquitto", "mosquitto")
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.users = users
@@ -101,28 +96,24 @@ class MosquittoBroker:
         self.process = subprocess.Popen(
             [self.binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        deadline = time.monotonic() + timeout
-        while not is_listening(self.host, self.port):
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"mosquitto exited with {self.process.returncode}: {err}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"mosquitto did not listen on {self.host}:{self.port} within {timeout}s")
-            time.sleep(0.01)
+        process = self.process
+
+        def why_exited() -> str:
+            return process.stderr.read().decode() if process.stderr else ""
+
+        wait_serving(
+            process,
+            lambda: is_listening(self.host, self.port),
+            timeout=timeout,
+            what=f"mosquitto on {self.host}:{self.port}",
+            why_exited=why_exited,
+        )
         return self
 
     def stop(self, *, kill: bool = False, timeout: float = 10.0) -> None:
         """Stop the broker: SIGTERM (saves persistence) or SIGKILL with ``kill=True``."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout)
+        stop_process(process, kill=kill, timeout=timeout)
 
     def restart(self, *, kill: bool = False, down_for: float = 0.0) -> None:
         self.stop(kill=kill)

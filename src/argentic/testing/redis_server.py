@@ -8,15 +8,14 @@ snapshots, no append-only file) and can be given a password (``requirepass``) an
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
 from argentic.netutil import free_port
+from argentic.testing.processes import find_binary, stop_process, wait_serving
 
 
 def _answers_ping(host: str, port: int, timeout: float = 0.2) -> bool:
@@ -43,12 +42,7 @@ class RedisServer:
         maxmemory: str | int | None = None,
         maxmemory_policy: str = "noeviction",
     ) -> None:
-        binary = shutil.which("redis-server") or (
-            "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
-        )
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
-        self.binary = binary
+        self.binary = find_binary("redis-server", "/usr/bin/redis-server", "redis-server")
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.password = password
@@ -90,29 +84,19 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             return self
         self.process = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while not _answers_ping(self.host, self.port):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}: {self._log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(
-                    f"redis-server did not answer PING on {self.host}:{self.port} within {timeout}s"
-                )
-            time.sleep(0.01)
+        wait_serving(
+            self.process,
+            lambda: _answers_ping(self.host, self.port),
+            timeout=timeout,
+            what=f"redis-server on {self.host}:{self.port} (answering PING)",
+            why_exited=self._log,
+        )
         return self
 
     def stop(self, *, kill: bool = False, timeout: float = 10.0) -> None:
         """Stop the server: SIGTERM, or SIGKILL with ``kill=True``."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout)
+        stop_process(process, kill=kill, timeout=timeout)
 
     def close(self) -> None:
         self.stop()
