@@ -23,6 +23,11 @@ from argentic.tools.isolation import WorkerPool
 log = logging.getLogger(__name__)
 
 
+def call_timeout(item: BaseTool | None, default_s: float) -> float:
+    """How long a call of ``item`` may run: the tool's own timeout, else ``default_s``."""
+    return (item.call_timeout_s if item is not None else None) or default_s
+
+
 async def run_tool(
     item: BaseTool,
     call: ToolCall,
@@ -33,7 +38,7 @@ async def run_tool(
     workers: WorkerPool | None = None,
 ) -> ToolResult:
     """Run ``call`` with ``item`` within ``timeout_s`` (the call's own expiry shortens it)."""
-    timeout = item.call_timeout_s or timeout_s
+    timeout = call_timeout(item, timeout_s)
     if call.expires_at is not None:
         timeout = min(timeout, max(call.expires_at - time.time(), 0.001))
     started = time.monotonic()

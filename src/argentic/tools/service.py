@@ -32,7 +32,7 @@ from argentic.messaging.dispatch import sender_key
 from argentic.protocol import ToolAnnouncement, ToolCall, ToolResult, Topics, topic_level
 from argentic.storage import Once, Store
 from argentic.tools.base import BaseTool, FunctionTool
-from argentic.tools.execution import run_tool
+from argentic.tools.execution import call_timeout, run_tool
 from argentic.tools.isolation import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class ToolService(Running):
         assert self.once is not None
         item = self.tools.get(call.tool)
         # A claim outlives the call's longest run: a resend after that runs it again.
-        ttl = (item.call_timeout_s if item and item.call_timeout_s else self.call_timeout_s) + CLAIM_GRACE_S
+        ttl = call_timeout(item, self.call_timeout_s) + CLAIM_GRACE_S
         deadline = time.monotonic() + ttl
         try:
             while not await self.once.claim(key, ttl):
