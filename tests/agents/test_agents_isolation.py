@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from argentic.errors import ToolExecutionError
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.processes import process_alive
 from argentic.testing.waiting import wait_until
 from argentic.tools import ToolManager, ToolService, tool
 from argentic.tools.isolation import WorkerPool
@@ -124,22 +125,13 @@ def die(arguments: dict[str, Any]) -> None:
     os._exit(3)
 
 
-def gone(pid: int) -> bool:
-    """Whether process ``pid`` has ended (reaped, or a zombie waiting to be)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 async def test_a_worker_killed_by_an_overrun_is_replaced() -> None:
     async with WorkerPool(1) as pool:
         first = await pool.call(worker_pid, {})
         assert await pool.call(worker_pid, {}) == first  # warm: the same worker again
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(pool.call(spin, {}), 0.5)
-        await wait_until(lambda: gone(first), what="the runaway worker killed")
+        await wait_until(lambda: not process_alive(first), what="the runaway worker killed")
         second = await pool.call(worker_pid, {})
         assert second != first and pool.workers == 1
 
@@ -157,7 +149,7 @@ async def test_workers_are_bounded_and_reused() -> None:
         pids = await asyncio.gather(*(pool.call(worker_pid, {"seconds": 0.1}) for _ in range(6)))
         assert len(set(pids)) <= 2 and pool.workers <= 2
     assert pool.workers == 0
-    await wait_until(lambda: all(gone(pid) for pid in pids), what="the workers stopped")
+    await wait_until(lambda: all(not process_alive(pid) for pid in pids), what="the workers stopped")
 
 
 async def test_a_call_in_flight_when_the_pool_stops_ends_first() -> None:
@@ -168,7 +160,7 @@ async def test_a_call_in_flight_when_the_pool_stops_ends_first() -> None:
     await pool.stop()
     pid = await running
     assert pool.workers == 0
-    await wait_until(lambda: gone(pid), what="its worker stopped")
+    await wait_until(lambda: not process_alive(pid), what="its worker stopped")
 
 
 async def test_what_is_registered_after_a_worker_was_forked_gets_a_newer_worker() -> None:

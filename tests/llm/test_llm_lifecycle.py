@@ -35,6 +35,7 @@ from argentic.llm.local_server import (
 )
 from argentic.llm.openai_provider import OpenAICompatibleProvider
 from argentic.netutil import free_port, is_listening
+from argentic.testing.processes import process_alive
 from argentic.testing.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,15 +71,6 @@ class Health(http.server.BaseHTTPRequestHandler):
 print("Application startup complete", flush=True)
 http.server.HTTPServer((host, port), Health).serve_forever()
 """
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie no parent reaped counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 @pytest.fixture
@@ -138,7 +130,7 @@ async def test_async_with_starts_the_server_waits_for_health_and_stops_its_group
         assert entered is server and server.running
         assert await asyncio.to_thread(health_ok, server.base_url)
         pid, worker = server.pid, await worker_pid(tmp_path)
-        assert pid is not None and alive(pid) and alive(worker)
+        assert pid is not None and process_alive(pid) and process_alive(worker)
         log = server.log_path
         assert log is not None and log.exists()
     ticker.cancel()
@@ -146,7 +138,7 @@ async def test_async_with_starts_the_server_waits_for_health_and_stops_its_group
     assert waited >= 1.0 and ticks >= 10
     assert any("Starting to load model" in line for line in lines)
     assert any(line.startswith("vLLM is ready at") for line in lines)
-    assert not server.running and not alive(pid) and not alive(worker)
+    assert not server.running and not process_alive(pid) and not process_alive(worker)
     assert not await asyncio.to_thread(health_ok, f"http://127.0.0.1:{port}/v1")
     assert not log.exists(), "a temporary log of the server's own is removed"
 
@@ -158,7 +150,7 @@ def test_the_sync_with_of_the_older_api_still_starts_and_stops(fake_python: Path
         assert health_ok(server.base_url)
         pid = server.pid
         assert pid is not None
-    assert not alive(pid) and not is_listening("127.0.0.1", port)
+    assert not process_alive(pid) and not is_listening("127.0.0.1", port)
 
 
 async def test_a_server_that_exits_while_loading_is_a_clear_error(fake_python: Path, tmp_path: Path) -> None:
@@ -167,7 +159,7 @@ async def test_a_server_that_exits_while_loading_is_a_clear_error(fake_python: P
         async with server:
             pytest.fail("the block must not run")
     worker = await worker_pid(tmp_path)
-    await wait_until(lambda: not alive(worker), what="the dead server's worker to be stopped")
+    await wait_until(lambda: not process_alive(worker), what="the dead server's worker to be stopped")
     assert not server.running
 
 
@@ -181,7 +173,7 @@ async def test_a_server_that_never_answers_is_stopped_after_the_startup_timeout(
             pytest.fail("the block must not run")
     assert time.monotonic() - started < 15
     worker = await worker_pid(tmp_path)
-    assert not server.running and not alive(worker)
+    assert not server.running and not process_alive(worker)
 
 
 async def test_a_cancelled_start_stops_the_loading_server(fake_python: Path, tmp_path: Path) -> None:
@@ -194,12 +186,12 @@ async def test_a_cancelled_start_stops_the_loading_server(fake_python: Path, tmp
     task = asyncio.create_task(enter())
     worker = await worker_pid(tmp_path)
     pid = server.pid
-    assert pid is not None and alive(pid)
+    assert pid is not None and process_alive(pid)
     task.cancel()
     async with asyncio.timeout(15):
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert not alive(pid) and not alive(worker)
+    assert not process_alive(pid) and not process_alive(worker)
 
 
 def _config(python: Path, port: int) -> ArgenticConfig:
@@ -273,7 +265,7 @@ async def test_argentic_serve_stops_the_server_on_sigterm_when_ready_and_while_l
     process.send_signal(signal.SIGTERM)
     async with asyncio.timeout(30):
         assert await process.wait() == 0
-    assert not alive(pid) and not alive(worker)
+    assert not process_alive(pid) and not process_alive(worker)
     # Loading: a SIGTERM then stops the loading server too.
     (tmp_path / "worker.pid").unlink()
     process = await _serve(config, pid_file, ("FAKE_MODE", "hang"))
@@ -281,7 +273,7 @@ async def test_argentic_serve_stops_the_server_on_sigterm_when_ready_and_while_l
     process.send_signal(signal.SIGTERM)
     async with asyncio.timeout(30):
         assert await process.wait() == 0
-    assert not alive(worker)
+    assert not process_alive(worker)
 
 
 # --- providers -----------------------------------------------------------------------------------

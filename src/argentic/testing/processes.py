@@ -51,3 +51,16 @@ def stop_process(
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=timeout)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs; a zombie waiting to be reaped counts as ended.
+
+    The process may be reaped between opening its ``stat`` and reading it, which reads as
+    ``ProcessLookupError``: that is "ended" too.
+    """
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
