@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -276,6 +277,35 @@ async def test_a_delegated_role_killed_mid_task_ends_the_call_at_once(
         member.wait(10)
     assert failed.value.code == "delegation_failed"
     assert "unavailable" in failed.value.reason and "went offline" in failed.value.reason
+
+
+async def test_a_delegated_replica_killed_mid_task_is_replaced_by_a_live_one(
+    mqtt: MakeMessager, mosquitto: MosquittoBroker, namespace: str
+) -> None:
+    member = member_process(mosquitto.port, namespace, "b")  # a replica of b that never answers
+    try:
+        assert member.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(member.stdout.readline), 30)
+        assert line.strip() == b"READY"
+        cfg = config(namespace, {"a": {"delegates": ["b"]}, "b": {}})
+        models = {"a": model(asks("ask_b", "part", then="a")), "b": model(answers("live b"))}
+        async with team(cfg, await mqtt(), models, roles=["a"]), contextlib.AsyncExitStack() as live:
+            client = AgentClient(await mqtt(), "a")
+            workers: list[str | None] = []
+            async with client.stream("start", timeout=60) as run:
+                async for event in run:
+                    if isinstance(event, TaskStatus) and event.role == "b" and event.state == "working":
+                        workers.append(event.client_id)
+                        if len(workers) == 1:  # the doomed replica has it: a live one joins, it dies
+                            await live.enter_async_context(team(cfg, await mqtt(), models, roles=["b"]))
+                            os.kill(member.pid, signal.SIGKILL)
+            answer = await run.wait()
+    finally:
+        if member.poll() is None:
+            member.kill()
+        member.wait(10)
+    assert answer.text == 'a: "live b: part"'  # the root completed with the live replica's answer
+    assert len(workers) == 2 and workers[0] != workers[1]
 
 
 async def test_a_role_asks_back_and_the_client_answers(mqtt: MakeMessager, namespace: str) -> None:

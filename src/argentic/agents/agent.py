@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
@@ -39,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from argentic.agents.conversation import ConversationStore
 from argentic.agents.events import MqttEvents
-from argentic.agents.loop import EventSink, LoopPolicy, NullEvents, ToolLoop
+from argentic.agents.loop import EventSink, LoopPolicy, LoopState, NullEvents, ToolLoop
 from argentic.agents.messages import MessageBuilder
 from argentic.agents.tasks import AgentTask, TaskBoard
 from argentic.config import AgentConfig, AgentOptions, with_options
@@ -49,6 +50,7 @@ from argentic.errors import (
     InvalidTopicError,
     LLMError,
     MalformedMessageError,
+    StorageError,
     TaskCanceledError,
     TaskNotFoundError,
     UnknownToolError,
@@ -68,6 +70,7 @@ from argentic.llm import (
 )
 from argentic.llm.profiles import profile_for
 from argentic.messaging import Messager, Will
+from argentic.messaging.dispatch import sender_key
 from argentic.protocol import (
     AgentCard,
     Answer,
@@ -83,7 +86,7 @@ from argentic.protocol import (
     new_id,
     topic_level,
 )
-from argentic.storage import ConversationRecords, Store, TaskRecords
+from argentic.storage import ConversationRecords, Lease, Once, Store, TaskRecords
 from argentic.tools import LocalTools, ToolManager
 from argentic.tools.local import ToolLike
 from argentic.validation import describe_validation_error
@@ -94,6 +97,9 @@ T = TypeVar("T", bound=BaseModel)
 
 #: Seconds a stopping agent gives its running tasks to send their ``canceled`` replies.
 STOP_GRACE_S = 5.0
+#: Seconds a copy of a question another replica works on waits for its reply (or to take it over
+#: when that replica dies), when the question has no deadline.
+COPY_WAIT_S = 3600.0
 
 
 class IncomingQuestion(Message):
@@ -172,6 +178,10 @@ class Agent(Running):
         )
         #: Each MQTT question's task on record (with a store): ``task_get`` answers from it.
         self.task_records = TaskRecords(records.store) if records is not None else None
+        #: With a store, each question is answered once across the role's replicas: the replica
+        #: that claims it works on it (the claim renewed meanwhile, so it lapses soon after a
+        #: replica dies and a resend is taken by another), and its reply is kept for duplicates.
+        self.once = Once(records.store, claim_ttl_s=records.lease_ttl_s) if records is not None else None
         #: Questions from MQTT run as tasks (see argentic.agents.tasks): at most ``max_tasks`` work
         #: at once, ``max_waiting_tasks`` more wait for a slot, beyond that they are refused.
         self.max_depth = options.max_depth
@@ -370,16 +380,63 @@ class Agent(Running):
 
     async def _serve(self, question: Question) -> None:
         """Answer one question from MQTT as a task: its states published, its owner's cancel and
-        its deadline honoured, the answer (or the error) sent to its ``reply_to``."""
+        its deadline honoured, the answer (or the error) sent to its ``reply_to``. With a store,
+        only the replica that claims the question works on it, from the last step a replica that
+        died on it recorded."""
+        claim: Lease | None = None
+        if self.once is not None:
+            taken, claim = await self._claim(question)
+            if not taken:
+                return
+        try:
+            await self._work(question)
+        finally:
+            if claim is not None:
+                await claim.release()
+
+    async def _claim(self, question: Question) -> tuple[bool, Lease | None]:
+        """Whether this replica works on ``question`` (and its claim): not when another replica
+        answered it (its kept reply is sent from here too: this copy may be the one the asker
+        still waits on) or works on it until the question expires. A replica that died on it
+        lets its claim lapse: this one takes the question over then."""
+        assert self.once is not None and self.messager is not None
+        expires = question.deadline or question.expires_at
+        wait_s = max(0.0, expires - time.time()) if expires is not None else COPY_WAIT_S
+        try:
+            taken = await self.once.take(f"question:{sender_key(question)}", wait_s=wait_s)
+        except StorageError as exc:
+            log.warning("the store cannot say whether %s was answered; answering it: %s", question.id, exc)
+            return True, None
+        if isinstance(taken, Lease):
+            return True, taken
+        if taken is not None:
+            log.info("question %s was answered already; sending the kept reply again", question.id)
+            if question.reply_to:
+                await self.messager.reply(question, taken)
+        return False, None
+
+    async def _work(self, question: Question) -> None:
         assert self.messager is not None
-        events = MqttEvents(self.messager, self.role, question.id, streaming=question.stream)
+        events = MqttEvents(
+            self.messager, self.role, question.id, streaming=question.stream, steps=self.task_records
+        )
+        resume: LoopState | None = None
+        if self.task_records is not None:
+            try:
+                resume = await self.task_records.steps(question.id, LoopState)
+            except StorageError as exc:
+                log.warning("could not read the recorded steps of %s, starting over: %s", question.id, exc)
+            if resume is not None:
+                log.info(
+                    "question %s resumes after step %d (of a replica that stopped)", question.id, resume.steps
+                )
         task = self._task_of(question)
         board = self.messager.shared(TaskBoard)
         response: Message
         try:
             result = await board.run(
                 task,
-                lambda: self.answer(question, events=events),
+                lambda: self.answer(question, events=events, resume=resume),
                 max_depth=self.max_depth,
                 slots=self._slots,
             )
@@ -410,13 +467,22 @@ class Agent(Running):
                 usage=result.usage,
                 agent=self.role,
             )
-        if self.task_records is not None and isinstance(response, Answer):
-            try:
-                await self.task_records.put_answer(response)
-            except Exception as exc:
-                log.warning("could not put the answer of %s on record: %s", question.id, exc)
+        await self._keep(question, response, dropping_steps=events.recorded or resume is not None)
         if question.reply_to:
             await self.messager.reply(question, response)
+
+    async def _keep(self, question: Question, response: Message, *, dropping_steps: bool) -> None:
+        """The reply kept for duplicates and the answer put on record (with a store)."""
+        if self.once is None or self.task_records is None:
+            return
+        try:
+            await self.once.keep(f"question:{sender_key(question)}", response)
+            if isinstance(response, Answer):
+                await self.task_records.put_answer(response)
+            if dropping_steps:
+                await self.task_records.drop_steps(question.id)
+        except StorageError as exc:
+            log.warning("could not keep the reply of %s: %s", question.id, exc)
 
     async def _on_task_get(self, request: TaskGet) -> None:
         """Where a task is, from the record (``task_get``: after a reconnect, from anywhere)."""
@@ -466,11 +532,13 @@ class Agent(Running):
         output: OutputSpec | None = None,
         events: EventSink | None = None,
         builder: MessageBuilder | None = None,
+        resume: LoopState | None = None,
     ) -> AgentResult:
         """The whole answer to one question, in its conversation (a new one unless an id is
         given): text, structured data, tool calls, usage, steps. :meth:`query` gives the value.
 
-        ``builder`` makes this question's messages in place of the agent's ``message_builder``.
+        ``builder`` makes this question's messages in place of the agent's ``message_builder``;
+        ``resume`` continues an earlier run of the question from its last finished step.
         """
         builder = builder or self.message_builder
         if isinstance(question, str):
@@ -488,7 +556,7 @@ class Agent(Running):
         async with self.conversations.open(key) as conversation:
             user = await builder.build(question)
             prompt = [*self.system_messages(), *conversation.messages, user]
-            result = await self.tool_loop(builder, sink).run(prompt, output=output)
+            result = await self.tool_loop(builder, sink).run(prompt, output=output, resume=resume)
             conversation.messages.extend([builder.remember(user), *result.messages])
         return AgentResult(
             question.id, cid, result.text, result.data, result.tool_calls, result.usage, result.steps

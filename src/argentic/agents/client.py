@@ -32,7 +32,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -116,9 +116,12 @@ class AgentRun:
         self._dropped = 0
         #: The client working on the question, once its first status has said so.
         self.worker: str | None = None
+        self._unwatch: Callable[[], None] = lambda: None
 
     async def __aenter__(self) -> AgentRun:
         messager = self.client.messager
+        await messager.peers.start()
+        self._unwatch = messager.peers.watch(self._on_client_gone)
         self._subscription = await messager.subscribe(
             messager.topics.agent_events(self.client.role, self.question.id), self._on_event
         )
@@ -136,6 +139,7 @@ class AgentRun:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._unwatch()
         if self._subscription is not None:
             subscription, self._subscription = self._subscription, None
             try:
@@ -146,6 +150,14 @@ class AgentRun:
             self._reply.cancel()
             # The asker left (an error, Ctrl-C): the agent stops working on it too.
             await self.client.stop_waiting(self.question.id)
+
+    async def _on_client_gone(self, client_id: str) -> None:
+        # The replica working on the question died: the question goes out again for another
+        # replica to take over (with a store, from the last step the dead one recorded).
+        if client_id == self.worker and self._reply is not None and not self._reply.done():
+            log.info("the replica working on %s is gone; asking again", self.question.id)
+            messager = self.client.messager
+            await messager.resend({messager.topics.agent_questions(self.client.role)}, {self.question.id})
 
     async def _on_event(self, event: Message) -> None:
         if not isinstance(event, Progress | Token | TaskStatus):
@@ -167,14 +179,17 @@ class AgentRun:
 
     def _believed(self, status: TaskStatus) -> bool:
         """A status of this run's question counts only when it is of this asker's task and from
-        the client working on it (the first to report it); statuses of the tasks it spawned are
+        the client working on it (the first to report it, or after the broker reported that one
+        gone, the replica that took the question over); statuses of the tasks it spawned are
         passed up by that client."""
         if status.question_id != self.question.id:
             return True
         if status.owner is not None and status.owner != self.client.messager.inbox:
             return False  # another asker's question with the same id
-        if self.worker is None:
-            self.worker = status.client_id
+        if self.worker is None or (
+            status.client_id != self.worker and self.client.messager.peers.gone(self.worker)
+        ):
+            self.worker = status.client_id  # the first to report it, or the replica taking it over
         return status.client_id == self.worker
 
     async def __aiter__(self) -> AsyncIterator[Event]:

@@ -10,8 +10,10 @@ or the error reply, comes back as the tool's result. Meanwhile:
 - an ``input-required`` status of the sub-task is answered by the asking agent's model;
 - when the asking task is cancelled (a ``cancel`` message, its deadline, its agent stopping), a
   ``cancel`` goes to the sub-task too;
-- when the client working on the sub-task is reported gone (its last will), the call ends at once
-  with an ``unavailable`` error rather than waiting for an answer that cannot come.
+- when the client working on the sub-task is reported gone (its last will), the question is sent
+  again for another replica of the role to take over (with a store, from the last step the dead
+  one recorded); when none is left, the call ends at once with an ``unavailable`` error rather
+  than waiting for an answer that cannot come.
 
 A supervisor (``supervise: true``) gets one ``assign`` tool instead, which asks several roles at
 once, in parallel, and returns their answers together. A role with ``ask_back: true`` gets an
@@ -62,6 +64,8 @@ MAX_QUESTION_CHARS = 2000
 DEADLINE_GRACE_S = 2.0
 #: How long a role's retained presence is awaited when it has not been seen yet.
 PRESENCE_WAIT_S = 1.0
+#: Seconds to wait, once the replica working on a sub-task is gone, for another one to say it serves.
+REPLACEMENT_WAIT_S = 3.0
 
 
 def tool_name(role: str) -> str:
@@ -335,8 +339,17 @@ class Delegation:
                 follow = asyncio.ensure_future(self._follow(run, task, worker, gone))
                 gone_wait = asyncio.ensure_future(gone.wait())
                 try:
-                    await asyncio.wait({follow, gone_wait}, return_when=asyncio.FIRST_COMPLETED)
-                    answered = follow.done()  # else its agent went offline first
+                    while True:
+                        await asyncio.wait({follow, gone_wait}, return_when=asyncio.FIRST_COMPLETED)
+                        answered = follow.done()  # else its agent went offline first
+                        if answered or not await self._replaced(role, worker[0]):
+                            break
+                        # The run sent the question again: another replica of the role takes
+                        # it over (with a store, from the last step the dead one recorded).
+                        log.info("the %s on %s went offline; another replica takes over", role, question.id)
+                        worker[0] = None
+                        gone.clear()
+                        gone_wait = asyncio.ensure_future(gone.wait())
                 except asyncio.CancelledError:
                     await self._cancel(role, question.id, f"{self.asker.role} stopped")
                     # Let the sub-task's last states (canceled, or its deadline) through first.
@@ -366,6 +379,24 @@ class Delegation:
         finally:
             stop_watching()
         return ToolResult(call_id="", tool=name, ok=True, result=answer.text)
+
+    async def _replaced(self, role: str, dead: str | None) -> bool:
+        """Whether another replica of ``role`` serves once client ``dead`` is gone (the live ones
+        say so again when the dead one's will arrives, so look for a moment)."""
+        directory = self.messager.shared(Directory)
+        deadline = time.monotonic() + REPLACEMENT_WAIT_S
+        while True:
+            presence = await directory.presence(role, 0.0)
+            if (
+                presence is not None
+                and presence.online
+                and presence.client_id != dead
+                and not self.messager.peers.gone(presence.client_id)
+            ):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
 
     def _question(self, task: AgentTask | None, text: str) -> Question:
         if task is None:  # asked outside a task (a local query): a tree of its own

@@ -30,6 +30,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from argentic.errors import AgentError, LLMOutputError, StepLimitError
 from argentic.llm import (
     ChatMessage,
@@ -72,9 +74,28 @@ class EventSink:
     async def token(self, text: str) -> None:
         return None
 
+    async def checkpoint(self, state: LoopState) -> None:
+        """A round of tool calls finished: ``state`` is what a run resumed from it needs."""
+        return None
+
 
 class NullEvents(EventSink):
     """Reports nothing."""
+
+
+class LoopState(BaseModel):
+    """A question's run as of its last finished round of tool calls: what another replica that
+    takes the question over continues from, so that the tools that ran are not run again."""
+
+    #: The messages the run added after the user message (assistant turns and tool results).
+    added: list[ChatMessage] = Field(default_factory=list)
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    rounds: int = 0
+    steps: int = 0
+    #: Each call's result by its name and arguments, to answer a repeated call.
+    results: dict[str, str] = Field(default_factory=dict)
+    repeats: int = 0
 
 
 class AnswerFieldTokens(EventSink):
@@ -85,6 +106,7 @@ class AnswerFieldTokens(EventSink):
         self.events = events
         self.streaming = events.streaming
         self.progress = events.progress  # type: ignore[method-assign]  # steps pass through as they are
+        self.checkpoint = events.checkpoint  # type: ignore[method-assign]
         self.raw = ""
         self.sent = 0
 
@@ -230,15 +252,28 @@ class ToolLoop:
         self._repeats = 0
         self._unusable = 0
 
-    async def run(self, prompt: Sequence[ChatMessage], *, output: OutputSpec | None = None) -> LoopResult:
-        """Run the loop on ``prompt`` (system, history, the question) until the model answers."""
-        added: list[ChatMessage] = []
+    async def run(
+        self,
+        prompt: Sequence[ChatMessage],
+        *,
+        output: OutputSpec | None = None,
+        resume: LoopState | None = None,
+    ) -> LoopResult:
+        """Run the loop on ``prompt`` (system, history, the question) until the model answers;
+        with ``resume``, from that state of an earlier run of the same question (see
+        :meth:`EventSink.checkpoint`)."""
+        state = resume or LoopState()
+        added = list(state.added)
+        self.records = list(state.tool_calls)
+        self.usage = state.usage
+        self._results = dict(state.results)
+        self._repeats = state.repeats
+        rounds = state.rounds  # rounds of tool calls so far: the first policy holds until one happened
         retry: list[ChatMessage] = []  # a failed reply and what was wrong: for the next call only
-        force_answer = not self.tools
-        rounds = 0  # rounds of tool calls so far: the first policy holds until one happened
+        force_answer = not self.tools or self._repeats >= self.policy.max_repeated_calls
         # Shaped afterwards: the answer itself is asked for as free text first.
         answer_output = None if self.policy.answer_then_shape else output
-        for step in range(self.policy.max_steps):
+        for step in range(state.steps, self.policy.max_steps):
             choice = self._choice(rounds, force_answer)
             await self.events.progress("llm_call", detail=f"step {step + 1}, tool_choice={choice}")
             tools = self.tools if choice != "none" else []
@@ -271,6 +306,17 @@ class ToolLoop:
                 retry = []
                 rounds += 1
                 force_answer = await self._run_calls(response.tool_calls, added) or force_answer
+                await self.events.checkpoint(
+                    LoopState(
+                        added=added,
+                        tool_calls=self.records,
+                        usage=self.usage,
+                        rounds=rounds,
+                        steps=step + 1,
+                        results=self._results,
+                        repeats=self._repeats,
+                    )
+                )
                 continue
             if tools and choice != "auto":
                 # A tool call was demanded and none came (e.g. markup cut off at max_tokens).

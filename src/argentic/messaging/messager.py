@@ -423,11 +423,12 @@ class Messager:
             retry_after=retry_after if retry_after is not None else max(timeout / 3, 1.0),
         )
 
-    async def resend(self, topics: Collection[str]) -> None:
-        """Send again, under the same ids, the requests waiting for a reply that went to ``topics``:
-        a client that served them is gone (a replica killed while it held some). Receivers that
-        already have one drop the copy; another replica answers what the gone one held."""
-        await self._requests.resend(set(topics))
+    async def resend(self, topics: Collection[str], ids: Collection[str] | None = None) -> None:
+        """Send again, under the same ids, the requests waiting for a reply that went to ``topics``
+        (only those of ``ids``, when given): a client that served them is gone (a replica killed
+        while it held some). Receivers that already have one drop the copy; another replica
+        answers what the gone one held."""
+        await self._requests.resend(set(topics), None if ids is None else set(ids))
 
     async def reply(self, request: Message, response: Message) -> None:
         """Send ``response`` to ``request.reply_to``, carrying the request's correlation id."""

@@ -148,11 +148,14 @@ class Requests:
         # Started together, the copies leave back to back, not interleaved with other requests'.
         await asyncio.gather(*(self._publish(topic, request) for _ in range(copies)))
 
-    async def resend(self, topics: set[str]) -> None:
-        """Send the waiting requests to ``topics`` again (same ids): a client that held some is gone."""
+    async def resend(self, topics: set[str], ids: set[str] | None = None) -> None:
+        """Send the waiting requests to ``topics`` (those of ``ids``: all when None) again, under
+        the same ids: a client that held some is gone."""
         for correlation, (topic, request) in list(self._sent.items()):
             future = self._pending.get(correlation)
             if future is None or future.done() or topic not in topics:
+                continue
+            if ids is not None and request.id not in ids:
                 continue
             try:
                 await self._send_copies(topic, request, 2)

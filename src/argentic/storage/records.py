@@ -18,16 +18,16 @@ import uuid
 from types import TracebackType
 from typing import TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from argentic.errors import LeaseTimeoutError, StorageError
+from argentic.errors import LeaseTimeoutError, MalformedMessageError, StorageError
 from argentic.llm import ChatMessage
-from argentic.protocol import Answer, Message, TaskRecord, TaskStatus
+from argentic.protocol import Answer, Message, TaskRecord, TaskStatus, parse_message
 from argentic.storage.base import Store
 
 log = logging.getLogger(__name__)
 
-M = TypeVar("M", bound=Message)
+B = TypeVar("B", bound=BaseModel)
 
 _HISTORY = TypeAdapter(list[ChatMessage])
 
@@ -53,18 +53,23 @@ class Lease:
         self.held = False
 
     async def __aenter__(self) -> Lease:
-        deadline = time.monotonic() + self.wait_s
+        if not await self.acquire(self.wait_s):
+            raise LeaseTimeoutError(f"{self.key} stayed held for {self.wait_s:g}s (another replica's turn)")
+        return self
+
+    async def acquire(self, wait_s: float = 0.0) -> bool:
+        """Take the lease, waiting up to ``wait_s`` for its holder; whether it was taken. Once
+        taken it is renewed until released (``async with``'s exit, or :meth:`release`)."""
+        deadline = time.monotonic() + wait_s
         pause = 0.01
         while not await self.store.add(self.key, self.token, self.ttl_s):
             if time.monotonic() >= deadline:
-                raise LeaseTimeoutError(
-                    f"{self.key} stayed held for {self.wait_s:g}s (another replica's turn)"
-                )
+                return False
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.2)  # a turn of a conversation takes a model call or more
         self.held = True
         self._renewing = asyncio.create_task(self._renew(), name=f"lease {self.key}")
-        return self
+        return True
 
     async def _renew(self) -> None:
         while True:
@@ -82,10 +87,16 @@ class Lease:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self.release()
+
+    async def release(self) -> None:
+        """Let the lease go (only this holder's: one that expired and was taken stays taken)."""
         if self._renewing is not None:
             self._renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewing
+            self._renewing = None
+        self.held = False
         try:
             await self.store.delete_if(self.key, self.token)
         except StorageError as error:
@@ -132,6 +143,9 @@ class ConversationRecords:
         await self.store.set(f"conversation:{conversation_id}", _HISTORY.dump_json(messages), self.ttl_s)
 
 
+#: Longest pause between two looks for a reply another replica keeps (seconds).
+KEPT_POLL_S = 0.5
+
 #: How long a task's record is kept after its last change (seconds).
 TASK_TTL_S = 7 * 24 * 3600.0
 
@@ -154,6 +168,27 @@ class TaskRecords:
             f"task:{answer.question_id}:answer", answer.model_dump_json().encode(), self.ttl_s
         )
 
+    async def put_steps(self, question_id: str, steps: BaseModel) -> None:
+        """The task's finished steps so far (the tool loop's state): a replica that takes the
+        question over after this one died continues from them."""
+        await self.store.set(f"task:{question_id}:steps", steps.model_dump_json().encode(), self.ttl_s)
+
+    async def steps(self, question_id: str, model: type[B]) -> B | None:
+        """The task's finished steps, if any were recorded (and they parse)."""
+        data = await self.store.get(f"task:{question_id}:steps")
+        if data is None:
+            return None
+        try:
+            return model.model_validate_json(data)
+        except ValidationError as exc:
+            log.error(
+                "task %r: the recorded steps do not parse, starting over: %s", question_id, str(exc)[:300]
+            )
+            return None
+
+    async def drop_steps(self, question_id: str) -> None:
+        await self.store.delete(f"task:{question_id}:steps")
+
     async def get(self, question_id: str) -> TaskRecord | None:
         """The task's record; None when there is none (or what is stored does not parse)."""
         status_data = await self.store.get(f"task:{question_id}:status")
@@ -170,32 +205,51 @@ class TaskRecords:
 
 
 class Once:
-    """A request worked on once across replicas, however often it is resent: the first replica to
-    claim its key runs it and keeps its reply; a duplicate that reaches any replica gets the kept
-    reply (or nothing while the first one still works: its reply is on the way).
+    """A request worked on once across replicas, however often it is resent: the replica that
+    takes its claim works on it and keeps its reply; a copy that reaches any other replica waits
+    for that reply and sends it too (the copy may be the one its asker still waits on).
 
-    A claim expires after ``claim_ttl_s``, so a request whose replica died is run again when it is
-    resent after that; replies are kept ``reply_ttl_s``."""
+    A claim is a :class:`Lease`, renewed while its holder works: when the holder dies it lapses
+    within ``claim_ttl_s``, and a replica holding a copy takes the request over. Replies are kept
+    ``reply_ttl_s``."""
 
-    def __init__(self, store: Store, *, claim_ttl_s: float = 300.0, reply_ttl_s: float = 3600.0) -> None:
+    def __init__(self, store: Store, *, claim_ttl_s: float = 30.0, reply_ttl_s: float = 3600.0) -> None:
         self.store = store
         self.claim_ttl_s = claim_ttl_s
         self.reply_ttl_s = reply_ttl_s
 
-    async def claim(self, key: str, ttl_s: float | None = None) -> bool:
-        """Whether this caller is the one to run the request of ``key``."""
-        return await self.store.add(f"once:{key}", b"1", self.claim_ttl_s if ttl_s is None else ttl_s)
+    async def take(self, key: str, *, wait_s: float) -> Lease | Message | None:
+        """This caller's claim on the request of ``key`` (it works on it, then :meth:`keep` and
+        release the claim); or the reply another replica kept; or None when another one still
+        held it after ``wait_s`` seconds."""
+        claim = Lease(self.store, f"claim:{key}", ttl_s=self.claim_ttl_s)
+        deadline = time.monotonic() + wait_s
+        pause = 0.02
+        while True:
+            kept = await self.kept_reply(key)
+            if kept is not None:
+                return kept
+            if await claim.acquire():
+                kept = await self.kept_reply(key)  # kept between the two looks
+                if kept is None:
+                    return claim
+                await claim.release()
+                return kept
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, KEPT_POLL_S)
 
     async def keep(self, key: str, reply: Message) -> None:
         await self.store.set(f"reply:{key}", reply.model_dump_json().encode(), self.reply_ttl_s)
 
-    async def kept(self, key: str, model: type[M]) -> M | None:
-        """The reply the replica that ran the request kept, if it has (and it parses)."""
+    async def kept_reply(self, key: str) -> Message | None:
+        """The kept reply whatever its type (an answer, an error reply, a tool result), if it parses."""
         data = await self.store.get(f"reply:{key}")
         if data is None:
             return None
         try:
-            return model.model_validate_json(data)
-        except ValidationError as exc:
-            log.error("the kept reply of %r does not parse, skipped: %s", key, str(exc)[:300])
+            return parse_message(data)
+        except MalformedMessageError as exc:
+            log.error("the kept reply of %r does not parse, skipped: %s", key, exc)
             return None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,7 +29,7 @@ from argentic.lifecycle import Running
 from argentic.messaging import Messager, Will
 from argentic.messaging.dispatch import sender_key
 from argentic.protocol import ToolAnnouncement, ToolCall, ToolResult, Topics, topic_level
-from argentic.storage import Once, Store
+from argentic.storage import Lease, Once, Store
 from argentic.tools.base import BaseTool, FunctionTool
 from argentic.tools.execution import call_timeout, run_tool
 from argentic.tools.isolation import WorkerPool
@@ -38,10 +37,8 @@ from argentic.tools.isolation import WorkerPool
 log = logging.getLogger(__name__)
 
 
-#: Seconds a call's claim outlives its timeout.
+#: Seconds a copy of a call another replica runs waits for its result, past the call's timeout.
 CLAIM_GRACE_S = 30.0
-#: How often a replica holding a copy of a call another one runs looks for its kept result.
-KEPT_POLL_S = 0.05
 
 
 def tool_service_will(topics: Topics, service_name: str) -> Will:
@@ -183,43 +180,44 @@ class ToolService(Running):
 
     async def _on_call(self, call: ToolCall) -> None:
         key = f"tool:{sender_key(call)}"
-        if self.once is not None and not await self._claim(call, key):
-            return
-        result = await self.execute(call)
+        claim: Lease | None = None
         if self.once is not None:
-            try:
-                await self.once.keep(key, result)
-            except StorageError as exc:
-                log.warning("could not keep the result of call %s: %s", call.id, exc)
+            taken, claim = await self._take(call, key)
+            if not taken:
+                return
+        try:
+            result = await self.execute(call)
+            if self.once is not None:
+                try:
+                    await self.once.keep(key, result)
+                except StorageError as exc:
+                    log.warning("could not keep the result of call %s: %s", call.id, exc)
+        finally:
+            if claim is not None:
+                await claim.release()
         if call.reply_to:
             await self.messager.reply(call, result)
         else:
             log.warning("tool call %s for %s has no reply_to; result dropped", call.id, call.tool)
 
-    async def _claim(self, call: ToolCall, key: str) -> bool:
-        """Whether this replica runs ``call``; a duplicate gets the kept result instead, if any."""
+    async def _take(self, call: ToolCall, key: str) -> tuple[bool, Lease | None]:
+        """Whether this replica runs ``call`` (and its claim): not when another replica ran it
+        (its kept result is sent from here too: the copy that reached this replica may be the
+        one the caller still waits on) or still runs it past the call's longest run."""
         assert self.once is not None
-        item = self.tools.get(call.tool)
-        # A claim outlives the call's longest run: a resend after that runs it again.
-        ttl = call_timeout(item, self.call_timeout_s) + CLAIM_GRACE_S
-        deadline = time.monotonic() + ttl
+        wait_s = call_timeout(self.tools.get(call.tool), self.call_timeout_s) + CLAIM_GRACE_S
         try:
-            while not await self.once.claim(key, ttl):
-                kept = await self.once.kept(key, ToolResult)
-                if kept is not None:
-                    log.info("call %s was answered already; sending the kept result again", call.id)
-                    if call.reply_to:
-                        await self.messager.reply(call, kept)
-                    return False
-                if time.monotonic() > deadline:
-                    return False  # the claim's holder neither answered nor let go: the caller times out
-                # Another replica runs it: its result, kept, is sent from here too (the copy that
-                # reached this replica may be the only one the caller still waits on, after a
-                # broker restart, say). A holder that died lets its claim expire: run it then.
-                await asyncio.sleep(KEPT_POLL_S)
+            taken = await self.once.take(key, wait_s=wait_s)
         except StorageError as exc:
             log.warning("the store cannot say whether call %s ran already; running it: %s", call.id, exc)
-        return True
+            return True, None
+        if isinstance(taken, Lease):
+            return True, taken
+        if taken is not None:
+            log.info("call %s was answered already; sending the kept result again", call.id)
+            if call.reply_to:
+                await self.messager.reply(call, taken)
+        return False, None
 
     async def execute(self, call: ToolCall) -> ToolResult:
         """Run one call and make its result (never raises)."""
