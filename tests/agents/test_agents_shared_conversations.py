@@ -15,6 +15,7 @@ import pytest
 from argentic import Agent, AgentClient
 from argentic.errors import StorageError
 from argentic.llm import ChatRequest, FunctionLLM
+from argentic.protocol import Answer, Message, Question
 from argentic.storage import ConversationRecords, MemoryStore, SQLiteStore, Store
 from argentic.testing.messagers import MakeMessager
 
@@ -124,3 +125,43 @@ async def test_a_store_that_fails_gives_a_storage_unavailable_error_reply(
         assert caught.value.code == "storage_unavailable"
         await store.start()  # back: the agent serves again
         assert (await client.answer("turn 3")).text == "A:1"
+
+
+async def test_a_question_sent_many_times_to_two_replicas_is_answered_once(
+    mqtt: MakeMessager, store_pair: tuple[Store, Store], caplog: pytest.LogCaptureFixture
+) -> None:
+    asked: list[str] = []
+
+    def replica(name: str) -> FunctionLLM:
+        async def reply(request: ChatRequest) -> str:
+            asked.append(name)
+            await asyncio.sleep(0.5)  # copies arrive while it works, and after
+            return f"answered by {name}"
+
+        return FunctionLLM(reply)
+
+    first, second = store_pair
+    asker = await mqtt()
+    replies: asyncio.Queue[Message] = asyncio.Queue()
+    inbox = f"{asker.topics.namespace}/clients/raw-asker/inbox"  # an asker of its own, not a messager
+    await asker.subscribe(inbox, replies.put, model=Answer)
+    question = Question(id="once", text="only once", reply_to=inbox)
+    caplog.set_level(logging.INFO, "argentic.agents.agent")
+    async with (
+        Agent(replica("A"), await mqtt(), role="helper", store=first),
+        Agent(replica("B"), await mqtt(), role="helper", store=second),
+    ):
+        topic = asker.topics.agent_questions("helper")
+        for copy in range(8):
+            # Distinct message ids (the broker's and the messager's own duplicate checks are not
+            # what is tested); one question id and asker: the same question each time.
+            await asker.publish(topic, question.model_copy(update={"correlation_id": f"c{copy}"}))
+            await asyncio.sleep(0.15 if copy < 4 else 0.4)
+        first_reply = await asyncio.wait_for(replies.get(), 10)
+        await asyncio.sleep(1.0)  # the copies' replies
+    assert len(asked) == 1  # one model call for the question, across both replicas
+    assert isinstance(first_reply, Answer) and first_reply.text == f"answered by {asked[0]}"
+    more = [replies.get_nowait() for _ in range(replies.qsize())]
+    assert all(isinstance(r, Answer) and r.text == first_reply.text for r in more)
+    # The replica that did not answer received copies too, and sent the kept answer for them.
+    assert "was answered already; sending the kept reply again" in caplog.text

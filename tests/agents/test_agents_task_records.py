@@ -16,7 +16,7 @@ from agents_support import REPO
 from argentic import Agent, AgentClient
 from argentic.errors import LLMError, TaskNotFoundError
 from argentic.llm import FunctionLLM, ScriptedLLM
-from argentic.storage import MemoryStore
+from argentic.storage import ConversationRecords, MemoryStore, open_store
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
 
@@ -95,7 +95,7 @@ async def test_argentic_ask_looks_a_task_up(
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
-async def test_answered_questions_survive_kill_9_of_the_agent_process(
+async def test_answered_questions_and_conversations_survive_kill_9_of_every_agent_process(
     backend: str,
     mosquitto: MosquittoBroker,
     namespace: str,
@@ -137,9 +137,20 @@ async def test_answered_questions_survive_kill_9_of_the_agent_process(
     second = await agent_process()  # a new process on the same store
     try:
         record = await client.task(answer.question_id)
+        # The conversation goes on in the new process, with its whole history.
+        later = await client.answer("and me", conversation_id=answer.conversation_id)
     finally:
-        second.terminate()
+        second.kill()
         await asyncio.wait_for(second.wait(), 60)
     assert record.status.state == "completed"
     assert record.answer is not None and record.answer.text == answer.text
     assert record.answer.conversation_id == answer.conversation_id
+    assert later.conversation_id == answer.conversation_id
+    async with open_store(url) as store:  # what any process reads after both were killed
+        history = await ConversationRecords(store).load(f"{client.messager.inbox}\x00{later.conversation_id}")
+    assert [(m.role, m.text) for m in history] == [
+        ("user", "remember me"),
+        ("assistant", answer.text),
+        ("user", "and me"),
+        ("assistant", later.text),
+    ]
