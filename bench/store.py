@@ -11,7 +11,11 @@ backends alternating, ``--rounds`` times each; a backend's figure is its best ro
 - ``ratio_sqlite``, ``ratio_redis``: each backend's turns per minute over memory's (goal >= 0.9);
 - ``turn_store_p99_ms``: per turn, the time in the store (taking the conversation's lease, reading
   its history, writing it back, releasing the lease), p99 over SQLite and Redis turns;
-- ``history_errors``: turns whose history was not the whole conversation, over every run (goal 0).
+- ``history_errors``: turns whose history was not the whole conversation, over every run (goal 0);
+- ``rerun_tool_calls``: on SQLite and on Redis, ``--takeovers`` (16) questions go to a replica in a
+  process of its own that calls a tool for each and is killed (SIGKILL) once every result is in,
+  before any answer; a live replica takes them over. Tools run a second time (goal 0), with
+  ``takeover_answered`` of ``takeover_questions`` answered.
   The two memory replicas share one ``MemoryStore`` (they are in one process); replicas in two
   processes need SQLite or Redis, which is what those runs stand for.
 
@@ -34,10 +38,11 @@ from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
 
-from argentic import Agent, AgentClient
-from argentic.llm import ChatMessage, ChatRequest, FunctionLLM
+from argentic import Agent, AgentClient, ToolManager, ToolService, tool
+from argentic.llm import ChatMessage, ChatRequest, FunctionLLM, LLMToolCall
+from argentic.llm.scripted import tool_call
 from argentic.messaging import Messager
-from argentic.storage import ConversationRecords, Lease, Store
+from argentic.storage import ConversationRecords, Lease, Store, open_store
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.redis_server import RedisServer
 from argentic.testing.stores import KINDS, store_pair
@@ -138,6 +143,97 @@ async def one_run(
     return args.conversations * args.turns / elapsed * 60, sum(errors), spent
 
 
+# --- a replica killed between its tool calls and its answers ------------------------------------
+
+#: Seconds a dead replica's claims and leases outlive it in the takeover runs.
+TAKEOVER_LEASE_S = 2.0
+
+
+async def call_then_hang(request: ChatRequest) -> str | LLMToolCall:
+    """The doomed replica's model: a tool call, then, with the result read, no answer ever."""
+    if request.messages[-1].role != "tool":
+        return tool_call("record", {})
+    print("RESULT_SEEN", flush=True)
+    await asyncio.sleep(3600)
+    return "never"
+
+
+async def doomed_replica(port: int, namespace: str, url: str, questions: int) -> None:
+    """The replica the takeover run kills (run as ``store.py --doomed PORT NAMESPACE URL N``)."""
+    async with (
+        Messager("127.0.0.1", port, namespace=namespace, persistent=False) as bus,
+        open_store(url) as store,
+        ToolManager(bus) as tools,
+        Agent(
+            FunctionLLM(call_then_hang),
+            bus,
+            tools,
+            "takeover",
+            store=ConversationRecords(store, lease_ttl_s=TAKEOVER_LEASE_S),
+            max_tasks=questions,
+        ),
+    ):
+        print("READY", flush=True)
+        await asyncio.sleep(3600)
+
+
+async def takeover_run(broker: MosquittoBroker, url: str, questions: int) -> tuple[int, int]:
+    """``questions`` questions whose replica is killed (SIGKILL) once each has its tool's result;
+    a live replica takes them over. Tool runs beyond one per question, and questions answered."""
+    namespace = f"bench{uuid.uuid4().hex[:6]}"
+    runs: list[int] = []
+
+    @tool
+    def record() -> int:
+        """A side effect that must happen once per question."""
+        runs.append(1)
+        return len(runs)
+
+    def answer(request: ChatRequest) -> str | LLMToolCall:
+        last = request.messages[-1]
+        return f"recorded {last.text}" if last.role == "tool" else tool_call("record", {})
+
+    def messager() -> Messager:
+        return Messager(broker.host, broker.port, namespace=namespace, persistent=False)
+
+    doomed = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--doomed", str(broker.port), namespace, url, str(questions),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert doomed.stdout is not None
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if await asyncio.wait_for(doomed.stdout.readline(), 60) != b"READY\n":
+                raise RuntimeError("the doomed replica did not start")
+            await stack.enter_async_context(
+                ToolService(await stack.enter_async_context(messager()), [record])
+            )
+            client = AgentClient(await stack.enter_async_context(messager()), "takeover", timeout_s=60)
+            asking = [asyncio.ensure_future(client.answer(f"record {i}")) for i in range(questions)]
+            for _ in range(questions):
+                await asyncio.wait_for(doomed.stdout.readline(), 60)
+            store = await stack.enter_async_context(open_store(url))
+            tools = await stack.enter_async_context(ToolManager(await stack.enter_async_context(messager())))
+            records = ConversationRecords(store, lease_ttl_s=TAKEOVER_LEASE_S)
+            live = Agent(
+                FunctionLLM(answer),
+                await stack.enter_async_context(messager()),
+                tools,
+                "takeover",
+                store=records,
+                max_tasks=questions,
+            )
+            await stack.enter_async_context(live)
+            doomed.kill()
+            answers = await asyncio.gather(*asking, return_exceptions=True)
+    finally:
+        if doomed.returncode is None:
+            doomed.kill()
+        await doomed.wait()
+    answered = sum(not isinstance(a, BaseException) for a in answers)
+    return len(runs) - questions, answered
+
+
 async def bench(args: argparse.Namespace) -> dict[str, float | int]:
     kinds = list(KINDS)
     best: dict[tuple[str, int], float] = {}
@@ -164,6 +260,16 @@ async def bench(args: argparse.Namespace) -> dict[str, float | int]:
                         file=sys.stderr,
                         flush=True,
                     )
+        reruns = answered = 0
+        for kind in ("sqlite", "redis"):
+            url = f"sqlite:///{Path(folder) / 'takeover.db'}" if kind == "sqlite" else redis.url
+            rerun, done = await takeover_run(broker, url, args.takeovers)
+            reruns, answered = reruns + rerun, answered + done
+            print(
+                f"takeover {kind:6s}: {done}/{args.takeovers} answered, {rerun} tools run twice",
+                file=sys.stderr,
+                flush=True,
+            )
     memory = best[("memory", 1)]
     spent.sort()
     p99 = spent[min(len(spent) - 1, round(0.99 * (len(spent) - 1)))] if spent else 0.0
@@ -176,6 +282,9 @@ async def bench(args: argparse.Namespace) -> dict[str, float | int]:
         "turn_store_p50_ms": round(statistics.median(spent) * 1000, 3) if spent else 0.0,
         "turn_store_p99_ms": round(p99 * 1000, 3),
         "history_errors": sum(errors.values()),
+        "takeover_answered": answered,
+        "takeover_questions": 2 * args.takeovers,
+        "rerun_tool_calls": reruns,
     }
 
 
@@ -184,12 +293,20 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=64)
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--takeovers", type=int, default=16, help="questions whose replica is killed")
     parser.add_argument(
         "--quick", action="store_true", help="a check that it runs: a few short conversations"
     )
+    parser.add_argument(
+        "--doomed", nargs=4, metavar=("PORT", "NAMESPACE", "URL", "N"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
+    if args.doomed:
+        port, namespace, url, questions = args.doomed
+        asyncio.run(doomed_replica(int(port), namespace, url, int(questions)))
+        return
     if args.quick:
-        parser.set_defaults(conversations=4, turns=2, rounds=1)
+        parser.set_defaults(conversations=4, turns=2, rounds=1, takeovers=2)
         args = parser.parse_args()
     print(json.dumps(asyncio.run(bench(args))))
 

@@ -29,7 +29,8 @@ from argentic.protocol import Usage
 #: fn(request) -> reply (or an awaitable of one).
 ReplyFunction: TypeAlias = Callable[
     [ChatRequest],
-    "ChatResponse | str | LLMToolCall | list[LLMToolCall] | Awaitable[ChatResponse | str]",
+    "ChatResponse | str | LLMToolCall | list[LLMToolCall]"
+    " | Awaitable[ChatResponse | str | LLMToolCall | list[LLMToolCall]]",
 ]
 #: One scripted step: a reply, text, one or several tool calls, or a function that makes the reply.
 ScriptStep: TypeAlias = ChatResponse | str | LLMToolCall | list[LLMToolCall] | ReplyFunction | BaseException
