@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from argentic.errors import ArgumentError, StorageUnavailableError
-from argentic.storage import SQLiteStore, Store, open_store
+from argentic.protocol import Answer, TaskStatus
+from argentic.storage import SQLiteStore, Store, TaskRecords, open_store
 
 
 async def test_values_round_trip_and_expire(store_pair: tuple[Store, Store]) -> None:
@@ -27,6 +28,17 @@ async def test_values_round_trip_and_expire(store_pair: tuple[Store, Store]) -> 
     await first.set("gone", b"x")
     await second.delete("gone")
     assert await first.get("gone") is None
+
+
+async def test_many_values_in_one_round_trip(store_pair: tuple[Store, Store]) -> None:
+    first, second = store_pair
+    await first.set_many({"a": b"1", "b": b"2"})
+    await first.set_many({"c": b"3"}, ttl_s=0.2)
+    assert await second.get_many(["a", "missing", "c", "b"]) == [b"1", None, b"3", b"2"]
+    await first.set_many({"a": b"one"})  # replaces
+    await asyncio.sleep(0.3)
+    assert await second.get_many(["a", "c"]) == [b"one", None]
+    assert await second.get_many([]) == []
 
 
 async def test_add_is_atomic_and_takes_an_expired_key(store_pair: tuple[Store, Store]) -> None:
@@ -94,3 +106,25 @@ async def test_a_store_that_cannot_be_opened_names_its_url(tmp_path: Path) -> No
     store = SQLiteStore(f"sqlite:///{tmp_path / 'closed.db'}")
     with pytest.raises(StorageUnavailableError, match="not open"):
         await store.get("k")
+
+
+async def test_task_statuses_are_written_together_and_the_last_one_wins(
+    store_pair: tuple[Store, Store],
+) -> None:
+    first, second = store_pair
+    writer, reader = TaskRecords(first, flush_s=0.05), TaskRecords(second)
+    await writer.put_status(TaskStatus(question_id="q1", state="submitted", role="r"))
+    await writer.put_status(TaskStatus(question_id="q1", state="working", role="r"))
+    await writer.put_status(TaskStatus(question_id="q2", state="working", role="r"))
+    noted = await writer.get("q1")  # the writer knows at once
+    assert noted is not None and noted.status.state == "working"
+    await asyncio.sleep(0.5)  # ten times flush_s: written by then
+    seen = await reader.get("q1")
+    assert seen is not None and seen.status.state == "working" and seen.answer is None
+    await writer.put_status(TaskStatus(question_id="q1", state="completed", role="r"))
+    await writer.finish("q1", Answer(question_id="q1", conversation_id="c1", text="done"), {"extra": b"x"})
+    await asyncio.sleep(0.2)  # past any later flush
+    done = await reader.get("q1")
+    assert done is not None and done.status.state == "completed"
+    assert done.answer is not None and done.answer.text == "done"
+    assert await second.get("extra") == b"x"

@@ -181,7 +181,11 @@ class Agent(Running):
         #: With a store, each question is answered once across the role's replicas: the replica
         #: that claims it works on it (the claim renewed meanwhile, so it lapses soon after a
         #: replica dies and a resend is taken by another), and its reply is kept for duplicates.
-        self.once = Once(records.store, claim_ttl_s=records.lease_ttl_s) if records is not None else None
+        self.once = (
+            Once(records.store, claim_ttl_s=records.lease_ttl_s, reply_ttl_s=self.task_records.ttl_s)
+            if records is not None and self.task_records is not None
+            else None
+        )
         #: Questions from MQTT run as tasks (see argentic.agents.tasks): at most ``max_tasks`` work
         #: at once, ``max_waiting_tasks`` more wait for a slot, beyond that they are refused.
         self.max_depth = options.max_depth
@@ -316,6 +320,8 @@ class Agent(Running):
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+        if self.task_records is not None:
+            await self.task_records.flush()
         await self.messager.shared(TaskBoard).leave(self.role)
 
     async def _on_presence(self, presence: Presence) -> None:
@@ -476,9 +482,9 @@ class Agent(Running):
         if self.once is None or self.task_records is None:
             return
         try:
-            await self.once.keep(f"question:{sender_key(question)}", response)
-            if isinstance(response, Answer):
-                await self.task_records.put_answer(response)
+            reply = self.once.reply_item(f"question:{sender_key(question)}", response)
+            answer = response if isinstance(response, Answer) else None
+            await self.task_records.finish(question.id, answer, dict([reply]))
             if dropping_steps:
                 await self.task_records.drop_steps(question.id)
         except StorageError as exc:
@@ -547,13 +553,14 @@ class Agent(Running):
             output = question.output_schema
         sink: EventSink = events or NullEvents()
         await self.apply_profile()
-        cid = question.conversation_id or conversation_id or new_id()
+        given = question.conversation_id or conversation_id
+        cid = given or new_id()
         # A conversation belongs to who asked (known by the reply topic): another sender naming
         # the same id starts a conversation of its own instead of reading this one.
         key = f"{question.reply_to}\x00{cid}" if question.reply_to else cid
         # The steps go to the sink; the start and the end are the task's (TaskStatus), or the
         # return value and the exception here.
-        async with self.conversations.open(key) as conversation:
+        async with self.conversations.open(key, new=given is None) as conversation:
             user = await builder.build(question)
             prompt = [*self.system_messages(), *conversation.messages, user]
             result = await self.tool_loop(builder, sink).run(prompt, output=output, resume=resume)

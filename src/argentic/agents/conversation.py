@@ -57,8 +57,9 @@ class ConversationStore:
         return list(conversation.messages) if conversation else []
 
     @asynccontextmanager
-    async def open(self, conversation_id: str) -> AsyncIterator[Conversation]:
-        """Hold ``conversation_id`` (created if new) for one question."""
+    async def open(self, conversation_id: str, *, new: bool = False) -> AsyncIterator[Conversation]:
+        """Hold ``conversation_id`` (created if new) for one question. ``new``: the id was just
+        made, so no other replica can hold it or have turns of it (the store is only written)."""
         conversation = self._conversations.get(conversation_id)
         if conversation is None:
             conversation = self._conversations[conversation_id] = Conversation(conversation_id)
@@ -66,11 +67,12 @@ class ConversationStore:
         conversation.users += 1
         try:
             records = self.records
-            turn = records.lease(conversation_id) if records is not None else contextlib.nullcontext()
+            shared = records if not new else None  # the store's history and turn, if it may have any
+            turn = shared.lease(conversation_id) if shared is not None else contextlib.nullcontext()
             async with conversation.lock, turn:
-                if records is not None:
+                if shared is not None:
                     # Another replica may have had the last turns: the store's history is the one.
-                    conversation.messages = await records.load(conversation_id)
+                    conversation.messages = await shared.load(conversation_id)
                 yield conversation
                 conversation.messages = trim(conversation.messages, self.max_messages)
                 if records is not None:

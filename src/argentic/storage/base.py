@@ -13,6 +13,7 @@ cannot be reached raises :class:`~argentic.errors.StorageUnavailableError` namin
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Mapping, Sequence
 
 from argentic.lifecycle import Running
 
@@ -49,3 +50,13 @@ class Store(Running):
     @abstractmethod
     async def delete(self, key: str) -> None:
         """Delete ``key`` whatever its value."""
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of ``keys``, in order (None where there is none): one round trip where the
+        backend allows."""
+        return [await self.get(key) for key in keys]
+
+    async def set_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None:
+        """Write every key of ``items`` (as :meth:`set`): one round trip where the backend allows."""
+        for key, value in items.items():
+            await self.set(key, value, ttl_s)

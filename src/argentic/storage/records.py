@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from types import TracebackType
 from typing import TypeVar
 
@@ -143,6 +144,14 @@ class ConversationRecords:
         await self.store.set(f"conversation:{conversation_id}", _HISTORY.dump_json(messages), self.ttl_s)
 
 
+def _status_key(question_id: str) -> str:
+    return f"task:{question_id}:status"
+
+
+def _json(message: BaseModel) -> bytes:
+    return message.model_dump_json().encode()
+
+
 #: Longest pause between two looks for a reply another replica keeps (seconds).
 KEPT_POLL_S = 0.5
 
@@ -152,21 +161,59 @@ TASK_TTL_S = 7 * 24 * 3600.0
 
 class TaskRecords:
     """Each question's task on record: its latest status, and its answer once done, so that a
-    client learns how its question ended after reconnecting (``task_get``)."""
+    client learns how its question ended after reconnecting (``task_get``).
 
-    def __init__(self, store: Store, *, ttl_s: float | None = TASK_TTL_S) -> None:
+    A status is progress: it is noted at once and written within ``flush_s``, together with the
+    other tasks' (a status superseded meanwhile is never written). The answer is written at once,
+    with the task's last status, by :meth:`finish`."""
+
+    def __init__(self, store: Store, *, ttl_s: float | None = TASK_TTL_S, flush_s: float = 0.2) -> None:
         self.store = store
         self.ttl_s = ttl_s
+        self.flush_s = flush_s
+        self._pending: dict[str, TaskStatus] = {}
+        self._flushing: asyncio.Task[None] | None = None
+        self._writing: set[str] = set()  # question ids whose status the running flush writes
 
     async def put_status(self, status: TaskStatus) -> None:
-        await self.store.set(
-            f"task:{status.question_id}:status", status.model_dump_json().encode(), self.ttl_s
-        )
+        self._pending[status.question_id] = status
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush_later(), name="argentic task records")
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.flush_s)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write the statuses noted so far (a stopping agent calls it)."""
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        self._writing = set(pending)
+        try:
+            await self.store.set_many({_status_key(q): _json(s) for q, s in pending.items()}, self.ttl_s)
+        except StorageError as exc:
+            log.warning("could not put %d task statuses on record: %s", len(pending), exc)
+        finally:
+            self._writing = set()
+
+    async def finish(
+        self, question_id: str, answer: Answer | None, also: Mapping[str, bytes] | None = None
+    ) -> None:
+        """Write the task's answer (if any), its last status and ``also`` in one round trip."""
+        if question_id in self._writing and self._flushing is not None:
+            await asyncio.shield(self._flushing)  # an earlier status must not land after the last
+        items = dict(also or {})
+        status = self._pending.pop(question_id, None)
+        if status is not None:
+            items[_status_key(question_id)] = _json(status)
+        if answer is not None:
+            items[f"task:{question_id}:answer"] = _json(answer)
+        if items:
+            await self.store.set_many(items, self.ttl_s)
 
     async def put_answer(self, answer: Answer) -> None:
-        await self.store.set(
-            f"task:{answer.question_id}:answer", answer.model_dump_json().encode(), self.ttl_s
-        )
+        await self.finish(answer.question_id, answer)
 
     async def put_steps(self, question_id: str, steps: BaseModel) -> None:
         """The task's finished steps so far (the tool loop's state): a replica that takes the
@@ -191,10 +238,14 @@ class TaskRecords:
 
     async def get(self, question_id: str) -> TaskRecord | None:
         """The task's record; None when there is none (or what is stored does not parse)."""
-        status_data = await self.store.get(f"task:{question_id}:status")
+        status_data, answer_data = await self.store.get_many(
+            [_status_key(question_id), f"task:{question_id}:answer"]
+        )
+        noted = self._pending.get(question_id)
+        if noted is not None:
+            status_data = _json(noted)
         if status_data is None:
             return None
-        answer_data = await self.store.get(f"task:{question_id}:answer")
         try:
             status = TaskStatus.model_validate_json(status_data)
             answer = Answer.model_validate_json(answer_data) if answer_data is not None else None
@@ -213,7 +264,9 @@ class Once:
     within ``claim_ttl_s``, and a replica holding a copy takes the request over. Replies are kept
     ``reply_ttl_s``."""
 
-    def __init__(self, store: Store, *, claim_ttl_s: float = 30.0, reply_ttl_s: float = 3600.0) -> None:
+    def __init__(
+        self, store: Store, *, claim_ttl_s: float = 30.0, reply_ttl_s: float | None = 3600.0
+    ) -> None:
         self.store = store
         self.claim_ttl_s = claim_ttl_s
         self.reply_ttl_s = reply_ttl_s
@@ -226,14 +279,14 @@ class Once:
         deadline = time.monotonic() + wait_s
         pause = 0.02
         while True:
-            kept = await self.kept_reply(key)
-            if kept is not None:
-                return kept
             if await claim.acquire():
-                kept = await self.kept_reply(key)  # kept between the two looks
+                kept = await self.kept_reply(key)  # answered by a holder that let go
                 if kept is None:
                     return claim
                 await claim.release()
+                return kept
+            kept = await self.kept_reply(key)
+            if kept is not None:
                 return kept
             if time.monotonic() >= deadline:
                 return None
@@ -241,7 +294,12 @@ class Once:
             pause = min(pause * 2, KEPT_POLL_S)
 
     async def keep(self, key: str, reply: Message) -> None:
-        await self.store.set(f"reply:{key}", reply.model_dump_json().encode(), self.reply_ttl_s)
+        await self.store.set_many(dict([self.reply_item(key, reply)]), self.reply_ttl_s)
+
+    @staticmethod
+    def reply_item(key: str, reply: Message) -> tuple[str, bytes]:
+        """The key and value :meth:`keep` writes, to write with others in one round trip."""
+        return f"reply:{key}", _json(reply)
 
     async def kept_reply(self, key: str) -> Message | None:
         """The kept reply whatever its type (an answer, an error reply, a tool result), if it parses."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -201,6 +201,19 @@ class RedisStore(Store):
     async def get(self, key: str) -> bytes | None:
         value = await self._call(self._running().get(self.prefix + key))
         return None if value is None else bytes(value)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        values = await self._call(self._running().mget([self.prefix + key for key in keys]))
+        return [None if value is None else bytes(value) for value in values]
+
+    async def set_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None:
+        px = _px(ttl_s)
+        pipe = self._running().pipeline(transaction=False)
+        for key, value in items.items():
+            pipe.set(self.prefix + key, value, px=px)
+        await self._call(pipe.execute())
 
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         px = _px(ttl_s)

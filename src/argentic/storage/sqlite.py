@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -120,6 +120,35 @@ class SQLiteStore(Store):
             return None if row is None else bytes(row[0])
 
         return await self._run(step)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        def step() -> list[bytes | None]:
+            now = time.time()
+            db = self._conn()
+            found: list[bytes | None] = []
+            for key in keys:
+                row = db.execute(
+                    "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                    (key, now),
+                ).fetchone()
+                found.append(None if row is None else bytes(row[0]))
+            return found
+
+        return await self._run(step)
+
+    async def set_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None:
+        def step() -> None:
+            expiry = self._expiry(ttl_s)
+            db = self._conn()
+            with db:  # one transaction: one commit for them all
+                db.execute("BEGIN")
+                db.executemany(
+                    "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
+                    [(key, value, expiry) for key, value in items.items()],
+                )
+            self._writes += 1
+
+        await self._run(step)
 
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         sql = "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)"
