@@ -86,7 +86,7 @@ from argentic.protocol import (
     new_id,
     topic_level,
 )
-from argentic.storage import ConversationRecords, Lease, Once, Store, TaskRecords
+from argentic.storage import Claim, ConversationRecords, Once, Store, TaskRecords
 from argentic.tools import LocalTools, ToolManager
 from argentic.tools.local import ToolLike
 from argentic.validation import describe_validation_error
@@ -389,31 +389,38 @@ class Agent(Running):
         its deadline honoured, the answer (or the error) sent to its ``reply_to``. With a store,
         only the replica that claims the question works on it, from the last step a replica that
         died on it recorded."""
-        claim: Lease | None = None
-        if self.once is not None:
+        claim: Claim | None = None
+        resume: LoopState | None = None
+        if self.once is not None and self.task_records is not None:
             taken, claim = await self._claim(question)
             if not taken:
                 return
+            if claim is not None:
+                resume = self.task_records.parse_steps(question.id, claim.also[0], LoopState)
+            if resume is not None:
+                log.info("question %s resumes after step %d of a stopped replica", question.id, resume.steps)
         try:
-            await self._work(question)
+            await self._work(question, resume)
         finally:
             if claim is not None:
                 await claim.release()
 
-    async def _claim(self, question: Question) -> tuple[bool, Lease | None]:
+    async def _claim(self, question: Question) -> tuple[bool, Claim | None]:
         """Whether this replica works on ``question`` (and its claim): not when another replica
         answered it (its kept reply is sent from here too: this copy may be the one the asker
         still waits on) or works on it until the question expires. A replica that died on it
         lets its claim lapse: this one takes the question over then."""
-        assert self.once is not None and self.messager is not None
+        assert self.once is not None and self.task_records is not None and self.messager is not None
         expires = question.deadline or question.expires_at
         wait_s = max(0.0, expires - time.time()) if expires is not None else COPY_WAIT_S
+        key = f"question:{sender_key(question)}"
         try:
-            taken = await self.once.take(f"question:{sender_key(question)}", wait_s=wait_s)
+            # With the claim, the steps a replica that died on the question recorded.
+            taken = await self.once.take(key, wait_s=wait_s, also=[self.task_records.steps_key(question.id)])
         except StorageError as exc:
             log.warning("the store cannot say whether %s was answered; answering it: %s", question.id, exc)
             return True, None
-        if isinstance(taken, Lease):
+        if isinstance(taken, Claim):
             return True, taken
         if taken is not None:
             log.info("question %s was answered already; sending the kept reply again", question.id)
@@ -421,21 +428,11 @@ class Agent(Running):
                 await self.messager.reply(question, taken)
         return False, None
 
-    async def _work(self, question: Question) -> None:
+    async def _work(self, question: Question, resume: LoopState | None) -> None:
         assert self.messager is not None
         events = MqttEvents(
             self.messager, self.role, question.id, streaming=question.stream, steps=self.task_records
         )
-        resume: LoopState | None = None
-        if self.task_records is not None:
-            try:
-                resume = await self.task_records.steps(question.id, LoopState)
-            except StorageError as exc:
-                log.warning("could not read the recorded steps of %s, starting over: %s", question.id, exc)
-            if resume is not None:
-                log.info(
-                    "question %s resumes after step %d (of a replica that stopped)", question.id, resume.steps
-                )
         task = self._task_of(question)
         board = self.messager.shared(TaskBoard)
         response: Message

@@ -9,7 +9,7 @@ from __future__ import annotations
 from argentic.errors import ArgumentError, LeaseTimeoutError
 from argentic.storage.base import Store
 from argentic.storage.memory import MemoryStore
-from argentic.storage.records import ConversationRecords, Lease, Once, TaskRecords
+from argentic.storage.records import Claim, ConversationRecords, Lease, Once, TaskRecords
 from argentic.storage.sqlite import SQLiteStore
 
 
@@ -30,6 +30,7 @@ def open_store(url: str) -> Store:
 
 
 __all__ = [
+    "Claim",
     "ConversationRecords",
     "Lease",
     "LeaseTimeoutError",

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -102,6 +102,16 @@ class Lease:
             await self.store.delete_if(self.key, self.token)
         except StorageError as error:
             log.warning("could not release lease %s (it expires by itself): %s", self.key, error)
+
+
+class Claim(Lease):
+    """A :class:`Lease` on a request, with what was read when it was taken (see :meth:`Once.take`)."""
+
+    also: list[bytes | None]
+
+    def __init__(self, store: Store, key: str, *, ttl_s: float) -> None:
+        super().__init__(store, key, ttl_s=ttl_s, wait_s=0.0)
+        self.also = []
 
 
 class ConversationRecords:
@@ -218,11 +228,19 @@ class TaskRecords:
     async def put_steps(self, question_id: str, steps: BaseModel) -> None:
         """The task's finished steps so far (the tool loop's state): a replica that takes the
         question over after this one died continues from them."""
-        await self.store.set(f"task:{question_id}:steps", steps.model_dump_json().encode(), self.ttl_s)
+        await self.store.set(self.steps_key(question_id), _json(steps), self.ttl_s)
+
+    @staticmethod
+    def steps_key(question_id: str) -> str:
+        return f"task:{question_id}:steps"
 
     async def steps(self, question_id: str, model: type[B]) -> B | None:
         """The task's finished steps, if any were recorded (and they parse)."""
-        data = await self.store.get(f"task:{question_id}:steps")
+        return self.parse_steps(question_id, await self.store.get(self.steps_key(question_id)), model)
+
+    @staticmethod
+    def parse_steps(question_id: str, data: bytes | None, model: type[B]) -> B | None:
+        """Steps as read by :meth:`steps` (or with other keys, by the caller)."""
         if data is None:
             return None
         try:
@@ -234,7 +252,7 @@ class TaskRecords:
             return None
 
     async def drop_steps(self, question_id: str) -> None:
-        await self.store.delete(f"task:{question_id}:steps")
+        await self.store.delete(self.steps_key(question_id))
 
     async def get(self, question_id: str) -> TaskRecord | None:
         """The task's record; None when there is none (or what is stored does not parse)."""
@@ -271,16 +289,19 @@ class Once:
         self.claim_ttl_s = claim_ttl_s
         self.reply_ttl_s = reply_ttl_s
 
-    async def take(self, key: str, *, wait_s: float) -> Lease | Message | None:
+    async def take(self, key: str, *, wait_s: float, also: Sequence[str] = ()) -> Claim | Message | None:
         """This caller's claim on the request of ``key`` (it works on it, then :meth:`keep` and
         release the claim); or the reply another replica kept; or None when another one still
-        held it after ``wait_s`` seconds."""
-        claim = Lease(self.store, f"claim:{key}", ttl_s=self.claim_ttl_s)
+        held it after ``wait_s`` seconds. The claim carries the values of the keys ``also``
+        names, read with the look for a kept reply (one round trip)."""
+        claim = Claim(self.store, f"claim:{key}", ttl_s=self.claim_ttl_s)
         deadline = time.monotonic() + wait_s
         pause = 0.02
         while True:
             if await claim.acquire():
-                kept = await self.kept_reply(key)  # answered by a holder that let go
+                # Answered by a holder that let go?
+                data, *claim.also = await self.store.get_many([f"reply:{key}", *also])
+                kept = self._parse_reply(key, data)
                 if kept is None:
                     return claim
                 await claim.release()
@@ -303,7 +324,10 @@ class Once:
 
     async def kept_reply(self, key: str) -> Message | None:
         """The kept reply whatever its type (an answer, an error reply, a tool result), if it parses."""
-        data = await self.store.get(f"reply:{key}")
+        return self._parse_reply(key, await self.store.get(f"reply:{key}"))
+
+    @staticmethod
+    def _parse_reply(key: str, data: bytes | None) -> Message | None:
         if data is None:
             return None
         try:

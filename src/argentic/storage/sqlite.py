@@ -3,7 +3,10 @@
 One table of keys, values and expiry times, in WAL mode so that readers do not wait for a writer.
 Each step is one SQL statement, which SQLite makes atomic across processes (``add`` is an insert
 that only replaces an expired row; ``replace_if`` and ``delete_if`` compare the value in their
-WHERE clause). The statements run on one thread of the store's own, never on the event loop.
+WHERE clause). The statements run on one thread of the store's own, never on the event loop;
+the steps asked for while that thread is busy run next as one batch in one transaction (one
+commit, one hand-over back to the loop), so many concurrent agents' steps cost little more than
+one's.
 URLs as SQLAlchemy writes them: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``.
 """
 
@@ -11,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from argentic.errors import ArgumentError, StorageUnavailableError
 from argentic.storage.base import Store
@@ -51,6 +55,11 @@ class SQLiteStore(Store):
         self._db: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._writes = 0
+        # Steps waiting for the store's thread, and whether it is draining them (both shared
+        # with that thread, under the lock).
+        self._batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._draining = False
+        self._lock = threading.Lock()
 
     async def start(self) -> None:
         if self._db is not None:
@@ -81,14 +90,69 @@ class SQLiteStore(Store):
     async def _run(self, step: Callable[[], T]) -> T:
         if self._thread is None:
             raise StorageUnavailableError(f"the store {self.url} is not open: use it inside `async with`")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            self._batch.append((step, done))
+            idle, self._draining = not self._draining, True
+        if idle:
+            loop.run_in_executor(self._thread, self._drain, loop)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, step)
+            return await done
         except sqlite3.Error as exc:
             raise StorageUnavailableError(
                 f"the SQLite store {self.url} failed: {exc} (is the file's folder writable, the disk full?)"
             ) from exc
         except OSError as exc:
             raise StorageUnavailableError(f"the SQLite store {self.url} cannot be opened: {exc}") from exc
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the store's thread: run the waiting steps, batch after batch, each batch in one
+        transaction, and hand their outcomes back to the loop at once."""
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                return
+            outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            db = self._db
+            in_transaction = False
+            try:
+                if db is not None and len(batch) > 1:
+                    db.execute("BEGIN IMMEDIATE")
+                    in_transaction = True
+            except sqlite3.Error:
+                in_transaction = False  # each step then commits by itself
+            for step, done in batch:
+                try:
+                    outcomes.append((done, step(), None))
+                except BaseException as exc:  # the step's own error, for its caller
+                    outcomes.append((done, None, exc))
+            if in_transaction and db is not None:
+                try:
+                    db.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    outcomes = [(done, None, exc) for done, _, _ in outcomes]
+            try:
+                loop.call_soon_threadsafe(self._settle, outcomes)
+            except RuntimeError:  # the loop closed: nobody waits for these any more
+                return
+
+    def _take_batch(self) -> list[tuple[Callable[[], Any], asyncio.Future[Any]]]:
+        with self._lock:
+            batch, self._batch = self._batch, []
+            if not batch:
+                self._draining = False
+            return batch
+
+    @staticmethod
+    def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+        for done, value, error in outcomes:
+            if done.done():
+                continue  # its caller gave up (cancelled)
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(value)
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -140,12 +204,14 @@ class SQLiteStore(Store):
         def step() -> None:
             expiry = self._expiry(ttl_s)
             db = self._conn()
-            with db:  # one transaction: one commit for them all
-                db.execute("BEGIN")
-                db.executemany(
-                    "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
-                    [(key, value, expiry) for key, value in items.items()],
-                )
+            sql = "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)"
+            rows = [(key, value, expiry) for key, value in items.items()]
+            if db.in_transaction:  # the batch's: it commits them all
+                db.executemany(sql, rows)
+            else:
+                with db:  # one transaction: one commit for them all
+                    db.execute("BEGIN")
+                    db.executemany(sql, rows)
             self._writes += 1
 
         await self._run(step)

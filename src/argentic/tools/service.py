@@ -29,7 +29,7 @@ from argentic.lifecycle import Running
 from argentic.messaging import Messager, Will
 from argentic.messaging.dispatch import sender_key
 from argentic.protocol import ToolAnnouncement, ToolCall, ToolResult, Topics, topic_level
-from argentic.storage import Lease, Once, Store
+from argentic.storage import Claim, Once, Store
 from argentic.tools.base import BaseTool, FunctionTool
 from argentic.tools.execution import call_timeout, run_tool
 from argentic.tools.isolation import WorkerPool
@@ -180,7 +180,7 @@ class ToolService(Running):
 
     async def _on_call(self, call: ToolCall) -> None:
         key = f"tool:{sender_key(call)}"
-        claim: Lease | None = None
+        claim: Claim | None = None
         if self.once is not None:
             taken, claim = await self._take(call, key)
             if not taken:
@@ -200,7 +200,7 @@ class ToolService(Running):
         else:
             log.warning("tool call %s for %s has no reply_to; result dropped", call.id, call.tool)
 
-    async def _take(self, call: ToolCall, key: str) -> tuple[bool, Lease | None]:
+    async def _take(self, call: ToolCall, key: str) -> tuple[bool, Claim | None]:
         """Whether this replica runs ``call`` (and its claim): not when another replica ran it
         (its kept result is sent from here too: the copy that reached this replica may be the
         one the caller still waits on) or still runs it past the call's longest run."""
@@ -211,7 +211,7 @@ class ToolService(Running):
         except StorageError as exc:
             log.warning("the store cannot say whether call %s ran already; running it: %s", call.id, exc)
             return True, None
-        if isinstance(taken, Lease):
+        if isinstance(taken, Claim):
             return True, taken
         if taken is not None:
             log.info("call %s was answered already; sending the kept result again", call.id)
