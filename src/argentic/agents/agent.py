@@ -233,6 +233,7 @@ class Agent(Running):
                     parallel_tool_calls=profile.parallel_tool_calls,
                     json_answer=bool(profile.json_answer),
                     answer_then_shape=bool(profile.answer_then_shape),
+                    quote_tool_results=bool(profile.quote_tool_results),
                     max_tokens=self.llm.defaults.merged(self.settings).max_tokens,
                 )
                 self._profile_applied = True

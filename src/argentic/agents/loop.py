@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,6 +160,9 @@ class LoopPolicy:
     answer_then_shape: bool = False
     #: The replies' token bound, when known: a JSON answer's length is kept within it.
     max_tokens: int | None = None
+    #: A JSON answer (``json_answer``) must quote the tool results that are numbers or short
+    #: words, in their order (a pattern in its schema; the server's structured outputs hold it).
+    quote_tool_results: bool = False
 
 
 @dataclass
@@ -215,6 +219,11 @@ RESULTS_NOTE = "{question}\n{calls}\n{results}. Answer with {them}."
 # Before a schema's instruction, the calls with their results and no repeat: the wording it
 # followed best for a structured answer (15 of 16 arithmetic questions right).
 STRUCTURED_RESULTS_NOTE = "{question}\n{calls}\nAnswer with the results the tools returned."
+
+#: Tool results an answer quotes (``LoopPolicy.quote_tool_results``): short, on one line, with
+#: nothing a JSON string escapes.
+MAX_QUOTE_CHARS = 40
+QUOTABLE = re.compile(r"[A-Za-z0-9 .,:%+-]+")
 
 #: A free-text answer under a schema (``LoopPolicy.json_answer``).
 ANSWER_FIELD = "answer"
@@ -372,12 +381,34 @@ class ToolLoop:
         """``{"answer": str}``, the string short enough to end within ``max_tokens`` (a token
         writes at least one character; two for an escape; the object's frame takes about eight)."""
         limit = 400 if self.policy.max_tokens is None else min(400, (self.policy.max_tokens - 8) // 2)
+        field: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": limit}
+        quotes = self._quotes() if self.policy.quote_tool_results else []
+        if quotes:
+            # A few words before each result, then the result, and at most a full stop: given more
+            # room, a small model writes letters on and on, or another number first. (The pattern
+            # bounds the length: xgrammar takes no length bounds beside a pattern.)
+            words = "[A-Za-z ,]{0,30}"
+            literal = [re.sub(r"([.+])", r"[\1]", quote) for quote in quotes]
+            field = {"type": "string", "pattern": f"^{words}{words.join(literal)}[.]?$"}
         return {
             "type": "object",
-            "properties": {ANSWER_FIELD: {"type": "string", "minLength": 1, "maxLength": limit}},
+            "properties": {ANSWER_FIELD: field},
             "required": [ANSWER_FIELD],
             "additionalProperties": False,
         }
+
+    def _quotes(self) -> list[str]:
+        """The tool results an answer must quote: numbers and short words, as the model read them."""
+        quotes: list[str] = []
+        for record in self.records:
+            value = record.result
+            if not record.ok or isinstance(value, bool):
+                continue
+            if isinstance(value, int | float):
+                quotes.append(json.dumps(value))
+            elif isinstance(value, str) and 0 < len(value) <= MAX_QUOTE_CHARS and QUOTABLE.fullmatch(value):
+                quotes.append(value)
+        return quotes
 
     def _choice(self, rounds: int, force_answer: bool) -> ToolChoice:
         if force_answer:

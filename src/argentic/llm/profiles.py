@@ -36,6 +36,9 @@ class ModelProfile:
     #: Ask for a structured answer as a free answer first, then shape it under the schema (a
     #: small model fills a bare number field with a number from the question).
     answer_then_shape: bool | None = None
+    #: With ``json_answer``, the answer must quote the tool results (numbers and short words),
+    #: in the order they came: a small model otherwise writes a number from the question.
+    quote_tool_results: bool | None = None
     #: The tags the model's chat template writes around a tool call (Hermes: ``<tool_call>`` and
     #: ``</tool_call>``): a guided call on vLLM is then written the way the model learned to write one.
     tool_call_tags: tuple[str, str] | None = None
@@ -49,6 +52,7 @@ _SMALL_BASE_MODEL = ModelProfile(
     parallel_tool_calls=False,
     json_answer=True,
     answer_then_shape=True,
+    quote_tool_results=True,
     tool_call_tags=("<tool_call>", "</tool_call>"),  # the Hermes template argentic serves it with
 )
 
