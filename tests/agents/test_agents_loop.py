@@ -13,7 +13,7 @@ from agents_support import all_tools
 from pydantic import BaseModel, Field
 
 from argentic.agents import Agent, StepLimitError
-from argentic.agents.loop import AnswerFieldTokens
+from argentic.agents.loop import AnswerFieldTokens, EventSink
 from argentic.agents.messages import MessageBuilder
 from argentic.errors import AgentError, LLMOutputError
 from argentic.llm import (
@@ -281,7 +281,7 @@ async def test_an_answer_is_never_tool_markup(tools: ToolManager) -> None:
 
 
 async def test_a_streamed_answer_under_a_schema_streams_its_text() -> None:
-    class Tokens:
+    class Tokens(EventSink):
         streaming = True
 
         def __init__(self) -> None:

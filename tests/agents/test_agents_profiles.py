@@ -3,6 +3,8 @@ user left open (fast tier: scripted models named like the real ones)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from agents_support import add
 from pydantic import BaseModel
@@ -84,16 +86,16 @@ async def test_other_models_keep_tool_turns_as_they_are(tools: ToolManager) -> N
 
 async def test_the_cpu_profile_asks_one_call_and_a_free_answer_under_a_schema(tools: ToolManager) -> None:
     llm = ScriptedLLM(
-        [tool_call("add", {"a": 1234, "b": 5678}), '{"answer": "1234 + 5678 = 6912"}'],
+        [tool_call("add", {"a": 1234, "b": 5678}), '{"answer": "The sum is 6912"}'],
         model_name=CPU_MODEL_NAME,
     )
     agent = Agent(llm=llm, tool_manager=tools)
-    assert await agent.query("What is 1234 + 5678?") == "1234 + 5678 = 6912"  # unwrapped for the user
+    assert await agent.query("What is 1234 + 5678?") == "The sum is 6912"  # unwrapped for the user
     first, answer = llm.requests
     assert first.parallel_tool_calls is False
     assert isinstance(answer.output, dict) and answer.output["required"] == ["answer"]
     text = answer.output["properties"]["answer"]
-    assert text["minLength"] == 1 and text["maxLength"] > 0
+    assert text["type"] == "string" and re.fullmatch(text["pattern"], "The sum is 6912")
     # the result stands last, right before the instruction
     assert answer.messages[-1].text.endswith("The result is 6912. Answer with it.")
 
@@ -122,3 +124,35 @@ async def test_a_shaped_answer_to_a_schema_given_as_a_dict_is_the_object(tools: 
     schema = Product.model_json_schema()
     assert (await agent.ask("What is 2 + 2?", output=schema)).data == {"value": 4}
     assert llm.requests[-1].output == schema
+
+
+async def test_the_cpu_models_answer_must_quote_the_tool_results() -> None:
+    def multiply(a: int, b: int) -> dict[str, object]:
+        """Multiply two integers."""
+        return {"expression": f"{a} * {b}", "value": a * b, "note": "exact"}
+
+    llm = ScriptedLLM(
+        [tool_call("multiply", {"a": 1234, "b": 5678}), '{"answer": "It is 7006652"}'],
+        model_name=CPU_MODEL_NAME,
+    )
+    agent = Agent(llm=llm, tools=[multiply])
+    assert await agent.query("What is 1234 * 5678?") == "It is 7006652"
+    field = llm.requests[-1].output["properties"]["answer"]  # type: ignore[index]
+    # The number and the short word, in order; "1234 * 5678" has a character the pattern leaves out.
+    assert field["pattern"] == "^[A-Za-z ,]{0,30}7006652[A-Za-z ,]{0,30}exact[.]?$"
+    assert re.fullmatch(field["pattern"], "It is 7006652, exact.")
+    assert not re.fullmatch(field["pattern"], "1234 and 7006652 exact")  # no other number first
+
+
+async def test_an_answer_quotes_nothing_when_no_result_is_quotable() -> None:
+    def formula(name: str) -> str:
+        """A formula by its name."""
+        return "E = m * c^2"
+
+    llm = ScriptedLLM(
+        [tool_call("formula", {"name": "energy"}), '{"answer": "E = m * c^2"}'], model_name=CPU_MODEL_NAME
+    )
+    agent = Agent(llm=llm, tools=[formula])
+    assert await agent.query("Which formula gives energy?") == "E = m * c^2"
+    field = llm.requests[-1].output["properties"]["answer"]  # type: ignore[index]
+    assert "pattern" not in field and field["maxLength"] >= 8

@@ -117,6 +117,9 @@ async def test_question_over_mqtt_answered_after_a_validated_tool_call(
         assert call.ok or (call.error or "").startswith("tool_failed")
         assert answer.usage.total_tokens > 0
     assert isinstance(plain, Answer) and plain.text and tool_markup(plain.text) is None
+    call = plain.tool_calls[0]
+    if call.ok:  # the CPU model's answer must quote the result (a pattern its answer is held to)
+        assert json.dumps(call.result["value"]) in plain.text, (call.result, plain.text)
     # events are published before the answer but may be delivered after it
     await wait_until(lambda: any(isinstance(e, TaskStatus) and e.state == "completed" for e in events))
     tool_events = [e for e in events if isinstance(e, Progress) and e.stage == "tool_call"]

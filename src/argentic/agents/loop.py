@@ -208,6 +208,17 @@ def with_note(messages: list[ChatMessage], note: list[ChatMessage]) -> list[Chat
     return [*messages, *note]
 
 
+def _quotable(value: Any) -> str | None:
+    """``value`` as an answer quotes it, if it is a number or a short word."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    if isinstance(value, str) and 0 < len(value) <= MAX_QUOTE_CHARS and QUOTABLE.fullmatch(value):
+        return value
+    return None
+
+
 def _call_key(call: LLMToolCall) -> str:
     return f"{call.name}:{json.dumps(call.arguments, sort_keys=True, default=str)}"
 
@@ -223,6 +234,7 @@ STRUCTURED_RESULTS_NOTE = "{question}\n{calls}\nAnswer with the results the tool
 #: Tool results an answer quotes (``LoopPolicy.quote_tool_results``): short, on one line, with
 #: nothing a JSON string escapes.
 MAX_QUOTE_CHARS = 40
+MAX_QUOTES = 4
 QUOTABLE = re.compile(r"[A-Za-z0-9 .,:%+-]+")
 
 #: A free-text answer under a schema (``LoopPolicy.json_answer``).
@@ -398,17 +410,15 @@ class ToolLoop:
         }
 
     def _quotes(self) -> list[str]:
-        """The tool results an answer must quote: numbers and short words, as the model read them."""
+        """The tool results an answer must quote: numbers and short words (also as the values of
+        a result that is an object), as the model read them; at most ``MAX_QUOTES``."""
         quotes: list[str] = []
         for record in self.records:
-            value = record.result
-            if not record.ok or isinstance(value, bool):
+            if not record.ok:
                 continue
-            if isinstance(value, int | float):
-                quotes.append(json.dumps(value))
-            elif isinstance(value, str) and 0 < len(value) <= MAX_QUOTE_CHARS and QUOTABLE.fullmatch(value):
-                quotes.append(value)
-        return quotes
+            values = record.result.values() if isinstance(record.result, dict) else [record.result]
+            quotes.extend(quote for quote in map(_quotable, values) if quote is not None)
+        return quotes[:MAX_QUOTES]
 
     def _choice(self, rounds: int, force_answer: bool) -> ToolChoice:
         if force_answer:
