@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from agents_support import all_tools
+from agents_support import REPO, all_tools
 
 from argentic.agents import Agent, AgentClient
 from argentic.agents.delegation import Directory
@@ -20,12 +20,14 @@ from argentic.testing.messagers import MakeMessager, connected_messagers
 from argentic.testing.mosquitto import MosquittoBroker, bridge_config
 from argentic.tools import ToolManager, ToolService
 
+BRIDGE = REPO / "deploy" / "mosquitto-bridge.conf"
+
 
 @pytest.fixture
 def brokers(namespace: str) -> Iterator[tuple[MosquittoBroker, MosquittoBroker]]:
-    """(edge, centre): the edge bridges ``{namespace}/#`` to the centre."""
+    """(edge, centre): the edge bridges the namespace to the centre, as deploy/mosquitto-bridge.conf."""
     with MosquittoBroker(persistence=False) as centre:
-        bridge = bridge_config("edge-to-centre", centre, [f"{namespace}/#"])
+        bridge = bridge_config(BRIDGE, centre, namespace)
         with MosquittoBroker(persistence=False, extra_config=bridge) as edge:
             yield edge, centre
 

@@ -139,33 +139,17 @@ class MosquittoBroker:
         self.close()
 
 
-def bridge_config(
-    name: str,
-    remote: MosquittoBroker,
-    patterns: Sequence[str],
-    *,
-    username: str | None = None,
-    password: str | None = None,
-) -> list[str]:
-    """mosquitto.conf lines that bridge the broker they are given to ``remote``: each topic pattern
-    in both directions at QoS 1, retained messages kept retained, no loops (``try_private``).
-
-    The bridge speaks MQTT 3.1.1: mosquitto 2.0.11's MQTT 5 bridge is refused by its peer with a
-    protocol error (measured). MQTT 5 properties do not cross it, which argentic allows for: the
-    reply topic and correlation id travel in the JSON envelope as well."""
-    lines = [
-        f"connection {name}",
-        f"address {remote.host}:{remote.port}",
-        f"remote_clientid {name}",
-        "bridge_protocol_version mqttv311",
-        "try_private true",
-        "cleansession false",
-        "notifications false",
-        "restart_timeout 1",
-    ]
-    if username is not None:
-        lines.append(f"remote_username {username}")
-    if password is not None:
-        lines.append(f"remote_password {password}")
-    lines += [f"topic {pattern} both 1" for pattern in patterns]
+def bridge_config(template: Path, remote: MosquittoBroker, namespace: str = "argentic") -> list[str]:
+    """The lines of a mosquitto bridge config (``deploy/mosquitto-bridge.conf``) pointed at
+    ``remote``, its topics moved from the ``argentic`` namespace to ``namespace``."""
+    lines = []
+    for line in template.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("address "):
+            line = f"address {remote.host}:{remote.port}"
+        elif line.startswith("topic argentic/"):
+            line = line.replace(" argentic/", f" {namespace}/", 1)
+        lines.append(line)
     return lines
