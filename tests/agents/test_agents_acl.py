@@ -86,7 +86,7 @@ def _team_config(namespace: str) -> Any:
     return config(
         namespace,
         {
-            "architect": {"delegates": ["developer"]},
+            "architect": {"delegates": ["developer", "reviewer"]},
             "developer": {},
             "reviewer": {"ask_back": True},
         },
@@ -140,6 +140,27 @@ async def test_a_team_delegates_cancels_and_asks_back_each_role_as_its_own_user(
                 if getattr(event, "state", None) == "input-required":
                     await run.give_input(event, "main.py")
         assert (await run.wait()).text == 'reviewed "main.py"'
+
+
+async def test_a_role_answers_the_input_its_delegate_asks_for(party: MakeMessager, namespace: str) -> None:
+    def architect(text: str, results: list[str]) -> Any:
+        if text.startswith("You asked the reviewer"):
+            return "the one in src"  # the reviewer asked back: the architect's model answers
+        if not results:
+            return tool_call("ask_reviewer", {"question": "review it"})
+        return "done: " + results[0]
+
+    cfg = _team_config(namespace)
+    models = {"architect": model(architect), "reviewer": model(asks_back("which one?"))}
+    async with (
+        team(cfg, await party("architect"), models, roles=["architect"]),
+        team(cfg, await party("reviewer"), models, roles=["reviewer"]),
+    ):
+        answer, statuses, error = await ask_following(
+            AgentClient(await party("client"), "architect"), "go", timeout=30
+        )
+    assert error is None and answer.text == 'done: "reviewed \\"the one in src\\""'
+    assert "input-required" in states(statuses, "reviewer")
 
 
 async def test_a_role_can_neither_forge_another_roles_card_nor_take_its_questions(
