@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run argentic's whole test suite on this machine, installing what it needs when missing:
-# mosquitto and redis-server (Debian packages), uv, the project environment, and the vLLM CPU
+# mosquitto, redis-server and promtool (Debian packages), uv, the project environment, and the vLLM CPU
 # server environment with its model (built once into a cache folder, see scripts/setup_vllm_cpu.sh).
 # usage: scripts/test.sh [pytest args]
 set -euo pipefail
@@ -17,6 +17,11 @@ if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then
   say "installing redis-server"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server >/dev/null
+fi
+if ! command -v promtool >/dev/null; then
+  say "installing promtool (prometheus), which checks deploy/'s Prometheus config and dashboard"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 if ! command -v uv >/dev/null; then
   say "installing uv"

@@ -326,8 +326,13 @@ class Agent(Running):
         await self.messager.shared(TaskBoard).leave(self.role)
 
     async def _on_presence(self, presence: Presence) -> None:
+        assert self.messager is not None
         self._presence_holder = presence.client_id if presence.online else None
-        if (not presence.online or presence.role != self.role) and self._subscription is not None:
+        # Anything but a live replica's presence is rewritten: offline, another role, or a client
+        # that is gone or never said it is online (a forged or stale card would hide this role).
+        peers = self.messager.peers
+        live = presence.online and presence.role == self.role and peers.online(presence.client_id)
+        if not live and self._subscription is not None:
             await self._publish_presence(True)
 
     async def _repair_presence(self, topic: str) -> None:

@@ -434,9 +434,14 @@ class AgentClient:
             self.messager.topics.agent_status(self.role), on_presence, model=Presence
         )
         try:
-            presence = await asyncio.wait_for(seen.get(), timeout)
+            # A card counts only from a client that is online; a stale or forged one is rewritten
+            # by a serving replica, so look on until then.
+            async with asyncio.timeout(timeout):
+                while True:
+                    presence = await seen.get()
+                    if presence.online and peers.online(presence.client_id):
+                        return True
         except TimeoutError:
             return False
         finally:
             await self.messager.unsubscribe(subscription)
-        return presence.online and not peers.gone(presence.client_id)

@@ -115,7 +115,10 @@ class Directory:
                 seen = self._seen[role] = asyncio.Event()
 
                 async def on_presence(presence: Presence) -> None:
-                    self._presence[role] = presence
+                    # A card is believed only from a client that is online: a retained presence
+                    # naming a gone client (stale, or forged) must not hide the role's real one.
+                    if not presence.online or self.messager.peers.online(presence.client_id):
+                        self._presence[role] = presence
                     seen.set()
 
                 await self.messager.peers.start()
@@ -135,7 +138,7 @@ class Directory:
 
     async def discover(self, timeout: float = PRESENCE_WAIT_S) -> dict[str, Presence]:  # noqa: ASYNC109
         """The roles online now, with their agent cards: the retained presences of every role,
-        read for ``timeout`` seconds, less those whose client the broker reports gone."""
+        read for ``timeout`` seconds, from clients that are online."""
         await self.messager.peers.start()
         found: dict[str, Presence] = {}
         topic = self.messager.topics.agent_status_all()
@@ -147,13 +150,13 @@ class Directory:
         return {
             role: presence
             for role, presence in sorted(found.items())
-            if presence.online and not self.messager.peers.gone(presence.client_id)
+            if presence.online and self.messager.peers.online(presence.client_id)
         }
 
     async def online(self, role: str, timeout: float = PRESENCE_WAIT_S) -> bool:  # noqa: ASYNC109
-        """Whether an agent of ``role`` says it is online, from a client the broker has not reported gone."""
+        """Whether an agent of ``role`` says it is online, from a client that is online."""
         presence = await self.presence(role, timeout)
-        return presence is not None and presence.online and not self.messager.peers.gone(presence.client_id)
+        return presence is not None and presence.online and self.messager.peers.online(presence.client_id)
 
 
 @dataclass(frozen=True)
@@ -391,7 +394,7 @@ class Delegation:
                 presence is not None
                 and presence.online
                 and presence.client_id != dead
-                and not self.messager.peers.gone(presence.client_id)
+                and self.messager.peers.online(presence.client_id)
             ):
                 return True
             if time.monotonic() >= deadline:

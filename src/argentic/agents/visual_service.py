@@ -20,7 +20,6 @@ from argentic.agents.runtime import backends
 from argentic.agents.visual_agent import VisualAgent
 from argentic.config import ArgenticConfig
 from argentic.messaging import Messager
-from argentic.protocol import Topics
 from argentic.tools import ToolManager
 from argentic.video.factory import source_from_config
 from argentic.video.test_pattern import TestPatternSource
@@ -61,8 +60,9 @@ async def open_visual_agent(
     role = str(overrides.get("role", config.agent.role))
     async with contextlib.AsyncExitStack() as stack:
         backend = await stack.enter_async_context(backends(config, start_llm=start_llm, progress=progress))
-        will = VisualAgent.will(Topics(config.messaging.namespace), role)
-        messager = await stack.enter_async_context(Messager.from_config(config.messaging, will=will))
+        # The client status is its will (the default): the presence names this client, and an
+        # announcement is believed only from a client whose status says online.
+        messager = await stack.enter_async_context(Messager.from_config(config.messaging))
         source = await stack.enter_async_context(source_from_config(config.video, messager))
         if sending and isinstance(source, WebRTCDriver):
             pattern = await stack.enter_async_context(TestPatternSource(640, 480, fps=30, scene_every=150))

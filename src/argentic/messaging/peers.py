@@ -25,18 +25,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Gone clients remembered; the oldest are forgotten first (a long-lived broker sees many).
+#: Gone (and online) clients remembered; the oldest are forgotten first (a long-lived broker sees many).
 MAX_GONE = 10_000
 
 OnGone = Callable[[str], Awaitable[None]]
 
 
 class Peers:
-    """The clients the broker reported gone (their will said ``online: false``)."""
+    """The clients the broker reported gone (their will said ``online: false``), and those that
+    said they are online."""
 
     def __init__(self, messager: Messager) -> None:
         self._messager = messager
         self._gone: OrderedDict[str, None] = OrderedDict()
+        self._online: OrderedDict[str, None] = OrderedDict()
         self._watchers: list[OnGone] = []
         self._returners: list[OnGone] = []
         self._subscription: Any = None
@@ -58,6 +60,15 @@ class Peers:
     def gone(self, client_id: str | None) -> bool:
         """Whether the broker reported ``client_id`` gone (and it has not come back since)."""
         return client_id is not None and client_id in self._gone
+
+    def online(self, client_id: str | None) -> bool:
+        """Whether ``client_id`` is this messager's own or said ``online: true`` on its status and
+        has not been reported gone since: an announcement is believed only from such a client."""
+        if client_id is None:
+            return False
+        if client_id == self._messager.client_id:
+            return True
+        return client_id in self._online and client_id not in self._gone
 
     def watch(self, on_gone: OnGone) -> Callable[[], None]:
         """Call ``on_gone(client_id)`` whenever a client is reported gone; returns the cancel."""
@@ -84,6 +95,10 @@ class Peers:
         if status.client_id == self._messager.client_id:
             return  # our own will from an earlier connection; we are here
         if status.online:
+            self._online[status.client_id] = None
+            self._online.move_to_end(status.client_id)
+            while len(self._online) > MAX_GONE:
+                self._online.popitem(last=False)
             if status.client_id in self._gone:
                 del self._gone[status.client_id]
                 log.info("client %s is back", status.client_id)
@@ -93,6 +108,7 @@ class Peers:
                     except Exception:
                         log.exception("a watcher of client %s raised", status.client_id)
             return
+        self._online.pop(status.client_id, None)
         if status.client_id in self._gone:
             return
         self._gone[status.client_id] = None
@@ -109,3 +125,4 @@ class Peers:
         # A graceful exit: the client withdrew what it announced itself.
         client_id = topic.split("/")[-2]
         self._gone.pop(client_id, None)
+        self._online.pop(client_id, None)

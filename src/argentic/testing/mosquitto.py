@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -32,6 +33,7 @@ class MosquittoBroker:
         workdir: Path | None = None,
         acl_file: Path | None = None,
         namespace: str = "argentic",
+        extra_config: Sequence[str] = (),
     ) -> None:
         self.binary = find_binary("mosquitto", "/usr/sbin/mosquitto", "mosquitto")
         self.host = "127.0.0.1"
@@ -41,6 +43,8 @@ class MosquittoBroker:
         # An ACL written for the "argentic" namespace (deploy/mosquitto.acl), applied to ``namespace``.
         self.acl_file = acl_file
         self.namespace = namespace
+        # Further mosquitto.conf lines, written last (a bridge: see :func:`bridge_config`).
+        self.extra_config = list(extra_config)
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="argentic-mosquitto-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -85,6 +89,7 @@ class MosquittoBroker:
                 + "\n"
             )
             lines.append(f"acl_file {acl}")
+        lines += self.extra_config
         config = self.workdir / "mosquitto.conf"
         config.write_text("\n".join(lines) + "\n")
         return config
@@ -132,3 +137,19 @@ class MosquittoBroker:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def bridge_config(template: Path, remote: MosquittoBroker, namespace: str = "argentic") -> list[str]:
+    """The lines of a mosquitto bridge config (``deploy/mosquitto-bridge.conf``) pointed at
+    ``remote``, its topics moved from the ``argentic`` namespace to ``namespace``."""
+    lines = []
+    for line in template.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("address "):
+            line = f"address {remote.host}:{remote.port}"
+        elif line.startswith("topic argentic/"):
+            line = line.replace(" argentic/", f" {namespace}/", 1)
+        lines.append(line)
+    return lines
