@@ -1,0 +1,116 @@
+"""An MCP server's tools as an argentic tool service (``argentic tools --mcp`` / ``--mcp-url``): a
+real MCP server written with the SDK (mcp_demo_server.py), over stdio and over streamable HTTP on
+loopback, its tools called by an agent over mosquitto; its errors, invalid arguments, an unknown
+tool and a server that exits come back as tool errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agents_support import REPO
+
+from argentic import Agent, ToolManager
+from argentic.llm import ScriptedLLM, tool_call
+from argentic.netutil import free_port, is_listening
+from argentic.testing.messagers import MakeMessager
+from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.processes import stop_process, wait_serving
+
+DEMO = Path(__file__).with_name("mcp_demo_server.py")
+
+
+def demo_http_server() -> tuple[subprocess.Popen[bytes], str]:
+    """The demo MCP server over streamable HTTP on a free loopback port, serving."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(DEMO), "--http", str(port)], stderr=subprocess.DEVNULL)
+    wait_serving(
+        process,
+        lambda: is_listening("127.0.0.1", port),
+        timeout=30,
+        what="the demo MCP server",
+        why_exited=lambda: "see its output",
+    )
+    return process, f"http://127.0.0.1:{port}/mcp"
+
+
+def mcp_service(broker: MosquittoBroker, namespace: str, *source: str) -> subprocess.Popen[bytes]:
+    """``argentic tools`` serving an MCP server's tools, in a process of its own."""
+    env = {
+        **os.environ,
+        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
+        "ARGENTIC_MESSAGING__PORT": str(broker.port),
+        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
+        "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
+        "ARGENTIC_TOOLS__CALL_TIMEOUT_S": "20",
+    }
+    command = [sys.executable, "-m", "argentic.cli.main", "tools", *source, "--name", "demo"]
+    return subprocess.Popen(command, cwd=REPO, env=env)
+
+
+@pytest.fixture(params=["stdio", "http"])
+def served(request: pytest.FixtureRequest, mosquitto: MosquittoBroker, namespace: str) -> Iterator[str]:
+    """The demo server's tools served on the broker through stdio or streamable HTTP."""
+    http = None
+    if request.param == "stdio":
+        source = ["--mcp", f"{sys.executable} {DEMO}"]
+    else:
+        http, url = demo_http_server()
+        source = ["--mcp-url", url]
+    service = mcp_service(mosquitto, namespace, *source)
+    try:
+        yield request.param
+    finally:
+        stop_process(service)
+        stop_process(http)
+
+
+async def test_an_agent_calls_the_tools_of_an_mcp_server(served: str, mqtt: MakeMessager) -> None:
+    bus = await mqtt()
+    llm = ScriptedLLM([[tool_call("add", {"a": 2, "b": 40}), tool_call("shout", {"text": "hi"})], "done"])
+    async with (
+        ToolManager(bus) as tools,
+        Agent(llm=llm, messager=bus, tool_manager=tools, role="calc") as agent,
+    ):
+        await tools.wait_for_tools("add", "shout", "fail", "crash", timeout=30)
+        spec = tools.tools["add"]
+        # The MCP tool's input schema is what the model sees.
+        assert spec.description == "Add two integers."
+        assert spec.parameters["properties"]["b"]["maximum"] == 1000
+        assert tools.services.keys() == {"demo"}
+        result = await agent.answer("2 + 40, and shout hi")
+    assert result.text == "done"
+    add, shout = result.tool_calls
+    assert add.ok and add.result == {"result": 42}
+    assert shout.ok and shout.result == {"result": "HI"}
+
+
+async def test_mcp_errors_come_back_as_tool_errors(served: str, mqtt: MakeMessager) -> None:
+    async with ToolManager(await mqtt()) as tools:
+        await tools.wait_for_tools("add", "fail", "crash", timeout=30)
+        unknown = await tools.call("nope", {})
+        assert unknown.error and unknown.error.code == "unknown_tool"
+        # Checked against the MCP tool's schema before the server is asked.
+        for wrong in ({"a": "x", "b": 1}, {"a": 1, "b": 5000}, {"a": 1}):
+            bad = await tools.call("add", wrong)
+            assert bad.error and bad.error.code == "invalid_arguments", wrong
+            assert bad.error.details and "properties" in bad.error.details
+        failed = await tools.call("fail", {"reason": "kaput"})
+        assert failed.error and failed.error.code == "tool_failed"
+        assert "MCP tool fail failed" in failed.error.message and "kaput" in failed.error.message
+        # The server exits during the call: a clear error, not a wait for the timeout.
+        crashed = await tools.call("crash", {}, timeout=20)
+        assert crashed.error and crashed.error.code == "tool_failed", crashed.error
+        assert "went away" in crashed.error.message
+        after = await tools.call("add", {"a": 1, "b": 2}, timeout=20)
+        if served == "stdio":
+            # The next call starts the server again.
+            assert after.ok and after.result == {"result": 3}
+        else:
+            # Nobody starts an HTTP server again: the call says it cannot be reached.
+            assert after.error and after.error.code == "tool_failed"
+            assert "could not connect to MCP server" in after.error.message
