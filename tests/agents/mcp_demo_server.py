@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Annotated
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
@@ -30,6 +31,19 @@ def shout(text: str) -> str:
 def fail(reason: str) -> str:
     """Always fails, with the reason."""
     raise ToolError(reason)  # a ToolError reaches the client with its message
+
+
+@server.tool()
+async def wait(seconds: float) -> str:
+    """Waits that long, then says so."""
+    await anyio.sleep(seconds)
+    return "waited"
+
+
+@server.tool()
+def whoami() -> int:
+    """The id of the server's process."""
+    return os.getpid()
 
 
 @server.tool()

@@ -52,7 +52,7 @@ def mcp_serve(request: pytest.FixtureRequest, mosquitto: MosquittoBroker, namesp
         wait_serving(
             process,
             lambda: is_listening("127.0.0.1", port),
-            timeout=30,
+            timeout=60,
             what="argentic mcp-serve --http",
             why_exited=lambda: "see its output",
         )
@@ -60,7 +60,7 @@ def mcp_serve(request: pytest.FixtureRequest, mosquitto: MosquittoBroker, namesp
 
     @asynccontextmanager
     async def connect(**options: Any) -> AsyncIterator[Client]:
-        async with Client(server, read_timeout_seconds=30, **options) as client:
+        async with Client(server, read_timeout_seconds=60, **options) as client:
             yield client
 
     try:
@@ -100,12 +100,12 @@ async def test_tools_appearing_and_leaving_change_the_list(mcp_serve: Any, mqtt:
             events = aiter(changes)
             late = ToolService(await mqtt(), [Echo()], "late")
             async with late:
-                assert isinstance(await asyncio.wait_for(anext(events), 20), ToolsListChanged)
+                assert isinstance(await asyncio.wait_for(anext(events), 60), ToolsListChanged)
                 names = [t.name for t in (await client.list_tools()).tools]
                 assert names == ["add", "echo"]
                 echoed = await client.call_tool("echo", {"text": "new"})
                 assert text(echoed) == "new"
-            assert isinstance(await asyncio.wait_for(anext(events), 20), ToolsListChanged)
+            assert isinstance(await asyncio.wait_for(anext(events), 60), ToolsListChanged)
             assert [t.name for t in (await client.list_tools()).tools] == ["add"]
 
 
@@ -122,5 +122,5 @@ async def test_a_pre_2026_client_gets_the_list_changed_notification(
         assert client.server_capabilities.tools and client.server_capabilities.tools.list_changed
         assert (await client.list_tools()).tools == []
         async with ToolService(await mqtt(), [add], "math"):
-            await asyncio.wait_for(notified.wait(), 20)
+            await asyncio.wait_for(notified.wait(), 60)
             assert [t.name for t in (await client.list_tools()).tools] == ["add"]

@@ -5,9 +5,11 @@ tool and a server that exits come back as tool errors."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,9 @@ from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.processes import stop_process, wait_serving
 
 DEMO = Path(__file__).with_name("mcp_demo_server.py")
+#: The service's call timeout: a call of the MCP tool ``wait`` longer than this ends as a timeout
+#: (long enough for the MCP server to start again on a busy machine).
+CALL_TIMEOUT_S = 8
 
 
 def demo_http_server() -> tuple[subprocess.Popen[bytes], str]:
@@ -31,7 +36,7 @@ def demo_http_server() -> tuple[subprocess.Popen[bytes], str]:
     wait_serving(
         process,
         lambda: is_listening("127.0.0.1", port),
-        timeout=30,
+        timeout=60,
         what="the demo MCP server",
         why_exited=lambda: "see its output",
     )
@@ -46,7 +51,7 @@ def mcp_service(broker: MosquittoBroker, namespace: str, *source: str) -> subpro
         "ARGENTIC_MESSAGING__PORT": str(broker.port),
         "ARGENTIC_MESSAGING__NAMESPACE": namespace,
         "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
-        "ARGENTIC_TOOLS__CALL_TIMEOUT_S": "20",
+        "ARGENTIC_TOOLS__CALL_TIMEOUT_S": str(CALL_TIMEOUT_S),
     }
     command = [sys.executable, "-m", "argentic.cli.main", "tools", *source, "--name", "demo"]
     return subprocess.Popen(command, cwd=REPO, env=env)
@@ -76,7 +81,7 @@ async def test_an_agent_calls_the_tools_of_an_mcp_server(served: str, mqtt: Make
         ToolManager(bus) as tools,
         Agent(llm=llm, messager=bus, tool_manager=tools, role="calc") as agent,
     ):
-        await tools.wait_for_tools("add", "shout", "fail", "crash", timeout=30)
+        await tools.wait_for_tools("add", "shout", "fail", "crash", timeout=60)
         spec = tools.tools["add"]
         # The MCP tool's input schema is what the model sees.
         assert spec.description == "Add two integers."
@@ -91,7 +96,7 @@ async def test_an_agent_calls_the_tools_of_an_mcp_server(served: str, mqtt: Make
 
 async def test_mcp_errors_come_back_as_tool_errors(served: str, mqtt: MakeMessager) -> None:
     async with ToolManager(await mqtt()) as tools:
-        await tools.wait_for_tools("add", "fail", "crash", timeout=30)
+        await tools.wait_for_tools("add", "fail", "crash", timeout=60)
         unknown = await tools.call("nope", {})
         assert unknown.error and unknown.error.code == "unknown_tool"
         # Checked against the MCP tool's schema before the server is asked.
@@ -99,14 +104,18 @@ async def test_mcp_errors_come_back_as_tool_errors(served: str, mqtt: MakeMessag
             bad = await tools.call("add", wrong)
             assert bad.error and bad.error.code == "invalid_arguments", wrong
             assert bad.error.details and "properties" in bad.error.details
+        # The service's timeout holds for MCP tools; the session serves the next call.
+        late = await tools.call("wait", {"seconds": 60})
+        assert late.error and late.error.code == "timeout", late.error
+        assert (await tools.call("wait", {"seconds": 0})).result == {"result": "waited"}
         failed = await tools.call("fail", {"reason": "kaput"})
         assert failed.error and failed.error.code == "tool_failed"
         assert "MCP tool fail failed" in failed.error.message and "kaput" in failed.error.message
         # The server exits during the call: a clear error, not a wait for the timeout.
-        crashed = await tools.call("crash", {}, timeout=20)
+        crashed = await tools.call("crash", {})
         assert crashed.error and crashed.error.code == "tool_failed", crashed.error
         assert "went away" in crashed.error.message
-        after = await tools.call("add", {"a": 1, "b": 2}, timeout=20)
+        after = await tools.call("add", {"a": 1, "b": 2})
         if served == "stdio":
             # The next call starts the server again.
             assert after.ok and after.result == {"result": 3}
@@ -114,3 +123,28 @@ async def test_mcp_errors_come_back_as_tool_errors(served: str, mqtt: MakeMessag
             # Nobody starts an HTTP server again: the call says it cannot be reached.
             assert after.error and after.error.code == "tool_failed"
             assert "could not connect to MCP server" in after.error.message
+
+
+async def test_replicas_of_an_mcp_tool_service_share_the_calls(
+    mosquitto: MosquittoBroker, namespace: str, mqtt: MakeMessager
+) -> None:
+    stdio = ["--mcp", f"{sys.executable} {DEMO}"]
+    first, second = mcp_service(mosquitto, namespace, *stdio), mcp_service(mosquitto, namespace, *stdio)
+    try:
+        async with ToolManager(await mqtt()) as tools:
+            await tools.wait_for_tools("whoami", timeout=60)
+            servers: set[int] = set()
+            deadline = time.monotonic() + 60  # a guard: the second replica may start much later
+            while len(servers) < 2 and time.monotonic() < deadline:
+                results = await asyncio.gather(*(tools.call("whoami", {}) for _ in range(8)))
+                assert all(r.ok for r in results), [r.error for r in results]
+                servers = {r.result["result"] for r in results}
+                await asyncio.sleep(0.2)
+            assert len(servers) == 2
+            stop_process(first)
+            results = await asyncio.gather(*(tools.call("whoami", {}) for _ in range(8)))
+            assert all(r.ok for r in results), [r.error for r in results]
+            assert len({r.result["result"] for r in results}) == 1
+    finally:
+        stop_process(first)
+        stop_process(second)
