@@ -119,7 +119,17 @@ class McpGateway(Running):
         """Serve streamable HTTP on ``host:port`` at ``path`` until the process is stopped."""
         app = self.server.streamable_http_app(streamable_http_path=path, host=host)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-        await uvicorn.Server(config).serve()
+        server = uvicorn.Server(config)
+        serving = asyncio.ensure_future(server.serve())
+        try:
+            await asyncio.shield(serving)
+        except asyncio.CancelledError:
+            # Let uvicorn close its connections and the SDK's sessions rather than cut them.
+            server.should_exit = True
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                async with asyncio.timeout(10):
+                    await serving
+            raise
 
     def tool_list(self) -> list[Tool]:
         return [
