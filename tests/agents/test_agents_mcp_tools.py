@@ -22,6 +22,7 @@ from argentic.netutil import free_port, is_listening
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.processes import stop_process, wait_serving
+from argentic.tools.mcp_client import McpConnection, mcp_tools, stdio_server
 
 DEMO = Path(__file__).with_name("mcp_demo_server.py")
 #: The service's call timeout: a call of the MCP tool ``wait`` longer than this ends as a timeout
@@ -89,9 +90,9 @@ async def test_an_agent_calls_the_tools_of_an_mcp_server(served: str, mqtt: Make
         assert tools.services.keys() == {"demo"}
         result = await agent.answer("2 + 40, and shout hi")
     assert result.text == "done"
-    add, shout = result.tool_calls
-    assert add.ok and add.result == {"result": 42}
-    assert shout.ok and shout.result == {"result": "HI"}
+    records = {record.name: record for record in result.tool_calls}
+    assert records["add"].ok and records["add"].result == {"result": 42}
+    assert records["shout"].ok and records["shout"].result == {"result": "HI"}
 
 
 async def test_mcp_errors_come_back_as_tool_errors(served: str, mqtt: MakeMessager) -> None:
@@ -148,3 +149,17 @@ async def test_replicas_of_an_mcp_tool_service_share_the_calls(
     finally:
         stop_process(first)
         stop_process(second)
+
+
+async def test_an_mcp_servers_tools_as_an_agents_local_tools() -> None:
+    async with McpConnection(stdio_server(f"{sys.executable} {DEMO}")) as connection:
+        tools = await mcp_tools(connection, only=["add", "shout"])
+        assert [t.tool_name for t in tools] == ["add", "shout"]
+        llm = ScriptedLLM(
+            [[tool_call("add", {"a": 1, "b": 2}), tool_call("add", {"a": "x", "b": 2})], "done"]
+        )
+        async with Agent(llm=llm, tools=tools) as agent:
+            result = await agent.answer("1 + 2")
+    good, bad = sorted(result.tool_calls, key=lambda record: not record.ok)
+    assert good.ok and good.result == {"result": 3}
+    assert bad.arguments["a"] == "x" and bad.error and bad.error.startswith("invalid_arguments")
