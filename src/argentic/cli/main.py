@@ -16,6 +16,7 @@ COMMANDS = {
     "broker": "argentic.cli.broker",
     "serve": "argentic.cli.serve",
     "tools": "argentic.cli.tools",
+    "mcp-serve": "argentic.cli.mcp_serve",
     "agent": "argentic.cli.agent",
     "team": "argentic.cli.team",
     "ask": "argentic.cli.ask",

@@ -52,6 +52,9 @@ async def run_tool(
         check_value(result, "the result")
     except ToolArgumentsError as exc:
         return failed_result(call.tool, exc, call.id, item.parameters())
+    except ToolExecutionError as exc:  # a tool that says what failed (an MCP tool's error) says it as is
+        log.warning("tool %s failed: %s", call.tool, exc)
+        return failed_result(call.tool, exc, call.id)
     except TimeoutError:
         log.warning("tool %s timed out after %.1f s", call.tool, timeout)
         return failed_result(

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from argentic.errors import (
@@ -62,6 +62,7 @@ class ToolManager(Running):
         self._services: dict[str, list[ToolSpec]] = {}
         self._announcers: dict[str, str | None] = {}  # service id -> the client that announced it
         self._changed = asyncio.Event()
+        self._watchers: dict[object, Callable[[], None]] = {}
         # In-flight calls per tool name, failed early when the last service of that tool goes away.
         self._inflight: dict[str, set[asyncio.Future[ToolResult]]] = {}
         self._subscription: Any = None
@@ -135,6 +136,25 @@ class ToolManager(Running):
             if wanted is None or spec.name in wanted
         ]
 
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` whenever the announced tools may have changed (a service announced,
+        withdrawn, gone or back); returns the function that stops it. The callback must not block."""
+        token = object()
+        self._watchers[token] = callback
+
+        def cancel() -> None:
+            self._watchers.pop(token, None)
+
+        return cancel
+
+    def _notify(self) -> None:
+        self._changed.set()
+        for callback in list(self._watchers.values()):
+            try:
+                callback()
+            except Exception:  # one watcher's bug must not stop the announcements
+                log.exception("a watcher of the tools failed")
+
     async def wait_for_tools(self, *names: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until the named tools (or, with no names, any tool) are announced; raises
         :class:`~argentic.errors.ToolTimeoutError` (a ``TimeoutError``) naming those still missing."""
@@ -177,7 +197,7 @@ class ToolManager(Running):
             announcement.service_id,
             ", ".join(t.name for t in announcement.tools) or "(none)",
         )
-        self._changed.set()
+        self._notify()
 
     async def _on_withdrawn(self, topic: str) -> None:
         service_id = topic.rsplit("/", 1)[-1]
@@ -204,7 +224,7 @@ class ToolManager(Running):
                 for spec in specs:
                     self._withdrawn_at.pop(spec.name, None)
                 log.info("tools of %s are back: %s", service, ", ".join(t.name for t in specs))
-        self._changed.set()
+        self._notify()
 
     async def _withdraw(self, service_id: str, *, gone_client: str | None = None) -> None:
         """Forget ``service_id``'s tools; calls in flight fail unless another service has them soon.
@@ -217,7 +237,7 @@ class ToolManager(Running):
         if specs is None:
             return
         log.info("tool service %s withdrawn", service_id)
-        self._changed.set()
+        self._notify()
         now = time.monotonic()
         for spec in specs:
             self._withdrawn_at[spec.name] = now
