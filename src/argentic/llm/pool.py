@@ -236,13 +236,15 @@ class ServerPool:
         text: list[str] = []
         produced = 0  # chunks of text so far: about one token each
         calls_seen = False
+        resumed = 0  # times a lone server's cut-off stream was asked again (its endpoint's retries)
         while True:
             server = await self._next(key, tried, round_, last)
             server.in_flight += 1
-            finished = False
+            finished = started = False
             chunks = server.endpoint.chunks(current, what=what, tools_sent=tools_sent)
             try:
                 async for chunk in chunks:
+                    started = True
                     for choice in chunk.choices or ():
                         if choice.index != 0:
                             continue
@@ -262,6 +264,11 @@ class ServerPool:
                     raise
                 self.failed(server, exc)
                 last = exc
+                if not self.multi and started and resumed < server.endpoint.max_retries:
+                    # One URL (a router in front, say): ask it again; it may reach another server.
+                    resumed += 1
+                    tried.clear()
+                    await asyncio.sleep(server.endpoint.backoff(resumed - 1))
                 if calls_seen or not continuable:
                     yield RESTART
                     current, text, produced, calls_seen = body, [], 0, False
@@ -381,4 +388,6 @@ def continuation(body: dict[str, Any], text: str, produced: int) -> dict[str, An
     result = {**body, "messages": messages, "extra_body": extra}
     if isinstance(body.get("max_tokens"), int):
         result["max_tokens"] = max(1, body["max_tokens"] - produced)
+    if isinstance(extra.get("min_tokens"), int):  # vLLM refuses a min_tokens above max_tokens
+        extra["min_tokens"] = max(0, extra["min_tokens"] - produced)
     return result
