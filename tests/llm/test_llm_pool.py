@@ -172,3 +172,12 @@ def test_a_restarted_answer_shows_only_what_the_reader_has_not_seen() -> None:
     arguments = "".join(e.arguments_delta for e in seen if isinstance(e, ToolCallDelta))
     assert text == "Hello world" and arguments == '{"x": 1}'
     assert [e.id for e in seen if isinstance(e, ToolCallDelta) and e.id] == ["a"]
+
+
+async def test_a_stream_cut_off_behind_one_url_is_asked_again_and_goes_on() -> None:
+    """One URL (a router in front): the cut-off stream continues through the same URL."""
+    async with servers(1) as fakes:
+        fakes[0].mode, fakes[0].die_after = "die", 5
+        async with provider(fakes) as llm:
+            assert await streamed(llm, ask(0)) == (expected_text(TOKENS), expected_text(TOKENS))
+    assert len(fakes[0].requests) == 3  # 5 tokens, 5 more, the last 2

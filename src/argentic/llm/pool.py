@@ -264,8 +264,10 @@ class ServerPool:
                     raise
                 self.failed(server, exc)
                 last = exc
-                if not self.multi and started and resumed < server.endpoint.max_retries:
-                    # One URL (a router in front, say): ask it again; it may reach another server.
+                cut = not isinstance(exc, TimeoutError)  # a stall would stall again
+                if not self.multi and started and cut and resumed < server.endpoint.max_retries:
+                    # One URL (a router in front, say): a cut stream is asked again, which may
+                    # reach another server behind it.
                     resumed += 1
                     tried.clear()
                     await asyncio.sleep(server.endpoint.backoff(resumed - 1))
