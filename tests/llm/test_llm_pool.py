@@ -181,3 +181,17 @@ async def test_a_stream_cut_off_behind_one_url_is_asked_again_and_goes_on() -> N
         async with provider(fakes) as llm:
             assert await streamed(llm, ask(0)) == (expected_text(TOKENS), expected_text(TOKENS))
     assert len(fakes[0].requests) == 3  # 5 tokens, 5 more, the last 2
+
+
+async def test_a_role_override_keeps_the_pool_or_gets_its_own() -> None:
+    async with servers(2) as fakes, provider(fakes) as llm:
+        same = llm.with_overrides(model="fake-model", temperature=0.5)
+        assert isinstance(same, OpenAICompatibleProvider) and same.pool is llm.pool
+        keyed = llm.with_overrides(api_key="k")
+        assert isinstance(keyed, OpenAICompatibleProvider)
+        assert keyed.base_urls == llm.base_urls and keyed.pool.rounds == llm.pool.rounds
+        other = llm.with_overrides(base_url="http://127.0.0.1:9/v1")
+        assert isinstance(other, OpenAICompatibleProvider)
+        assert other.base_urls == ["http://127.0.0.1:9/v1"] and other.endpoint.max_retries == 3
+        for copy in (keyed, other):
+            await copy.close()

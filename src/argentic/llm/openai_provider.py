@@ -418,12 +418,13 @@ class OpenAICompatibleProvider(LLMProvider):
             old = self.endpoint
             urls = [base_url] if base_url is not None and not same_server else self.base_urls
             several = len(urls) > 1
+            retries = self.pool.rounds if self.pool.multi else old.max_retries
             endpoints = [
                 Endpoint(
                     url,
                     api_key=api_key or old.api_key,
                     timeout_s=timeout_s or old.timeout_s,
-                    max_retries=old.max_retries,
+                    max_retries=0 if several else retries,
                     max_concurrency=old.max_concurrency,
                     retry_delay_s=old.retry_delay_s,
                     retry_max_delay_s=old.retry_max_delay_s,
@@ -435,7 +436,7 @@ class OpenAICompatibleProvider(LLMProvider):
                 endpoints,
                 overflow=self.pool.overflow,
                 health_interval_s=self.pool.health_interval_s,
-                rounds=self.pool.rounds if several else 0,
+                rounds=retries if several else 0,
             )
         copy = OpenAICompatibleProvider(
             base_url=pool.servers[0].url,

@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -162,7 +162,7 @@ class ServerPool:
         if self.multi:
             log.warning("model server %s answers again: back in the pool", server.url)
 
-    def choose(self, key: str, tried: set[int] = frozenset()) -> Server | None:  # type: ignore[assignment]
+    def choose(self, key: str, tried: Collection[int] = ()) -> Server | None:
         """The server for ``key`` among those not ``tried`` (by index): the healthy one rendezvous
         hashing ranks first, or the least loaded when that one carries more than ``overflow``
         beyond it; a server that is out only when no healthy one is left."""
