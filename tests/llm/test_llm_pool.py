@@ -13,6 +13,7 @@ import pytest
 
 from argentic.llm import ChatRequest, SamplingSettings, StreamEnd, TextDelta, ToolCallDelta
 from argentic.llm.openai_provider import OpenAICompatibleProvider, ShownSoFar
+from argentic.llm.pool import affinity_key
 from argentic.testing.fake_openai import FakeOpenAIServer, expected_text
 from argentic.testing.waiting import wait_until
 
@@ -195,3 +196,20 @@ async def test_a_role_override_keeps_the_pool_or_gets_its_own() -> None:
         assert other.base_urls == ["http://127.0.0.1:9/v1"] and other.endpoint.max_retries == 3
         for copy in (keyed, other):
             await copy.close()
+
+
+async def test_a_server_busy_with_other_clients_by_its_metrics_is_overflowed() -> None:
+    async with servers(2) as fakes, provider(fakes, affinity_overflow=2) as llm:
+        request = ask(0)
+        key = affinity_key(request)
+        preferred = llm.pool.choose(key)
+        assert preferred is not None
+        busy = next(f for f in fakes if f.base_url == preferred.url)
+        busy.extra_running = 10
+        await wait_until(lambda: preferred.running == 10, 10, "the busy server's /metrics read")
+        assert (await llm.chat(request)).content == expected_text(TOKENS)
+        assert not busy.requests  # it went to the other server
+        busy.extra_running = 0
+        await wait_until(lambda: preferred.running == 0, 10, "the server's /metrics read again")
+        assert (await llm.chat(request)).content == expected_text(TOKENS)
+        assert len(busy.requests) == 1  # and back once the load is gone

@@ -41,6 +41,7 @@ class FakeOpenAIServer:
     mode: Mode = "ok"
     die_after: int = 3
     token_delay_s: float = 0.0
+    extra_running: int = 0  # requests its /metrics reports beyond ours (other clients' load)
     requests: list[dict[str, Any]] = field(default_factory=list)
     running: int = 0
     generated: int = 0
@@ -115,8 +116,9 @@ class FakeOpenAIServer:
             data = {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "fake"}]}
             await self._send(writer, 200, json.dumps(data).encode(), "application/json")
         elif path == "/metrics":
+            running = self.running + self.extra_running
             text = (
-                f'vllm:num_requests_running{{model_name="{self.model}"}} {self.running}\n'
+                f'vllm:num_requests_running{{model_name="{self.model}"}} {running}\n'
                 f'vllm:num_requests_waiting{{model_name="{self.model}"}} 0\n'
                 f'vllm:kv_cache_usage_perc{{model_name="{self.model}"}} 0.1\n'
                 f'vllm:generation_tokens_total{{model_name="{self.model}"}} {self.generated}\n'
