@@ -80,7 +80,7 @@ async def test_a_busy_server_overflows_to_the_least_loaded() -> None:
     assert all(f.requests for f in fakes)  # one role, both servers
 
 
-@pytest.mark.parametrize("mode", ["down", "hang", "html"])
+@pytest.mark.parametrize("mode", ["down", "hang", "html", "error"])
 async def test_a_failing_server_is_taken_out_named_and_taken_back(
     mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:

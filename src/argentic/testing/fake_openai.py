@@ -6,9 +6,9 @@ It answers ``/health``, ``/v1/models``, ``/metrics`` (vLLM's names) and ``/v1/ch
 request that continues a final assistant message (vLLM's ``continue_final_message``) goes on after
 the tokens that message already holds, so an answer carried over to another server reads the same
 as one that was never interrupted. ``mode`` makes it misbehave: ``hang`` (accepts, never answers),
-``html`` (200 with a proxy's HTML page), ``die`` (a stream ends abruptly after ``die_after``
-tokens; a whole answer, before any byte). :meth:`stop` closes the port (connections are refused);
-:meth:`start` opens it again on the same port.
+``html`` (200 with a proxy's HTML page), ``error`` (500 to everything), ``die`` (a stream ends
+abruptly after ``die_after`` tokens; a whole answer, before any byte). :meth:`stop` closes the
+port (connections are refused); :meth:`start` opens it again on the same port.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from argentic.netutil import free_port
 
-Mode = Literal["ok", "hang", "html", "die"]
+Mode = Literal["ok", "hang", "html", "die", "error"]
 
 HTML = b"<html><body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>"
 
@@ -91,6 +91,9 @@ class FakeOpenAIServer:
                 return
             if self.mode == "html":
                 await self._send(writer, 200, HTML, "text/html")
+                return
+            if self.mode == "error":
+                await self._send(writer, 500, b'{"error": {"message": "engine dead"}}', "application/json")
                 return
             await self._route(writer, method, path.split("?", 1)[0], body)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, asyncio.LimitOverrunError):
