@@ -296,7 +296,10 @@ class ServerPool:
     async def _watch(self) -> None:
         """Read the metrics of the servers that are in, probe those that are out."""
         while True:
-            await asyncio.gather(*(self._look(s) for s in self.servers))
+            looks = await asyncio.gather(*(self._look(s) for s in self.servers), return_exceptions=True)
+            for server, outcome in zip(self.servers, looks, strict=True):
+                if isinstance(outcome, Exception):  # a look that failed oddly: the next one retries
+                    log.debug("looking at %s failed: %r", server.url, outcome)
             await asyncio.sleep(self.health_interval_s)
 
     async def _look(self, server: Server) -> None:
