@@ -96,9 +96,19 @@ class LLMServerConfig(Section):
     quantization: str | None = None
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     tensor_parallel_size: int | None = Field(default=None, ge=1)
-    kv_cache_dtype: str | None = None
-    enable_prefix_caching: bool | None = None
-    tool_call_parser: str | None = "hermes"
+    kv_cache_dtype: str | None = Field(default=None, description="e.g. fp8: more sequences in the KV cache")
+    enable_prefix_caching: bool | None = Field(default=None, description="None: vLLM's default (on)")
+    max_num_seqs: int | None = Field(default=None, gt=0, description="sequences vLLM batches at once")
+    speculative_config: dict[str, Any] | None = Field(
+        default=None, description="vLLM's --speculative-config: {method: ngram, num_speculative_tokens: 4}"
+    )
+    tool_call_parser: str | None = Field(
+        default="auto", description="auto: from the model's profile (hermes when it names none); null: off"
+    )
+    devices: str | list[str] | None = Field(
+        default=None,
+        description="CUDA_VISIBLE_DEVICES of the server ('0,1'); a list: one entry per server",
+    )
     limit_mm_per_prompt: dict[str, int] | None = None
     extra_args: list[str] = []
     python: str | None = Field(default=None, description="interpreter that has vllm; default: discovered")
@@ -118,6 +128,9 @@ class EndpointConfig(Section):
 
     provider: Literal["vllm", "openai"] | None = Field(default=None, description="None: llm.provider")
     base_url: str | None = Field(default=None, description="None: llm.vllm_base_url")
+    base_urls: list[str] = Field(
+        default=[], description="several servers of one model; requests are spread and fail over among them"
+    )
     model: str | None = Field(default=None, description="None: asked from the server")
     api_key: SecretStr | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -132,6 +145,14 @@ class EndpointConfig(Section):
 class LLMConfig(Section):
     provider: Literal["vllm", "vllm_engine", "openai", "scripted"] = "vllm"
     vllm_base_url: str = "http://localhost:8000/v1"
+    base_urls: list[str] = Field(
+        default=[],
+        description="several servers of one model (overrides the single URL): spread, sticky, failover",
+    )
+    affinity_overflow: int = Field(
+        default=4, ge=0, description="requests a server may carry beyond the least loaded before overflow"
+    )
+    health_interval_s: float = Field(default=2.0, gt=0, description="how often servers' /metrics are read")
     vllm_model_name: str | None = None
     vllm_api_key: SecretStr | None = None
     base_url: str | None = Field(default=None, description="for provider openai")
@@ -153,6 +174,14 @@ class LLMConfig(Section):
     engine_args: dict[str, Any] = Field(default={}, description="keyword arguments for vLLM's engine")
     server: LLMServerConfig = LLMServerConfig()
     endpoints: dict[str, EndpointConfig] = Field(default={}, description="named model servers for roles")
+
+    def server_urls(self) -> list[str]:
+        """The servers of this endpoint: ``base_urls``, else the one URL of the provider."""
+        if self.base_urls:
+            return list(self.base_urls)
+        if self.provider == "openai" and self.base_url:
+            return [self.base_url]
+        return [self.vllm_base_url]
 
     def media_limits(self) -> tuple[int | None, int | None]:
         """Images and audio clips one prompt may carry: set here, else the server's

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ from argentic.config import load_config
 from argentic.errors import ArgenticError
 
 if TYPE_CHECKING:  # imported when the command runs, so that `argentic --help` stays fast
-    from argentic.llm.local_server import VLLMServer
+    from argentic.llm.local_server import LaunchPlan, VLLMServer
 
 HELP = "start a vLLM server from the llm.server config (the CPU model when none is set)"
 
@@ -35,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, help="seconds to wait for /health (llm.server.startup_timeout_s)"
     )
-    parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print each server's command and the variables it sets"
+    )
     parser.add_argument("vllm_args", nargs=argparse.REMAINDER, help="after --: more arguments for vLLM")
 
 
@@ -47,10 +51,11 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-async def serve(server: VLLMServer) -> int:
-    """Start ``server``, wait until it is ready and run until SIGINT or SIGTERM (0) or until vLLM
-    exits by itself (1). The server is stopped whichever way this ends, also while it loads; its
-    log is kept."""
+async def serve(server: VLLMServer, *more: VLLMServer) -> int:
+    """Start ``server`` (and ``more``: every server of an endpoint), wait until they are ready and
+    run until SIGINT or SIGTERM (0) or until a vLLM exits by itself (1). The servers are stopped
+    whichever way this ends, also while they load; their logs are kept."""
+    servers = (server, *more)
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -58,67 +63,80 @@ async def serve(server: VLLMServer) -> int:
     for sig in signals:
         loop.add_signal_handler(sig, task.cancel)
     try:
-        await server.astart(progress=_say)
-        print(
-            f"serving {server.model} at {server.base_url} (pid {server.pid}); Ctrl-C stops it",
-            flush=True,
-        )
-        while server.running:  # noqa: ASYNC110 (a Popen has no awaitable exit)
+        await asyncio.gather(*(s.astart(progress=_say) for s in servers))
+        for s in servers:
+            print(f"serving {s.model} at {s.base_url} (pid {s.pid}); Ctrl-C stops it", flush=True)
+        while all(s.running for s in servers):  # noqa: ASYNC110 (a Popen has no awaitable exit)
             await asyncio.sleep(0.5)
-        _say(f"vLLM exited by itself; log tail:\n{server.log_tail()}")
+        for s in servers:
+            if not s.running:
+                _say(f"vLLM at {s.base_url} exited by itself; log tail:\n{s.log_tail()}")
         return 1
     except asyncio.CancelledError:
         _say("stopping")
         return 0
     finally:
-        await server.astop()
+        await asyncio.gather(*(s.astop() for s in servers))
         _say("stopped")
         for sig in signals:
             loop.remove_signal_handler(sig)
 
 
+def _shown_env(plan: LaunchPlan) -> str:
+    """The variables a plan sets beyond this process's environment, as shell assignments."""
+    changed = {k: v for k, v in plan.env.items() if os.environ.get(k) != v}
+    return " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(changed.items()))
+
+
 def run(args: argparse.Namespace) -> int:
     from argentic.llm.factory import endpoint_config
-    from argentic.llm.local_server import VLLMServer, launch_plan
+    from argentic.llm.local_server import VLLMServer, endpoint_servers, launch_plan
 
     try:
         config = load_config(args.config)
         llm = config.llm if args.endpoint is None else endpoint_config(config.llm, args.endpoint)
+        configs = endpoint_servers(llm)
     except ArgenticError as exc:
         _say(str(exc))
         return 2
     update: dict[str, Any] = {}
-    for flag, key in (
-        ("model", "model"),
-        ("host", "host"),
-        ("port", "port"),
-        ("max_model_len", "max_model_len"),
-    ):
+    for flag, key in (("model", "model"), ("host", "host"), ("max_model_len", "max_model_len")):
         if getattr(args, flag, None) is not None:
             update[key] = getattr(args, flag)
+    if args.port is not None:
+        if len(configs) > 1:
+            _say(f"--port names one server; this endpoint has {len(configs)} (ports from base_urls)")
+            return 2
+        update["port"] = args.port
     if args.timeout is not None:
         update["startup_timeout_s"] = args.timeout
     extra = [a for a in (args.vllm_args or []) if a != "--"]
-    if extra:
-        update["extra_args"] = [*llm.server.extra_args, *extra]
-    server_config = llm.server.model_copy(update=update)
     # Building the CPU model (minutes) runs before the event loop: a SIGTERM there unwinds it
     # as Ctrl-C does (its own cleanup runs; an interrupted build resumes next time).
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         try:
-            plan = launch_plan(server_config, progress=_say)
+            planned = []
+            for server_config in configs:
+                more = {"extra_args": [*server_config.extra_args, *extra]} if extra else {}
+                server_config = server_config.model_copy(update={**update, **more})
+                planned.append((server_config, launch_plan(server_config, progress=_say)))
         finally:
             signal.signal(signal.SIGTERM, previous)
         if args.dry_run:
-            print(plan.describe())
+            for _, plan in planned:
+                env = _shown_env(plan)
+                print(f"{env} {plan.describe()}" if env else plan.describe())
             return 0
-        server = VLLMServer(
-            plan,
-            log_path=None if server_config.log_file is None else Path(server_config.log_file),
-            startup_timeout_s=server_config.startup_timeout_s,
-        )
-        return asyncio.run(serve(server))
+        servers = [
+            VLLMServer(
+                plan,
+                log_path=None if server_config.log_file is None else Path(server_config.log_file),
+                startup_timeout_s=server_config.startup_timeout_s,
+            )
+            for server_config, plan in planned
+        ]
+        return asyncio.run(serve(*servers))
     except KeyboardInterrupt:
         _say("stopping")
         return 0

@@ -45,11 +45,14 @@ def endpoint_config(llm: LLMConfig, name: str) -> LLMConfig:
         else ("base_url", "model_name", "api_key")
     )
     server = endpoint.server or llm.server
-    if endpoint.base_url is not None:
-        update[url_key] = endpoint.base_url
+    first_url = endpoint.base_urls[0] if endpoint.base_urls else endpoint.base_url
+    if endpoint.base_urls or endpoint.base_url is not None:  # else the llm section's servers
+        update["base_urls"] = list(endpoint.base_urls)
+    if first_url is not None:
+        update[url_key] = first_url
         if endpoint.server is None:
             # Serve where the endpoint points, with its model.
-            parsed = urlsplit(endpoint.base_url)
+            parsed = urlsplit(first_url)
             server = server.model_copy(
                 update={
                     "host": parsed.hostname or server.host,
@@ -69,8 +72,8 @@ def endpoint_config(llm: LLMConfig, name: str) -> LLMConfig:
 
 
 def endpoint_url(llm: LLMConfig) -> str:
-    """The base URL the configured provider talks to."""
-    return llm.base_url if llm.provider == "openai" and llm.base_url else llm.vllm_base_url
+    """The base URL the configured provider talks to (its first server when it has several)."""
+    return llm.server_urls()[0]
 
 
 def _echo(request: ChatRequest) -> str:

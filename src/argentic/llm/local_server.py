@@ -43,6 +43,7 @@ from argentic.llm.local import (
     CPU_VLM_NAME,
     ensure_cpu_build,
 )
+from argentic.llm.profiles import tool_call_parser_for
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +157,16 @@ def launch_plan(
         argv.append("--enable-prefix-caching")
     elif server.enable_prefix_caching is False:
         argv.append("--no-enable-prefix-caching")
-    if server.tool_call_parser:
-        argv += ["--enable-auto-tool-choice", "--tool-call-parser", server.tool_call_parser]
-    strict = server.tool_strict_level or ("parameter" if cpu and server.tool_call_parser else None)
+    parser = server.tool_call_parser
+    if parser == "auto":
+        parser = tool_call_parser_for(server.model or served)
+    if parser:
+        argv += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
+    if server.max_num_seqs is not None:
+        argv += ["--max-num-seqs", str(server.max_num_seqs)]
+    if server.speculative_config:
+        argv += ["--speculative-config", json.dumps(server.speculative_config)]
+    strict = server.tool_strict_level or ("parameter" if cpu and parser else None)
     if strict:
         argv += ["--tool-strict-level", strict]
     if server.limit_mm_per_prompt:
@@ -180,11 +188,45 @@ def launch_plan(
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # the local model needs no hub
         if "--override-generation-config" not in server.extra_args:
             argv += ["--override-generation-config", json.dumps({"max_new_tokens": CPU_MAX_NEW_TOKENS})]
+    devices = server.devices if isinstance(server.devices, str) else None
+    if devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = devices
     env.setdefault("PYTHONUNBUFFERED", "1")  # log lines reach the file (and the progress) as they happen
     env.setdefault("VLLM_NO_USAGE_STATS", "1")
     env.setdefault("DO_NOT_TRACK", "1")
     argv += server.extra_args
     return LaunchPlan(argv, env, server.host, server.port, served, cpu)
+
+
+def endpoint_servers(llm: LLMConfig) -> list[LLMServerConfig]:
+    """The servers of an endpoint (the ``llm`` section as :func:`~argentic.llm.factory.endpoint_config`
+    gives it): one per URL of ``base_urls``, on that URL's port, from ``llm.server``; a list of
+    ``devices`` gives each its own entry. With one URL, ``llm.server`` as it is."""
+    server = llm.server
+    urls = llm.base_urls
+    devices = server.devices
+    if isinstance(devices, list) and urls and len(devices) != len(urls):
+        raise LLMError(
+            f"llm.server.devices lists {len(devices)} entries for {len(urls)} servers (base_urls): "
+            "give one per server, or one string for all"
+        )
+    if len(urls) <= 1:
+        if isinstance(devices, list):
+            server = server.model_copy(update={"devices": devices[0] if devices else None})
+        return [server]
+    servers = []
+    for index, url in enumerate(urls):
+        parts = urlsplit(url)
+        update: dict[str, object] = {
+            "host": parts.hostname or server.host,
+            "port": parts.port or server.port,
+        }
+        if isinstance(devices, list):
+            update["devices"] = devices[index]
+        if server.log_file:
+            update["log_file"] = f"{server.log_file}.{index}"
+        servers.append(server.model_copy(update=update))
+    return servers
 
 
 def _discover_python() -> str:

@@ -14,16 +14,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from argentic.config import LLMConfig
 from argentic.errors import LLMError, LLMRequestError
 from argentic.llm.base import LLMProvider, Overrides
 from argentic.llm.endpoint import Endpoint, normalize_base_url, prometheus_samples
+from argentic.llm.pool import RESTART, NotTheAPIError, Server, ServerPool, affinity_key
 from argentic.llm.profiles import profile_for
 from argentic.llm.types import (
     ChatRequest,
@@ -63,6 +65,44 @@ class ServerStatus:
     models: list[str]
 
 
+@dataclass
+class ShownSoFar:
+    """What a stream has shown its reader, so that an answer started again on another server
+    shows only what comes after it (its text, and each tool call's arguments)."""
+
+    text: str = ""
+    calls: dict[int, str] = field(default_factory=dict)
+    _again: str | None = None  # the new attempt's text, while it catches up
+    _again_calls: dict[int, str] = field(default_factory=dict)
+
+    def restart(self) -> None:
+        self._again, self._again_calls = "", {}
+
+    def new(self, event: StreamEvent) -> list[StreamEvent]:
+        if isinstance(event, TextDelta):
+            if self._again is None:
+                self.text += event.text
+                return [event]
+            self._again += event.text
+            if len(self._again) <= len(self.text):
+                return []
+            unseen = self._again[len(self.text) :]
+            self.text = self._again
+            return [TextDelta(unseen)]
+        if isinstance(event, ToolCallDelta):
+            before = self.calls.get(event.index)
+            if self._again is None or before is None:
+                self.calls[event.index] = (before or "") + event.arguments_delta
+                return [event]
+            again = self._again_calls.get(event.index, "") + event.arguments_delta
+            self._again_calls[event.index] = again
+            if len(again) <= len(before):
+                return []
+            self.calls[event.index] = again
+            return [ToolCallDelta(index=event.index, arguments_delta=again[len(before) :])]
+        return [event]
+
+
 class OpenAICompatibleProvider(LLMProvider):
     """Chat through an OpenAI-compatible HTTP endpoint with the ``openai`` package's async client."""
 
@@ -82,18 +122,40 @@ class OpenAICompatibleProvider(LLMProvider):
         max_images_per_prompt: int | None = None,
         max_audio_per_prompt: int | None = None,
         endpoint: Endpoint | None = None,
+        base_urls: Sequence[str] = (),
+        affinity_overflow: int = 4,
+        health_interval_s: float = 2.0,
+        pool: ServerPool | None = None,
     ) -> None:
         self.vllm = vllm
-        self.endpoint = endpoint or Endpoint(
-            base_url,
-            api_key=api_key,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-            max_concurrency=max_concurrency,
-            retry_delay_s=retry_delay_s,
-            retry_max_delay_s=retry_max_delay_s,
-            vllm=vllm,
-        )
+        if pool is None:
+            urls = list(base_urls) or [base_url]
+            several = len(urls) > 1
+            endpoints = (
+                [endpoint]
+                if endpoint is not None and not several
+                else [
+                    Endpoint(
+                        url,
+                        api_key=api_key,
+                        timeout_s=timeout_s,
+                        # With several servers the pool retries, on another server first.
+                        max_retries=0 if several else max_retries,
+                        max_concurrency=max_concurrency,
+                        retry_delay_s=retry_delay_s,
+                        retry_max_delay_s=retry_max_delay_s,
+                        vllm=vllm,
+                    )
+                    for url in urls
+                ]
+            )
+            pool = ServerPool(
+                endpoints,
+                overflow=affinity_overflow,
+                health_interval_s=health_interval_s,
+                rounds=max_retries if several else 0,
+            )
+        self.pool = pool
         self._owns_endpoint = endpoint is None
         self._model = model
         self.model_name = model or ""  # the discovered name once known
@@ -127,13 +189,25 @@ class OpenAICompatibleProvider(LLMProvider):
             retry_max_delay_s=llm.retry_max_delay_s,
             max_images_per_prompt=images,
             max_audio_per_prompt=audio,
+            base_urls=llm.base_urls,
+            affinity_overflow=llm.affinity_overflow,
+            health_interval_s=llm.health_interval_s,
         )
 
     # -- model and server ---------------------------------------------------------------------
 
     @property
+    def endpoint(self) -> Endpoint:
+        """The first server's endpoint (the only one, with one URL)."""
+        return self.pool.servers[0].endpoint
+
+    @property
     def base_url(self) -> str:
         return self.endpoint.base_url
+
+    @property
+    def base_urls(self) -> list[str]:
+        return [server.url for server in self.pool.servers]
 
     async def resolve_model(self) -> str:
         """The model to ask: configured, else the first one the server lists (discovered once)."""
@@ -141,7 +215,7 @@ class OpenAICompatibleProvider(LLMProvider):
             return self._model
         async with self._discovery:
             if not self._model:
-                ids = await self.endpoint.model_ids()
+                ids = await self.pool.run("", lambda server: server.endpoint.model_ids())
                 if not ids:
                     raise LLMError(f"{self.base_url}/models lists no model: is the server still loading?")
                 self._model = self.model_name = ids[0]
@@ -257,18 +331,28 @@ class OpenAICompatibleProvider(LLMProvider):
     async def _chat(self, model: str, request: ChatRequest) -> ChatResponse:
         body, constrained, guided = self._body(model, request)
         what, tools_sent = f"chat with {model}", bool(request.tools)
-        if await self.endpoint.counts_work():
-            create = self.endpoint.client.chat.completions.create
 
-            async def call() -> Any:
-                return await create(**body, timeout=None)  # bounded by the endpoint's watch instead
+        async def on(server: Server) -> ChatResponse:
+            endpoint = server.endpoint
+            if await endpoint.counts_work():
+                create = endpoint.client.chat.completions.create
 
-            completion = await self.endpoint.run(call, what=what, tools_sent=tools_sent, while_working=True)
-            return response_from_completion(completion, request, constrained=constrained, guided=guided)
-        assembler = StreamAssembler()
-        async for chunk in self.endpoint.chunks(body, what=what, tools_sent=tools_sent):
-            assembler.feed(chunk)
-        return assembler.response(request, constrained=constrained, guided=guided)
+                async def call() -> Any:
+                    return await create(**body, timeout=None)  # bounded by the endpoint's watch instead
+
+                completion = await endpoint.run(call, what=what, tools_sent=tools_sent, while_working=True)
+                if not isinstance(completion, ChatCompletion):  # the SDK gives a body it cannot read as text
+                    raise NotTheAPIError(f"{what}: {endpoint.base_url} answered {str(completion)[:120]!r}")
+                return response_from_completion(completion, request, constrained=constrained, guided=guided)
+            assembler = StreamAssembler()
+            async for chunk in endpoint.chunks(body, what=what, tools_sent=tools_sent):
+                assembler.feed(chunk)
+            if assembler.finish_reason is None:
+                cut = f"{what}: the stream from {endpoint.base_url} ended before the answer did"
+                raise NotTheAPIError(cut)
+            return assembler.response(request, constrained=constrained, guided=guided)
+
+        return await self.pool.run(affinity_key(request), on)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Token by token; tool-call pieces carry their call's id; the end has the whole reply.
@@ -280,16 +364,28 @@ class OpenAICompatibleProvider(LLMProvider):
         for attempt in range(2):
             body, constrained, guided = self._body(model, request)
             assembler = StreamAssembler()
-            chunks = self.endpoint.chunks(
-                body, what=f"streaming chat with {model}", tools_sent=bool(request.tools)
+            # Text goes on where a failed server stopped only when nothing constrains it.
+            continuable = self.vllm and guided is None and "response_format" not in body
+            chunks = self.pool.stream(
+                affinity_key(request),
+                body,
+                what=f"streaming chat with {model}",
+                tools_sent=bool(request.tools),
+                continuable=continuable,
             )
+            shown = ShownSoFar()
             started = False
             try:
                 async for chunk in chunks:
                     started = True
+                    if chunk is RESTART:  # the answer starts again on another server
+                        assembler = StreamAssembler()
+                        shown.restart()
+                        continue
                     for event in assembler.feed(chunk):
                         if guided is None or not isinstance(event, TextDelta):
-                            yield event
+                            for unseen in shown.new(event):
+                                yield unseen
             except LLMRequestError as exc:
                 if started or attempt or not self._refused_guidance(exc, request):
                     raise
@@ -317,34 +413,46 @@ class OpenAICompatibleProvider(LLMProvider):
         timeout_s = overrides.options.get("timeout_s")
         defaults = self.defaults.merged(overrides.sampling)
         same_server = base_url is None or normalize_base_url(base_url, vllm=self.vllm) == self.base_url
-        endpoint = self.endpoint
+        pool = self.pool
         if not same_server or api_key is not None or timeout_s is not None:
             old = self.endpoint
-            endpoint = Endpoint(
-                base_url or old.base_url,
-                api_key=api_key or old.api_key,
-                timeout_s=timeout_s or old.timeout_s,
-                max_retries=old.max_retries,
-                max_concurrency=old.max_concurrency,
-                retry_delay_s=old.retry_delay_s,
-                retry_max_delay_s=old.retry_max_delay_s,
-                vllm=self.vllm,
+            urls = [base_url] if base_url is not None and not same_server else self.base_urls
+            several = len(urls) > 1
+            retries = self.pool.rounds if self.pool.multi else old.max_retries
+            endpoints = [
+                Endpoint(
+                    url,
+                    api_key=api_key or old.api_key,
+                    timeout_s=timeout_s or old.timeout_s,
+                    max_retries=0 if several else retries,
+                    max_concurrency=old.max_concurrency,
+                    retry_delay_s=old.retry_delay_s,
+                    retry_max_delay_s=old.retry_max_delay_s,
+                    vllm=self.vllm,
+                )
+                for url in urls
+            ]
+            pool = ServerPool(
+                endpoints,
+                overflow=self.pool.overflow,
+                health_interval_s=self.pool.health_interval_s,
+                rounds=retries if several else 0,
             )
         copy = OpenAICompatibleProvider(
-            base_url=endpoint.base_url,
+            base_url=pool.servers[0].url,
             model=model or (self._model if same_server else None),
             vllm=self.vllm,
             defaults=defaults,
             max_images_per_prompt=self.max_images_per_prompt,
             max_audio_per_prompt=self.max_audio_per_prompt,
-            endpoint=endpoint,
+            pool=pool,
         )
-        copy._owns_endpoint = endpoint is not self.endpoint
+        copy._owns_endpoint = pool is not self.pool
         return copy
 
     async def close(self) -> None:
         if self._owns_endpoint:
-            await self.endpoint.close()
+            await self.pool.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, model={self._model!r})"

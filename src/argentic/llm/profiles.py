@@ -42,6 +42,8 @@ class ModelProfile:
     #: The tags the model's chat template writes around a tool call (Hermes: ``<tool_call>`` and
     #: ``</tool_call>``): a guided call on vLLM is then written the way the model learned to write one.
     tool_call_tags: tuple[str, str] | None = None
+    #: vLLM's ``--tool-call-parser`` for the model's way of writing calls (``argentic serve``).
+    tool_call_parser: str | None = None
 
 
 #: Glob patterns (case-insensitive) and their profiles; the first that matches wins.
@@ -54,6 +56,7 @@ _SMALL_BASE_MODEL = ModelProfile(
     answer_then_shape=True,
     quote_tool_results=True,
     tool_call_tags=("<tool_call>", "</tool_call>"),  # the Hermes template argentic serves it with
+    tool_call_parser="hermes",
 )
 
 _PROFILES: list[tuple[str, ModelProfile]] = [
@@ -64,7 +67,15 @@ _PROFILES: list[tuple[str, ModelProfile]] = [
     ("*gemma-3-270m*", _SMALL_BASE_MODEL),
     # Gemma 3n on vLLM: one image per prompt unless the server raises --limit-mm-per-prompt.
     ("*gemma-3n*", ModelProfile(max_images_per_prompt=1)),
+    # How each family writes tool calls, for the server's parser.
+    ("*gpt-oss*", ModelProfile(tool_call_parser="openai")),
+    ("*qwen*", ModelProfile(tool_call_parser="hermes")),
+    ("*llama-3*", ModelProfile(tool_call_parser="llama3_json")),
+    ("*llama3*", ModelProfile(tool_call_parser="llama3_json")),
 ]
+
+#: The parser for a model whose profile names none (Hermes-style calls are the commonest).
+DEFAULT_TOOL_CALL_PARSER = "hermes"
 
 DEFAULT_PROFILE = ModelProfile()
 
@@ -72,6 +83,11 @@ DEFAULT_PROFILE = ModelProfile()
 def register_profile(pattern: str, profile: ModelProfile) -> None:
     """Use ``profile`` for models whose name matches ``pattern`` (a glob); newest first."""
     _PROFILES.insert(0, (pattern.lower(), profile))
+
+
+def tool_call_parser_for(model: str) -> str:
+    """vLLM's ``--tool-call-parser`` for ``model``: its profile's, else Hermes."""
+    return profile_for(model).tool_call_parser or DEFAULT_TOOL_CALL_PARSER
 
 
 def profile_for(model: str) -> ModelProfile:
