@@ -350,6 +350,15 @@ class LoggingConfig(Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class MetricsConfig(Section):
+    """Prometheus metrics and health probes of an argentic process (``docs/observability.md``)."""
+
+    port: int | None = Field(
+        default=None, ge=0, le=65535, description="serve /metrics, /livez, /readyz here; None: not at all"
+    )
+    host: str = Field(default="127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
+
+
 class ArgenticConfig(Section):
     messaging: MessagingConfig = MessagingConfig()
     llm: LLMConfig = LLMConfig()
@@ -359,6 +368,7 @@ class ArgenticConfig(Section):
     storage: StorageConfig = StorageConfig()
     video: VideoConfig = VideoConfig()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

@@ -71,6 +71,7 @@ from argentic.llm import (
 from argentic.llm.profiles import profile_for
 from argentic.messaging import Messager, Will
 from argentic.messaging.dispatch import sender_key
+from argentic.observability import metrics
 from argentic.protocol import (
     AgentCard,
     Answer,
@@ -233,6 +234,11 @@ class Agent(Running):
                 )
                 self._profile_applied = True
         return self.policy
+
+    @property
+    def serving(self) -> bool:
+        """Whether it takes questions from MQTT now (between :meth:`start` and :meth:`stop`)."""
+        return self._subscription is not None
 
     @staticmethod
     def will(topics: Topics, role: str, client_id: str | None = None) -> Will:
@@ -417,6 +423,7 @@ class Agent(Running):
 
     async def _work(self, question: Question) -> None:
         assert self.messager is not None
+        started = time.monotonic()
         events = MqttEvents(
             self.messager, self.role, question.id, streaming=question.stream, steps=self.task_records
         )
@@ -441,6 +448,7 @@ class Agent(Running):
                 slots=self._slots,
             )
         except asyncio.CancelledError:
+            metrics.question_done(self.role, "canceled", time.monotonic() - started)
             # The agent is stopping: the asker learns at once rather than at its timeout.
             if question.reply_to:
                 error = error_info(TaskCanceledError(f"the {self.role} agent stopped"))
@@ -470,6 +478,8 @@ class Agent(Running):
         await self._keep(question, response, dropping_steps=events.recorded or resume is not None)
         if question.reply_to:
             await self.messager.reply(question, response)
+        outcome = response.error.code if isinstance(response, ErrorReply) else metrics.OK
+        metrics.question_done(self.role, outcome, time.monotonic() - started)
 
     async def _keep(self, question: Question, response: Message, *, dropping_steps: bool) -> None:
         """The reply kept for duplicates and the answer put on record (with a store)."""
@@ -599,13 +609,41 @@ class Agent(Running):
 
     async def call_llm(self, request: ChatRequest, events: EventSink) -> ChatResponse:
         """The one place the model is called: streamed (tokens to ``events``) when asked; the
-        agent's sampling settings apply unless the request has its own."""
+        agent's sampling settings apply unless the request has its own. Each call is measured
+        (duration, tokens, time to the first streamed event)."""
         if self.settings is not None and request.settings is None:
             request = request.model_copy(update={"settings": self.settings})
+        started = time.monotonic()
+        first: list[float] = []  # the time of the first streamed event, once it came
+        try:
+            response = await self._call_llm(request, events, first)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            metrics.model_call_done(
+                self.llm.model_name,
+                error_info(exc).code,
+                time.monotonic() - started,
+                first_token_s=first[0] - started if first else None,
+            )
+            raise
+        metrics.model_call_done(
+            response.model or self.llm.model_name,
+            metrics.OK,
+            time.monotonic() - started,
+            input_tokens=response.usage.prompt_tokens,
+            output_tokens=response.usage.completion_tokens,
+            first_token_s=first[0] - started if first else None,
+        )
+        return response
+
+    async def _call_llm(self, request: ChatRequest, events: EventSink, first: list[float]) -> ChatResponse:
         if not events.streaming:
             return await self.llm.chat(request)
         final: ChatResponse | None = None
         async for event in self.llm.stream(request):
+            if not first:
+                first.append(time.monotonic())
             if isinstance(event, TextDelta) and event.text:
                 await events.token(event.text)
             elif isinstance(event, StreamEnd):
