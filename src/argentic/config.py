@@ -359,6 +359,14 @@ class MetricsConfig(Section):
     host: str = Field(default="127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
 
 
+class TracingConfig(Section):
+    """OpenTelemetry traces of an argentic process (the ``otel`` extra; ``docs/observability.md``)."""
+
+    enabled: bool = Field(default=False, description="set up tracing in the argentic commands")
+    file: Path | None = Field(default=None, description="append finished spans here, one JSON a line")
+    service_name: str | None = Field(default=None, description="None: argentic-{command}")
+
+
 class ArgenticConfig(Section):
     messaging: MessagingConfig = MessagingConfig()
     llm: LLMConfig = LLMConfig()
@@ -369,6 +377,7 @@ class ArgenticConfig(Section):
     video: VideoConfig = VideoConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
+    tracing: TracingConfig = TracingConfig()
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

@@ -71,7 +71,7 @@ from argentic.llm import (
 from argentic.llm.profiles import profile_for
 from argentic.messaging import Messager, Will
 from argentic.messaging.dispatch import sender_key
-from argentic.observability import metrics
+from argentic.observability import metrics, tracing
 from argentic.protocol import (
     AgentCard,
     Answer,
@@ -390,15 +390,26 @@ class Agent(Running):
         only the replica that claims the question works on it, from the last step a replica that
         died on it recorded."""
         claim: Lease | None = None
-        if self.once is not None:
-            taken, claim = await self._claim(question)
-            if not taken:
-                return
-        try:
-            await self._work(question)
-        finally:
-            if claim is not None:
-                await claim.release()
+        attributes = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": self.role,
+            "argentic.question.id": question.id,
+        }
+        # A child of the asker's span when it traces (its traceparent came with the question).
+        with tracing.span(
+            f"invoke_agent {self.role}", attributes, traceparent=question.traceparent
+        ) as current:
+            if self.once is not None:
+                taken, claim = await self._claim(question)
+                if not taken:
+                    return
+            try:
+                outcome = await self._work(question)
+            finally:
+                if claim is not None:
+                    await claim.release()
+            if outcome != metrics.OK:
+                tracing.set_attributes(current, {"error.type": outcome})
 
     async def _claim(self, question: Question) -> tuple[bool, Lease | None]:
         """Whether this replica works on ``question`` (and its claim): not when another replica
@@ -421,7 +432,8 @@ class Agent(Running):
                 await self.messager.reply(question, taken)
         return False, None
 
-    async def _work(self, question: Question) -> None:
+    async def _work(self, question: Question) -> str:
+        """Answer ``question``; its outcome (ok or the error code)."""
         assert self.messager is not None
         started = time.monotonic()
         events = MqttEvents(
@@ -480,6 +492,7 @@ class Agent(Running):
             await self.messager.reply(question, response)
         outcome = response.error.code if isinstance(response, ErrorReply) else metrics.OK
         metrics.question_done(self.role, outcome, time.monotonic() - started)
+        return outcome
 
     async def _keep(self, question: Question, response: Message, *, dropping_steps: bool) -> None:
         """The reply kept for duplicates and the answer put on record (with a store)."""
@@ -615,18 +628,32 @@ class Agent(Running):
             request = request.model_copy(update={"settings": self.settings})
         started = time.monotonic()
         first: list[float] = []  # the time of the first streamed event, once it came
-        try:
-            response = await self._call_llm(request, events, first)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            metrics.model_call_done(
-                self.llm.model_name,
-                error_info(exc).code,
-                time.monotonic() - started,
-                first_token_s=first[0] - started if first else None,
+        model = self.llm.model_name
+        attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model}
+        with tracing.span(f"chat {model}".strip(), attributes, kind="client") as current:
+            try:
+                response = await self._call_llm(request, events, first)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                metrics.model_call_done(
+                    model,
+                    error_info(exc).code,
+                    time.monotonic() - started,
+                    first_token_s=first[0] - started if first else None,
+                )
+                raise
+            tracing.set_attributes(
+                current,
+                {
+                    "gen_ai.response.model": response.model or None,
+                    "gen_ai.usage.input_tokens": response.usage.prompt_tokens,
+                    "gen_ai.usage.output_tokens": response.usage.completion_tokens,
+                    "gen_ai.response.finish_reasons": [response.finish_reason]
+                    if response.finish_reason
+                    else None,
+                },
             )
-            raise
         metrics.model_call_done(
             response.model or self.llm.model_name,
             metrics.OK,

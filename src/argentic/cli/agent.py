@@ -11,7 +11,7 @@ from argentic.agents.runtime import backends, wait_for_shutdown
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError
 from argentic.messaging import Messager
-from argentic.observability import MetricsServer
+from argentic.observability import MetricsServer, tracing
 from argentic.tools import ToolManager
 
 HELP = "run an agent that answers questions published on MQTT"
@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def serve(config: ArgenticConfig, *, start_llm: bool = False) -> int:
     role = config.agent.role
+    tracing.configure(config.tracing, "argentic-agent")
     # Every part is entered: whatever started is stopped, in reverse, on Ctrl-C, SIGTERM or an
     # error, including a part that failed half-way through its own start. The default will (the
     # client's status) makes the presence stale if the process dies, and tells requesters to send

@@ -11,7 +11,7 @@ from argentic.agents.team import Team
 from argentic.config import ArgenticConfig, load_config, team_roles
 from argentic.errors import ArgenticError
 from argentic.messaging import Messager
-from argentic.observability import MetricsServer
+from argentic.observability import MetricsServer, tracing
 from argentic.tools import ToolManager
 
 HELP = "run the roles of the config (roles:, or the agent: section) as a team answering over MQTT"
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def serve(
     config: ArgenticConfig, roles: list[str] | None, *, replicas: int | None = None, start_llm: bool = False
 ) -> int:
+    tracing.configure(config.tracing, "argentic-team")
     async with (
         MetricsServer.from_config(config.metrics) as probes,
         backends(config, start_llm=start_llm) as backend,

@@ -11,7 +11,7 @@ from argentic.agents.runtime import wait_for_shutdown
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError
 from argentic.messaging import Messager
-from argentic.observability import MetricsServer
+from argentic.observability import MetricsServer, tracing
 from argentic.storage import open_store
 from argentic.tools import ToolService
 from argentic.tools.loader import import_module, tools_in
@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def serve(config: ArgenticConfig, module: str, name: str, only: list[str] | None = None) -> int:
     tools = tools_in(import_module(module))
+    tracing.configure(config.tracing, "argentic-tools")
     if only:
         tools = [t for t in tools if t.tool_name in only]
     if not tools:

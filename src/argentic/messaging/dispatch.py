@@ -268,6 +268,8 @@ class Dispatcher:
             message = message.model_copy(
                 update={"reply_to": inbound.response_topic, "correlation_id": correlation}
             )
+        if message.traceparent is None and inbound.traceparent is not None:
+            message = message.model_copy(update={"traceparent": inbound.traceparent[:256]})
         if message.reply_to is not None and self.replies is not None:
             # Checked before anyone acts on the request: its answer could go nowhere else.
             try:
