@@ -75,16 +75,29 @@ TASKS = Gauge(
     "argentic_tasks", "Tasks now in a state that is not final, by role and state", ["role", "state"]
 )
 
+#: Whether the functions below record (``set_enabled``): a process may turn recording off.
+_enabled = True
+
 #: Task states a task leaves again (the others are final).
 _OPEN_STATES = frozenset({"submitted", "working", "input-required"})
 
 
+def set_enabled(on: bool) -> None:
+    """Record from now on (the default), or not."""
+    global _enabled
+    _enabled = on
+
+
 def question_done(role: str, outcome: str, seconds: float) -> None:
+    if not _enabled:
+        return
     QUESTIONS.labels(role, outcome).inc()
     QUESTION_SECONDS.labels(role, outcome).observe(seconds)
 
 
 def tool_call_done(tool: str, outcome: str, seconds: float) -> None:
+    if not _enabled:
+        return
     TOOL_CALLS.labels(tool, outcome).inc()
     TOOL_SECONDS.labels(tool, outcome).observe(seconds)
 
@@ -98,6 +111,8 @@ def model_call_done(
     output_tokens: int = 0,
     first_token_s: float | None = None,
 ) -> None:
+    if not _enabled:
+        return
     model = model or "unknown"
     MODEL_CALLS.labels(model, outcome).inc()
     MODEL_SECONDS.labels("chat", model, "" if outcome == OK else outcome).observe(seconds)
@@ -109,19 +124,27 @@ def model_call_done(
 
 
 def model_retry(reason: str) -> None:
+    if not _enabled:
+        return
     MODEL_RETRIES.labels(reason).inc()
 
 
 def reconnected() -> None:
+    if not _enabled:
+        return
     RECONNECTS.inc()
 
 
 def dropped(reason: str) -> None:
+    if not _enabled:
+        return
     DROPPED.labels(reason).inc()
 
 
 def task_state(role: str, before: str | None, after: str) -> None:
     """A task of ``role`` went from ``before`` (None: new) to ``after``."""
+    if not _enabled:
+        return
     if before == after:
         return
     TASK_STATES.labels(role, after).inc()

@@ -34,6 +34,14 @@ except ImportError:  # the otel extra is not installed
 SCOPE = "argentic"
 _TRACEPARENT = "traceparent"
 _propagator = TraceContextTextMapPropagator() if trace is not None else None
+#: Whether spans are made (``set_enabled``); without OpenTelemetry never.
+_enabled = trace is not None
+
+
+def set_enabled(on: bool) -> None:
+    """Make spans and send trace context from now on (the default with OpenTelemetry), or not."""
+    global _enabled
+    _enabled = on and trace is not None
 
 
 def available() -> bool:
@@ -43,7 +51,7 @@ def available() -> bool:
 
 def current_traceparent() -> str | None:
     """The ``traceparent`` of the current span, None when none is recording (or no OpenTelemetry)."""
-    if trace is None or not trace.get_current_span().get_span_context().is_valid:
+    if not _enabled or not trace.get_current_span().get_span_context().is_valid:
         return None
     carrier: dict[str, str] = {}
     assert _propagator is not None
@@ -62,7 +70,7 @@ def span(
     """A span made current for the block (None without OpenTelemetry): a child of ``traceparent``
     (a remote caller's) when given, else of the current span. An exception ending the block is
     recorded on it with ``error.type``."""
-    if trace is None:
+    if not _enabled:
         yield None
         return
     parent = None
