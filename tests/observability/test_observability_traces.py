@@ -153,3 +153,45 @@ asyncio.run(main())
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, timeout=120)
     assert done.stdout.strip() == b"OK", done.stderr.decode()[-2000:]
+
+
+def test_a_delegates_span_is_a_child_of_its_askers() -> None:
+    # In a process of its own: the tracer provider is set once per process.
+    script = """
+import asyncio
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from argentic.agents.team import TeamAgent
+from argentic.agents import AgentClient
+from argentic.llm import ScriptedLLM, tool_call
+from argentic.messaging import Messager
+from argentic.messaging.memory import MemoryBroker
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+
+async def main() -> None:
+    broker = MemoryBroker()
+    def bus() -> Messager:
+        return Messager(namespace="t", transport=broker.transport(), persistent=False)
+    lead_llm = ScriptedLLM([tool_call("ask_helper", {"question": "how much?"}), "it says 7"])
+    async with bus() as a, bus() as b, bus() as c:
+        async with (
+            TeamAgent(ScriptedLLM(["7"]), b, role="helper"),
+            TeamAgent(lead_llm, a, role="lead", delegates={"helper": "knows numbers"}),
+        ):
+            assert await AgentClient(c, "lead").ask("ask the helper", timeout=30) == "it says 7"
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    lead, helper = spans["invoke_agent lead"], spans["invoke_agent helper"]
+    assert helper.context.trace_id == lead.context.trace_id
+    assert helper.parent is not None and helper.parent.span_id == lead.context.span_id
+    print("OK")
+
+asyncio.run(main())
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, timeout=120)
+    assert done.stdout.strip() == b"OK", done.stderr.decode()[-3000:]
