@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from argentic.agents import Agent, AgentClient
 from argentic.llm import ScriptedLLM, tool_call
+from argentic.messaging import Messager
 from argentic.observability import MetricsServer
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
@@ -121,3 +122,31 @@ async def test_the_cli_processes_serve_metrics_and_probes(
     assert agent.returncode == 0 and tools.returncode == 0, errors
     # Stopped: the probes went with the process.
     assert (await http_get(f"http://127.0.0.1:{agent_port}/livez"))[0] == 0
+
+
+async def test_a_broker_restart_is_counted_and_readiness_follows_the_connection(
+    private_mosquitto: MosquittoBroker, namespace: str
+) -> None:
+    reconnects = "argentic_broker_reconnects_total"
+    before = REGISTRY.get_sample_value(reconnects) or 0
+    messager = Messager(private_mosquitto.host, private_mosquitto.port, namespace=namespace, persistent=False)
+    async with MetricsServer(port=0) as probes, messager:
+        probes.ready_when(lambda: messager.is_connected)
+        url = f"http://127.0.0.1:{probes.port}/readyz"
+        assert (await http_get(url))[0] == 200
+        await asyncio.to_thread(private_mosquitto.stop)
+        await wait_until(lambda: not messager.is_connected, what="the connection lost")
+        assert (await http_get(url))[0] == 503
+        await asyncio.to_thread(private_mosquitto.start)
+        await wait_until(lambda: messager.is_connected, limit_s=30, what="the reconnection")
+        assert (await http_get(url))[0] == 200
+    assert (REGISTRY.get_sample_value(reconnects) or 0) == before + 1
+
+
+async def test_the_probe_port_answers_only_its_paths() -> None:
+    async with MetricsServer(port=0) as probes:
+        url = f"http://127.0.0.1:{probes.port}"
+        assert (await http_get(url + "/nothing"))[0] == 404
+        status, body = await http_get(url + "/metrics")
+        assert status == 200 and "argentic_questions_total" in body
+    assert (await http_get(url + "/livez"))[0] == 0  # closed with its block
