@@ -9,13 +9,16 @@ import signal
 import sys
 
 import aiomqtt
+import pytest
 from observe_support import REPO, SUPPORT, add, free_port, http_get, samples, value
 from prometheus_client import REGISTRY
 
 from argentic.agents import Agent, AgentClient
+from argentic.errors import RequestTimeoutError
 from argentic.llm import ScriptedLLM, tool_call
 from argentic.messaging import Messager
 from argentic.observability import MetricsServer
+from argentic.protocol import Question
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.waiting import wait_until
@@ -150,3 +153,14 @@ async def test_the_probe_port_answers_only_its_paths() -> None:
         status, body = await http_get(url + "/metrics")
         assert status == 200 and "argentic_questions_total" in body
     assert (await http_get(url + "/livez"))[0] == 0  # closed with its block
+
+
+async def test_a_request_sent_again_is_counted(mqtt: MakeMessager) -> None:
+    resent = "argentic_requests_resent_total"
+    before = REGISTRY.get_sample_value(resent, {"reason": "no_reply"}) or 0
+    bus = await mqtt()
+    with pytest.raises(RequestTimeoutError):  # nobody answers role 'absent'
+        await bus.request(
+            bus.topics.agent_questions("absent"), Question(text="hello?"), timeout=3.0, retry_after=0.5
+        )
+    assert (REGISTRY.get_sample_value(resent, {"reason": "no_reply"}) or 0) >= before + 1

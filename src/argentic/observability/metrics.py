@@ -62,6 +62,11 @@ FIRST_TOKEN_SECONDS = Histogram(
 MODEL_RETRIES = Counter(
     "argentic_model_retries_total", "Model requests sent again after a failure, by its error code", ["reason"]
 )
+REQUESTS_RESENT = Counter(
+    "argentic_requests_resent_total",
+    "Requests sent again (same id): no reply in time, or the client working on them gone",
+    ["reason"],
+)
 RECONNECTS = Counter("argentic_broker_reconnects_total", "Times the broker connection was made again")
 DROPPED = Counter(
     "argentic_messages_dropped_total",
@@ -127,6 +132,12 @@ def model_retry(reason: str) -> None:
     if not _enabled:
         return
     MODEL_RETRIES.labels(reason).inc()
+
+
+def request_resent(reason: str) -> None:
+    if not _enabled:
+        return
+    REQUESTS_RESENT.labels(reason).inc()
 
 
 def reconnected() -> None:
