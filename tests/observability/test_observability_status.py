@@ -118,3 +118,25 @@ async def test_a_task_in_flight_is_listed_until_it_ends(mqtt: MakeMessager) -> N
         release.set()
         assert await asking == "finally"
         await eventually(none_in_flight)
+
+
+async def test_status_prints_a_table(fleet: Agent, mosquitto: MosquittoBroker, namespace: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "argentic.cli.main", "status", "--wait", "1",
+        cwd=REPO,
+        env={
+            **os.environ,
+            "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
+            "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
+            "ARGENTIC_MESSAGING__NAMESPACE": namespace,
+            "ARGENTIC_LLM__PROVIDER": "scripted",
+            "COLUMNS": "200",
+        },
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()[-2000:]
+    text = out.decode()
+    for heading in ("Roles", "Tool services", "Model servers", "Tasks in flight"):
+        assert heading in text
+    assert "counter" in text and "counts things" in text and "arith" in text
