@@ -11,16 +11,16 @@ import argparse
 import asyncio
 import contextlib
 import sys
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from argentic.agents.runtime import wait_for_shutdown
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError
 from argentic.messaging import Messager
 from argentic.observability.fleet import FleetStatus, FleetWatch
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 HELP = "show the roles, tool services, model servers and tasks in flight (--watch, --json)"
 
@@ -42,6 +42,10 @@ def _number(value: float | None, digits: int = 1, scale: float = 1.0, unit: str 
 
 def render(status: FleetStatus) -> Group:
     """The report as rich tables."""
+    # rich is imported when a table is drawn: every `argentic` command imports this module.
+    from rich.console import Group
+    from rich.table import Table
+
     roles = Table(title=f"Roles ({status.namespace})", title_justify="left")
     for column in ("role", "online", "replicas", "model", "tools", "delegates", "description"):
         roles.add_column(column)
@@ -91,6 +95,9 @@ def render(status: FleetStatus) -> Group:
 async def show(
     config: ArgenticConfig, *, as_json: bool, watch: bool, wait_s: float, interval_s: float
 ) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
     # A look leaves nothing behind: no session kept on the broker.
     async with (
         Messager.from_config(config.messaging, persistent=False) as messager,
