@@ -390,26 +390,15 @@ class Agent(Running):
         only the replica that claims the question works on it, from the last step a replica that
         died on it recorded."""
         claim: Lease | None = None
-        attributes = {
-            "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.agent.name": self.role,
-            "argentic.question.id": question.id,
-        }
-        # A child of the asker's span when it traces (its traceparent came with the question).
-        with tracing.span(
-            f"invoke_agent {self.role}", attributes, traceparent=question.traceparent
-        ) as current:
-            if self.once is not None:
-                taken, claim = await self._claim(question)
-                if not taken:
-                    return
-            try:
-                outcome = await self._work(question)
-            finally:
-                if claim is not None:
-                    await claim.release()
-            if outcome != metrics.OK:
-                tracing.set_attributes(current, {"error.type": outcome})
+        if self.once is not None:
+            taken, claim = await self._claim(question)
+            if not taken:
+                return
+        try:
+            await self._work(question)
+        finally:
+            if claim is not None:
+                await claim.release()
 
     async def _claim(self, question: Question) -> tuple[bool, Lease | None]:
         """Whether this replica works on ``question`` (and its claim): not when another replica
@@ -432,8 +421,7 @@ class Agent(Running):
                 await self.messager.reply(question, taken)
         return False, None
 
-    async def _work(self, question: Question) -> str:
-        """Answer ``question``; its outcome (ok or the error code)."""
+    async def _work(self, question: Question) -> None:
         assert self.messager is not None
         started = time.monotonic()
         events = MqttEvents(
@@ -492,7 +480,6 @@ class Agent(Running):
             await self.messager.reply(question, response)
         outcome = response.error.code if isinstance(response, ErrorReply) else metrics.OK
         metrics.question_done(self.role, outcome, time.monotonic() - started)
-        return outcome
 
     async def _keep(self, question: Question, response: Message, *, dropping_steps: bool) -> None:
         """The reply kept for duplicates and the answer put on record (with a store)."""
@@ -576,11 +563,19 @@ class Agent(Running):
         key = f"{question.reply_to}\x00{cid}" if question.reply_to else cid
         # The steps go to the sink; the start and the end are the task's (TaskStatus), or the
         # return value and the exception here.
-        async with self.conversations.open(key) as conversation:
-            user = await builder.build(question)
-            prompt = [*self.system_messages(), *conversation.messages, user]
-            result = await self.tool_loop(builder, sink).run(prompt, output=output, resume=resume)
-            conversation.messages.extend([builder.remember(user), *result.messages])
+        attributes = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": self.role,
+            "gen_ai.conversation.id": cid,
+            "argentic.question.id": question.id,
+        }
+        # A child of the asker's span when it traces (its traceparent came with the question).
+        with tracing.span(f"invoke_agent {self.role}", attributes, traceparent=question.traceparent):
+            async with self.conversations.open(key) as conversation:
+                user = await builder.build(question)
+                prompt = [*self.system_messages(), *conversation.messages, user]
+                result = await self.tool_loop(builder, sink).run(prompt, output=output, resume=resume)
+                conversation.messages.extend([builder.remember(user), *result.messages])
         return AgentResult(
             question.id, cid, result.text, result.data, result.tool_calls, result.usage, result.steps
         )
@@ -655,7 +650,7 @@ class Agent(Running):
                 },
             )
         metrics.model_call_done(
-            response.model or self.llm.model_name,
+            model or response.model,
             metrics.OK,
             time.monotonic() - started,
             input_tokens=response.usage.prompt_tokens,
