@@ -267,7 +267,8 @@ class Messager:
         """:meth:`publish`, returning the size of the payload sent."""
         self._require_open()
         check_topic(topic)  # a topic the broker refuses would drop the connection, not just this publish
-        if message is not None and message.traceparent is None:
+        if message is not None and message.reply_to is not None and message.traceparent is None:
+            # A request carries the sender's trace context (events and replies need not).
             traceparent = tracing.current_traceparent()
             if traceparent is not None:
                 message = message.model_copy(update={"traceparent": traceparent})
