@@ -379,6 +379,23 @@ class LoggingConfig(Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class MetricsConfig(Section):
+    """Prometheus metrics and health probes of an argentic process (``docs/observability.md``)."""
+
+    port: int | None = Field(
+        default=None, ge=0, le=65535, description="serve /metrics, /livez, /readyz here; None: not at all"
+    )
+    host: str = Field(default="127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
+
+
+class TracingConfig(Section):
+    """OpenTelemetry traces of an argentic process (the ``otel`` extra; ``docs/observability.md``)."""
+
+    enabled: bool = Field(default=False, description="set up tracing in the argentic commands")
+    file: Path | None = Field(default=None, description="append finished spans here, one JSON a line")
+    service_name: str | None = Field(default=None, description="None: argentic-{command}")
+
+
 class ArgenticConfig(Section):
     messaging: MessagingConfig = MessagingConfig()
     llm: LLMConfig = LLMConfig()
@@ -388,6 +405,8 @@ class ArgenticConfig(Section):
     storage: StorageConfig = StorageConfig()
     video: VideoConfig = VideoConfig()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    tracing: TracingConfig = TracingConfig()
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

@@ -71,6 +71,7 @@ from argentic.llm import (
 from argentic.llm.profiles import profile_for
 from argentic.messaging import Messager, Will
 from argentic.messaging.dispatch import sender_key
+from argentic.observability import metrics, tracing
 from argentic.protocol import (
     AgentCard,
     Answer,
@@ -238,6 +239,11 @@ class Agent(Running):
                 )
                 self._profile_applied = True
         return self.policy
+
+    @property
+    def serving(self) -> bool:
+        """Whether it takes questions from MQTT now (between :meth:`start` and :meth:`stop`)."""
+        return self._subscription is not None
 
     @staticmethod
     def will(topics: Topics, role: str, client_id: str | None = None) -> Will:
@@ -436,6 +442,7 @@ class Agent(Running):
 
     async def _work(self, question: Question, resume: LoopState | None) -> None:
         assert self.messager is not None
+        started = time.monotonic()
         events = MqttEvents(
             self.messager, self.role, question.id, streaming=question.stream, steps=self.task_records
         )
@@ -450,6 +457,7 @@ class Agent(Running):
                 slots=self._slots,
             )
         except asyncio.CancelledError:
+            metrics.question_done(self.role, "canceled", time.monotonic() - started)
             # The agent is stopping: the asker learns at once rather than at its timeout.
             if question.reply_to:
                 error = error_info(TaskCanceledError(f"the {self.role} agent stopped"))
@@ -479,6 +487,8 @@ class Agent(Running):
         await self._keep(question, response, dropping_steps=events.recorded or resume is not None)
         if question.reply_to:
             await self.messager.reply(question, response)
+        outcome = response.error.code if isinstance(response, ErrorReply) else metrics.OK
+        metrics.question_done(self.role, outcome, time.monotonic() - started)
 
     async def _keep(self, question: Question, response: Message, *, dropping_steps: bool) -> None:
         """The reply kept for duplicates and the answer put on record (with a store)."""
@@ -563,11 +573,19 @@ class Agent(Running):
         key = f"{question.reply_to}\x00{cid}" if question.reply_to else cid
         # The steps go to the sink; the start and the end are the task's (TaskStatus), or the
         # return value and the exception here.
-        async with self.conversations.open(key, new=given is None) as conversation:
-            user = await builder.build(question)
-            prompt = [*self.system_messages(), *conversation.messages, user]
-            result = await self.tool_loop(builder, sink).run(prompt, output=output, resume=resume)
-            conversation.messages.extend([builder.remember(user), *result.messages])
+        attributes = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": self.role,
+            "gen_ai.conversation.id": cid,
+            "argentic.question.id": question.id,
+        }
+        # A child of the asker's span when it traces (its traceparent came with the question).
+        with tracing.span(f"invoke_agent {self.role}", attributes, traceparent=question.traceparent):
+            async with self.conversations.open(key, new=given is None) as conversation:
+                user = await builder.build(question)
+                prompt = [*self.system_messages(), *conversation.messages, user]
+                result = await self.tool_loop(builder, sink).run(prompt, output=output, resume=resume)
+                conversation.messages.extend([builder.remember(user), *result.messages])
         return AgentResult(
             question.id, cid, result.text, result.data, result.tool_calls, result.usage, result.steps
         )
@@ -609,13 +627,55 @@ class Agent(Running):
 
     async def call_llm(self, request: ChatRequest, events: EventSink) -> ChatResponse:
         """The one place the model is called: streamed (tokens to ``events``) when asked; the
-        agent's sampling settings apply unless the request has its own."""
+        agent's sampling settings apply unless the request has its own. Each call is measured
+        (duration, tokens, time to the first streamed event)."""
         if self.settings is not None and request.settings is None:
             request = request.model_copy(update={"settings": self.settings})
+        started = time.monotonic()
+        first: list[float] = []  # the time of the first streamed event, once it came
+        model = self.llm.model_name
+        attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model}
+        with tracing.span(f"chat {model}".strip(), attributes, kind="client") as current:
+            try:
+                response = await self._call_llm(request, events, first)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                metrics.model_call_done(
+                    model,
+                    error_info(exc).code,
+                    time.monotonic() - started,
+                    first_token_s=first[0] - started if first else None,
+                )
+                raise
+            tracing.set_attributes(
+                current,
+                {
+                    "gen_ai.response.model": response.model or None,
+                    "gen_ai.usage.input_tokens": response.usage.prompt_tokens,
+                    "gen_ai.usage.output_tokens": response.usage.completion_tokens,
+                    "gen_ai.response.finish_reasons": [response.finish_reason]
+                    if response.finish_reason
+                    else None,
+                },
+            )
+        metrics.model_call_done(
+            model or response.model,
+            metrics.OK,
+            time.monotonic() - started,
+            input_tokens=response.usage.prompt_tokens,
+            output_tokens=response.usage.completion_tokens,
+            first_token_s=first[0] - started if first else None,
+        )
+        return response
+
+    async def _call_llm(self, request: ChatRequest, events: EventSink, first: list[float]) -> ChatResponse:
         if not events.streaming:
             return await self.llm.chat(request)
         final: ChatResponse | None = None
         async for event in self.llm.stream(request):
+            if not first:
+                first.append(time.monotonic())
             if isinstance(event, TextDelta) and event.text:
                 await events.token(event.text)
             elif isinstance(event, StreamEnd):

@@ -39,6 +39,7 @@ from argentic.errors import (
 )
 from argentic.errors_wire import error_info
 from argentic.messaging import Messager
+from argentic.observability import metrics
 from argentic.protocol import Cancel, ErrorInfo, ErrorReply, Question, TaskState, TaskStatus, ToolResult
 from argentic.storage import TaskRecords
 
@@ -72,6 +73,8 @@ class AgentTask:
     delegates_answered: int = 0
     #: Where its states are written as they change (the agent's store), if anywhere.
     records: TaskRecords | None = None
+    #: The state it was last given (None: none yet).
+    state: TaskState | None = None
 
     @property
     def owner(self) -> str | None:
@@ -305,6 +308,8 @@ class TaskBoard:
     ) -> None:
         """Publish ``task``'s state on its events topic, and put it on record (never fails the task)."""
         status = task_status(task, state, self.messager, text, error)
+        metrics.task_state(task.role, task.state, state)
+        task.state = state
         try:
             await self.messager.publish(task.topic, status)
         except Exception as exc:

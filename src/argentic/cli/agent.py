@@ -11,6 +11,7 @@ from argentic.agents.runtime import backends, wait_for_shutdown
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError
 from argentic.messaging import Messager
+from argentic.observability import MetricsServer, tracing
 from argentic.tools import ToolManager
 
 HELP = "run an agent that answers questions published on MQTT"
@@ -30,11 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def serve(config: ArgenticConfig, *, start_llm: bool = False) -> int:
     role = config.agent.role
+    tracing.configure(config.tracing, "argentic-agent")
     # Every part is entered: whatever started is stopped, in reverse, on Ctrl-C, SIGTERM or an
     # error, including a part that failed half-way through its own start. The default will (the
     # client's status) makes the presence stale if the process dies, and tells requesters to send
     # again what this replica held.
     async with (
+        MetricsServer.from_config(config.metrics) as probes,
         backends(config, start_llm=start_llm) as backend,
         Messager.from_config(config.messaging) as messager,
         ToolManager(messager, default_timeout_s=config.agent.tool_timeout_s, caller=role) as tools,
@@ -44,8 +47,10 @@ async def serve(config: ArgenticConfig, *, start_llm: bool = False) -> int:
             messager=messager,
             tool_manager=tools,
             store=backend.conversations,
-        ),
+        ) as agent,
     ):
+        # Ready: connected to the broker and taking questions.
+        probes.ready_when(lambda: messager.is_connected and agent.serving)
         print(
             f"agent {role!r} answering {messager.topics.agent_questions(role)}; Ctrl-C stops",
             file=sys.stderr,

@@ -21,6 +21,7 @@ COMMANDS = {
     "team": "argentic.cli.team",
     "ask": "argentic.cli.ask",
     "watch": "argentic.cli.watch",
+    "status": "argentic.cli.status",
 }
 
 

@@ -11,6 +11,7 @@ from argentic.agents.team import Team
 from argentic.config import ArgenticConfig, load_config, team_roles
 from argentic.errors import ArgenticError
 from argentic.messaging import Messager
+from argentic.observability import MetricsServer, tracing
 from argentic.tools import ToolManager
 
 HELP = "run the roles of the config (roles:, or the agent: section) as a team answering over MQTT"
@@ -29,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def serve(
     config: ArgenticConfig, roles: list[str] | None, *, replicas: int | None = None, start_llm: bool = False
 ) -> int:
+    tracing.configure(config.tracing, "argentic-team")
     async with (
+        MetricsServer.from_config(config.metrics) as probes,
         backends(config, start_llm=start_llm) as backend,
         Messager.from_config(config.messaging) as messager,
         ToolManager(messager, default_timeout_s=config.tools.call_timeout_s) as tools,
@@ -43,6 +46,8 @@ async def serve(
             store=backend.conversations,
         ) as team,
     ):
+        # Ready: connected to the broker and every agent of the team taking questions.
+        probes.ready_when(lambda: messager.is_connected and all(a.serving for a in team.agents))
         names = ", ".join(f"{role} x{sum(a.role == role for a in team.agents)}" for role in team.selected)
         print(f"team serving on {config.messaging.namespace}/agents: {names}; Ctrl-C stops", file=sys.stderr)
         await wait_for_shutdown()

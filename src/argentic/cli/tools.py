@@ -12,6 +12,7 @@ from argentic.agents.runtime import wait_for_shutdown
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError
 from argentic.messaging import Messager
+from argentic.observability import MetricsServer, tracing
 from argentic.storage import open_store
 from argentic.tools import BaseTool, ToolService
 from argentic.tools.loader import import_module, tools_in
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def serve(config: ArgenticConfig, module: str, name: str, only: list[str] | None = None) -> int:
     tools = tools_in(import_module(module))
+    tracing.configure(config.tracing, "argentic-tools")
     if only:
         tools = [t for t in tools if t.tool_name in only]
     if not tools:
@@ -63,6 +65,7 @@ async def serve_tools(config: ArgenticConfig, tools: Sequence[BaseTool], name: s
     # and callers wait for this client to come back rather than fail calls whose result is coming.
     # The store (storage.url) makes each call run once across the service's replicas.
     async with (
+        MetricsServer.from_config(config.metrics) as probes,
         open_store(config.storage.resolved_url()) as store,
         Messager.from_config(config.messaging) as messager,
         ToolService(
@@ -76,6 +79,8 @@ async def serve_tools(config: ArgenticConfig, tools: Sequence[BaseTool], name: s
             store=store,
         ) as service,
     ):
+        # Ready: connected to the broker and taking calls.
+        probes.ready_when(lambda: messager.is_connected and service.serving)
         print(f"serving {', '.join(service.tools)} as {name!r}; Ctrl-C stops", file=sys.stderr, flush=True)
         await wait_for_shutdown()
     return 0

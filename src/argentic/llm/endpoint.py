@@ -26,6 +26,7 @@ from argentic.backoff import backoff_delay
 from argentic.errors import LLMError, LLMRequestError, LLMTimeoutError, LLMUnavailableError
 from argentic.llm.local_server import server_root
 from argentic.llm.wire import text_only_refusal
+from argentic.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class Endpoint:
             raise error from exc
         delay = self.backoff(attempt, _retry_after(exc))
         log.warning("%s; retry %d/%d in %.2fs", error, attempt + 1, self.max_retries, delay)
+        metrics.model_retry(error.code)
         return delay
 
     async def counts_work(self) -> bool:

@@ -40,6 +40,7 @@ from argentic.messaging.transport import (
     known_protocol,
     remember_protocol,
 )
+from argentic.observability import metrics
 from argentic.protocol import Message, new_id
 
 logger = logging.getLogger("argentic.messaging")
@@ -376,6 +377,7 @@ class Connection:
             self.online = True
             self.changed_at = time.monotonic()
             logger.info("reconnected to %s after %d attempts", self.where, attempt)
+            metrics.reconnected()
             if self._connected is not None:
                 await self._connected()
             return

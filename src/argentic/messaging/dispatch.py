@@ -21,6 +21,7 @@ from argentic.messaging.decoding import decode
 from argentic.messaging.dedupe import RecentIds
 from argentic.messaging.limits import ReplyPolicy
 from argentic.messaging.transport import Inbound
+from argentic.observability import metrics
 from argentic.protocol import Message, matches, shared
 
 logger = logging.getLogger("argentic.messaging")
@@ -187,6 +188,7 @@ class Dispatcher:
                     await self._run(sub, sub.on_empty(topic), topic)
             return
         if len(payload) > self.max_payload_bytes:
+            metrics.dropped("oversized")
             logger.warning(
                 "dropped a message on %s: %d bytes exceeds max_payload_bytes %d",
                 topic,
@@ -201,6 +203,7 @@ class Dispatcher:
             and self.pending_bytes + size > self.max_pending_bytes
         ):
             self.shed += 1
+            metrics.dropped("overloaded")
             if self.shed == 1 or self.shed % 100 == 0:
                 logger.warning(
                     "dropped a message on %s: %d payload bytes already wait for handlers "
@@ -248,9 +251,11 @@ class Dispatcher:
                 message = decode(inbound.payload, model)
         except MalformedMessageError as exc:
             logger.warning("dropped a malformed message on %s: %s", inbound.topic, str(exc)[:500])
+            metrics.dropped("malformed")
             malformed.add(model)
             return None
         if message.expired():
+            metrics.dropped("expired")
             logger.info(
                 "dropped message %s on %s: expired at %s", message.id, inbound.topic, message.expires_at
             )
@@ -263,12 +268,15 @@ class Dispatcher:
             message = message.model_copy(
                 update={"reply_to": inbound.response_topic, "correlation_id": correlation}
             )
+        if message.traceparent is None and inbound.traceparent is not None:
+            message = message.model_copy(update={"traceparent": inbound.traceparent[:256]})
         if message.reply_to is not None and self.replies is not None:
             # Checked before anyone acts on the request: its answer could go nowhere else.
             try:
                 self.replies.check(message.reply_to)
             except InvalidTopicError as exc:
                 logger.warning("dropped message %s on %s: %s", str(message.id)[:64], inbound.topic, exc)
+                metrics.dropped("reply_to_refused")
                 return None
         return message
 

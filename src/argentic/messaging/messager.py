@@ -37,6 +37,7 @@ from argentic.messaging.requests import Requests
 from argentic.messaging.stream import DEFAULT_QUEUE_SIZE, Cleared, MessageStream
 from argentic.messaging.subscriptions import Subscriptions
 from argentic.messaging.transport import Inbound, Outbound, Transport
+from argentic.observability import tracing
 from argentic.protocol import ErrorReply, Message, Topics, topic_level
 
 __all__ = ["Cleared", "MessageStream", "Messager", "SharedPart", "Subscription", "Will", "delivery_topic"]
@@ -266,6 +267,11 @@ class Messager:
         """:meth:`publish`, returning the size of the payload sent."""
         self._require_open()
         check_topic(topic)  # a topic the broker refuses would drop the connection, not just this publish
+        if message is not None and message.reply_to is not None and message.traceparent is None:
+            # A request carries the sender's trace context (events and replies need not).
+            traceparent = tracing.current_traceparent()
+            if traceparent is not None:
+                message = message.model_copy(update={"traceparent": traceparent})
         outbound = Outbound.of(topic, message, self.qos if qos is None else qos, retain)
         await self._connection.publish(outbound)
         return len(outbound.payload)

@@ -31,7 +31,7 @@ from argentic.errors import (
     ProtocolRefusedError,
 )
 from argentic.messaging.paho_link import NODELAY, Connack, PahoLink, new_client
-from argentic.messaging.publish_properties import PublishProperties
+from argentic.messaging.publish_properties import TRACEPARENT, PublishProperties
 from argentic.messaging.transport import Connected, ConnectOptions, Inbound, Outbound, Transport
 
 __all__ = ["NODELAY", "MqttTransport"]
@@ -111,16 +111,27 @@ class MqttTransport(Transport):
             future.set_result(None)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        response_topic = correlation = None
+        response_topic = correlation = traceparent = None
         props = getattr(message, "properties", None)
         if props is not None:
             response_topic = getattr(props, "ResponseTopic", None)
             correlation = getattr(props, "CorrelationData", None)
+            for name, value in getattr(props, "UserProperty", None) or ():
+                if name == TRACEPARENT:
+                    traceparent = value
         payload = message.payload
         if isinstance(payload, bytearray):
             payload = bytes(payload)
         self._inbox.put_nowait(
-            Inbound(message.topic, payload, message.qos, bool(message.retain), response_topic, correlation)
+            Inbound(
+                message.topic,
+                payload,
+                message.qos,
+                bool(message.retain),
+                response_topic,
+                correlation,
+                traceparent,
+            )
         )
         self._queued_bytes += len(payload)
         limit = self._max_queued_bytes
@@ -234,10 +245,15 @@ class MqttTransport(Transport):
 
     def _properties(self, message: Outbound) -> Properties | None:
         if not self._v5 or (
-            message.response_topic is None and message.correlation_data is None and message.expires_at is None
+            message.response_topic is None
+            and message.correlation_data is None
+            and message.expires_at is None
+            and message.traceparent is None
         ):
             return None
-        return PublishProperties(message.response_topic, message.correlation_data, message.expires_at)
+        return PublishProperties(
+            message.response_topic, message.correlation_data, message.expires_at, message.traceparent
+        )
 
     async def publish(self, message: Outbound) -> None:
         link, _ = self._connected()

@@ -19,6 +19,7 @@ from argentic.messaging.decoding import decode, raw_correlation
 from argentic.messaging.dispatch import sender_key
 from argentic.messaging.limits import ReplyPolicy
 from argentic.messaging.transport import Inbound
+from argentic.observability import metrics
 from argentic.protocol import ErrorReply, Message, new_id, parse_message
 
 logger = logging.getLogger("argentic.messaging")
@@ -111,6 +112,7 @@ class Requests:
                 return
             # One copy: several could reach several live replicas, each answering.
             logger.info("no reply to %s %s yet; sending it again", type(message).__name__, message.id)
+            metrics.request_resent("no_reply")
             copy = loop.create_task(self._publish(topic, request))
             copy.add_done_callback(copy_failed)
 
@@ -157,6 +159,7 @@ class Requests:
                 continue
             if ids is not None and request.id not in ids:
                 continue
+            metrics.request_resent("responder_gone")
             try:
                 await self._send_copies(topic, request, 2)
             except MessagingError as exc:

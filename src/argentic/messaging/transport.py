@@ -73,6 +73,7 @@ class Outbound:
     response_topic: str | None = None
     correlation_data: bytes | None = None
     expires_at: float | None = None  # Unix seconds; becomes MessageExpiryInterval
+    traceparent: str | None = None  # becomes the user property ``traceparent``
     attempts: int = 0  # sends that ended with the connection lost (see limits.MAX_SEND_ATTEMPTS)
 
     @classmethod
@@ -89,6 +90,7 @@ class Outbound:
             message.reply_to,
             correlation.encode() if correlation is not None else None,
             message.expires_at,
+            message.traceparent,
         )
 
 
@@ -100,6 +102,7 @@ class Inbound:
     retain: bool
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    traceparent: str | None = None  # the MQTT 5 user property
 
 
 @dataclass(frozen=True, slots=True)

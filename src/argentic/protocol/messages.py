@@ -47,6 +47,8 @@ class Message(BaseModel):
     reply_to: str | None = None
     correlation_id: str | None = Field(default=None, max_length=256)
     expires_at: float | None = None
+    #: W3C trace context of the sender's span (also an MQTT 5 user property), when it traces.
+    traceparent: str | None = Field(default=None, max_length=256)
 
     def expired(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (time.time() if now is None else now) > self.expires_at

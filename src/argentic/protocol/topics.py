@@ -83,6 +83,9 @@ class Topics:
     def agent_events_all(self, role: str) -> str:
         return self._join("agents", topic_level(role, "agent role"), "events", "+")
 
+    def agent_events_every_role(self) -> str:
+        return self._join("agents", "+", "events", "+")
+
     def agent_status(self, role: str) -> str:
         return self._join("agents", topic_level(role, "agent role"), "status")
 

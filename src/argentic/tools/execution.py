@@ -16,6 +16,7 @@ import time
 from argentic.errors import ToolArgumentsError, ToolExecutionError, ToolTimeoutError
 from argentic.errors_wire import failed_result
 from argentic.messaging.limits import check_value
+from argentic.observability import metrics, tracing
 from argentic.protocol import ToolCall, ToolResult
 from argentic.tools.base import BaseTool
 from argentic.tools.isolation import WorkerPool
@@ -38,6 +39,31 @@ async def run_tool(
     workers: WorkerPool | None = None,
 ) -> ToolResult:
     """Run ``call`` with ``item`` within ``timeout_s`` (the call's own expiry shortens it)."""
+    started = time.monotonic()
+    attributes = {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": call.tool,
+        "gen_ai.tool.call.id": call.id,
+        "gen_ai.tool.type": "function",
+    }
+    # A child of the caller's span when the call came over MQTT from a process that traces.
+    with tracing.span(f"execute_tool {call.tool}", attributes, traceparent=call.traceparent) as current:
+        result = await _run(item, call, timeout_s, isolate, max_memory_mb, workers)
+        outcome = metrics.OK if result.ok or result.error is None else result.error.code
+        if outcome != metrics.OK:
+            tracing.set_attributes(current, {"error.type": outcome})
+    metrics.tool_call_done(call.tool, outcome, time.monotonic() - started)
+    return result
+
+
+async def _run(
+    item: BaseTool,
+    call: ToolCall,
+    timeout_s: float,
+    isolate: bool,
+    max_memory_mb: int | None,
+    workers: WorkerPool | None,
+) -> ToolResult:
     timeout = call_timeout(item, timeout_s)
     if call.expires_at is not None:
         timeout = min(timeout, max(call.expires_at - time.time(), 0.001))

@@ -86,6 +86,11 @@ class ToolService(Running):
         self.calls_served = 0
 
     @property
+    def serving(self) -> bool:
+        """Whether it takes calls now (between :meth:`start` and :meth:`stop`)."""
+        return self._started
+
+    @property
     def topic(self) -> str:
         return self.messager.topics.tool_service(self.service_id)
 
