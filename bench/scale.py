@@ -15,7 +15,8 @@ what a server killed mid-run costs.
 
 The first server is started here, or ``--vllm-url`` names a running one; the second is always this
 script's own (it is the one killed). Speed is not the point: the servers share this host's cores.
-``--quick``: 2 questions per agent, 8 failover questions.
+``--quick``: 2 questions per agent; with ``--vllm-url``, that server stands for both and none is
+killed (the failover figures are then null): a check that the bench runs, not a measurement.
 
 usage: uv run python bench/scale.py [--vllm-url URL] [--questions 6] [--failover 32] [--quick]
 Last line: {"prefix_hit_affinity": ..., "prefix_hit_round_robin": ..., "failover_lost": 0,
@@ -149,24 +150,28 @@ async def failover_phase(
     return {"failover_lost": lost, "failover_duplicated": duplicated, "stream_gaps": gaps}
 
 
-async def bench(first_url: str | None, questions: int, failover: int) -> dict[str, Any]:
+async def bench(first_url: str | None, questions: int, failover: int, *, one: bool = False) -> dict[str, Any]:
+    """``one``: the running server at ``first_url`` stands for both (a check that the bench runs,
+    in seconds: routing and counters, no server started, none killed)."""
     started = time.perf_counter()
     servers = []
     ours_only = first_url is None
-    for _ in range(1 if first_url else 2):  # the last one is ours to kill
+    if one and first_url is None:
+        raise ValueError("one server stands for both only when it is running (--vllm-url)")
+    for _ in range(0 if one else 1 if first_url else 2):  # the last one is ours to kill
         config = LLMServerConfig(
             port=free_port(), startup_timeout_s=600, extra_args=["--block-size", str(BLOCK_SIZE)]
         )
         servers.append(VLLMServer(await asyncio.to_thread(launch_plan, config), startup_timeout_s=600))
-    second = servers[-1]
+    second = servers[-1] if servers else None
     async with contextlib.AsyncExitStack() as stack:
         for server in servers:
             stack.push_async_callback(server.aclose)
         await asyncio.gather(*(server.astart() for server in servers))  # loading at once saves minutes
         first_url = first_url or servers[0].base_url
-        urls = [first_url, second.base_url]
+        urls = [first_url, second.base_url if second is not None else first_url]
         options: dict[str, Any] = {"timeout_s": 120, "max_retries": 3, "health_interval_s": 1.0}
-        pooled = OpenAICompatibleProvider(base_url=urls[0], base_urls=urls, **options)
+        pooled = OpenAICompatibleProvider(base_url=urls[0], base_urls=sorted(set(urls)), **options)
         singles = [OpenAICompatibleProvider(base_url=url, **options) for url in urls]
         turn = iter(range(10**9))
 
@@ -179,7 +184,11 @@ async def bench(first_url: str | None, questions: int, failover: int) -> dict[st
             round_robin_hits, round_robin_all = await agents_phase(
                 round_robin, pooled, "round-robin", questions
             )
-            outcome = await failover_phase(pooled, second, failover)
+            outcome: dict[str, Any] = (
+                await failover_phase(pooled, second, failover)
+                if second is not None
+                else {"failover_lost": None, "failover_duplicated": None, "stream_gaps": None}
+            )
         for single in singles:
             await single.close()
     return {
@@ -206,13 +215,13 @@ def main() -> None:
     )
     parser.add_argument("--questions", type=int, default=6, help="questions per agent")
     parser.add_argument("--failover", type=int, default=32, help="questions asked while a server dies")
-    parser.add_argument("--quick", action="store_true", help="2 questions per agent, 8 at the kill")
+    parser.add_argument("--quick", action="store_true", help="2 questions per agent; see above")
     args = parser.parse_args()
     if args.quick:
         args.questions, args.failover = 2, 8
     if args.vllm_url:
         with cpu_vllm_server(base_url=args.vllm_url) as first:  # checks that it answers
-            result = asyncio.run(bench(first.base_url, args.questions, args.failover))
+            result = asyncio.run(bench(first.base_url, args.questions, args.failover, one=args.quick))
     else:
         result = asyncio.run(bench(None, args.questions, args.failover))
     print(json.dumps(result), flush=True)
