@@ -171,6 +171,10 @@ class LLMUnavailableError(LLMError):
     code: ErrorCode = "llm_unavailable"
 
 
+class NotTheAPIError(LLMUnavailableError):
+    """The server answered, but not as the API does (an HTML page from a proxy, a stream cut off)."""
+
+
 class LLMRequestError(LLMError):
     """The model server refused the request."""
 
@@ -209,6 +213,10 @@ class ToolArgumentsError(ToolError, ValueError):
 
 class ToolExecutionError(ToolError):
     """The tool raised while running."""
+
+
+class McpServerGone(ToolExecutionError):
+    """The MCP server could not be reached, or went away during a call."""
 
 
 class ToolTimeoutError(ToolError, TimeoutError):

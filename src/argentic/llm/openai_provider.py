@@ -22,10 +22,10 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from argentic.config import LLMConfig
-from argentic.errors import LLMError, LLMRequestError
+from argentic.errors import LLMError, LLMRequestError, NotTheAPIError
 from argentic.llm.base import LLMProvider, Overrides
 from argentic.llm.endpoint import Endpoint, normalize_base_url, prometheus_samples
-from argentic.llm.pool import RESTART, NotTheAPIError, Server, ServerPool, affinity_key
+from argentic.llm.pool import RESTART, Server, ServerPool, affinity_key
 from argentic.llm.profiles import profile_for
 from argentic.llm.types import (
     ChatRequest,

@@ -33,7 +33,7 @@ from typing import Any, Final, TypeVar
 
 import openai
 
-from argentic.errors import LLMError, LLMRequestError, LLMTimeoutError, LLMUnavailableError
+from argentic.errors import LLMError, LLMRequestError, LLMTimeoutError, LLMUnavailableError, NotTheAPIError
 from argentic.llm.endpoint import RETRY_STATUS, Endpoint, prometheus_samples
 from argentic.llm.types import ChatRequest
 
@@ -43,10 +43,6 @@ T = TypeVar("T")
 
 #: What a pool stream yields before the chunks of an answer started again from scratch.
 RESTART: Final = object()
-
-
-class NotTheAPIError(LLMUnavailableError):
-    """The server answered, but not as the API does (an HTML page from a proxy, a stream cut off)."""
 
 
 def is_server_failure(exc: BaseException) -> bool:

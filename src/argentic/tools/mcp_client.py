@@ -23,16 +23,18 @@ from mcp.types import CallToolResult, TextContent, Tool
 from mcp_types import CONNECTION_CLOSED
 from pydantic import BaseModel, ConfigDict
 
-from argentic.errors import ArgenticError, InvalidTopicError, ToolArgumentsError, ToolExecutionError
+from argentic.errors import (
+    ArgenticError,
+    InvalidTopicError,
+    McpServerGone,
+    ToolArgumentsError,
+    ToolExecutionError,
+)
 from argentic.lifecycle import Running
 from argentic.tools.base import BaseTool
 from argentic.tools.isolation import WorkerPool
 
 log = logging.getLogger(__name__)
-
-
-class McpServerGone(ToolExecutionError):
-    """The MCP server could not be reached, or went away during a call."""
 
 
 def stdio_server(command: str) -> StdioServerParameters:
