@@ -89,6 +89,7 @@ class McpGateway(Running):
         self._sessions: OrderedDict[int, tuple[object, ServerSession]] = OrderedDict()
         self._changed = asyncio.Event()
         self._listed = ""
+        self._shown: set[str] = set()  # the lists clients were given since the last change was told
         self._cancel_watch: Any = None
         self._watcher: asyncio.Task[None] | None = None
 
@@ -138,7 +139,11 @@ class McpGateway(Running):
         ]
 
     def _fingerprint(self) -> str:
-        return json.dumps([t.model_dump(mode="json") for t in self.tool_list()], sort_keys=True)
+        return self._fingerprint_of(self.tool_list())
+
+    @staticmethod
+    def _fingerprint_of(tools: list[Tool]) -> str:
+        return json.dumps([t.model_dump(mode="json") for t in tools], sort_keys=True)
 
     async def _tell_changes(self) -> None:
         while True:
@@ -146,7 +151,10 @@ class McpGateway(Running):
             await asyncio.sleep(SETTLE_S)
             self._changed.clear()
             listed = self._fingerprint()
-            if listed == self._listed:
+            # A client that listed a state never told (a tool that came and went within the
+            # settling time) is told too, so it does not keep that list.
+            shown, self._shown = self._shown, set()
+            if listed == self._listed and shown <= {listed}:
                 continue
             self._listed = listed
             log.info("the announced tools changed: %s", ", ".join(t.name for t in self.tool_list()) or "none")
@@ -168,7 +176,9 @@ class McpGateway(Running):
             self._sessions.move_to_end(id(connection))
             while len(self._sessions) > MAX_LEGACY_CONNECTIONS:
                 self._sessions.popitem(last=False)
-        return ListToolsResult(tools=self.tool_list())
+        tools = self.tool_list()
+        self._shown.add(self._fingerprint_of(tools))
+        return ListToolsResult(tools=tools)
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: CallToolRequestParams
