@@ -33,6 +33,7 @@ from argentic.gateway import Gateway
 from argentic.llm import ChatRequest, FunctionLLM
 from argentic.messaging import Messager
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.waiting import wait_until
 
 NAMESPACE = "bench-gateway"
 ROLE = "assistant"
@@ -97,9 +98,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             Gateway(front, timeout_s=300) as gateway,
             httpx.AsyncClient(timeout=300) as http,
         ):
-            async with asyncio.timeout(30):
-                while gateway.roster.online(ROLE) is None:
-                    await asyncio.sleep(0.05)
+            await wait_until(lambda: gateway.roster.online(ROLE) is not None, what="the role online")
             client = AgentClient(asker, ROLE, timeout_s=300)
             url = gateway.role_url(ROLE)
             log(f"warm-up: {args.questions} questions each way")
