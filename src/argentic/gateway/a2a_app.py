@@ -241,7 +241,8 @@ def _status_meta(status: TaskStatus) -> dict[str, Any]:
 
 async def _ended_with(updater: TaskUpdater, exc: BaseException) -> None:
     code = str(getattr(exc, "code", "internal"))
-    message = _message(f"{code}: {exc}", updater.task_id, updater.context_id)
+    text = str(exc) if str(exc).startswith(code) else f"{code}: {exc}"
+    message = _message(text, updater.task_id, updater.context_id)
     if code == "canceled":
         await updater.cancel(message)
     elif code in REJECTED:
