@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 from a2a.helpers import get_message_text
 from a2a.types import CancelTaskRequest, GetTaskRequest, StreamResponse, TaskState, TaskStatusUpdateEvent
 from gateway_support import a2a_client, card_of, request, task_id_of
 from google.protobuf.json_format import MessageToDict
-from team_support import answers, asks, asks_back, config, model, team
+from team_support import answers, asks, asks_back, config, member_process, model, team
 
 from argentic.gateway import Gateway
 from argentic.testing.messagers import MakeMessager
+from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.waiting import wait_until
 
 
@@ -50,6 +53,9 @@ async def test_a_delegation_tree_streams_as_status_and_artifact_updates(
     artifacts = [r.artifact_update.artifact for r in streamed if r.HasField("artifact_update")]
     answer = next(a for a in artifacts if a.name == "answer")
     assert answer.parts[0].text == 'plan: "code: write add()"'
+    # The answer's tokens streamed as chunks of one artifact.
+    tokens = "".join(a.parts[0].text for a in artifacts if a.name == "tokens")
+    assert tokens == answer.parts[0].text
 
 
 async def test_message_send_then_tasks_get(mqtt: MakeMessager, namespace: str) -> None:
@@ -137,3 +143,29 @@ def _argentic(update: TaskStatusUpdateEvent) -> dict[str, Any]:
     """The argentic task status an A2A status update carries (of the task, or of a sub-task)."""
     meta = MessageToDict(update.metadata)
     return dict(meta.get("argentic", {}))
+
+
+async def test_a_role_killed_mid_task_fails_the_a2a_task(
+    mqtt: MakeMessager, mosquitto: MosquittoBroker, namespace: str
+) -> None:
+    member = member_process(mosquitto.port, namespace, "lone")
+    try:
+        assert member.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(member.stdout.readline), 30)
+        assert line.strip() == b"READY"
+        async with Gateway(await mqtt()) as gateway:
+            await wait_until(lambda: gateway.roster.online("lone") is not None, what="the role online")
+            async with a2a_client(gateway, "lone") as client:
+                streamed: list[StreamResponse] = []
+                async for response in client.send_message(request("are you there?")):
+                    streamed.append(response)
+                    if response.HasField("status_update") and _argentic(response.status_update).get(
+                        "state"
+                    ) == ("working"):
+                        os.kill(member.pid, signal.SIGKILL)
+    finally:
+        if member.poll() is None:
+            member.kill()
+        member.wait(10)
+    assert _state(streamed[-1]) == TaskState.TASK_STATE_FAILED
+    assert "the lone role went offline" in get_message_text(streamed[-1].status_update.status.message)

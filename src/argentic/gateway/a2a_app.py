@@ -51,6 +51,8 @@ RELAY_QUEUE = 4096
 PUT_S = 30.0
 CANCEL_WAIT_S = 10.0
 TASK_GET_S = 2.0
+#: How often a task waiting for its next event checks that its role is still online.
+OFFLINE_CHECK_S = 1.0
 
 
 def agent_card(role: str, presence: Presence | None, url: str) -> AgentCard:
@@ -170,8 +172,25 @@ class RoleExecutor(AgentExecutor):
 
     async def _follow(self, relay: Relay, updater: TaskUpdater) -> None:
         task_id, context_id = updater.task_id, updater.context_id
+        waited = 0.0
         while True:
-            item = await asyncio.wait_for(relay.items.get(), self.timeout_s + PUT_S)
+            try:
+                item = await asyncio.wait_for(relay.items.get(), OFFLINE_CHECK_S)
+            except TimeoutError:
+                waited += OFFLINE_CHECK_S
+                if self.roster.online(self.role) is None or waited > self.timeout_s + PUT_S:
+                    # Every replica of the role went away (or nothing came for too long): no answer
+                    # will come, and an A2A client must not wait for one.
+                    await self.client.stop_waiting(task_id, "the role went offline")
+                    await relay.close()
+                    self._forget(task_id)
+                    why = "went offline" if self.roster.online(self.role) is None else "sent nothing"
+                    await updater.failed(
+                        _message(f"unavailable: the {self.role} role {why} mid-task", task_id, context_id)
+                    )
+                    return
+                continue
+            waited = 0.0
             if isinstance(item, TaskStatus) and item.question_id == task_id:
                 state = STATES[item.state]
                 if item.state == "input-required":
