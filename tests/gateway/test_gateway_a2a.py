@@ -13,7 +13,10 @@ from gateway_support import a2a_client, card_of, request, task_id_of
 from google.protobuf.json_format import MessageToDict
 from team_support import answers, asks, asks_back, config, member_process, model, team
 
+from argentic import Agent
 from argentic.gateway import Gateway
+from argentic.llm import ScriptedLLM
+from argentic.storage import MemoryStore
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.waiting import wait_until
@@ -169,3 +172,19 @@ async def test_a_role_killed_mid_task_fails_the_a2a_task(
         member.wait(10)
     assert _state(streamed[-1]) == TaskState.TASK_STATE_FAILED
     assert "the lone role went offline" in get_message_text(streamed[-1].status_update.status.message)
+
+
+async def test_tasks_get_reads_the_roles_record_when_it_keeps_a_store(mqtt: MakeMessager) -> None:
+    async with Agent(ScriptedLLM(["forty-two"]), await mqtt(), role="kept", store=MemoryStore()):
+        async with Gateway(await mqtt()) as first:
+            await wait_until(lambda: first.roster.online("kept") is not None, what="the role online")
+            async with a2a_client(first, "kept", streaming=False) as client:
+                replies = [r async for r in client.send_message(request("the answer?"))]
+        task_id = replies[-1].task.id
+        # Another gateway, which saw nothing of the task, answers from the role's record.
+        async with Gateway(await mqtt()) as second:
+            await wait_until(lambda: second.roster.online("kept") is not None, what="the role online")
+            async with a2a_client(second, "kept", streaming=False) as client:
+                got = await client.get_task(GetTaskRequest(id=task_id))
+    assert got.id == task_id and got.status.state == TaskState.TASK_STATE_COMPLETED
+    assert [a.parts[0].text for a in got.artifacts if a.name == "answer"] == ["forty-two"]
