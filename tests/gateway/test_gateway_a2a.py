@@ -15,7 +15,7 @@ from team_support import answers, asks, asks_back, config, member_process, model
 
 from argentic import Agent
 from argentic.gateway import Gateway
-from argentic.llm import ScriptedLLM
+from argentic.llm import FunctionLLM, ScriptedLLM
 from argentic.storage import MemoryStore
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
@@ -188,3 +188,30 @@ async def test_tasks_get_reads_the_roles_record_when_it_keeps_a_store(mqtt: Make
                 got = await client.get_task(GetTaskRequest(id=task_id))
     assert got.id == task_id and got.status.state == TaskState.TASK_STATE_COMPLETED
     assert [a.parts[0].text for a in got.artifacts if a.name == "answer"] == ["forty-two"]
+
+
+async def test_a_busy_refusal_is_a2a_rejected(mqtt: MakeMessager) -> None:
+    release = asyncio.Event()
+
+    async def slow(_request: object) -> str:
+        await asyncio.wait_for(release.wait(), 30)
+        return "done"
+
+    async with (
+        Agent(FunctionLLM(slow), await mqtt(), role="solo", max_tasks=1, max_waiting_tasks=0),
+        Gateway(await mqtt()) as gateway,
+    ):
+        await wait_until(lambda: gateway.roster.online("solo") is not None, what="the role online")
+        async with a2a_client(gateway, "solo") as client:
+            first = client.send_message(request("one"))
+            async for response in first:  # until the agent works on the first task
+                if response.HasField("status_update") and _argentic(response.status_update).get("state") == (
+                    "working"
+                ):
+                    break
+            refused = [r async for r in client.send_message(request("two"))]
+            release.set()
+            done = [r async for r in first]
+    assert _state(refused[-1]) == TaskState.TASK_STATE_REJECTED
+    assert get_message_text(refused[-1].status_update.status.message).startswith("busy")
+    assert _state(done[-1]) == TaskState.TASK_STATE_COMPLETED
