@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from argentic.agents.client import AgentClient
 from argentic.errors import ArgenticError
-from argentic.gateway.a2a_app import RoleExecutor, agent_card, role_handler
+from argentic.gateway.a2a_app import RoleExecutor, RoleRequestHandler, agent_card, role_handler
 from argentic.gateway.roster import Roster
 from argentic.messaging import Messager
 from argentic.protocol import Question
@@ -55,7 +55,7 @@ class Gateway:
         self.port = port
         self.timeout_s = timeout_s
         self.roster = Roster(messager)
-        self._roles: dict[str, tuple[Starlette, RoleExecutor]] = {}
+        self._roles: dict[str, tuple[Starlette, RoleExecutor, RoleRequestHandler]] = {}
         self._asks: set[asyncio.Task[None]] = set()
         self._server: uvicorn.Server | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -96,8 +96,11 @@ class Gateway:
         for task in list(self._asks):
             task.cancel()
         await asyncio.gather(*self._asks, return_exceptions=True)
-        for _, executor in self._roles.values():
+        for _, executor, handler in self._roles.values():
             await executor.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(STOP_S):
+                    await handler.aclose()
         if self._server is not None and self._serving is not None:
             self._server.should_exit = True
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -136,7 +139,7 @@ class Gateway:
             *create_jsonrpc_routes(handler, rpc_url="/"),
         ]
         app = Starlette(routes=routes)
-        self._roles[role] = (app, executor)
+        self._roles[role] = (app, executor, handler)
         return app
 
     async def _role_app(self, scope: Scope, receive: Receive, send: Send) -> None:
