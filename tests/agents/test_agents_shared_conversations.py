@@ -146,7 +146,7 @@ async def test_a_question_sent_many_times_to_two_replicas_is_answered_once(
     inbox = f"{asker.topics.namespace}/clients/raw-asker/inbox"  # an asker of its own, not a messager
     await asker.subscribe(inbox, replies.put, model=Answer)
     question = Question(id="once", text="only once", reply_to=inbox)
-    caplog.set_level(logging.INFO, "argentic.agents.agent")
+    caplog.set_level(logging.INFO, "argentic.storage.records")
     async with (
         Agent(replica("A"), await mqtt(), role="helper", store=first),
         Agent(replica("B"), await mqtt(), role="helper", store=second),

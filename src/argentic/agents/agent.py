@@ -425,20 +425,20 @@ class Agent(Running):
         assert self.once is not None and self.task_records is not None and self.messager is not None
         expires = question.deadline or question.expires_at
         wait_s = max(0.0, expires - time.time()) if expires is not None else COPY_WAIT_S
-        key = f"question:{sender_key(question)}"
-        try:
-            # With the claim, the steps a replica that died on the question recorded.
-            taken = await self.once.take(key, wait_s=wait_s, also=[self.task_records.steps_key(question.id)])
-        except StorageError as exc:
-            log.warning("the store cannot say whether %s was answered; answering it: %s", question.id, exc)
-            return True, None
-        if isinstance(taken, Claim):
-            return True, taken
-        if taken is not None:
-            log.info("question %s was answered already; sending the kept reply again", question.id)
+        messager = self.messager
+
+        async def send_kept(kept: Message) -> None:
             if question.reply_to:
-                await self.messager.reply(question, taken)
-        return False, None
+                await messager.reply(question, kept)
+
+        return await self.once.take_or_reply(
+            f"question:{sender_key(question)}",
+            wait_s=wait_s,
+            what=f"question {question.id}",
+            reply=send_kept,
+            # With the claim, the steps a replica that died on the question recorded.
+            also=[self.task_records.steps_key(question.id)],
+        )
 
     async def _work(self, question: Question, resume: LoopState | None) -> None:
         assert self.messager is not None

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -313,6 +313,31 @@ class Once:
                 return None
             await asyncio.sleep(pause)
             pause = min(pause * 2, KEPT_POLL_S)
+
+    async def take_or_reply(
+        self,
+        key: str,
+        *,
+        wait_s: float,
+        what: str,
+        reply: Callable[[Message], Awaitable[None]],
+        also: Sequence[str] = (),
+    ) -> tuple[bool, Claim | None]:
+        """:meth:`take` for a request a replica received (``what`` names it in the log): whether
+        to work on it, and the claim. Not when another replica answered it (its kept reply goes
+        to ``reply``: this copy may be the one the sender still waits on) or still works on it
+        after ``wait_s``. When the store cannot say, work on it without a claim."""
+        try:
+            taken = await self.take(key, wait_s=wait_s, also=also)
+        except StorageError as exc:
+            log.warning("the store cannot say whether %s was answered; working on it: %s", what, exc)
+            return True, None
+        if isinstance(taken, Claim):
+            return True, taken
+        if taken is not None:
+            log.info("%s was answered already; sending the kept reply again", what)
+            await reply(taken)
+        return False, None
 
     async def keep(self, key: str, reply: Message) -> None:
         await self.store.set_many(dict([self.reply_item(key, reply)]), self.reply_ttl_s)

@@ -28,7 +28,7 @@ from argentic.errors_wire import failed_result
 from argentic.lifecycle import Running
 from argentic.messaging import Messager, Will
 from argentic.messaging.dispatch import sender_key
-from argentic.protocol import ToolAnnouncement, ToolCall, ToolResult, Topics, topic_level
+from argentic.protocol import Message, ToolAnnouncement, ToolCall, ToolResult, Topics, topic_level
 from argentic.storage import Claim, Once, Store
 from argentic.tools.base import BaseTool, FunctionTool
 from argentic.tools.execution import call_timeout, run_tool
@@ -211,18 +211,12 @@ class ToolService(Running):
         one the caller still waits on) or still runs it past the call's longest run."""
         assert self.once is not None
         wait_s = call_timeout(self.tools.get(call.tool), self.call_timeout_s) + CLAIM_GRACE_S
-        try:
-            taken = await self.once.take(key, wait_s=wait_s)
-        except StorageError as exc:
-            log.warning("the store cannot say whether call %s ran already; running it: %s", call.id, exc)
-            return True, None
-        if isinstance(taken, Claim):
-            return True, taken
-        if taken is not None:
-            log.info("call %s was answered already; sending the kept result again", call.id)
+
+        async def send_kept(kept: Message) -> None:
             if call.reply_to:
-                await self.messager.reply(call, taken)
-        return False, None
+                await self.messager.reply(call, kept)
+
+        return await self.once.take_or_reply(key, wait_s=wait_s, what=f"call {call.id}", reply=send_kept)
 
     async def execute(self, call: ToolCall) -> ToolResult:
         """Run one call and make its result (never raises)."""
