@@ -88,6 +88,7 @@ from argentic.protocol import (
     topic_level,
 )
 from argentic.storage import Claim, ConversationRecords, Once, Store, TaskRecords
+from argentic.storage.records import CLAIM_TTL_S
 from argentic.tools import LocalTools, ToolManager
 from argentic.tools.local import ToolLike
 from argentic.validation import describe_validation_error
@@ -183,7 +184,11 @@ class Agent(Running):
         #: that claims it works on it (the claim renewed meanwhile, so it lapses soon after a
         #: replica dies and a resend is taken by another), and its reply is kept for duplicates.
         self.once = (
-            Once(records.store, claim_ttl_s=records.lease_ttl_s, reply_ttl_s=self.task_records.ttl_s)
+            Once(
+                records.store,
+                claim_ttl_s=min(records.lease_ttl_s, CLAIM_TTL_S),
+                reply_ttl_s=self.task_records.ttl_s,
+            )
             if records is not None and self.task_records is not None
             else None
         )

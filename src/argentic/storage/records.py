@@ -162,6 +162,10 @@ def _json(message: BaseModel) -> bytes:
     return message.model_dump_json().encode()
 
 
+#: Seconds a claim outlives a holder that died (renewed every third of it while the holder works):
+#: how long a request waits before another replica takes it over.
+CLAIM_TTL_S = 10.0
+
 #: Longest pause between two looks for a reply another replica keeps (seconds).
 KEPT_POLL_S = 0.5
 
@@ -283,7 +287,7 @@ class Once:
     ``reply_ttl_s``."""
 
     def __init__(
-        self, store: Store, *, claim_ttl_s: float = 30.0, reply_ttl_s: float | None = 3600.0
+        self, store: Store, *, claim_ttl_s: float = CLAIM_TTL_S, reply_ttl_s: float | None = 3600.0
     ) -> None:
         self.store = store
         self.claim_ttl_s = claim_ttl_s
