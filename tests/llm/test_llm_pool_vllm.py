@@ -68,6 +68,13 @@ async def test_two_servers_spread_stick_fail_over_and_take_work_again(
         def served() -> list[int]:
             return [s["requests"] for s in pool.status()]
 
+        # Both servers up and warm first: a cold server's first request on a busy host may
+        # outlast a check and be failed over, which would count as a request to both.
+        await wait_until(lambda: all(s["up"] for s in pool.status()), limit_s=120, what="both servers up")
+        for url in urls:
+            async with OpenAICompatibleProvider(base_url=url, timeout_s=300) as single:
+                assert (await single.chat(ask(99, "Name a colour."))).finish_reason
+
         # Spread and stick: each role's requests go to one server, the roles to both.
         where: dict[int, set[int]] = {}
         for _ in range(2):
