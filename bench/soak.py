@@ -73,7 +73,12 @@ class Tally:
         elapsed = time.perf_counter() - started
         self.latencies_ms.append(elapsed * 1000)
         if elapsed > 5:
-            self.slow.append(f"{kind} sent at +{started - origin:.1f}s took {elapsed:.1f}s")
+            self.slow.append(f"slow {kind} sent at +{started - origin:.1f}s took {elapsed:.1f}s")
+
+    def lose(self, kind: str, request_id: str, started: float, origin: float) -> None:
+        self.lost += 1
+        self.lost_kinds[kind] += 1
+        self.slow.append(f"lost {kind} {request_id} sent at +{started - origin:.1f}s")
 
     def error(self, code: str, message: str) -> None:
         self.errors[code] += 1
@@ -83,8 +88,9 @@ class Tally:
 class Fleet:
     """The agent and tool processes, started and killed by pid."""
 
-    def __init__(self, port: int, session_expiry_s: float, store_url: str) -> None:
+    def __init__(self, port: int, session_expiry_s: float, store_url: str, log_dir: Path | None) -> None:
         self.port = port
+        self.log_dir = log_dir
         self.store_url = store_url
         self.session_expiry_s = session_expiry_s
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -100,7 +106,7 @@ class Fleet:
             "ARGENTIC_MESSAGING__CLIENT_ID": client_id,
             "ARGENTIC_LLM__PROVIDER": "scripted",
             "ARGENTIC_TOOLS__CALL_TIMEOUT_S": "5",
-            "ARGENTIC_LOGGING__LEVEL": "WARNING",
+            "ARGENTIC_LOGGING__LEVEL": "INFO" if self.log_dir else "WARNING",
             # Replicas share their requests: a short session lets the broker stop handing requests
             # to a killed replica's session soon (requesters resend what it held meanwhile).
             "ARGENTIC_MESSAGING__SESSION_EXPIRY_S": f"{self.session_expiry_s:g}",
@@ -113,13 +119,15 @@ class Fleet:
             command = ["agent", "--role", ROLE]
         else:
             command = ["tools", "--module", "examples.tools", "--name", "calc"]
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "argentic.cli.main", *command],
-            cwd=REPO,
-            env=self.env(f"soak-{name}"),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        log = subprocess.DEVNULL if self.log_dir is None else (self.log_dir / f"{name}.log").open("ab")
+        with contextlib.nullcontext() if isinstance(log, int) else log:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "argentic.cli.main", *command],
+                cwd=REPO,
+                env=self.env(f"soak-{name}"),
+                stdout=log,
+                stderr=log,
+            )
 
     def kill(self, name: str) -> None:
         process = self.processes.pop(name)
@@ -233,8 +241,7 @@ async def worker(
         try:
             reply = await client.request(topic, question, response_model=Answer, timeout=question_timeout_s)
         except RequestTimeoutError:
-            tally.lost += 1
-            tally.lost_kinds["question"] += 1
+            tally.lose("question", question.id, started, origin)
         except ArgenticError as exc:
             tally.error(type(exc).__name__, str(exc))
         else:
@@ -255,8 +262,8 @@ async def worker(
         elif result.ok:
             tally.wrong += 1
         elif result.error is not None and result.error.code == "timeout" and result.service_id is None:
-            tally.lost += 1  # no reply came (a timeout the service itself reports is an error reply)
-            tally.lost_kinds["tool call"] += 1
+            # no reply came (a timeout the service itself reports is an error reply)
+            tally.lose("tool call", result.call_id, started, origin)
         else:
             code = result.error.code if result.error else "unknown"
             tally.error(code, result.error.message if result.error else "")
@@ -301,7 +308,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     broker = MosquittoBroker()
     broker.start()
     store = broker.workdir / "store.db"  # removed with the broker's folder
-    fleet = Fleet(broker.port, args.session_expiry, f"sqlite:///{store}")
+    if args.log_dir is not None:
+        args.log_dir.mkdir(parents=True, exist_ok=True)
+    fleet = Fleet(broker.port, args.session_expiry, f"sqlite:///{store}", args.log_dir)
     for name in ("agent-1", "agent-2", "tools-1", "tools-2"):
         fleet.start(name)
     tally = Tally()
@@ -365,7 +374,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     latencies = sorted(tally.latencies_ms)
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else None
     for line in tally.slow:
-        print(f"slow: {line}", file=sys.stderr)
+        print(line, file=sys.stderr)
     for code, sample in tally.error_samples.items():
         print(f"error {code} x{tally.errors[code]}: {sample}", file=sys.stderr)
     return {
@@ -396,6 +405,7 @@ def main() -> None:
     )
     parser.add_argument("--session-expiry", type=float, default=30.0, help="seconds, of agents and tools")
     parser.add_argument("--quick", action="store_true", help="a check that it runs: 15 s, 2 workers")
+    parser.add_argument("--log-dir", type=Path, help="keep each process's log (INFO) here")
     args = parser.parse_args()
     if args.quick:
         parser.set_defaults(

@@ -74,6 +74,8 @@ async def test_two_servers_spread_stick_fail_over_and_take_work_again(
         for url in urls:
             async with OpenAICompatibleProvider(base_url=url, timeout_s=300) as single:
                 assert (await single.chat(ask(99, "Name a colour."))).finish_reason
+        # The model's name is read once, from whichever server: not during the count below.
+        assert await llm.resolve_model()
 
         # Spread and stick: each role's requests go to one server, the roles to both.
         where: dict[int, set[int]] = {}

@@ -168,3 +168,52 @@ async def test_out_of_memory_is_unavailable(tiny_redis: RedisServer) -> None:
     message = str(caught.value)
     assert tiny_redis.url in message
     assert "memory" in message
+
+
+async def test_concurrent_commands_each_get_their_own_reply(redis_server: RedisServer, prefix: str) -> None:
+    """Commands of many tasks share pipelines; each caller still gets its own reply, in order."""
+    async with RedisStore(redis_server.url, prefix=prefix) as store:
+        await asyncio.gather(*(store.set(f"k{i}", str(i).encode()) for i in range(200)))
+        values, added, many = await asyncio.gather(
+            asyncio.gather(*(store.get(f"k{i}") for i in range(200))),
+            asyncio.gather(*(store.add(f"k{i}", b"again") for i in range(0, 200, 2))),
+            store.get_many([f"k{i}" for i in range(199, -1, -1)]),
+        )
+        assert values == [str(i).encode() for i in range(200)]
+        assert added == [False] * 100  # every key was there
+        assert many == [str(i).encode() for i in range(199, -1, -1)]
+        replaced = await asyncio.gather(
+            *(store.replace_if(f"k{i}", str(i).encode(), b"new") for i in range(100)),
+            *(store.replace_if(f"k{i}", b"not-its-value", b"new") for i in range(100, 200)),
+        )
+        assert replaced == [True] * 100 + [False] * 100
+
+
+async def test_a_refused_command_fails_only_its_caller(tiny_redis: RedisServer) -> None:
+    """Out of memory refuses writes, not reads: in one pipeline, the writer gets the error and
+    the readers their values."""
+    big = b"x" * 512 * 1024
+    async with RedisStore(tiny_redis.url) as store:
+        await store.set("small", b"v")
+        outcomes = await asyncio.gather(
+            *(store.set(f"big-{i}", big) for i in range(40)),
+            *(store.get("small") for _ in range(10)),
+            return_exceptions=True,
+        )
+    refused = [o for o in outcomes[:40] if isinstance(o, StorageUnavailableError)]
+    assert refused and all("memory" in str(error) for error in refused)
+    assert outcomes[40:] == [b"v"] * 10
+
+
+async def test_commands_in_flight_when_the_server_dies_fail_clearly(prefix: str) -> None:
+    with RedisServer() as server:
+        async with RedisStore(server.url, prefix=prefix, connect_timeout_s=2) as store:
+            await store.set("k", b"v")
+            await asyncio.to_thread(server.stop, kill=True)
+            outcomes = await asyncio.gather(*(store.get("k") for _ in range(20)), return_exceptions=True)
+            assert all(isinstance(o, StorageUnavailableError) for o in outcomes), outcomes
+            assert all(server.url in str(o) for o in outcomes)
+            # The server back on its port: the same store works again.
+            await asyncio.to_thread(server.start)
+            await store.set("k", b"back")
+            assert await store.get("k") == b"back"

@@ -11,21 +11,18 @@ URL, with its password shown as ``***``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-from collections.abc import Awaitable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.commands.core import AsyncScript
 
 from argentic.errors import ArgumentError, StorageUnavailableError, UsageError
 from argentic.storage.base import Store
-
-T = TypeVar("T")
 
 # GET then SET in one script: Redis runs a script without interleaving other commands.
 _REPLACE_IF = """
@@ -47,6 +44,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+#: Commands (each a tuple of its words) and the future their replies go to.
+_Queued = tuple[tuple[tuple[object, ...], ...], "asyncio.Future[list[object]]"]
 
 
 def mask_url(url: str) -> str:
@@ -105,8 +106,10 @@ class RedisStore(Store):
         self.prefix = prefix
         self.connect_timeout_s = connect_timeout_s
         self._client: aioredis.Redis | None = None
-        self._replace_if: AsyncScript | None = None
-        self._delete_if: AsyncScript | None = None
+        self._queue: list[_Queued] = []
+        self._queued = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._sending: list[_Queued] = []
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
@@ -128,10 +131,9 @@ class RedisStore(Store):
                 "write it as redis://[:password@]host:port/db"
             ) from None
         self._client = client
-        self._replace_if = client.register_script(_REPLACE_IF)
-        self._delete_if = client.register_script(_DELETE_IF)
         try:
             await self._ping(client)
+            self._sender = asyncio.create_task(self._send_queued(), name=f"redis store {self.url}")
         except BaseException:
             # A later start() must try again, not find a client and take it as started.
             await self.stop()
@@ -151,7 +153,15 @@ class RedisStore(Store):
 
     async def stop(self) -> None:
         client, self._client = self._client, None
-        self._replace_if = self._delete_if = None
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        queue, self._queue, self._sending = [*self._sending, *self._queue], [], []
+        for _, future in queue:
+            if not future.done():
+                future.set_exception(StorageUnavailableError(f"Redis store {self.url}: the store stopped"))
         if client is not None:
             await client.aclose()
 
@@ -187,52 +197,89 @@ class RedisStore(Store):
             raise UsageError(f"{self!r} is not started; use it inside `async with store:`")
         return self._client
 
-    def _script(self, script: AsyncScript | None) -> AsyncScript:
-        if script is None:
-            raise UsageError(f"{self!r} is not started; use it inside `async with store:`")
-        return script
+    async def _commands(self, *commands: tuple[object, ...]) -> list[object]:
+        """The replies to ``commands``, sent with every other command issued meanwhile (by any
+        task) in one pipeline: under load, turns of many conversations share each round trip."""
+        self._running()
+        future: asyncio.Future[list[object]] = asyncio.get_running_loop().create_future()
+        self._queue.append((commands, future))
+        self._queued.set()
+        return await future
 
-    async def _call(self, op: Awaitable[T]) -> T:
+    async def _send_queued(self) -> None:
+        """Sends what is queued, one pipeline at a time (what queues while one is on its way goes
+        in the next), until the store stops."""
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            batch, self._queue = self._queue, []
+            self._sending = [(commands, future) for commands, future in batch if not future.done()]
+            if self._sending:
+                await self._send(self._sending)
+            self._sending = []
+
+    async def _send(self, batch: list[_Queued]) -> None:
+        pipe = self._running().pipeline(transaction=False)
+        for commands, _ in batch:
+            for command in commands:
+                pipe.execute_command(*command)
         try:
-            return await op
-        except rexc.RedisError as exc:
-            raise self._error(exc) from None
+            replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            # Every caller in the batch gets the failure (a lost connection, a timeout).
+            error = self._error(exc) if isinstance(exc, rexc.RedisError) else exc
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        at = 0
+        for commands, future in batch:
+            mine, at = replies[at : at + len(commands)], at + len(commands)
+            if future.done():
+                continue
+            failed = next((r for r in mine if isinstance(r, rexc.RedisError)), None)
+            if failed is not None:
+                future.set_exception(self._error(failed))
+            else:
+                future.set_result(mine)
 
     async def get(self, key: str) -> bytes | None:
-        value = await self._call(self._running().get(self.prefix + key))
-        return None if value is None else bytes(value)
+        (value,) = await self._commands(("GET", self.prefix + key))
+        assert value is None or isinstance(value, bytes)
+        return value
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        values = await self._call(self._running().mget([self.prefix + key for key in keys]))
-        return [None if value is None else bytes(value) for value in values]
+        (values,) = await self._commands(("MGET", *[self.prefix + key for key in keys]))
+        assert isinstance(values, list)
+        return values
 
     async def set_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None:
-        px = _px(ttl_s)
-        pipe = self._running().pipeline(transaction=False)
-        for key, value in items.items():
-            pipe.set(self.prefix + key, value, px=px)
-        await self._call(pipe.execute())
+        if items:
+            await self._commands(*(_set(self.prefix + key, value, ttl_s) for key, value in items.items()))
 
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
-        px = _px(ttl_s)
-        await self._call(self._running().set(self.prefix + key, value, px=px))
+        await self._commands(_set(self.prefix + key, value, ttl_s))
 
     async def add(self, key: str, value: bytes, ttl_s: float | None = None) -> bool:
-        px = _px(ttl_s)
-        written = await self._call(self._running().set(self.prefix + key, value, px=px, nx=True))
+        (written,) = await self._commands((*_set(self.prefix + key, value, ttl_s), "NX"))
         return bool(written)
 
     async def replace_if(self, key: str, expected: bytes, value: bytes, ttl_s: float | None = None) -> bool:
         px = _px(ttl_s)
-        args = [expected, value, b"" if px is None else str(px).encode()]
-        done = await self._call(self._script(self._replace_if)(keys=[self.prefix + key], args=args))
+        args = (expected, value, b"" if px is None else str(px).encode())
+        (done,) = await self._commands(("EVAL", _REPLACE_IF, 1, self.prefix + key, *args))
         return bool(done)
 
     async def delete_if(self, key: str, expected: bytes) -> bool:
-        done = await self._call(self._script(self._delete_if)(keys=[self.prefix + key], args=[expected]))
+        (done,) = await self._commands(("EVAL", _DELETE_IF, 1, self.prefix + key, expected))
         return bool(done)
 
     async def delete(self, key: str) -> None:
-        await self._call(self._running().delete(self.prefix + key))
+        await self._commands(("DEL", self.prefix + key))
+
+
+def _set(key: str, value: bytes, ttl_s: float | None) -> tuple[object, ...]:
+    px = _px(ttl_s)
+    return ("SET", key, value) if px is None else ("SET", key, value, "PX", px)
