@@ -34,50 +34,48 @@ import sys
 import tempfile
 import time
 import uuid
-from contextvars import ContextVar
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 from argentic import Agent, AgentClient, ToolManager, ToolService, tool
-from argentic.llm import ChatMessage, ChatRequest, FunctionLLM, LLMToolCall
+from argentic.llm import ChatRequest, FunctionLLM, LLMToolCall
 from argentic.llm.scripted import tool_call
 from argentic.messaging import Messager
-from argentic.storage import ConversationRecords, Lease, Store, open_store
+from argentic.storage import ConversationRecords, Lease, Step, Store, open_store
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.redis_server import RedisServer
 from argentic.testing.stores import KINDS, store_pair
 
-#: The store time of the turn the current task is on (each turn runs in a task of its own).
-_turn: ContextVar[list[float] | None] = ContextVar("turn", default=None)
-
 
 class TimedLease(Lease):
-    def __init__(self, lease: Lease, spent: list[float]) -> None:
-        super().__init__(lease.store, lease.key, ttl_s=lease.ttl_s, wait_s=lease.wait_s)
-        self.spent = spent
+    """A conversation's lease that notes the time its turn spends in the store: taking the lease
+    (which reads the history) and letting it go (which writes it)."""
 
-    async def __aenter__(self) -> Lease:
+    def __init__(self, lease: Lease, spent: list[float]) -> None:
+        super().__init__(lease.store, lease.key, ttl_s=lease.ttl_s, wait_s=lease.wait_s, read=lease.read)
+        self.spent = spent
+        self.in_store = 0.0
+
+    async def acquire(self, wait_s: float = 0.0) -> bool:
         started = time.perf_counter()
-        _turn.set([0.0])
-        entered = await super().__aenter__()
-        self._add(started)
-        return entered
+        try:
+            return await super().acquire(wait_s)
+        finally:
+            self.in_store += time.perf_counter() - started
+
+    async def release(self, also: Sequence[Step] = ()) -> None:
+        started = time.perf_counter()
+        try:
+            await super().release(also)
+        finally:
+            self.in_store += time.perf_counter() - started
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        started = time.perf_counter()
         await super().__aexit__(exc_type, exc, tb)
-        self._add(started)
-        turn = _turn.get()
-        if turn is not None:
-            self.spent.append(turn[0])
-
-    @staticmethod
-    def _add(started: float) -> None:
-        turn = _turn.get()
-        if turn is not None:
-            turn[0] += time.perf_counter() - started
+        self.spent.append(self.in_store)
 
 
 class TimedRecords(ConversationRecords):
@@ -89,17 +87,6 @@ class TimedRecords(ConversationRecords):
 
     def lease(self, conversation_id: str) -> Lease:
         return TimedLease(super().lease(conversation_id), self.spent)
-
-    async def load(self, conversation_id: str) -> list[ChatMessage]:
-        started = time.perf_counter()
-        messages = await super().load(conversation_id)
-        TimedLease._add(started)
-        return messages
-
-    async def save(self, conversation_id: str, messages: list[ChatMessage]) -> None:
-        started = time.perf_counter()
-        await super().save(conversation_id, messages)
-        TimedLease._add(started)
 
 
 def counting(request: ChatRequest) -> str:

@@ -13,7 +13,8 @@ import pytest
 
 from argentic.errors import ArgumentError, StorageUnavailableError
 from argentic.protocol import Answer, TaskStatus
-from argentic.storage import SQLiteStore, Store, TaskRecords, open_store
+from argentic.storage import Lease, SQLiteStore, Store, TaskRecords, open_store
+from argentic.storage.base import Add, Delete, DeleteIf, Get, Put, ReplaceIf
 
 
 async def test_values_round_trip_and_expire(store_pair: tuple[Store, Store]) -> None:
@@ -39,6 +40,29 @@ async def test_many_values_in_one_round_trip(store_pair: tuple[Store, Store]) ->
     await asyncio.sleep(0.3)
     assert await second.get_many(["a", "c"]) == [b"one", None]
     assert await second.get_many([]) == []
+
+
+async def test_a_batch_runs_its_steps_in_order(store_pair: tuple[Store, Store]) -> None:
+    first, second = store_pair
+    outcomes = await first.batch(
+        Add("lease", b"me", 5),
+        Get("lease"),
+        Add("lease", b"you", 5),
+        Put("history", b"h1"),
+        ReplaceIf("lease", b"you", b"x"),
+        ReplaceIf("lease", b"me", b"me", 5),
+        Get("history"),
+        DeleteIf("lease", b"you"),
+        DeleteIf("lease", b"me"),
+        Get("lease"),
+        Delete("history"),
+        Get("history"),
+    )
+    assert outcomes == [True, b"me", False, None, False, True, b"h1", False, True, None, None, None]
+    assert await first.batch() == []
+    # What one batch wrote, another client reads.
+    await first.batch(Put("a", b"1"), Put("b", b"2", ttl_s=0.2))
+    assert await second.batch(Get("a"), Get("b")) == [b"1", b"2"]
 
 
 async def test_add_is_atomic_and_takes_an_expired_key(store_pair: tuple[Store, Store]) -> None:
@@ -122,9 +146,13 @@ async def test_task_statuses_are_written_together_and_the_last_one_wins(
     seen = await reader.get("q1")
     assert seen is not None and seen.status.state == "working" and seen.answer is None
     await writer.put_status(TaskStatus(question_id="q1", state="completed", role="r"))
-    await writer.finish("q1", Answer(question_id="q1", conversation_id="c1", text="done"), {"extra": b"x"})
+    claim = Lease(first, "claim:q1", ttl_s=30)
+    assert await claim.acquire()
+    answer = Answer(question_id="q1", conversation_id="c1", text="done")
+    await writer.finish("q1", answer, [Put("extra", b"x")], claim=claim)
     await asyncio.sleep(0.2)  # past any later flush
     done = await reader.get("q1")
     assert done is not None and done.status.state == "completed"
     assert done.answer is not None and done.answer.text == "done"
     assert await second.get("extra") == b"x"
+    assert await second.get("claim:q1") is None  # let go with the answer's writing

@@ -87,7 +87,7 @@ from argentic.protocol import (
     new_id,
     topic_level,
 )
-from argentic.storage import Claim, ConversationRecords, Once, Store, TaskRecords
+from argentic.storage import Claim, ConversationRecords, Once, Step, Store, TaskRecords
 from argentic.storage.records import CLAIM_TTL_S
 from argentic.tools import LocalTools, ToolManager
 from argentic.tools.local import ToolLike
@@ -417,10 +417,10 @@ class Agent(Running):
             if resume is not None:
                 log.info("question %s resumes after step %d of a stopped replica", question.id, resume.steps)
         try:
-            await self._work(question, resume)
+            await self._work(question, resume, claim)
         finally:
             if claim is not None:
-                await claim.release()
+                await claim.release()  # when the work failed before its reply was kept
 
     async def _claim(self, question: Question) -> tuple[bool, Claim | None]:
         """Whether this replica works on ``question`` (and its claim): not when another replica
@@ -445,7 +445,7 @@ class Agent(Running):
             also=[self.task_records.steps_key(question.id)],
         )
 
-    async def _work(self, question: Question, resume: LoopState | None) -> None:
+    async def _work(self, question: Question, resume: LoopState | None, claim: Claim | None) -> None:
         assert self.messager is not None
         started = time.monotonic()
         events = MqttEvents(
@@ -489,22 +489,25 @@ class Agent(Running):
                 usage=result.usage,
                 agent=self.role,
             )
-        await self._keep(question, response, dropping_steps=events.recorded or resume is not None)
+        await self._keep(question, response, claim, dropping_steps=events.recorded or resume is not None)
         if question.reply_to:
             await self.messager.reply(question, response)
         outcome = response.error.code if isinstance(response, ErrorReply) else metrics.OK
         metrics.question_done(self.role, outcome, time.monotonic() - started)
 
-    async def _keep(self, question: Question, response: Message, *, dropping_steps: bool) -> None:
-        """The reply kept for duplicates and the answer put on record (with a store)."""
+    async def _keep(
+        self, question: Question, response: Message, claim: Claim | None, *, dropping_steps: bool
+    ) -> None:
+        """The reply kept for duplicates and the answer put on record (with a store), and the
+        question's claim let go, in one round trip."""
         if self.once is None or self.task_records is None:
             return
+        steps: list[Step] = [self.once.keep_step(f"question:{sender_key(question)}", response)]
+        if dropping_steps:
+            steps.append(self.task_records.drop_steps(question.id))
+        answer = response if isinstance(response, Answer) else None
         try:
-            reply = self.once.reply_item(f"question:{sender_key(question)}", response)
-            answer = response if isinstance(response, Answer) else None
-            await self.task_records.finish(question.id, answer, dict([reply]))
-            if dropping_steps:
-                await self.task_records.drop_steps(question.id)
+            await self.task_records.finish(question.id, answer, steps, claim=claim)
         except StorageError as exc:
             log.warning("could not keep the reply of %s: %s", question.id, exc)
 

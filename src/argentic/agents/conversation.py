@@ -67,16 +67,19 @@ class ConversationStore:
         conversation.users += 1
         try:
             records = self.records
-            shared = records if not new else None  # the store's history and turn, if it may have any
-            turn = shared.lease(conversation_id) if shared is not None else contextlib.nullcontext()
-            async with conversation.lock, turn:
-                if shared is not None:
-                    # Another replica may have had the last turns: the store's history is the one.
-                    conversation.messages = await shared.load(conversation_id)
+            # The store's history and turn, when it may have any (not for an id just made).
+            lease = records.lease(conversation_id) if records is not None and not new else None
+            async with conversation.lock, lease if lease is not None else contextlib.nullcontext():
+                if lease is not None:
+                    # Another replica may have had the last turns: the store's history (read
+                    # with the lease) is the one.
+                    conversation.messages = ConversationRecords.history(conversation_id, lease.values[0])
                 yield conversation
                 conversation.messages = trim(conversation.messages, self.max_messages)
                 if records is not None:
-                    await records.save(conversation_id, conversation.messages)
+                    save = records.put(conversation_id, conversation.messages)
+                    # Saved, and the turn let go, in one round trip.
+                    await (lease.release(also=[save]) if lease is not None else records.store.batch(save))
         finally:
             conversation.users -= 1
             self._evict()

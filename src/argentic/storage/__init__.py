@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from argentic.errors import ArgumentError, LeaseTimeoutError
-from argentic.storage.base import Store
+from argentic.storage.base import Add, Delete, DeleteIf, Get, Put, ReplaceIf, Step, Store
 from argentic.storage.memory import MemoryStore
 from argentic.storage.records import Claim, ConversationRecords, Lease, Once, TaskRecords
 from argentic.storage.sqlite import SQLiteStore
@@ -30,13 +30,20 @@ def open_store(url: str) -> Store:
 
 
 __all__ = [
+    "Add",
     "Claim",
     "ConversationRecords",
+    "Delete",
+    "DeleteIf",
+    "Get",
     "Lease",
     "LeaseTimeoutError",
     "MemoryStore",
     "Once",
+    "Put",
+    "ReplaceIf",
     "SQLiteStore",
+    "Step",
     "Store",
     "TaskRecords",
     "open_store",

@@ -8,8 +8,9 @@ processes need :class:`~argentic.storage.sqlite.SQLiteStore` or
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from argentic.storage.base import Store
+from argentic.storage.base import Add, Delete, DeleteIf, Get, Put, ReplaceIf, Step, Store
 
 
 class MemoryStore(Store):
@@ -38,29 +39,31 @@ class MemoryStore(Store):
     def _put(self, key: str, value: bytes, ttl_s: float | None) -> None:
         self._values[key] = (value, None if ttl_s is None else time.monotonic() + ttl_s)
 
-    async def get(self, key: str) -> bytes | None:
-        return self._live(key)
+    async def batch(self, *steps: Step) -> list[Any]:
+        return [self._step(step) for step in steps]
 
-    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
-        self._put(key, value, ttl_s)
-
-    async def add(self, key: str, value: bytes, ttl_s: float | None = None) -> bool:
-        if self._live(key) is not None:
-            return False
-        self._put(key, value, ttl_s)
-        return True
-
-    async def replace_if(self, key: str, expected: bytes, value: bytes, ttl_s: float | None = None) -> bool:
-        if self._live(key) != expected:
-            return False
-        self._put(key, value, ttl_s)
-        return True
-
-    async def delete_if(self, key: str, expected: bytes) -> bool:
-        if self._live(key) != expected:
-            return False
-        del self._values[key]
-        return True
-
-    async def delete(self, key: str) -> None:
-        self._values.pop(key, None)
+    def _step(self, step: Step) -> Any:
+        match step:
+            case Get(key):
+                return self._live(key)
+            case Put(key, value, ttl_s):
+                self._put(key, value, ttl_s)
+                return None
+            case Add(key, value, ttl_s):
+                if self._live(key) is not None:
+                    return False
+                self._put(key, value, ttl_s)
+                return True
+            case ReplaceIf(key, expected, value, ttl_s):
+                if self._live(key) != expected:
+                    return False
+                self._put(key, value, ttl_s)
+                return True
+            case DeleteIf(key, expected):
+                if self._live(key) != expected:
+                    return False
+                del self._values[key]
+                return True
+            case Delete(key):
+                self._values.pop(key, None)
+                return None

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -24,7 +24,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from argentic.errors import LeaseTimeoutError, MalformedMessageError, StorageError
 from argentic.llm import ChatMessage
 from argentic.protocol import Answer, Message, TaskRecord, TaskStatus, parse_message
-from argentic.storage.base import Store
+from argentic.storage.base import Add, Delete, DeleteIf, Get, Put, Step, Store
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +41,25 @@ class Lease:
 
     async with Lease(store, "conversation-lease:c1", ttl_s=30, wait_s=600):
         ...  # renewed every ttl_s / 3 while here
+
+    ``read`` names keys read in the same round trip as each try to take it (:attr:`values`), and
+    :meth:`release` writes what it is given in the same round trip as letting go.
     """
 
-    def __init__(self, store: Store, key: str, *, ttl_s: float = 30.0, wait_s: float = 600.0) -> None:
+    def __init__(
+        self, store: Store, key: str, *, ttl_s: float = 30.0, wait_s: float = 600.0, read: Sequence[str] = ()
+    ) -> None:
         self.store = store
         self.key = key
         self.ttl_s = ttl_s
         self.wait_s = wait_s
+        self.read = list(read)
         self.token = uuid.uuid4().hex.encode()
         self._renewing: asyncio.Task[None] | None = None
         #: False once a renewal found the lease taken (it had expired): the work is no longer alone.
         self.held = False
+        #: The values of the keys ``read`` names, as of the last try to take the lease.
+        self.values: list[bytes | None] = []
 
     async def __aenter__(self) -> Lease:
         if not await self.acquire(self.wait_s):
@@ -63,7 +71,7 @@ class Lease:
         taken it is renewed until released (``async with``'s exit, or :meth:`release`)."""
         deadline = time.monotonic() + wait_s
         pause = 0.01
-        while not await self.store.add(self.key, self.token, self.ttl_s):
+        while not await self._try():
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(pause)
@@ -71,6 +79,12 @@ class Lease:
         self.held = True
         self._renewing = asyncio.create_task(self._renew(), name=f"lease {self.key}")
         return True
+
+    async def _try(self) -> bool:
+        taken, *self.values = await self.store.batch(
+            Add(self.key, self.token, self.ttl_s), *(Get(key) for key in self.read)
+        )
+        return bool(taken)
 
     async def _renew(self) -> None:
         while True:
@@ -90,18 +104,28 @@ class Lease:
     ) -> None:
         await self.release()
 
-    async def release(self) -> None:
-        """Let the lease go (only this holder's: one that expired and was taken stays taken)."""
-        if self._renewing is not None:
-            self._renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewing
-            self._renewing = None
+    async def release(self, also: Sequence[Step] = ()) -> None:
+        """Let the lease go (only this holder's: one that expired and was taken stays taken), with
+        ``also`` run before, in the same round trip (their failure is raised). Once released,
+        releasing again does nothing (``also`` runs)."""
+        renewing, self._renewing = self._renewing, None
+        if renewing is not None:
+            renewing.cancel()  # at once: a renewal must not follow the release
+        letting_go = self.held or renewing is not None
         self.held = False
         try:
-            await self.store.delete_if(self.key, self.token)
-        except StorageError as error:
-            log.warning("could not release lease %s (it expires by itself): %s", self.key, error)
+            steps = [*also, DeleteIf(self.key, self.token)] if letting_go else list(also)
+            try:
+                if steps:
+                    await self.store.batch(*steps)
+            except StorageError as error:
+                if also:
+                    raise
+                log.warning("could not release lease %s (it expires by itself): %s", self.key, error)
+        finally:
+            if renewing is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
 
 
 class Claim(Lease):
@@ -109,8 +133,8 @@ class Claim(Lease):
 
     also: list[bytes | None]
 
-    def __init__(self, store: Store, key: str, *, ttl_s: float) -> None:
-        super().__init__(store, key, ttl_s=ttl_s, wait_s=0.0)
+    def __init__(self, store: Store, key: str, *, ttl_s: float, read: Sequence[str] = ()) -> None:
+        super().__init__(store, key, ttl_s=ttl_s, wait_s=0.0, read=read)
         self.also = []
 
 
@@ -131,12 +155,25 @@ class ConversationRecords:
         self.wait_s = wait_s
 
     def lease(self, conversation_id: str) -> Lease:
+        """The lease of the conversation's turn; taking it reads the history (:meth:`history`)."""
         return Lease(
-            self.store, f"conversation-lease:{conversation_id}", ttl_s=self.lease_ttl_s, wait_s=self.wait_s
+            self.store,
+            f"conversation-lease:{conversation_id}",
+            ttl_s=self.lease_ttl_s,
+            wait_s=self.wait_s,
+            read=[self._key(conversation_id)],
         )
 
+    @staticmethod
+    def _key(conversation_id: str) -> str:
+        return f"conversation:{conversation_id}"
+
     async def load(self, conversation_id: str) -> list[ChatMessage]:
-        data = await self.store.get(f"conversation:{conversation_id}")
+        return self.history(conversation_id, await self.store.get(self._key(conversation_id)))
+
+    @staticmethod
+    def history(conversation_id: str, data: bytes | None) -> list[ChatMessage]:
+        """The history stored as ``data`` (read by :meth:`load`, or with the lease)."""
         if data is None:
             return []
         try:
@@ -151,7 +188,11 @@ class ConversationRecords:
             return []
 
     async def save(self, conversation_id: str, messages: list[ChatMessage]) -> None:
-        await self.store.set(f"conversation:{conversation_id}", _HISTORY.dump_json(messages), self.ttl_s)
+        await self.store.batch(self.put(conversation_id, messages))
+
+    def put(self, conversation_id: str, messages: list[ChatMessage]) -> Put:
+        """The step that saves the history (to run with the lease's release)."""
+        return Put(self._key(conversation_id), _HISTORY.dump_json(messages), self.ttl_s)
 
 
 def _status_key(question_id: str) -> str:
@@ -212,19 +253,27 @@ class TaskRecords:
             self._writing = set()
 
     async def finish(
-        self, question_id: str, answer: Answer | None, also: Mapping[str, bytes] | None = None
+        self,
+        question_id: str,
+        answer: Answer | None,
+        also: Sequence[Step] = (),
+        *,
+        claim: Lease | None = None,
     ) -> None:
-        """Write the task's answer (if any), its last status and ``also`` in one round trip."""
+        """Write the task's answer (if any), its last status and ``also``, in one round trip that
+        also lets ``claim`` go (after them)."""
         if question_id in self._writing and self._flushing is not None:
             await asyncio.shield(self._flushing)  # an earlier status must not land after the last
-        items = dict(also or {})
+        steps = list(also)
         status = self._pending.pop(question_id, None)
         if status is not None:
-            items[_status_key(question_id)] = _json(status)
+            steps.append(Put(_status_key(question_id), _json(status), self.ttl_s))
         if answer is not None:
-            items[f"task:{question_id}:answer"] = _json(answer)
-        if items:
-            await self.store.set_many(items, self.ttl_s)
+            steps.append(Put(f"task:{question_id}:answer", _json(answer), self.ttl_s))
+        if claim is not None:
+            await claim.release(also=steps)
+        elif steps:
+            await self.store.batch(*steps)
 
     async def put_answer(self, answer: Answer) -> None:
         await self.finish(answer.question_id, answer)
@@ -255,8 +304,9 @@ class TaskRecords:
             )
             return None
 
-    async def drop_steps(self, question_id: str) -> None:
-        await self.store.delete(self.steps_key(question_id))
+    def drop_steps(self, question_id: str) -> Delete:
+        """The step that forgets the task's steps (once it is answered)."""
+        return Delete(self.steps_key(question_id))
 
     async def get(self, question_id: str) -> TaskRecord | None:
         """The task's record; None when there is none (or what is stored does not parse)."""
@@ -294,23 +344,22 @@ class Once:
         self.reply_ttl_s = reply_ttl_s
 
     async def take(self, key: str, *, wait_s: float, also: Sequence[str] = ()) -> Claim | Message | None:
-        """This caller's claim on the request of ``key`` (it works on it, then :meth:`keep` and
-        release the claim); or the reply another replica kept; or None when another one still
+        """This caller's claim on the request of ``key`` (it works on it, then keeps its reply and
+        releases the claim); or the reply another replica kept; or None when another one still
         held it after ``wait_s`` seconds. The claim carries the values of the keys ``also``
-        names, read with the look for a kept reply (one round trip)."""
-        claim = Claim(self.store, f"claim:{key}", ttl_s=self.claim_ttl_s)
+        names, read with the look for a kept reply, in the round trip that takes the claim."""
+        claim = Claim(self.store, f"claim:{key}", ttl_s=self.claim_ttl_s, read=[f"reply:{key}", *also])
         deadline = time.monotonic() + wait_s
         pause = 0.02
         while True:
-            if await claim.acquire():
-                # Answered by a holder that let go?
-                data, *claim.also = await self.store.get_many([f"reply:{key}", *also])
-                kept = self._parse_reply(key, data)
+            taken = await claim.acquire()
+            data, *claim.also = claim.values
+            kept = self._parse_reply(key, data)
+            if taken:
                 if kept is None:
                     return claim
-                await claim.release()
+                await claim.release()  # answered by a holder that let go
                 return kept
-            kept = await self.kept_reply(key)
             if kept is not None:
                 return kept
             if time.monotonic() >= deadline:
@@ -344,12 +393,11 @@ class Once:
         return False, None
 
     async def keep(self, key: str, reply: Message) -> None:
-        await self.store.set_many(dict([self.reply_item(key, reply)]), self.reply_ttl_s)
+        await self.store.batch(self.keep_step(key, reply))
 
-    @staticmethod
-    def reply_item(key: str, reply: Message) -> tuple[str, bytes]:
-        """The key and value :meth:`keep` writes, to write with others in one round trip."""
-        return f"reply:{key}", _json(reply)
+    def keep_step(self, key: str, reply: Message) -> Put:
+        """The step :meth:`keep` runs, to run with others in one round trip."""
+        return Put(f"reply:{key}", _json(reply), self.reply_ttl_s)
 
     async def kept_reply(self, key: str) -> Message | None:
         """The kept reply whatever its type (an answer, an error reply, a tool result), if it parses."""

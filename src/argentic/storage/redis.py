@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from argentic.errors import ArgumentError, StorageUnavailableError, UsageError
-from argentic.storage.base import Store
+from argentic.storage.base import Add, Delete, DeleteIf, Get, Put, ReplaceIf, Step, Store
 
 # GET then SET in one script: Redis runs a script without interleaving other commands.
 _REPLACE_IF = """
@@ -243,41 +243,38 @@ class RedisStore(Store):
             else:
                 future.set_result(mine)
 
-    async def get(self, key: str) -> bytes | None:
-        (value,) = await self._commands(("GET", self.prefix + key))
-        assert value is None or isinstance(value, bytes)
-        return value
-
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        if not keys:
+    async def batch(self, *steps: Step) -> list[Any]:
+        if not steps:
             return []
-        (values,) = await self._commands(("MGET", *[self.prefix + key for key in keys]))
-        assert isinstance(values, list)
-        return values
+        replies = await self._commands(*(self._command(step) for step in steps))
+        return [_outcome(step, reply) for step, reply in zip(steps, replies, strict=True)]
 
-    async def set_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None:
-        if items:
-            await self._commands(*(_set(self.prefix + key, value, ttl_s) for key, value in items.items()))
+    def _command(self, step: Step) -> tuple[object, ...]:
+        key = self.prefix + step.key
+        match step:
+            case Get():
+                return ("GET", key)
+            case Put(_, value, ttl_s):
+                return _set(key, value, ttl_s)
+            case Add(_, value, ttl_s):
+                return (*_set(key, value, ttl_s), "NX")
+            case ReplaceIf(_, expected, value, ttl_s):
+                px = _px(ttl_s)
+                return ("EVAL", _REPLACE_IF, 1, key, expected, value, b"" if px is None else str(px).encode())
+            case DeleteIf(_, expected):
+                return ("EVAL", _DELETE_IF, 1, key, expected)
+            case Delete():
+                return ("DEL", key)
 
-    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
-        await self._commands(_set(self.prefix + key, value, ttl_s))
 
-    async def add(self, key: str, value: bytes, ttl_s: float | None = None) -> bool:
-        (written,) = await self._commands((*_set(self.prefix + key, value, ttl_s), "NX"))
-        return bool(written)
-
-    async def replace_if(self, key: str, expected: bytes, value: bytes, ttl_s: float | None = None) -> bool:
-        px = _px(ttl_s)
-        args = (expected, value, b"" if px is None else str(px).encode())
-        (done,) = await self._commands(("EVAL", _REPLACE_IF, 1, self.prefix + key, *args))
-        return bool(done)
-
-    async def delete_if(self, key: str, expected: bytes) -> bool:
-        (done,) = await self._commands(("EVAL", _DELETE_IF, 1, self.prefix + key, expected))
-        return bool(done)
-
-    async def delete(self, key: str) -> None:
-        await self._commands(("DEL", self.prefix + key))
+def _outcome(step: Step, reply: object) -> object:
+    """A step's outcome from its command's reply: SET answers OK (nothing when NX found the key),
+    the scripts 1 or 0, DEL a count."""
+    if isinstance(step, Get):
+        return reply
+    if isinstance(step, Add | ReplaceIf | DeleteIf):
+        return bool(reply)
+    return None
 
 
 def _set(key: str, value: bytes, ttl_s: float | None) -> tuple[object, ...]:

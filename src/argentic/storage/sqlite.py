@@ -1,12 +1,12 @@
 """The store in a SQLite file: the default, shared by every process on one machine.
 
 One table of keys, values and expiry times, in WAL mode so that readers do not wait for a writer.
-Each step is one SQL statement, which SQLite makes atomic across processes (``add`` is an insert
-that only replaces an expired row; ``replace_if`` and ``delete_if`` compare the value in their
-WHERE clause). The statements run on one thread of the store's own, never on the event loop;
-the steps asked for while that thread is busy run next as one batch in one transaction (one
-commit, one hand-over back to the loop), so many concurrent agents' steps cost little more than
-one's.
+Each step is one SQL statement, which SQLite makes atomic across processes (``Add`` is an insert
+that only replaces an expired row; ``ReplaceIf`` and ``DeleteIf`` compare the value in their
+WHERE clause). The statements run on one thread of the store's own, never on the event loop; a
+batch runs in one transaction, and the batches asked for while that thread is busy run next,
+together, in one transaction (one commit, one hand-over back to the loop), so many concurrent
+agents' steps cost little more than one's.
 URLs as SQLAlchemy writes them: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``.
 """
 
@@ -16,13 +16,13 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from argentic.errors import ArgumentError, StorageUnavailableError
-from argentic.storage.base import Store
+from argentic.storage.base import Add, Delete, DeleteIf, Get, Put, ReplaceIf, Step, Store
 
 T = TypeVar("T")
 
@@ -171,75 +171,46 @@ class SQLiteStore(Store):
     def _expiry(ttl_s: float | None) -> float | None:
         return None if ttl_s is None else time.time() + ttl_s
 
-    async def get(self, key: str) -> bytes | None:
-        def step() -> bytes | None:
-            row = (
-                self._conn()
-                .execute(
-                    "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
-                    (key, time.time()),
+    async def batch(self, *steps: Step) -> list[Any]:
+        def run() -> list[Any]:
+            db = self._conn()
+            if len(steps) == 1 or db.in_transaction:  # alone, or in the drained batch's transaction
+                return [self._step(step) for step in steps]
+            with db:  # one transaction: one commit for them all
+                db.execute("BEGIN")
+                return [self._step(step) for step in steps]
+
+        return await self._run(run)
+
+    def _step(self, step: Step) -> Any:
+        """One step, on the store's thread."""
+        now = time.time()
+        match step:
+            case Get(key):
+                sql = "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"
+                row = self._conn().execute(sql, (key, now)).fetchone()
+                return None if row is None else bytes(row[0])
+            case Put(key, value, ttl_s):
+                sql = "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)"
+                self._write(sql, (key, value, self._expiry(ttl_s)))
+                return None
+            case Add(key, value, ttl_s):
+                # Inserts, or replaces a row that has expired; a live row stays (no change counted).
+                sql = (
+                    "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                    "value = excluded.value, expires_at = excluded.expires_at "
+                    "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?"
                 )
-                .fetchone()
-            )
-            return None if row is None else bytes(row[0])
-
-        return await self._run(step)
-
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        def step() -> list[bytes | None]:
-            now = time.time()
-            db = self._conn()
-            found: list[bytes | None] = []
-            for key in keys:
-                row = db.execute(
-                    "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
-                    (key, now),
-                ).fetchone()
-                found.append(None if row is None else bytes(row[0]))
-            return found
-
-        return await self._run(step)
-
-    async def set_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None:
-        def step() -> None:
-            expiry = self._expiry(ttl_s)
-            db = self._conn()
-            sql = "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)"
-            rows = [(key, value, expiry) for key, value in items.items()]
-            if db.in_transaction:  # the batch's: it commits them all
-                db.executemany(sql, rows)
-            else:
-                with db:  # one transaction: one commit for them all
-                    db.execute("BEGIN")
-                    db.executemany(sql, rows)
-            self._writes += 1
-
-        await self._run(step)
-
-    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
-        sql = "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)"
-        await self._run(lambda: self._write(sql, (key, value, self._expiry(ttl_s))))
-
-    async def add(self, key: str, value: bytes, ttl_s: float | None = None) -> bool:
-        # Inserts, or replaces a row that has expired; a live row stays (no change counted).
-        sql = (
-            "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-            "value = excluded.value, expires_at = excluded.expires_at "
-            "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?"
-        )
-        return await self._run(lambda: self._write(sql, (key, value, self._expiry(ttl_s), time.time())) == 1)
-
-    async def replace_if(self, key: str, expected: bytes, value: bytes, ttl_s: float | None = None) -> bool:
-        sql = (
-            "UPDATE kv SET value = ?, expires_at = ? "
-            "WHERE key = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?)"
-        )
-        params = (value, self._expiry(ttl_s), key, expected, time.time())
-        return await self._run(lambda: self._write(sql, params) == 1)
-
-    async def delete_if(self, key: str, expected: bytes) -> bool:
-        sql = "DELETE FROM kv WHERE key = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?)"
-        return await self._run(lambda: self._write(sql, (key, expected, time.time())) == 1)
-
-    async def delete(self, key: str) -> None:
-        await self._run(lambda: self._write("DELETE FROM kv WHERE key = ?", (key,)))
+                return self._write(sql, (key, value, self._expiry(ttl_s), now)) == 1
+            case ReplaceIf(key, expected, value, ttl_s):
+                sql = (
+                    "UPDATE kv SET value = ?, expires_at = ? "
+                    "WHERE key = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?)"
+                )
+                return self._write(sql, (value, self._expiry(ttl_s), key, expected, now)) == 1
+            case DeleteIf(key, expected):
+                sql = "DELETE FROM kv WHERE key = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?)"
+                return self._write(sql, (key, expected, now)) == 1
+            case Delete(key):
+                self._write("DELETE FROM kv WHERE key = ?", (key,))
+                return None

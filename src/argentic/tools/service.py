@@ -193,13 +193,15 @@ class ToolService(Running):
         try:
             result = await self.execute(call)
             if self.once is not None:
+                keep = self.once.keep_step(key, result)
                 try:
-                    await self.once.keep(key, result)
+                    # Kept, and the claim let go, in one round trip.
+                    await (claim.release(also=[keep]) if claim is not None else self.once.store.batch(keep))
                 except StorageError as exc:
                     log.warning("could not keep the result of call %s: %s", call.id, exc)
         finally:
             if claim is not None:
-                await claim.release()
+                await claim.release()  # when the call failed before its result was kept
         if call.reply_to:
             await self.messager.reply(call, result)
         else:
