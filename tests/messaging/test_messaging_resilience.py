@@ -94,6 +94,34 @@ async def test_subscriptions_and_requests_work_after_a_restart(
     assert isinstance(reply, Answer) and reply.text == "pong"
 
 
+async def test_a_request_the_broker_lost_is_sent_again_soon_after_the_reconnection(
+    private_mosquitto: MosquittoBroker, messagers: Messagers, namespace: str
+) -> None:
+    """A request sent while the broker is down leaves from the outbox when it is back, before its
+    responder has subscribed again, and the broker drops it: a copy follows at the request's next
+    beat, although the connection came back only a moment before."""
+    broker = private_mosquitto
+    requester = await messagers(broker.host, broker.port, namespace=namespace, persistent=False)
+    topic = requester.topics.agent_questions("late")
+    await asyncio.to_thread(broker.stop, kill=True)
+    await wait_until(lambda: not requester.is_connected, limit_s=10, what="the drop")
+    asked = asyncio.ensure_future(
+        requester.request(topic, Question(text="ping"), response_model=Answer, timeout=10, retry_after=4)
+    )
+    await asyncio.sleep(5)
+    await asyncio.to_thread(broker.start)
+    await wait_until(lambda: requester.is_connected, limit_s=10, what="reconnection")
+    await asyncio.sleep(1)  # the outbox's copy has gone to nobody by now
+    responder = await messagers(broker.host, broker.port, namespace=namespace, persistent=False)
+
+    async def answer(question: Question) -> None:
+        await responder.reply(question, Answer(question_id=question.id, conversation_id="c", text="pong"))
+
+    await responder.subscribe(topic, answer, model=Question)
+    reply = await asyncio.wait_for(asked, 15)
+    assert isinstance(reply, Answer) and reply.text == "pong"
+
+
 async def test_messages_sent_while_subscriber_is_down_arrive_when_it_returns(
     connect: Connect, namespace: str
 ) -> None:

@@ -31,6 +31,11 @@ REPLAY_MAX_BYTES = 256 * 1024  # larger replies are not kept
 Publish = Callable[[str, Message], Coroutine[Any, Any, int]]
 
 
+#: Seconds after the connection came back during which no copy of a request is sent (the
+#: outbox's own copy has just gone).
+JUST_BACK_S = 1.0
+
+
 class Requests:
     """The requests waiting for their reply on ``inbox``."""
 
@@ -108,7 +113,10 @@ class Requests:
             nonlocal timer, copy
             assert retry_after is not None
             timer = loop.call_later(retry_after, send_again)
-            if future.done() or (copy is not None and not copy.done()) or self._unsettled(retry_after):
+            # Not while the connection is down or has just come back: the outbox holds the request
+            # or has just sent it. Later, a copy goes: the responders may have lost it with the
+            # broker, or died holding it, and their kept reply is what the copy brings back.
+            if future.done() or (copy is not None and not copy.done()) or self._unsettled(JUST_BACK_S):
                 return
             # One copy: several could reach several live replicas, each answering.
             logger.info("no reply to %s %s yet; sending it again", type(message).__name__, message.id)
