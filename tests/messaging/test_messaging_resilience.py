@@ -8,9 +8,10 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
+import aiomqtt
 import pytest
 
-from argentic.errors import MessagingError
+from argentic.errors import MessagingError, RequestTimeoutError
 from argentic.messaging import Messager
 from argentic.messaging.aiomqtt_transport import AiomqttTransport
 from argentic.messaging.embedded_broker import EmbeddedBroker
@@ -120,6 +121,31 @@ async def test_a_request_the_broker_lost_is_sent_again_soon_after_the_reconnecti
     await responder.subscribe(topic, answer, model=Question)
     reply = await asyncio.wait_for(asked, 15)
     assert isinstance(reply, Answer) and reply.text == "pong"
+
+
+async def test_unanswered_requests_are_sent_once_then_twice_a_beat(
+    mosquitto: MosquittoBroker, messagers: Messagers, namespace: str
+) -> None:
+    """A second silence sends two copies back to back: a shared group hands them to two members,
+    so a copy that a dead replica's session swallows has a twin that reaches a live one."""
+    requester = await messagers(mosquitto.host, mosquitto.port, namespace=namespace)
+    topic = requester.topics.agent_questions("silent")
+    seen: list[str] = []
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as raw:
+        await raw.subscribe(topic, qos=1)
+
+        async def count() -> None:
+            async for message in raw.messages:
+                seen.append(Question.model_validate_json(bytes(message.payload)).id)  # type: ignore[arg-type]
+
+        counting = asyncio.ensure_future(count())
+        question = Question(text="anyone?")
+        with pytest.raises(RequestTimeoutError):
+            # Beats at 1 s and 2 s: the request, one copy, then two.
+            await requester.request(topic, question, timeout=2.6, retry_after=1)
+        await asyncio.sleep(0.3)
+        counting.cancel()
+    assert seen == [question.id] * 4
 
 
 async def test_messages_sent_while_subscriber_is_down_arrive_when_it_returns(

@@ -102,15 +102,16 @@ class Requests:
         # Copies go out from a timer rather than from a wait with a timeout (which costs more than
         # the rest of the request): one at a time, and a copy that fails fails the request.
         timer: asyncio.TimerHandle | None = None
-        copy: asyncio.Task[int] | None = None
+        copy: asyncio.Task[object] | None = None
+        beats = 0
 
-        def copy_failed(task: asyncio.Task[int]) -> None:
+        def copy_failed(task: asyncio.Task[object]) -> None:
             error = None if task.cancelled() else task.exception()
             if error is not None and not future.done():
                 future.set_exception(error)
 
         def send_again() -> None:
-            nonlocal timer, copy
+            nonlocal timer, copy, beats
             assert retry_after is not None
             timer = loop.call_later(retry_after, send_again)
             # Not while the connection is down or has just come back: the outbox holds the request
@@ -118,10 +119,13 @@ class Requests:
             # broker, or died holding it, and their kept reply is what the copy brings back.
             if future.done() or (copy is not None and not copy.done()) or self._unsettled(JUST_BACK_S):
                 return
-            # One copy: several could reach several live replicas, each answering.
+            # One copy first. A broker hands a shared group's messages to its members in turn, the
+            # session of a replica that died included, so a second silence sends two copies back
+            # to back: they reach two members (replicas on one store work on a request once).
+            beats += 1
             logger.info("no reply to %s %s yet; sending it again", type(message).__name__, message.id)
             metrics.request_resent("no_reply")
-            copy = loop.create_task(self._publish(topic, request))
+            copy = loop.create_task(self._send_copies(topic, request, 1 if beats == 1 else 2))
             copy.add_done_callback(copy_failed)
 
         try:
