@@ -56,6 +56,14 @@ class Store(Running):
         backend allows."""
         return [await self.get(key) for key in keys]
 
+    async def add_then_get_many(
+        self, key: str, value: bytes, ttl_s: float | None, keys: Sequence[str]
+    ) -> tuple[bool, list[bytes | None]]:
+        """:meth:`add`, then :meth:`get_many` of ``keys`` read after it: one round trip where the
+        backend allows (a claim taken together with the look for a kept reply)."""
+        added = await self.add(key, value, ttl_s)
+        return added, await self.get_many(keys)
+
     async def set_many(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None:
         """Write every key of ``items`` (as :meth:`set`): one round trip where the backend allows."""
         for key, value in items.items():

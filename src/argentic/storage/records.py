@@ -72,6 +72,15 @@ class Lease:
         self._renewing = asyncio.create_task(self._renew(), name=f"lease {self.key}")
         return True
 
+    async def acquire_reading(self, keys: Sequence[str]) -> tuple[bool, list[bytes | None]]:
+        """One try to take the lease, with the values of ``keys`` read right after it (one round
+        trip where the store allows); renewed once taken, as :meth:`acquire`."""
+        taken, values = await self.store.add_then_get_many(self.key, self.token, self.ttl_s, keys)
+        if taken:
+            self.held = True
+            self._renewing = asyncio.create_task(self._renew(), name=f"lease {self.key}")
+        return taken, values
+
     async def _renew(self) -> None:
         while True:
             await asyncio.sleep(self.ttl_s / 3)
@@ -302,15 +311,15 @@ class Once:
         deadline = time.monotonic() + wait_s
         pause = 0.02
         while True:
-            if await claim.acquire():
-                # Answered by a holder that let go?
-                data, *claim.also = await self.store.get_many([f"reply:{key}", *also])
-                kept = self._parse_reply(key, data)
-                if kept is None:
+            # The kept reply is read after the claim is tried: a holder keeps it before letting go.
+            taken, (data, *values) = await claim.acquire_reading([f"reply:{key}", *also])
+            kept = self._parse_reply(key, data)
+            if taken:
+                if kept is None:  # not answered by a holder that let go
+                    claim.also = values
                     return claim
                 await claim.release()
                 return kept
-            kept = await self.kept_reply(key)
             if kept is not None:
                 return kept
             if time.monotonic() >= deadline:

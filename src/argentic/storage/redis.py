@@ -224,6 +224,17 @@ class RedisStore(Store):
         written = await self._call(self._running().set(self.prefix + key, value, px=px, nx=True))
         return bool(written)
 
+    async def add_then_get_many(
+        self, key: str, value: bytes, ttl_s: float | None, keys: Sequence[str]
+    ) -> tuple[bool, list[bytes | None]]:
+        # One round trip; the commands of a pipeline run in order, so the reads follow the add.
+        pipe = self._running().pipeline(transaction=False)
+        pipe.set(self.prefix + key, value, px=_px(ttl_s), nx=True)
+        for item in keys:
+            pipe.get(self.prefix + item)
+        written, *values = await self._call(pipe.execute())
+        return bool(written), [None if v is None else bytes(v) for v in values]
+
     async def replace_if(self, key: str, expected: bytes, value: bytes, ttl_s: float | None = None) -> bool:
         px = _px(ttl_s)
         args = [expected, value, b"" if px is None else str(px).encode()]
