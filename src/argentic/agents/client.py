@@ -32,7 +32,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -69,6 +69,9 @@ EVENT_QUEUE_SIZE = 10_000
 CANCEL_SEND_S = 5.0
 
 Event = Progress | Token | TaskStatus
+#: Hands a question's events to a callback, from a subscription that already covers them: called
+#: with the role, the question id and the callback; returns the function that stops it.
+EventFeed = Callable[[str, str, Callable[[Message], Awaitable[None]]], Callable[[], None]]
 
 
 def describe_event(event: Message) -> str:
@@ -104,9 +107,16 @@ class AgentRun:
     """One question in flight: iterate it for its events; the answer follows (see :meth:`result`)."""
 
     def __init__(
-        self, client: AgentClient, question: Question, output: OutputSpec | None, timeout: float
+        self,
+        client: AgentClient,
+        question: Question,
+        output: OutputSpec | None,
+        timeout: float,
+        feed: EventFeed | None = None,
     ) -> None:
         self.client = client
+        self.feed = feed
+        self._unfeed: Callable[[], None] = lambda: None
         self.question = question
         self.output = output
         self.timeout = timeout
@@ -122,9 +132,12 @@ class AgentRun:
         messager = self.client.messager
         await messager.peers.start()
         self._unwatch = messager.peers.watch(self._on_client_gone)
-        self._subscription = await messager.subscribe(
-            messager.topics.agent_events(self.client.role, self.question.id), self._on_event
-        )
+        if self.feed is not None:
+            self._unfeed = self.feed(self.client.role, self.question.id, self._on_event)
+        else:
+            self._subscription = await messager.subscribe(
+                messager.topics.agent_events(self.client.role, self.question.id), self._on_event
+            )
         self._reply = asyncio.create_task(
             messager.request(
                 messager.topics.agent_questions(self.client.role),
@@ -140,6 +153,7 @@ class AgentRun:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._unwatch()
+        self._unfeed()
         if self._subscription is not None:
             subscription, self._subscription = self._subscription, None
             try:
@@ -322,15 +336,18 @@ class AgentClient:
         tokens: bool = False,
         timeout: float | None = None,
         deadline_s: float | None = None,
+        feed: EventFeed | None = None,
     ) -> AgentRun:
         """Ask, and follow the question's events: ``async with client.stream(...) as run``.
 
         ``tokens=True`` asks the agent to stream its answer's tokens as Token events; the events
-        include the task's states (``task_status``), those of the tasks it spawned too."""
+        include the task's states (``task_status``), those of the tasks it spawned too. ``feed``
+        takes them from a subscription the caller already holds (see :data:`EventFeed`) rather
+        than one of the run's own: no subscribe round trip, and the broker sends each event once."""
         question = self.question(
             text, output=output, conversation_id=conversation_id, stream=tokens, deadline_s=deadline_s
         )
-        return AgentRun(self, question, output, self.timeout_s if timeout is None else timeout)
+        return AgentRun(self, question, output, self.timeout_s if timeout is None else timeout, feed)
 
     async def answer(
         self,

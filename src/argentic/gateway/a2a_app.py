@@ -28,7 +28,7 @@ from a2a.types import (
 from a2a.types import TaskStatus as A2ATaskStatus
 from a2a.utils.errors import TaskNotFoundError
 
-from argentic.agents.client import AgentClient
+from argentic.agents.client import AgentClient, EventFeed
 from argentic.errors import ArgenticError
 from argentic.gateway.roster import Roster
 from argentic.protocol import Answer, Presence, Progress, Question, TaskStatus, Token
@@ -89,9 +89,10 @@ class Relay:
     """One argentic question behind one A2A task: its events, then its answer or error, queued for
     whichever ``execute`` call follows the task (the first, then each after an input)."""
 
-    def __init__(self, client: AgentClient, question: Question) -> None:
+    def __init__(self, client: AgentClient, question: Question, feed: EventFeed | None = None) -> None:
         self.client = client
         self.question = question
+        self.feed = feed
         self.items: asyncio.Queue[Any] = asyncio.Queue(maxsize=RELAY_QUEUE)
         self.waiting: TaskStatus | None = None
         self.state: TaskState = TaskState.TASK_STATE_SUBMITTED
@@ -106,7 +107,7 @@ class Relay:
 
     async def _relay(self) -> None:
         try:
-            async with self.client.stream(self.question) as run:
+            async with self.client.stream(self.question, feed=self.feed) as run:
                 self._run = run
                 async for event in run:
                     await self._put(event)
@@ -165,7 +166,8 @@ class RoleExecutor(AgentExecutor):
                     _message(f"no agent of role {self.role!r} is online", task_id, context_id)
                 )
                 return
-            relay = Relay(self.client, Question(id=task_id, text=text or " ", stream=True))
+            question = Question(id=task_id, text=text or " ", stream=_watched(context))
+            relay = Relay(self.client, question, self.roster.follow)
             self.relays[task_id] = relay
             relay.start()
         await self._follow(relay, updater)
@@ -248,6 +250,16 @@ class RoleExecutor(AgentExecutor):
         relays, self.relays = list(self.relays.values()), {}
         for relay in relays:
             await relay.close()
+
+
+def _watched(context: RequestContext) -> bool:
+    """Whether the answer's tokens can reach anyone: not through a blocking ``message/send``,
+    which returns only the finished task (the answer is its artifact), so the agent need not
+    publish them, nor the gateway relay them."""
+    blocking_send = context.call_context.state.get("method") == "SendMessage" and not (
+        context.configuration is not None and context.configuration.return_immediately
+    )
+    return not blocking_send
 
 
 def _status_meta(status: TaskStatus) -> dict[str, Any]:

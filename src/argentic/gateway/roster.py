@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +28,8 @@ class Roster:
         #: role -> the clients that said the role is online (its replicas).
         self.replicas: dict[str, set[str]] = {}
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+        # (role, question id) -> the callbacks following that question's events (see follow).
+        self._followers: dict[tuple[str, str], list[Callable[[Message], Awaitable[None]]]] = {}
         self._subscriptions: list[Subscription[Any]] = []
         self._unwatch: Any = None
 
@@ -39,6 +42,14 @@ class Roster:
         )
         self._subscriptions.append(
             await self.messager.subscribe(topics.agent_events_every_role(), self._on_event)
+        )
+        # The same broker subscription (no second copy of each event): a task followed through
+        # the gateway also gets the statuses its sub-tasks pass up, which repeat a message the
+        # live view already saw on the sub-task's own topic.
+        self._subscriptions.append(
+            await self.messager.subscribe(
+                topics.agent_events_every_role(), self._to_followers, dedupe_by_topic=True
+            )
         )
         return self
 
@@ -108,8 +119,32 @@ class Roster:
         if changed:
             self._send(self.snapshot())
 
+    def follow(
+        self, role: str, question_id: str, callback: Callable[[Message], Awaitable[None]]
+    ) -> Callable[[], None]:
+        """Call ``callback`` with each event on ``role``'s events topic of ``question_id`` (an
+        :data:`~argentic.agents.client.EventFeed`): the gateway's tasks take their events from the
+        roster's subscription, which covers them, instead of subscribing each for its own."""
+        key = (role, question_id)
+        self._followers.setdefault(key, []).append(callback)
+
+        def stop() -> None:
+            callbacks = self._followers.get(key, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+            if not callbacks:
+                self._followers.pop(key, None)
+
+        return stop
+
+    async def _to_followers(self, event: Message) -> None:
+        levels = (delivery_topic() or "").split("/")
+        if len(levels) >= 3:
+            for callback in list(self._followers.get((levels[-3], levels[-1]), ())):
+                await callback(event)
+
     async def _on_event(self, event: Message) -> None:
-        if not isinstance(event, TaskStatus | Token | Progress):
+        if not isinstance(event, TaskStatus | Token | Progress) or not self._listeners:
             return
         topic = delivery_topic() or ""
         levels = topic.split("/")

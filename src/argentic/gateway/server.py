@@ -204,7 +204,7 @@ class Gateway:
         # The page follows the question's events through /events; this only keeps the asker.
         client = AgentClient(self.messager, role, timeout_s=self.timeout_s)
         with contextlib.suppress(ArgenticError, TimeoutError):
-            async with client.stream(question) as run:
+            async with client.stream(question, feed=self.roster.follow) as run:
                 async for _ in run:
                     pass
                 await run.wait()

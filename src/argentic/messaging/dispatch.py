@@ -59,12 +59,19 @@ class Subscription(Generic[M]):
     inline: bool = False
     # Called with the topic when a payload there is not a valid message (so an owner can repair it).
     on_invalid: EmptyHandler | None = None
+    # A duplicate is the same message on the same topic: a copy passed on to another topic (a
+    # sub-task's status passed up to its asker's events) is delivered there too.
+    dedupe_by_topic: bool = False
 
     def broker_filter(self, protocol: str) -> str:
         # $share needs MQTT 5; on 3.1.1 every member receives every message.
         if self.shared_group is not None and protocol == "5":
             return shared(self.topic_filter, self.shared_group)
         return self.topic_filter
+
+
+def _wildcard(topic_filter: str) -> bool:
+    return "+" in topic_filter or "#" in topic_filter or topic_filter.startswith("$share/")
 
 
 class Dispatcher:
@@ -90,6 +97,11 @@ class Dispatcher:
         self.shed = 0
         self.max_concurrent_handlers = max_concurrent_handlers
         self.subscriptions: list[Subscription[Any]] = []
+        # The same subscriptions by filter without wildcards, and those with, each numbered in the
+        # order it was made (the order deliveries keep).
+        self._exact: dict[str, list[tuple[int, Subscription[Any]]]] = {}
+        self._wild: list[tuple[int, Subscription[Any]]] = []
+        self._made = 0
         self._turns: dict[tuple[str, str], int] = {}  # (share group, filter) -> deliveries so far
         self._unclaimed: deque[tuple[float, Inbound]] = deque(maxlen=UNCLAIMED_MAX)
         self._handler_tasks: set[asyncio.Task[None]] = set()
@@ -107,13 +119,36 @@ class Dispatcher:
 
     def add(self, subscription: Subscription[Any]) -> None:
         self.subscriptions.append(subscription)
+        self._made += 1
+        entry = (self._made, subscription)
+        if _wildcard(subscription.topic_filter):
+            self._wild.append(entry)
+        else:
+            self._exact.setdefault(subscription.topic_filter, []).append(entry)
 
     def remove(self, subscription: Subscription[Any]) -> bool:
         """Forget ``subscription``; False if it was not there."""
         if subscription not in self.subscriptions:
             return False
         self.subscriptions.remove(subscription)
+        if _wildcard(subscription.topic_filter):
+            self._wild = [entry for entry in self._wild if entry[1] is not subscription]
+        else:
+            entries = self._exact.get(subscription.topic_filter, [])
+            entries[:] = [entry for entry in entries if entry[1] is not subscription]
+            if not entries:
+                self._exact.pop(subscription.topic_filter, None)
         return True
+
+    def _targets(self, topic: str) -> list[Subscription[Any]]:
+        """The subscriptions whose filters match ``topic``, in the order they were made. Filters
+        without wildcards are found by the topic itself: a client with a subscription per task in
+        flight (a gateway) would otherwise match every message against each of them."""
+        found = self._exact.get(topic, [])
+        matching = [entry for entry in self._wild if matches(entry[1].topic_filter, topic)]
+        if matching:
+            found = sorted([*found, *matching], key=lambda entry: entry[0])
+        return [sub for _, sub in found]
 
     def uses(self, broker_filter: str, protocol: str) -> bool:
         return any(s.broker_filter(protocol) == broker_filter for s in self.subscriptions)
@@ -128,7 +163,7 @@ class Dispatcher:
 
     async def dispatch(self, inbound: Inbound) -> None:
         topic = inbound.topic
-        targets = [s for s in self.subscriptions if matches(s.topic_filter, topic)]
+        targets = self._targets(topic)
         if not targets:
             self._unclaimed.append((time.monotonic(), inbound))
             return
@@ -227,7 +262,8 @@ class Dispatcher:
                 parsed[sub.model] = message
             # A retained delivery is the topic's current state, sent on every (re)subscription:
             # it is not a redelivered event, and skipping it could leave a stale state behind.
-            if not inbound.retain and sub.recent.seen(sender_key(message)):
+            key = f"{topic}\x00{sender_key(message)}" if sub.dedupe_by_topic else sender_key(message)
+            if not inbound.retain and sub.recent.seen(key):
                 logger.debug("dropped a duplicate of message %s on %s", message.id, topic)
                 if message.reply_to is not None and self.on_repeat is not None:
                     await _guard(self.on_repeat(message), topic, None)

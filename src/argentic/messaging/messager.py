@@ -288,13 +288,15 @@ class Messager:
         shared_group: str | None = None,
         on_empty: EmptyHandler | None = None,
         on_invalid: EmptyHandler | None = None,
+        dedupe_by_topic: bool = False,
     ) -> Subscription[M]:
         """Call ``handler`` with each valid message on ``topic_filter`` (MQTT wildcards allowed).
 
-        Malformed, oversized and expired payloads are logged and dropped, as are duplicates. Empty
-        payloads (cleared retained messages) go to ``on_empty`` with their topic, if given; the
-        topic of a malformed one to ``on_invalid``. Inside the handler, :func:`delivery_topic`
-        tells the topic the message came on.
+        Malformed, oversized and expired payloads are logged and dropped, as are duplicates (the
+        same message again; with ``dedupe_by_topic``, again on the same topic). Empty payloads
+        (cleared retained messages) go to ``on_empty`` with their topic, if given; the topic of a
+        malformed one to ``on_invalid``. Inside the handler, :func:`delivery_topic` tells the
+        topic the message came on.
         """
         subscription: Subscription[M] = Subscription(
             topic_filter,
@@ -304,6 +306,7 @@ class Messager:
             shared_group,
             on_empty,
             on_invalid=on_invalid,
+            dedupe_by_topic=dedupe_by_topic,
         )
         await self._add(subscription)
         return subscription

@@ -192,20 +192,25 @@ class ToolService(Running):
                 return
         try:
             result = await self.execute(call)
-            if self.once is not None:
-                keep = self.once.keep_step(key, result)
-                try:
-                    # Kept, and the claim let go, in one round trip.
-                    await (claim.release(also=[keep]) if claim is not None else self.once.store.batch(keep))
-                except StorageError as exc:
-                    log.warning("could not keep the result of call %s: %s", call.id, exc)
+            # The caller waits for the reply, not for the store: it goes first. The claim is held
+            # until the result is kept, so a copy that reaches another replica meanwhile waits
+            # for the kept result rather than running the call again.
+            try:
+                if call.reply_to:
+                    await self.messager.reply(call, result)
+                else:
+                    log.warning("tool call %s for %s has no reply_to; result dropped", call.id, call.tool)
+            finally:
+                if self.once is not None:
+                    keep = [self.once.keep_step(key, result)]
+                    try:
+                        # Kept, and the claim let go, in one round trip.
+                        await (claim.release(keep) if claim is not None else self.once.store.batch(*keep))
+                    except StorageError as exc:
+                        log.warning("could not keep the result of call %s: %s", call.id, exc)
         finally:
             if claim is not None:
                 await claim.release()  # when the call failed before its result was kept
-        if call.reply_to:
-            await self.messager.reply(call, result)
-        else:
-            log.warning("tool call %s for %s has no reply_to; result dropped", call.id, call.tool)
 
     async def _take(self, call: ToolCall, key: str) -> tuple[bool, Claim | None]:
         """Whether this replica runs ``call`` (and its claim): not when another replica ran it
