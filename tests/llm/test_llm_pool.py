@@ -214,7 +214,7 @@ async def test_a_server_busy_with_other_clients_by_its_metrics_is_overflowed() -
         assert len(busy.requests) == 1  # and back once the load is gone
 
 
-async def test_health_and_check_look_at_every_server_of_the_endpoint(caplog: pytest.LogCaptureFixture) -> None:
+async def test_health_and_check_look_at_every_server(caplog: pytest.LogCaptureFixture) -> None:
     async with servers(3) as fakes, provider(fakes) as llm:
         status = await llm.check()
         assert status.healthy and status.models == ["fake-model"] and status.down == []
