@@ -157,6 +157,13 @@ async def test_agents_of_one_role_on_one_client_are_counted_each_as_they_start_a
         await eventually(lambda: counted({"coder": 0}))
         [role] = (await watch.report()).roles
         assert not role.online and role.clients == []
+        # A replica that worked while watched, then left with its client: not counted either.
+        other = await mqtt()
+        async with Agent(llm=FunctionLLM(lambda r: "ok"), messager=other, role="coder"):
+            assert await AgentClient(await mqtt(), "coder").ask("hi", timeout=30) == "ok"
+            await eventually(lambda: counted({"coder": 1}))
+        await other.disconnect()
+        await eventually(lambda: counted({"coder": 0}))
 
 
 async def test_status_without_anything_running_says_so(mosquitto: MosquittoBroker, namespace: str) -> None:

@@ -139,8 +139,8 @@ class FleetWatch:
     def _roles(self) -> list[RoleStatus]:
         # Clients that say which roles they serve are counted from that (idle replicas too, and
         # several agents of a role on one client); a client that does not say (an older one, or
-        # one whose will is not its client status) counts once when its presence or its task
-        # statuses show it serving.
+        # one whose will is not its client status) counts once while its presence shows it
+        # serving, or its task statuses did and it is still online (not gone, nor left).
         serving = self.messager.peers.serving()
         agents: dict[str, dict[str, int]] = {}  # role -> client -> agents
         for client, roles in serving.items():
@@ -151,7 +151,8 @@ class FleetWatch:
         for role in sorted(set(self._presences) | set(agents)):
             presence = self._presences.get(role)
             counted = dict(agents.get(role, {}))
-            silent = {c for c in self._workers.get(role, set()) if c not in serving and self._online(c)}
+            peers = self.messager.peers
+            silent = {c for c in self._workers.get(role, set()) if c not in serving and peers.online(c)}
             holder = presence.client_id if presence is not None and presence.online else None
             if holder is not None and holder not in serving and self._online(holder):
                 silent.add(holder)
