@@ -28,6 +28,7 @@ from argentic.llm import FunctionLLM, LLMFactory, ScriptedLLM
 from argentic.llm.engine import INSTALL_HINT, VLLMEngineProvider
 from argentic.llm.local_server import (
     LaunchPlan,
+    LocalServers,
     VLLMServer,
     ensure_local_server,
     health_ok,
@@ -211,12 +212,56 @@ async def test_ensure_local_server_starts_one_on_the_endpoints_port_and_leaves_a
     server = await ensure_local_server(config)
     assert server is not None
     try:
-        assert server.port == port and await asyncio.to_thread(health_ok, config.llm.vllm_base_url)
+        assert [s.port for s in server.servers] == [port]
+        assert await asyncio.to_thread(health_ok, config.llm.vllm_base_url)
         assert await ensure_local_server(config) is None  # the endpoint answers now
         assert await local_server_for(config) is None
     finally:
         await server.aclose()
     assert not server.running and not is_listening("127.0.0.1", port)
+
+
+async def test_ensure_local_server_starts_every_local_server_of_an_endpoint_that_does_not_answer(
+    fake_python: Path, tmp_path: Path
+) -> None:
+    ports = [free_port() for _ in range(3)]
+    # The second already serves; the last URL is on another host: neither is started here.
+    urls = [f"http://127.0.0.1:{port}/v1" for port in ports] + ["http://192.0.2.1:8000/v1"]
+    config = LLMConfig(
+        base_urls=urls,
+        server=LLMServerConfig(model="fake-model", python=str(fake_python), startup_timeout_s=20),
+    )
+    lines: list[str] = []
+    async with VLLMServer(plan(fake_python, ports[1], tmp_path)) as running:
+        servers = await ensure_local_server(config, progress=lines.append)
+        assert servers is not None
+        try:
+            assert sorted(s.port for s in servers.servers) == sorted([ports[0], ports[2]])
+            assert servers.running and all(s.pid != running.pid for s in servers.servers)
+            for url in urls[:3]:
+                assert await asyncio.to_thread(health_ok, url)
+            assert sum("starting a local one" in line for line in lines) == 2
+            assert await ensure_local_server(config) is None  # every local server answers now
+        finally:
+            await servers.aclose()
+        assert not servers.running
+        assert not is_listening("127.0.0.1", ports[0]) and not is_listening("127.0.0.1", ports[2])
+        assert running.running and await asyncio.to_thread(health_ok, urls[1])
+
+
+async def test_when_one_server_of_an_endpoint_fails_to_start_the_others_are_stopped(
+    fake_python: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "dead").mkdir()
+    slow = VLLMServer(plan(fake_python, free_port(), tmp_path / "slow", delay_s=30), startup_timeout_s=60)
+    dead = VLLMServer(plan(fake_python, free_port(), tmp_path / "dead", mode="exit"), startup_timeout_s=60)
+    with pytest.raises(LLMUnavailableError, match="exited with code 3"):
+        async with LocalServers([slow, dead]):
+            pytest.fail("the block must not run")
+    workers = [await worker_pid(tmp_path / name) for name in ("slow", "dead")]
+    await wait_until(lambda: not any(process_alive(w) for w in workers), what="the workers to be stopped")
+    assert not slow.running and not dead.running and not is_listening("127.0.0.1", slow.port)
 
 
 async def test_backends_start_the_local_server_and_enter_the_provider(fake_python: Path) -> None:

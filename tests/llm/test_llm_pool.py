@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from argentic.errors import LLMUnavailableError
 from argentic.llm import ChatRequest, SamplingSettings, StreamEnd, TextDelta, ToolCallDelta
 from argentic.llm.openai_provider import OpenAICompatibleProvider, ShownSoFar
 from argentic.llm.pool import affinity_key
@@ -152,8 +153,6 @@ async def test_when_every_server_fails_the_error_says_so() -> None:
         for fake in fakes:
             await fake.stop()
         async with provider(fakes, max_retries=1) as llm:
-            from argentic.errors import LLMUnavailableError
-
             with pytest.raises(LLMUnavailableError):
                 await llm.chat(ask(0))
 
@@ -213,3 +212,44 @@ async def test_a_server_busy_with_other_clients_by_its_metrics_is_overflowed() -
         await wait_until(lambda: preferred.running == 0, 10, "the server's /metrics read again")
         assert (await llm.chat(request)).content == expected_text(TOKENS)
         assert len(busy.requests) == 1  # and back once the load is gone
+
+
+async def test_health_and_check_look_at_every_server(caplog: pytest.LogCaptureFixture) -> None:
+    async with servers(3) as fakes, provider(fakes) as llm:
+        status = await llm.check()
+        assert status.healthy and status.models == ["fake-model"] and status.down == []
+        assert [c.base_url for c in status.servers] == [f.base_url for f in fakes]
+        assert all(c.healthy and c.models == ["fake-model"] for c in status.servers)
+        # The first server (the one the endpoint's URL names) down: the endpoint still serves.
+        await fakes[0].stop()
+        fakes[2].mode = "error"
+        caplog.set_level(logging.WARNING, logger="argentic.llm.openai_provider")
+        assert await llm.health()
+        assert any(
+            fakes[0].base_url in r.message and fakes[2].base_url in r.message and "not healthy" in r.message
+            for r in caplog.records
+        )
+        assert not any(fakes[1].base_url in r.message for r in caplog.records)
+        status = await llm.check()
+        assert status.healthy and status.models == ["fake-model"]
+        assert status.down == [fakes[0].base_url, fakes[2].base_url]
+        first, second, third = status.servers
+        assert not first.healthy and first.models == [] and fakes[0].base_url in first.error
+        assert second.healthy and second.models == ["fake-model"] and not second.error
+        assert not third.healthy and third.error
+        # None answers: health says so, and check names every URL.
+        await fakes[1].stop()
+        assert not await llm.health()
+        with pytest.raises(LLMUnavailableError, match="no model server of this endpoint answers") as caught:
+            await llm.check()
+        assert all(f.base_url in str(caught.value) for f in fakes)
+
+
+async def test_check_of_one_server_that_is_down_raises_its_own_error() -> None:
+    async with servers(1) as [fake]:
+        await fake.stop()
+        async with provider([fake], max_retries=1) as llm:
+            assert not await llm.health()
+            with pytest.raises(LLMUnavailableError) as caught:
+                await llm.check()
+    assert fake.base_url in str(caught.value) and "no model server" not in str(caught.value)

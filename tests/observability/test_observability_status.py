@@ -34,17 +34,18 @@ async def fleet(mqtt: MakeMessager) -> AsyncIterator[Agent]:
             yield agent
 
 
+def bus_env(mosquitto: MosquittoBroker, namespace: str) -> dict[str, str]:
+    return {
+        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
+        "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
+        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
+    }
+
+
 async def status_json(mosquitto: MosquittoBroker, namespace: str, **env: str) -> FleetStatus:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "argentic.cli.main", "status", "--json", "--wait", "1",
-        cwd=REPO,
-        env={
-            **os.environ,
-            "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
-            "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
-            "ARGENTIC_MESSAGING__NAMESPACE": namespace,
-            **env,
-        },
+        cwd=REPO, env={**os.environ, **bus_env(mosquitto, namespace), **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), 60)
@@ -82,6 +83,87 @@ async def test_status_lists_roles_tools_and_model_servers_up_and_down(
     assert up.prefix_cache_hit_rate == 0.25
     assert up.tokens_per_s is not None and up.tokens_per_s > 0  # two readings, 100 tokens apart
     assert not down.up and down.model is None and down.base_url == down_url
+
+
+def replicas(status: FleetStatus) -> dict[str, int]:
+    return {role.role: role.replicas for role in status.roles}
+
+
+async def test_status_counts_every_replica_busy_or_idle_until_its_client_goes(
+    mqtt: MakeMessager, mosquitto: MosquittoBroker, namespace: str
+) -> None:
+    # Two idle replicas of 'coder', one of them `argentic agent` in a process of its own, and one
+    # of 'tester'. None has answered anything: only their clients' statuses tell they serve.
+    replica = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "argentic.cli.main", "agent", "--role", "coder",
+        cwd=REPO,
+        env={
+            **os.environ, **bus_env(mosquitto, namespace),
+            "ARGENTIC_LLM__PROVIDER": "scripted", "ARGENTIC_STORAGE__URL": "memory://",
+        },
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert replica.stderr is not None
+        said: list[bytes] = []
+        async with asyncio.timeout(60):  # it says so on standard error once it serves
+            while b"answering" not in (said[-1] if said else b""):
+                said.append(await replica.stderr.readline())
+                assert said[-1], b"".join(said).decode()[-2000:]
+        async with (
+            Agent(llm=FunctionLLM(lambda r: "ok"), messager=await mqtt(), role="coder") as coder,
+            Agent(llm=FunctionLLM(lambda r: "ok"), messager=await mqtt(), role="tester"),
+        ):
+            status = await status_json(mosquitto, namespace, ARGENTIC_LLM__PROVIDER="scripted")
+            assert replicas(status) == {"coder": 2, "tester": 1}
+            assert all(role.online for role in status.roles)
+            [coders] = [role.clients for role in status.roles if role.role == "coder"]
+            assert coder.messager is not None and coder.messager.client_id in coders and len(coders) == 2
+            # The process dies without a word: its last will takes its replica away.
+            replica.kill()
+            await replica.wait()
+            status = await status_json(mosquitto, namespace, ARGENTIC_LLM__PROVIDER="scripted")
+            assert replicas(status) == {"coder": 1, "tester": 1}
+            assert [role.clients for role in status.roles if role.role == "coder"] == [
+                [coder.messager.client_id]
+            ]
+        # Stopped: no replica is left.
+        status = await status_json(mosquitto, namespace, ARGENTIC_LLM__PROVIDER="scripted")
+        assert replicas(status) == {"coder": 0, "tester": 0}
+        assert not any(role.online for role in status.roles)
+    finally:
+        if replica.returncode is None:
+            replica.kill()
+            await replica.wait()
+
+
+async def test_agents_of_one_role_on_one_client_are_counted_each_as_they_start_and_stop(
+    mqtt: MakeMessager,
+) -> None:
+    bus = await mqtt()
+    async with FleetWatch(await mqtt(), LLMConfig(provider="scripted")) as watch:
+
+        async def counted(expected: dict[str, int]) -> bool:
+            return replicas(await watch.report()) == expected
+
+        first = Agent(llm=FunctionLLM(lambda r: "ok"), messager=bus, role="coder")
+        second = Agent(llm=FunctionLLM(lambda r: "ok"), messager=bus, role="coder")
+        async with first:
+            async with second:
+                await eventually(lambda: counted({"coder": 2}))
+                [role] = (await watch.report()).roles
+                assert role.online and role.clients == [bus.client_id]
+            await eventually(lambda: counted({"coder": 1}))
+        await eventually(lambda: counted({"coder": 0}))
+        [role] = (await watch.report()).roles
+        assert not role.online and role.clients == []
+        # A replica that worked while watched, then left with its client: not counted either.
+        other = await mqtt()
+        async with Agent(llm=FunctionLLM(lambda r: "ok"), messager=other, role="coder"):
+            assert await AgentClient(await mqtt(), "coder").ask("hi", timeout=30) == "ok"
+            await eventually(lambda: counted({"coder": 1}))
+        await other.disconnect()
+        await eventually(lambda: counted({"coder": 0}))
 
 
 async def test_status_without_anything_running_says_so(mosquitto: MosquittoBroker, namespace: str) -> None:
@@ -126,9 +208,7 @@ async def test_status_prints_a_table(fleet: Agent, mosquitto: MosquittoBroker, n
         cwd=REPO,
         env={
             **os.environ,
-            "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
-            "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
-            "ARGENTIC_MESSAGING__NAMESPACE": namespace,
+            **bus_env(mosquitto, namespace),
             "ARGENTIC_LLM__PROVIDER": "scripted",
             "COLUMNS": "200",
         },
@@ -140,3 +220,19 @@ async def test_status_prints_a_table(fleet: Agent, mosquitto: MosquittoBroker, n
     for heading in ("Roles", "Tool services", "Model servers", "Tasks in flight"):
         assert heading in text
     assert "counter" in text and "counts things" in text and "arith" in text
+
+
+async def test_every_server_of_an_endpoint_is_a_row_of_its_own(mqtt: MakeMessager) -> None:
+    down_url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    with FakeVLLM() as first, FakeVLLM() as second:
+        llm = LLMConfig.model_validate(
+            {
+                "provider": "vllm",
+                "base_urls": [first.url, down_url],
+                "endpoints": {"big": {"base_urls": [second.url]}},
+            }
+        )
+        async with FleetWatch(await mqtt(), llm) as watch:
+            servers = (await watch.report()).model_servers
+    rows = [(s.endpoint, s.base_url, s.up) for s in servers]
+    assert rows == [("default", first.url, True), ("default", down_url, False), ("big", second.url, True)]

@@ -17,7 +17,7 @@ from argentic.messaging.embedded_broker import EmbeddedBroker, ensure_broker
 from argentic.storage import ConversationRecords, open_store
 
 if TYPE_CHECKING:
-    from argentic.llm.local_server import VLLMServer
+    from argentic.llm.local_server import LocalServers
 
 
 async def wait_for_shutdown() -> None:
@@ -46,7 +46,8 @@ class Backends:
 
     llm: LLMProvider
     broker: EmbeddedBroker | None
-    server: VLLMServer | None
+    #: The local model servers started for the endpoint (those of its servers that did not answer).
+    server: LocalServers | None
     #: The conversations on the store ``storage.url`` names (shared by every agent that opens it).
     conversations: ConversationRecords
 
@@ -55,9 +56,10 @@ class Backends:
 async def backends(
     config: ArgenticConfig, *, start_llm: bool = False, progress: Callable[[str], None] | None = None
 ) -> AsyncIterator[Backends]:
-    """The broker (the embedded one when ``messaging.embedded_broker`` asks and none answers), a
-    local vLLM server when ``start_llm`` and the configured endpoint does not answer, the store of
-    conversations (``storage.url``) and the provider, entered (the embedded engine is loaded).
+    """The broker (the embedded one when ``messaging.embedded_broker`` asks and none answers), with
+    ``start_llm`` a local vLLM server for each server of the configured endpoint that does not
+    answer, the store of conversations (``storage.url``) and the provider, entered (the embedded
+    engine is loaded).
     Whatever was started here is stopped on exit, the provider closed first, even when a later part
     fails to start or the start is cancelled.
 

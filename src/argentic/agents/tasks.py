@@ -174,7 +174,8 @@ class TaskBoard:
         return {role: count for role, (count, _) in self._roles.items()}
 
     async def serve(self, role: str) -> None:
-        """One more agent of ``role`` takes tasks here (the first subscribes to its cancels)."""
+        """One more agent of ``role`` takes tasks here (the first subscribes to its cancels); the
+        client's status says so (see :meth:`Messager.announce_roles`)."""
         async with self._lock:
             count, subscription = self._roles.get(role, (0, None))
             if subscription is None:
@@ -182,17 +183,19 @@ class TaskBoard:
                     self.messager.topics.agent_cancel(role), self._on_cancel, model=Cancel
                 )
             self._roles[role] = (count + 1, subscription)
+            await self.messager.announce_roles(self.roles)
 
     async def leave(self, role: str) -> None:
         async with self._lock:
             count, subscription = self._roles.get(role, (0, None))
             if count > 1:
                 self._roles[role] = (count - 1, subscription)
-                return
-            self._roles.pop(role, None)
-            if subscription is not None:
-                with contextlib.suppress(Exception):
-                    await self.messager.unsubscribe(subscription)
+            else:
+                self._roles.pop(role, None)
+                if subscription is not None:
+                    with contextlib.suppress(Exception):
+                        await self.messager.unsubscribe(subscription)
+            await self.messager.announce_roles(self.roles)
 
     def held(self, question_id: str) -> list[AgentTask]:
         """The running tasks of that question id, whoever owns them."""

@@ -13,7 +13,6 @@ import os
 import shlex
 import signal
 import sys
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +54,9 @@ async def serve(server: VLLMServer, *more: VLLMServer) -> int:
     """Start ``server`` (and ``more``: every server of an endpoint), wait until they are ready and
     run until SIGINT or SIGTERM (0) or until a vLLM exits by itself (1). The servers are stopped
     whichever way this ends, also while they load; their logs are kept."""
-    servers = (server, *more)
+    from argentic.llm.local_server import LocalServers
+
+    group = LocalServers([server, *more])
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -63,12 +64,12 @@ async def serve(server: VLLMServer, *more: VLLMServer) -> int:
     for sig in signals:
         loop.add_signal_handler(sig, task.cancel)
     try:
-        await asyncio.gather(*(s.astart(progress=_say) for s in servers))
-        for s in servers:
+        await group.astart(progress=_say)
+        for s in group.servers:
             print(f"serving {s.model} at {s.base_url} (pid {s.pid}); Ctrl-C stops it", flush=True)
-        while all(s.running for s in servers):  # noqa: ASYNC110 (a Popen has no awaitable exit)
+        while group.running:  # noqa: ASYNC110 (a Popen has no awaitable exit)
             await asyncio.sleep(0.5)
-        for s in servers:
+        for s in group.servers:
             if not s.running:
                 _say(f"vLLM at {s.base_url} exited by itself; log tail:\n{s.log_tail()}")
         return 1
@@ -76,7 +77,7 @@ async def serve(server: VLLMServer, *more: VLLMServer) -> int:
         _say("stopping")
         return 0
     finally:
-        await asyncio.gather(*(s.astop() for s in servers))
+        await group.astop()
         _say("stopped")
         for sig in signals:
             loop.remove_signal_handler(sig)
@@ -128,14 +129,7 @@ def run(args: argparse.Namespace) -> int:
                 env = _shown_env(plan)
                 print(f"{env} {plan.describe()}" if env else plan.describe())
             return 0
-        servers = [
-            VLLMServer(
-                plan,
-                log_path=None if server_config.log_file is None else Path(server_config.log_file),
-                startup_timeout_s=server_config.startup_timeout_s,
-            )
-            for server_config, plan in planned
-        ]
+        servers = [VLLMServer.for_config(server_config, plan) for server_config, plan in planned]
         return asyncio.run(serve(*servers))
     except KeyboardInterrupt:
         _say("stopping")

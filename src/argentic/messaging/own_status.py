@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 from argentic.errors import MessagingError
@@ -30,16 +31,30 @@ class OwnStatus:
         self.topic = topics.client_status(client_id)
         self.is_status_will = will is None  # the will is the client status, not the caller's own
         self.will = will or Will(topic=self.topic, message=ClientStatus(client_id=client_id, online=False))
+        #: The roles served on this client and how many agents each (see ClientStatus.roles).
+        self.roles: dict[str, int] = {}
+        self._lock = asyncio.Lock()  # the last status published is the newest
 
     async def announce(self, publish: Publish) -> None:
-        """Retain ``online: true`` on the client's status topic (a will from an earlier connection
-        may have said otherwise)."""
+        """Retain ``online: true`` and the roles served on the client's status topic (a will from an
+        earlier connection may have said otherwise). Only with the status as the will: a status
+        no will takes back would say the client serves after it vanished."""
         if not self.is_status_will:
             return
-        try:
-            await publish(self.topic, ClientStatus(client_id=self.client_id, online=True), retain=True)
-        except MessagingError as exc:
-            logger.warning("could not publish the client status: %s", exc)
+        async with self._lock:
+            status = ClientStatus(client_id=self.client_id, online=True, roles=dict(self.roles))
+            try:
+                await publish(self.topic, status, retain=True)
+            except MessagingError as exc:
+                logger.warning("could not publish the client status: %s", exc)
+
+    async def serve(self, roles: Mapping[str, int], publish: Publish | None) -> None:
+        """The roles served here changed: say so (``publish`` None: at the next connection)."""
+        if dict(roles) == self.roles:
+            return
+        self.roles = dict(roles)
+        if publish is not None:
+            await self.announce(publish)
 
     async def farewell(self, publish: Publish, timeout_s: float) -> None:
         """Publish the will on a graceful exit: a broker sends it only for clients that vanish, yet

@@ -38,7 +38,8 @@ class Peers:
     def __init__(self, messager: Messager) -> None:
         self._messager = messager
         self._gone: OrderedDict[str, None] = OrderedDict()
-        self._online: OrderedDict[str, None] = OrderedDict()
+        # client -> the roles it serves (None: it does not say, an older client)
+        self._online: OrderedDict[str, dict[str, int] | None] = OrderedDict()
         self._watchers: list[OnGone] = []
         self._returners: list[OnGone] = []
         self._subscription: Any = None
@@ -70,6 +71,13 @@ class Peers:
             return True
         return client_id in self._online and client_id not in self._gone
 
+    def serving(self) -> dict[str, dict[str, int]]:
+        """The clients online that say which roles they serve (``ClientStatus.roles``; this
+        messager too), each with the agents of every role it runs (``{}``: none)."""
+        found = {c: dict(r) for c, r in self._online.items() if r is not None and c not in self._gone}
+        found[self._messager.client_id] = self._messager.roles
+        return found
+
     def watch(self, on_gone: OnGone) -> Callable[[], None]:
         """Call ``on_gone(client_id)`` whenever a client is reported gone; returns the cancel."""
         self._watchers.append(on_gone)
@@ -95,7 +103,7 @@ class Peers:
         if status.client_id == self._messager.client_id:
             return  # our own will from an earlier connection; we are here
         if status.online:
-            self._online[status.client_id] = None
+            self._online[status.client_id] = None if status.roles is None else dict(status.roles)
             self._online.move_to_end(status.client_id)
             while len(self._online) > MAX_GONE:
                 self._online.popitem(last=False)

@@ -1,11 +1,13 @@
 """What runs on the bus, as one client sees it: roles, tool services, model servers, tasks.
 
 :class:`FleetWatch` follows the retained presences (``{ns}/agents/+/status``), the retained tool
-announcements (``{ns}/tools/services/+``) and the task statuses on every role's events topics
-while it is open, and reads the configured model servers on each :meth:`FleetWatch.report`. A
-presence or announcement naming a client the broker reports gone is not online. Replicas are the
-distinct clients seen serving a role: the one its presence names and those whose task statuses
-came by while watching.
+announcements (``{ns}/tools/services/+``), the clients' retained statuses
+(``{ns}/clients/+/status``) and the task statuses on every role's events topics while it is open,
+and reads the configured model servers on each :meth:`FleetWatch.report`. A presence or
+announcement naming a client the broker reports gone is not online. Replicas are the agents
+serving a role, busy or idle: each client's status says how many of each role it runs, and its
+last will (or its graceful exit) takes them back. A client that does not say counts once, when
+its presence or its task statuses show it serving.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pydantic import BaseModel
 
 from argentic.config import LLMConfig
 from argentic.messaging import Messager
-from argentic.observability.model_servers import ModelServerStatus, ServerProbe, configured_endpoints
+from argentic.observability.model_servers import ModelServerStatus, ServerProbe, configured_servers
 from argentic.protocol import AgentCard, Message, Presence, TaskStatus, ToolAnnouncement
 
 #: Task states a task leaves again: a task last seen in one of them is in flight.
@@ -69,8 +71,8 @@ class FleetWatch:
 
     def __init__(self, messager: Messager, llm: LLMConfig | None = None) -> None:
         self.messager = messager
-        endpoints = configured_endpoints(llm) if llm is not None else {}
-        self.probes = [ServerProbe(name, url) for name, url in endpoints.items()]
+        servers = configured_servers(llm) if llm is not None else []
+        self.probes = [ServerProbe(name, url) for name, url in servers]
         self._presences: dict[str, Presence] = {}
         self._services: dict[str, ToolAnnouncement] = {}
         self._tasks: dict[tuple[str, str], tuple[TaskStatus, float]] = {}
@@ -126,23 +128,51 @@ class FleetWatch:
 
     async def report(self) -> FleetStatus:
         servers = await self._read_servers()
-        roles = []
-        for role, presence in sorted(self._presences.items()):
-            online = presence.online and self._online(presence.client_id)
-            clients = {c for c in self._workers.get(role, set()) if self._online(c)}
-            if online and presence.client_id:
-                clients.add(presence.client_id)
-            roles.append(
+        return FleetStatus(
+            namespace=self.messager.topics.namespace,
+            roles=self._roles(),
+            tool_services=self._tool_services(),
+            model_servers=servers,
+            tasks=self._tasks_in_flight(),
+        )
+
+    def _roles(self) -> list[RoleStatus]:
+        # Clients that say which roles they serve are counted from that (idle replicas too, and
+        # several agents of a role on one client); a client that does not say (an older one, or
+        # one whose will is not its client status) counts once while its presence shows it
+        # serving, or its task statuses did and it is still online (not gone, nor left).
+        serving = self.messager.peers.serving()
+        agents: dict[str, dict[str, int]] = {}  # role -> client -> agents
+        for client, roles in serving.items():
+            for role, count in roles.items():
+                if count > 0:
+                    agents.setdefault(role, {})[client] = count
+        found = []
+        for role in sorted(set(self._presences) | set(agents)):
+            presence = self._presences.get(role)
+            counted = dict(agents.get(role, {}))
+            peers = self.messager.peers
+            silent = {c for c in self._workers.get(role, set()) if c not in serving and peers.online(c)}
+            holder = presence.client_id if presence is not None and presence.online else None
+            if holder is not None and holder not in serving and self._online(holder):
+                silent.add(holder)
+            for client in silent:
+                counted[client] = 1
+            replicas = sum(counted.values())
+            found.append(
                 RoleStatus(
                     role=role,
-                    online=online,
-                    client_id=presence.client_id,
-                    replicas=len(clients) if online else 0,
-                    clients=sorted(clients) if online else [],
-                    card=presence.card,
+                    online=replicas > 0,
+                    client_id=presence.client_id if presence is not None else None,
+                    replicas=replicas,
+                    clients=sorted(counted),
+                    card=presence.card if presence is not None else None,
                 )
             )
-        services = [
+        return found
+
+    def _tool_services(self) -> list[ToolServiceStatus]:
+        return [
             ToolServiceStatus(
                 service_id=service_id,
                 online=self._online(announcement.client_id),
@@ -151,8 +181,10 @@ class FleetWatch:
             )
             for service_id, announcement in sorted(self._services.items())
         ]
+
+    def _tasks_in_flight(self) -> list[TaskInFlight]:
         now = time.time()
-        tasks = [
+        return [
             TaskInFlight(
                 role=status.role,
                 question_id=status.question_id,
@@ -164,10 +196,3 @@ class FleetWatch:
             for status, _ in self._tasks.values()
             if status.state in OPEN_STATES and self._online(status.client_id)
         ]
-        return FleetStatus(
-            namespace=self.messager.topics.namespace,
-            roles=roles,
-            tool_services=services,
-            model_servers=servers,
-            tasks=tasks,
-        )

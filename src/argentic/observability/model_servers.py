@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
 from argentic.config import LLMConfig
-from argentic.llm.factory import endpoint_config, endpoint_url
+from argentic.llm.factory import endpoint_config
 from argentic.llm.local_server import server_root
 
 #: Seconds one GET of a model server may take.
@@ -36,7 +36,7 @@ GENERATED = "vllm:generation_tokens"
 
 
 class ModelServerStatus(BaseModel):
-    """One endpoint as ``argentic status`` shows it; None: the server did not say."""
+    """One server of an endpoint as ``argentic status`` shows it; None: the server did not say."""
 
     endpoint: str
     base_url: str
@@ -50,14 +50,14 @@ class ModelServerStatus(BaseModel):
     error: str | None = None
 
 
-def configured_endpoints(llm: LLMConfig) -> dict[str, str]:
-    """The model servers of the ``llm`` section: ``default`` (when a server is its provider) and
-    each of ``llm.endpoints``, name -> base URL."""
-    found: dict[str, str] = {}
+def configured_servers(llm: LLMConfig) -> list[tuple[str, str]]:
+    """The model servers of the ``llm`` section, as (endpoint name, base URL): every server of
+    ``default`` (when a server is its provider) and of each of ``llm.endpoints``."""
+    found: list[tuple[str, str]] = []
     if llm.provider in ("vllm", "openai"):
-        found["default"] = endpoint_url(llm)
+        found += [("default", url) for url in llm.server_urls()]
     for name in llm.endpoints:
-        found[name] = endpoint_url(endpoint_config(llm, name))
+        found += [(name, url) for url in endpoint_config(llm, name).server_urls()]
     return found
 
 

@@ -262,11 +262,16 @@ class ClientStatus(Message):
     so one will covers everything a client announced: an agent's presence or a tool service's
     announcement that names a client the broker reports gone is stale. A graceful exit withdraws
     the announcements itself and clears this status (an empty retained payload).
+
+    ``roles`` are the roles whose agents serve on the client, with how many agents each (``{}``:
+    none); the status is published again whenever that changes, so every replica is seen, busy or
+    idle. A client that leaves it out (an older one) says nothing about its roles.
     """
 
     type: Literal["client_status"] = "client_status"
     client_id: str
     online: bool
+    roles: dict[str, int] | None = Field(default=None, description="roles served here: agents of each")
 
 
 class Observation(Message):
