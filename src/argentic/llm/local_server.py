@@ -412,6 +412,10 @@ class VLLMServer:
             except subprocess.TimeoutExpired:
                 continue
         _signal_group(process, signal.SIGKILL)  # workers left behind by a server that died abruptly
+        for _ in range(int(GROUP_EXIT_S / 0.02)):
+            if not _group_running(process):
+                break
+            time.sleep(0.02)
 
     async def astart(
         self,
@@ -442,6 +446,10 @@ class VLLMServer:
             if process.poll() is not None or not _signal_group(process, sig) or await _exited(process, wait):
                 break
         _signal_group(process, signal.SIGKILL)  # workers left behind by a server that died abruptly
+        for _ in range(int(GROUP_EXIT_S / 0.02)):
+            if not _group_running(process):
+                break
+            await asyncio.sleep(0.02)
 
     def close(self) -> None:
         """Stop, and remove the log file when it was a temporary one of this server's own."""
@@ -484,6 +492,29 @@ def _signal_group(process: subprocess.Popen[bytes], sig: int) -> bool:
     except PermissionError:  # the pid was reused by a process not ours: ours is gone
         return False
     return True
+
+
+#: How long a stop waits for the workers of the server's group to be gone after SIGKILL (the
+#: signal is delivered at once, their exit takes a moment).
+GROUP_EXIT_S = 5.0
+
+
+def _group_running(process: subprocess.Popen[bytes]) -> bool:
+    """Whether a member of the server's process group still runs (zombies, ended, do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return False
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # After the name: state, ppid, pgrp.
+        if len(fields) > 2 and fields[2] == str(process.pid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 async def _exited(process: subprocess.Popen[bytes], within_s: float) -> bool:
