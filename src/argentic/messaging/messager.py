@@ -149,8 +149,6 @@ class Messager:
         values.update(overrides)
         return cls(**values)
 
-    # --- state --------------------------------------------------------------------------------
-
     @property
     def protocol_version(self) -> str:
         """The MQTT version spoken: "5" or "3.1.1" once connected."""
@@ -169,13 +167,12 @@ class Messager:
         return dict(self._status.roles)
 
     async def announce_roles(self, roles: Mapping[str, int]) -> None:
-        """Say in this client's retained status which roles its agents serve (agents do, as they
-        start and stop): ``argentic status`` counts every replica from it, busy or idle."""
+        """Say in this client's retained status which roles its agents serve (``argentic status``
+        counts every replica from it)."""
         await self._status.serve(roles, self.publish if self.is_connected else None)
 
     def shared(self, kind: type[P]) -> P:
-        """The one ``kind(self)`` of this messager, built on first use and closed (newest first)
-        when the messager disconnects: what components on one messager share, it owns."""
+        """The one ``kind(self)`` of this messager, built on first use, closed when it disconnects."""
         return self._leaving.shared(kind, self)
 
     @property
@@ -183,8 +180,7 @@ class Messager:
         return self._connection.state is State.CONNECTED
 
     def reconnected_within(self, seconds: float) -> bool:
-        """Whether the connection was lost or regained in the last ``seconds`` (or is down now):
-        a broker restart then explains what the broker said meanwhile, such as clients' wills."""
+        """Whether the connection was lost or regained in the last ``seconds`` (or is down now)."""
         changed = self._connection.changed_at
         return not self.is_connected or (changed > 0 and time.monotonic() - changed < seconds)
 
@@ -204,8 +200,6 @@ class Messager:
             raise NotConnectedError("the Messager is not connected: await messager.connect() first")
         if state is State.CLOSED:
             raise NotConnectedError("the Messager was disconnected; create a new one or connect() again")
-
-    # --- connection ---------------------------------------------------------------------------
 
     async def connect(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (public API)
         """Connect to the broker; raises BrokerUnavailableError or AuthenticationError."""
@@ -258,8 +252,6 @@ class Messager:
             self._requests.on_reply(inbound)
         else:
             await self._dispatcher.dispatch(inbound)
-
-    # --- publishing ---------------------------------------------------------------------------
 
     async def publish(
         self, topic: str, message: Message | None, *, qos: int | None = None, retain: bool = False
@@ -424,9 +416,8 @@ class Messager:
         """Publish ``message`` as a request and wait for its reply (or an ErrorReply).
 
         The same request (same id) is sent again after ``retry_after`` seconds without a reply
-        (default a third of the timeout): a replica that died holding it cannot answer, and
-        receivers drop a copy they already have (see also :meth:`resend`). Replicas with a
-        short session expiry stop drawing requests soon after they die.
+        (default a third of the timeout), then twice a beat: receivers drop a copy they already
+        have (see also :meth:`resend`).
 
         Raises RequestTimeoutError when no reply comes in ``timeout`` seconds (default
         request_timeout_s), NotConnectedError if the Messager is disconnected meanwhile.
