@@ -201,16 +201,20 @@ class ToolService(Running):
                 else:
                     log.warning("tool call %s for %s has no reply_to; result dropped", call.id, call.tool)
             finally:
-                if self.once is not None:
-                    keep = [self.once.keep_step(key, result)]
-                    try:
-                        # Kept, and the claim let go, in one round trip.
-                        await (claim.release(keep) if claim is not None else self.once.store.batch(*keep))
-                    except StorageError as exc:
-                        log.warning("could not keep the result of call %s: %s", call.id, exc)
+                await self._keep(call, key, result, claim)
         finally:
             if claim is not None:
                 await claim.release()  # when the call failed before its result was kept
+
+    async def _keep(self, call: ToolCall, key: str, result: ToolResult, claim: Claim | None) -> None:
+        """The result kept for copies of the call, and the claim let go, in one round trip."""
+        if self.once is None:
+            return
+        keep = [self.once.keep_step(key, result)]
+        try:
+            await (claim.release(keep) if claim is not None else self.once.store.batch(*keep))
+        except StorageError as exc:
+            log.warning("could not keep the result of call %s: %s", call.id, exc)
 
     async def _take(self, call: ToolCall, key: str) -> tuple[bool, Claim | None]:
         """Whether this replica runs ``call`` (and its claim): not when another replica ran it
