@@ -51,12 +51,33 @@ def available() -> bool:
 
 def current_traceparent() -> str | None:
     """The ``traceparent`` of the current span, None when none is recording (or no OpenTelemetry)."""
-    if not _enabled or not trace.get_current_span().get_span_context().is_valid:
+    if not _enabled:
         return None
-    carrier: dict[str, str] = {}
-    assert _propagator is not None
-    _propagator.inject(carrier)
-    return carrier.get(_TRACEPARENT)
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    # W3C trace context, version 00, written directly: a propagator's inject costs more per message.
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+
+
+#: The tracer of the provider it came from: asking the provider for it on every span costs as much
+#: as the span; a provider set later (a program's own) gets a tracer of its own.
+_tracer: tuple[Any, Any] | None = None
+
+
+def _current_tracer() -> Any:
+    global _tracer
+    provider = trace.get_tracer_provider()
+    if _tracer is None or _tracer[0] is not provider:
+        _tracer = (provider, provider.get_tracer(SCOPE))
+    return _tracer[1]
+
+
+_KINDS = (
+    {"client": trace.SpanKind.CLIENT, "server": trace.SpanKind.SERVER, "internal": trace.SpanKind.INTERNAL}
+    if trace is not None
+    else {}
+)
 
 
 @contextlib.contextmanager
@@ -77,12 +98,9 @@ def span(
     if traceparent is not None:
         assert _propagator is not None
         parent = _propagator.extract({_TRACEPARENT: traceparent})
-    tracer = trace.get_tracer(SCOPE)
-    span_kind = {"client": trace.SpanKind.CLIENT, "server": trace.SpanKind.SERVER}.get(
-        kind, trace.SpanKind.INTERNAL
-    )
-    with tracer.start_as_current_span(
-        name, context=parent, kind=span_kind, attributes=dict(attributes or {}), record_exception=True
+    span_kind = _KINDS.get(kind, trace.SpanKind.INTERNAL)
+    with _current_tracer().start_as_current_span(
+        name, context=parent, kind=span_kind, attributes=attributes, record_exception=True
     ) as current:
         try:
             yield current
