@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,21 @@ async def wait_for_shutdown() -> None:
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+async def serve_until_shutdown(serving: Awaitable[object]) -> None:
+    """Run ``serving`` (a server's serve-forever) until it ends or the process gets SIGINT or
+    SIGTERM; then stop it. Its error, if it ended with one, is raised."""
+    server = asyncio.ensure_future(serving)
+    stopped = asyncio.ensure_future(wait_for_shutdown())
+    try:
+        await asyncio.wait({server, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (server, stopped):
+            task.cancel()
+        await asyncio.gather(server, stopped, return_exceptions=True)
+    if not server.cancelled() and (error := server.exception()) is not None:
+        raise error
 
 
 def _to_stderr(line: str) -> None:

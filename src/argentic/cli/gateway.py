@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import sys
 
-from argentic.agents.runtime import wait_for_shutdown
+from argentic.agents.runtime import serve_until_shutdown
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError
 from argentic.messaging import Messager
@@ -38,14 +38,7 @@ async def serve(config: ArgenticConfig, args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        serving = asyncio.ensure_future(gateway.serve_forever())
-        stopped = asyncio.ensure_future(wait_for_shutdown())
-        try:
-            await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (serving, stopped):
-                task.cancel()
-            await asyncio.gather(serving, stopped, return_exceptions=True)
+        await serve_until_shutdown(gateway.serve_forever())
     return 0
 
 

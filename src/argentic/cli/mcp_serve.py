@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import sys
 
-from argentic.agents.runtime import wait_for_shutdown
+from argentic.agents.runtime import serve_until_shutdown
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError
 from argentic.messaging import Messager
@@ -34,19 +34,10 @@ async def serve(config: ArgenticConfig, args: argparse.Namespace) -> int:
         if args.http is not None:
             where = f"http://{args.host}:{args.http}{args.path}"
             print(f"MCP server at {where}; Ctrl-C stops", file=sys.stderr, flush=True)
-            serving = asyncio.ensure_future(gateway.serve_http(args.http, args.host, args.path))
+            await serve_until_shutdown(gateway.serve_http(args.http, args.host, args.path))
         else:
             # Stdout is the MCP stream: everything else goes to stderr.
-            serving = asyncio.ensure_future(gateway.serve_stdio())
-        stopped = asyncio.ensure_future(wait_for_shutdown())
-        try:
-            await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (serving, stopped):
-                task.cancel()
-            await asyncio.gather(serving, stopped, return_exceptions=True)
-        if serving.done() and not serving.cancelled() and serving.exception() is not None:
-            raise serving.exception()  # type: ignore[misc]
+            await serve_until_shutdown(gateway.serve_stdio())
     return 0
 
 
