@@ -240,6 +240,7 @@ class Agent(Running):
                     json_answer=bool(profile.json_answer),
                     answer_then_shape=bool(profile.answer_then_shape),
                     quote_tool_results=bool(profile.quote_tool_results),
+                    ground_arguments=bool(profile.ground_arguments),
                     max_tokens=self.llm.defaults.merged(self.settings).max_tokens,
                 )
                 self._profile_applied = True

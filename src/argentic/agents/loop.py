@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from argentic.agents.grounding import ground_tools
 from argentic.errors import AgentError, LLMOutputError, StepLimitError
 from argentic.llm import (
     ChatMessage,
@@ -163,6 +164,9 @@ class LoopPolicy:
     #: A JSON answer (``json_answer``) must quote the tool results that are numbers or short
     #: words, in their order (a pattern in its schema; the server's structured outputs hold it).
     quote_tool_results: bool = False
+    #: A demanded first call's string and number arguments are spans of the question
+    #: (:mod:`argentic.agents.grounding`).
+    ground_arguments: bool = False
 
 
 @dataclass
@@ -183,6 +187,11 @@ def tool_message_content(result: ToolResult) -> str:
     assert result.error is not None
     error = {"code": result.error.code, "message": result.error.message}
     return json.dumps({"error": error}, ensure_ascii=False)
+
+
+def _question(prompt: Sequence[ChatMessage]) -> str:
+    """The text of the prompt's last user message: the question."""
+    return next((m.text for m in reversed(prompt) if m.role == "user"), "")
 
 
 def _add_usage(total: Usage, more: Usage) -> Usage:
@@ -298,6 +307,8 @@ class ToolLoop:
             choice = self._choice(rounds, force_answer)
             await self.events.progress("llm_call", detail=f"step {step + 1}, tool_choice={choice}")
             tools = self.tools if choice != "none" else []
+            if tools and rounds == 0 and choice != "auto" and self.policy.ground_arguments:
+                tools = ground_tools(tools, _question(prompt))
             note = (
                 [*self._results_note(prompt, structured=answer_output is not None), *retry]
                 if not tools
@@ -367,7 +378,7 @@ class ToolLoop:
         """The question and the tool results restated, when the policy asks for it and there are any."""
         if not self.policy.restate_tool_results or not self.records:
             return []
-        question = next((m.text for m in reversed(prompt) if m.role == "user"), "")
+        question = _question(prompt)
         calls, outcomes = [], []
         for record in self.records:
             arguments = json.dumps(record.arguments, ensure_ascii=False, default=str)

@@ -39,6 +39,9 @@ class ModelProfile:
     #: With ``json_answer``, the answer must quote the tool results (numbers and short words),
     #: in the order they came: a small model otherwise writes a number from the question.
     quote_tool_results: bool | None = None
+    #: A demanded first tool call takes its string and number arguments from the question's
+    #: words (see :mod:`argentic.agents.grounding`): a small model's arguments otherwise drift.
+    ground_arguments: bool | None = None
     #: The tags the model's chat template writes around a tool call (Hermes: ``<tool_call>`` and
     #: ``</tool_call>``): a guided call on vLLM is then written the way the model learned to write one.
     tool_call_tags: tuple[str, str] | None = None
@@ -55,6 +58,7 @@ _SMALL_BASE_MODEL = ModelProfile(
     json_answer=True,
     answer_then_shape=True,
     quote_tool_results=True,
+    ground_arguments=True,
     tool_call_tags=("<tool_call>", "</tool_call>"),  # the Hermes template argentic serves it with
     tool_call_parser="hermes",
 )
