@@ -202,9 +202,11 @@ _FLAT_SAMPLING = ("temperature", "top_p", "max_tokens", "seed")
 class AgentOptions(Section):
     """How an agent works: the one set of options behind the ``agent`` section, each
     ``roles.NAME``, and ``Agent``, ``TeamAgent`` and ``VisualAgent`` (``options=``, or the same
-    names as keywords)."""
+    names as keywords). Whom it may ask (``delegates``, ``ask_back``) is an option like the others:
+    any agent on a messager asks over MQTT."""
 
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    description: str = Field(default="", description="what the agent is for, on its card for other agents")
     max_steps: int = Field(default=8, ge=1)
     tool_timeout_s: float = Field(default=30.0, gt=0, description="a tool call's longest wait")
     tool_choice: str | None = Field(
@@ -230,6 +232,23 @@ class AgentOptions(Section):
     sampling: SamplingSettings | None = Field(
         default=None, description="temperature, max_tokens, top_p, seed...: over the provider's"
     )
+    delegates: list[str] | dict[str, str] = Field(
+        default=[],
+        description="roles it may ask, each offered as a tool (or role -> what the tool says it does)",
+    )
+    supervise: bool = Field(
+        default=False, description="offer one `assign` tool that asks several delegates in parallel"
+    )
+    ask_back: bool = Field(default=False, description="may ask its asker for input (input-required)")
+    delegate_timeout_s: float = Field(
+        default=300.0, gt=0, description="longest wait for a delegate's answer or the asker's input"
+    )
+
+    def delegate_descriptions(self, known: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Each delegate with what its tool says it does: its own text here, else ``known[role]``
+        (a team's descriptions of its roles), else nothing."""
+        own = self.delegates if isinstance(self.delegates, dict) else dict.fromkeys(self.delegates, "")
+        return {role: text or (known or {}).get(role, "") for role, text in own.items()}
 
 
 #: Older keyword names of agent options.
@@ -265,18 +284,12 @@ class AgentConfig(AgentOptions):
 
 
 class RoleConfig(AgentOptions):
-    """One role of a team (``roles.NAME``): what it is for, how it thinks, whom it may ask."""
+    """One role of a team (``roles.NAME``): the agent options, and where the team runs it (model
+    endpoint, model, replicas)."""
 
-    description: str = Field(default="", description="what the role is for, shown to other agents")
     llm: str | None = Field(default=None, description="a name under llm.endpoints; None: the llm section")
     model: str | None = Field(default=None, description="another model (or LoRA adapter) on that endpoint")
-    delegates: list[str] = Field(default=[], description="roles it may ask, each offered as a tool")
-    supervise: bool = Field(
-        default=False, description="offer one `assign` tool that asks several delegates in parallel"
-    )
-    ask_back: bool = Field(default=False, description="may ask its asker for input (input-required)")
     replicas: int = Field(default=1, ge=1, description="agents of this role `argentic team` runs")
-    delegate_timeout_s: float = Field(default=300.0, gt=0, description="longest wait for a delegate")
 
     @model_validator(mode="before")
     @classmethod

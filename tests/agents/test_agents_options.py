@@ -67,3 +67,32 @@ def test_the_visual_agent_takes_the_agent_section_and_keeps_its_own_default_prom
     assert VisualAgent.from_config(prompted, llm=ScriptedLLM([]), source=source).system_prompt == (
         "Count the squares."
     )
+
+
+def test_whom_an_agent_may_ask_is_an_option_and_team_agents_keywords_still_work() -> None:
+    section = AgentConfig(description="leads", delegates=["dev"], supervise=True, ask_back=True)
+    plain = Agent.from_config(section, llm=ScriptedLLM([]))
+    assert plain.card is not None and plain.card.asks_back
+    assert (plain.card.description, plain.card.delegates) == ("leads", ["dev"])
+    keywords = TeamAgent(
+        ScriptedLLM([]),
+        None,
+        None,
+        "lead",
+        delegates={"dev": "writes code"},
+        supervise=True,
+        ask_back=True,
+        delegate_timeout_s=9,
+        description="leads",
+    )
+    assert keywords.card == plain.card.model_copy(update={"max_depth": keywords.max_depth})
+    assert keywords.options.delegate_descriptions() == {"dev": "writes code"}
+    assert (keywords.options.supervise, keywords.options.delegate_timeout_s) == (True, 9)
+    # A role's own text for a delegate wins over the team's description of that role.
+    role = RoleConfig.model_validate({"delegates": {"dev": "fixes bugs"}, "ask_back": True})
+    agent = TeamAgent.from_role("lead", role, llm=ScriptedLLM([]), descriptions={"dev": "writes code"})
+    assert agent.options.delegate_descriptions() == {"dev": "fixes bugs"}
+    listed = TeamAgent.from_role(
+        "lead", RoleConfig(delegates=["dev"]), llm=ScriptedLLM([]), descriptions={"dev": "writes code"}
+    )
+    assert listed.options.delegate_descriptions() == {"dev": "writes code"}

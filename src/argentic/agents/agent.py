@@ -14,6 +14,11 @@ Over MQTT, inside ``async with agent:`` (or between ``start()`` and ``stop()``):
   is online and names its client, whose last will makes it stale if the process dies (see
   :mod:`argentic.messaging.peers`), so agents and tool services can share one messager.
 
+Whom it may ask is an option like the others: with ``delegates`` (roles) its model gets a tool
+that asks each over MQTT, and with ``ask_back`` an ``ask_back`` tool that puts its task in
+``input-required`` until its asker's ``task_input`` comes (:mod:`argentic.agents.delegation`);
+its card in the presence says both. A team's agents are such agents.
+
 A payload that is not JSON cannot be answered (there is no ``reply_to`` to read): the messager
 logs and drops it. A JSON object that is not a valid question but names a ``reply_to`` gets an
 ErrorReply with code ``malformed_request``.
@@ -39,6 +44,7 @@ from typing import Any, TypeVar, overload
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from argentic.agents.conversation import ConversationStore
+from argentic.agents.delegation import Asker, Delegation, think_with
 from argentic.agents.events import MqttEvents
 from argentic.agents.loop import EventSink, LoopPolicy, LoopState, NullEvents, ToolLoop
 from argentic.agents.messages import MessageBuilder
@@ -206,8 +212,27 @@ class Agent(Running):
         self._presence_holder: str | None = None  # the client whose presence the role's topic holds
         self._cancel_leave: Callable[[], None] = lambda: None
         self._cancel_watch: Callable[[], None] = lambda: None
-        #: What the retained presence tells others about this role (see argentic.agents.team).
-        self.card: AgentCard | None = None
+        #: The tools that ask over MQTT: the roles it may ask (``delegates``) and, with
+        #: ``ask_back``, its asker (see argentic.agents.delegation). None without a messager.
+        self.delegation: Delegation | None = None
+        if messager is not None and (options.delegates or options.ask_back):
+            asker = Asker(self.role, messager, think_with(self), self.system_prompt)
+            self.delegation = Delegation(
+                asker,
+                options.delegate_descriptions(),
+                supervise=options.supervise,
+                ask_back=options.ask_back,
+                timeout_s=options.delegate_timeout_s,
+            )
+        #: What the retained presence tells others about this role.
+        self.card: AgentCard | None = AgentCard(
+            description=options.description,
+            model=llm.model_name or None,
+            tools=list(self.tool_names or []),
+            delegates=list(options.delegates),
+            asks_back=options.ask_back,
+            max_depth=self.max_depth,
+        )
 
     @classmethod
     def from_config(
@@ -616,15 +641,19 @@ class Agent(Running):
         return ToolLoop(call_llm, self.call_tool, self.tool_definitions(), self.policy, events)
 
     def tool_definitions(self) -> list[ToolDefinition]:
-        """The tools the model is offered: the local ones, then the announced ones it may use."""
-        local = self.local_tools.definitions()
-        if self.tool_manager is None:
-            return local
-        remote = self.tool_manager.definitions(self.tool_names)
-        return local + [d for d in remote if d.name not in self.local_tools]
+        """The tools the model is offered: the local ones, the announced ones it may use, then
+        those that ask its delegates or its asker."""
+        tools = self.local_tools.definitions()
+        if self.tool_manager is not None:
+            remote = self.tool_manager.definitions(self.tool_names)
+            tools += [d for d in remote if d.name not in self.local_tools]
+        return tools + self.delegation.definitions() if self.delegation is not None else tools
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> ToolResult:
-        """Where a tool runs: in this process when it is a local tool, else over MQTT."""
+        """Where a tool runs: asking a delegate or the asker over MQTT, in this process when it
+        is a local tool, else at a tool service over MQTT."""
+        if self.delegation is not None and self.delegation.handles(name):
+            return await self.delegation.call(name, arguments)
         if name in self.local_tools:
             return await self.local_tools.call(name, arguments, timeout=self.tool_timeout_s)
         if self.tool_manager is None:

@@ -16,8 +16,9 @@ or the error reply, comes back as the tool's result. Meanwhile:
   than waiting for an answer that cannot come.
 
 A supervisor (``supervise: true``) gets one ``assign`` tool instead, which asks several roles at
-once, in parallel, and returns their answers together. A role with ``ask_back: true`` gets an
-``ask_back`` tool that puts its task in ``input-required`` until its asker answers.
+once, in parallel, and returns their answers together. An agent with the ``ask_back`` option (any
+agent: it is in :class:`~argentic.config.AgentOptions`) gets an ``ask_back`` tool that puts its
+task in ``input-required`` until its asker answers.
 """
 
 from __future__ import annotations

@@ -22,17 +22,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from argentic.agents.agent import Agent
-from argentic.agents.delegation import Asker, Delegation, think_with
 from argentic.config import ArgenticConfig, RoleConfig, team_problems, team_roles
 from argentic.errors import ConfigError
 from argentic.lifecycle import Running
-from argentic.llm import LLMProvider, ToolDefinition
+from argentic.llm import LLMProvider
 from argentic.llm.factory import LLMFactory, endpoint_config
 from argentic.messaging import Messager
-from argentic.protocol import AgentCard, ToolResult
 from argentic.storage import ConversationRecords, Store
 from argentic.tools import ToolManager
 
@@ -43,40 +40,11 @@ START_BATCH = 100
 
 
 class TeamAgent(Agent):
-    """An agent whose questions are tasks between agents, and whose delegates are tools."""
+    """A team role's agent: an :class:`Agent` built from a :class:`~argentic.config.RoleConfig`.
 
-    def __init__(
-        self,
-        llm: LLMProvider,
-        messager: Messager | None = None,
-        tool_manager: ToolManager | None = None,
-        role: str = "assistant",
-        system_prompt: str | None = None,
-        *,
-        delegates: Mapping[str, str] | None = None,
-        supervise: bool = False,
-        ask_back: bool = False,
-        delegate_timeout_s: float = 300.0,
-        description: str = "",
-        **options: Any,
-    ) -> None:
-        """A team role's agent; ``options`` as :class:`Agent` takes them (``options=`` a
-        :class:`~argentic.config.RoleConfig`, or keywords)."""
-        super().__init__(llm, messager, tool_manager, role, system_prompt, **options)
-        self.delegation: Delegation | None = None
-        if messager is not None and (delegates or ask_back):
-            asker = Asker(self.role, messager, think_with(self), self.system_prompt)
-            self.delegation = Delegation(
-                asker, delegates or {}, supervise=supervise, ask_back=ask_back, timeout_s=delegate_timeout_s
-            )
-        self.card = AgentCard(
-            description=description,
-            model=llm.model_name or None,
-            tools=list(self.tool_names or []),
-            delegates=list(delegates or {}),
-            asks_back=ask_back,
-            max_depth=self.max_depth,
-        )
+    Delegation and ask-back are agent options (``delegates``, ``supervise``, ``ask_back``,
+    ``delegate_timeout_s``, ``description``), so this class adds only :meth:`from_role`; its
+    constructor is :class:`Agent`'s (``delegates`` may map each role to its description)."""
 
     @classmethod
     def from_role(
@@ -91,29 +59,8 @@ class TeamAgent(Agent):
         store: Store | ConversationRecords | None = None,
     ) -> TeamAgent:
         """The agent of role ``name``; ``descriptions`` of the other roles describe its delegates."""
-        described = descriptions or {}
-        return cls(
-            llm,
-            messager,
-            tool_manager,
-            name,
-            options=role,
-            delegates={d: described.get(d, "") for d in role.delegates},
-            supervise=role.supervise,
-            ask_back=role.ask_back,
-            delegate_timeout_s=role.delegate_timeout_s,
-            description=role.description,
-            store=store,
-        )
-
-    def tool_definitions(self) -> list[ToolDefinition]:
-        own = super().tool_definitions()
-        return own + self.delegation.definitions() if self.delegation is not None else own
-
-    async def call_tool(self, name: str, arguments: dict[str, Any]) -> ToolResult:
-        if self.delegation is not None and self.delegation.handles(name):
-            return await self.delegation.call(name, arguments)
-        return await super().call_tool(name, arguments)
+        delegates = role.delegate_descriptions(descriptions)
+        return cls(llm, messager, tool_manager, name, options=role, delegates=delegates, store=store)
 
 
 def role_llm(role: RoleConfig, endpoint: LLMProvider) -> LLMProvider:
