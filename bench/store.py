@@ -57,10 +57,10 @@ class TimedLease(Lease):
         self.spent = spent
         self.in_store = 0.0
 
-    async def acquire(self, wait_s: float = 0.0) -> bool:
+    async def acquire(self, timeout: float | None = None, *, wait_s: float | None = None) -> bool:  # noqa: ASYNC109
         started = time.perf_counter()
         try:
-            return await super().acquire(wait_s)
+            return await super().acquire(timeout, wait_s=wait_s)
         finally:
             self.in_store += time.perf_counter() - started
 

@@ -87,7 +87,7 @@ async def through_agent(client: AgentClient, llm: TimedProvider) -> tuple[float,
         async for event in run:
             if isinstance(event, Token):
                 received[event.index] = time.perf_counter()
-        await run.wait()
+        await run.answer()
     arrivals = llm.arrivals
     added = [received[i] - arrivals[i] for i in range(len(arrivals)) if i in received]
     if not received:

@@ -47,9 +47,9 @@ async def main(question: str) -> None:
         async with AgentClient(messager, agent.role).stream(question, output=Result) as run:
             async for event in run:
                 print(f"  {describe_event(event)}")
-        for call in run.answer.tool_calls:
+        for call in (await run.answer()).tool_calls:
             print(f"called {call.name}({json.dumps(call.arguments)}) -> {json.dumps(call.result)}")
-        print(f"answer: {(await run.result()).model_dump_json()}")
+        print(f"answer: {(await run.query()).model_dump_json()}")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ async def main(task: str) -> None:
                     asker = event.asked_by or "you"
                     what = event.error.message if event.error else (event.text or "")
                     print(f"  {asker} -> {event.role} [{event.state}] {what[:100]!r}")
-        print(f"answer: {await run.result()}")
+        print(f"answer: {await run.query()}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from argentic.errors import (
     remote_error,
 )
 from argentic.errors_wire import error_from, error_info, failed_result
+from argentic.llm import ScriptedLLM
 from argentic.messaging import Messager
 from argentic.messaging.limits import check_value
 from argentic.protocol import ErrorInfo, ErrorReply, TaskStatus
@@ -141,10 +142,12 @@ async def test_wrong_state_is_a_usage_error_and_a_runtime_error() -> None:
     assert isinstance(caught.value, RuntimeError)
     run = AgentClient(Messager(), "calc").stream("2 + 2?")
     with pytest.raises(UsageError, match="async with"):
-        _ = run.answer
+        await run.answer()
     with pytest.raises(ArgumentError, match="no reply_to") as wrong:
         await run.give_input(TaskStatus(question_id="q", state="input-required", role="calc"), "yes")
     assert isinstance(wrong.value, ValueError)
+    with pytest.raises(UsageError, match="no request was made"):
+        _ = ScriptedLLM(["hi"]).last_request
 
 
 def test_untyped_tools_and_duplicate_tools_are_tree_errors() -> None:

@@ -102,7 +102,7 @@ async def ask_following(
             if isinstance(event, TaskStatus):
                 statuses.append(event)
     try:
-        return await run.wait(), statuses, None
+        return await run.answer(), statuses, None
     except Exception as exc:
         return None, statuses, exc
 

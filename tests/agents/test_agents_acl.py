@@ -60,7 +60,7 @@ async def test_the_system_works_under_the_acl(party: MakeMessager) -> None:
             assert await client.online(timeout=5)
             async with client.stream("2 + 3?") as run:
                 events = [event async for event in run]
-            answer = run.answer
+            answer = await run.answer()
             assert answer is not None and answer.text == "five" and events
             assert [(c.name, c.result) for c in answer.tool_calls] == [("add", 5)]
 
@@ -132,14 +132,14 @@ async def test_a_team_delegates_cancels_and_asks_back_each_role_as_its_own_user(
                     await asyncio.wait_for(hanging.wait(), 10)
                     await run.cancel("stop")
         with pytest.raises(AgentReplyError) as caught:
-            await run.wait()
+            await run.answer()
         assert caught.value.code == "canceled"
         # An ask-back: the person answers the reviewer's input-required.
         async with AgentClient(person, "reviewer").stream("review it", timeout=30) as run:
             async for event in run:
                 if getattr(event, "state", None) == "input-required":
                     await run.give_input(event, "main.py")
-        assert (await run.wait()).text == 'reviewed "main.py"'
+        assert (await run.answer()).text == 'reviewed "main.py"'
 
 
 async def test_a_role_answers_the_input_its_delegate_asks_for(party: MakeMessager, namespace: str) -> None:

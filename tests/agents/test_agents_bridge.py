@@ -59,7 +59,7 @@ async def test_a_client_on_the_edge_asks_an_agent_on_the_centre(on: MakeMessager
             client = AgentClient(edge, role="calc")
             async with client.stream("2 + 3?", timeout=30) as run:
                 events = [event async for event in run]
-            answer = run.answer
+            answer = await run.answer()
             assert answer is not None and answer.text == "five"
             assert events, "progress events crossed the bridge"
             assert [(c.name, c.result) for c in answer.tool_calls] == [("add", 5)]

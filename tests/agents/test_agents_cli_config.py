@@ -69,7 +69,7 @@ async def test_a_command_serves_until_sigterm_and_stops_what_it_started(
     client = AgentClient(await mqtt(), "cli")
     try:
         async with asyncio.timeout(60):  # the command starting: it says online once serving
-            while not await client.online(wait_s=1.0):  # each look waits up to 1 s
+            while not await client.online(timeout=1.0):  # each look waits up to 1 s
                 assert process.returncode is None, f"argentic {command} exited"
         assert await client.ask("hello?", timeout=30)
     finally:

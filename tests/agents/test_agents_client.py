@@ -56,8 +56,9 @@ async def test_stream_yields_the_events_then_the_answer(setup: tuple[AgentClient
     assert stages[:3] == ["llm_call", "tool_call", "tool_result"], stages
     assert [e.state for e in events if isinstance(e, TaskStatus)][:2] == ["submitted", "working"]
     assert "".join(e.text for e in events if isinstance(e, Token)) == "42"
-    assert run.answer.text == "42" and [c.result for c in run.answer.tool_calls] == [42]
-    assert await run.result() == "42"
+    answer = await run.answer()
+    assert answer.text == "42" and [c.result for c in answer.tool_calls] == [42]
+    assert await run.query() == "42"
     call = next(e for e in events if isinstance(e, Progress) and e.stage == "tool_call")
     assert describe_event(call) == 'tool_call add {"a": 20, "b": 22}'
 
@@ -72,7 +73,7 @@ async def test_an_error_reply_raises_with_its_code(setup: tuple[AgentClient, Scr
         async for _ in run:
             pass
     with pytest.raises(AgentReplyError):
-        await run.wait()
+        await run.answer()
 
 
 async def test_no_agent_times_out(mqtt: MakeMessager) -> None:

@@ -293,14 +293,17 @@ async def test_a_team_that_fails_half_way_stops_the_agents_it_started(
 
 
 async def test_the_older_lifecycle_names_still_work(mosquitto: MosquittoBroker, namespace: str) -> None:
+    from argentic.agents.visual_agent import VisualAgent
     from argentic.core.agent.agent import Agent as OlderAgent
+    from argentic.core.agent.visual_agent import VisualAgent as OlderVisualAgent
     from argentic.core.llm.llm_factory import LLMFactory as OlderFactory
     from argentic.core.messager.messager import Messager as OlderMessager
     from argentic.core.tools import ToolManager as OlderToolManager
     from argentic.llm import LLMFactory
 
-    assert (OlderAgent, OlderFactory, OlderMessager, OlderToolManager) == (
+    assert (OlderAgent, OlderVisualAgent, OlderFactory, OlderMessager, OlderToolManager) == (
         Agent,
+        VisualAgent,
         LLMFactory,
         Messager,
         ToolManager,

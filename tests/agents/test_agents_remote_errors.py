@@ -42,9 +42,9 @@ async def test_an_unreachable_model_raises_llm_unavailable(mqtt: MakeMessager) -
             async for _ in run:
                 pass
         with pytest.raises(LLMUnavailableError):
-            await run.wait()
+            await run.answer()
         with pytest.raises(LLMUnavailableError):
-            _ = run.answer
+            await run.query()
 
 
 async def test_a_step_limit_and_a_bug_raise_their_classes(mqtt: MakeMessager) -> None:
@@ -96,7 +96,7 @@ async def test_a_cancel_raises_task_canceled_error(mqtt: MakeMessager, namespace
                     await asyncio.wait_for(working.wait(), 10)
                     await run.cancel("not needed any more")
         with pytest.raises(TaskCanceledError) as caught:
-            await run.wait()
+            await run.answer()
     assert isinstance(caught.value, AgentReplyError)
     assert caught.value.code == "canceled" and "not needed any more" in caught.value.reason
 

@@ -78,7 +78,7 @@ async def test_a_question_resumes_after_its_replica_dies_without_rerunning_a_too
                 ):
                     doomed.kill()  # between the tool's result and the answer
                     events = [event async for event in run]
-                    answer = await run.wait()
+                    answer = await run.answer()
     finally:
         if doomed.returncode is None:
             doomed.kill()

@@ -47,7 +47,7 @@ async def test_a_failed_task_is_on_record_with_its_error(mqtt: MakeMessager) -> 
             async for _ in run:
                 pass
         with pytest.raises(LLMError):
-            await run.wait()
+            await run.answer()
         record = await client.task(run.question.id)
     assert record.status.state == "failed" and record.answer is None
     assert record.status.error is not None and "fell over" in record.status.error.message

@@ -49,7 +49,7 @@ async def test_a_plain_agent_publishes_task_states_and_honours_its_askers_cancel
                         await asyncio.wait_for(started.wait(), 10)
                         await run.cancel("not needed")
         with pytest.raises(AgentReplyError) as caught:
-            await run.wait()
+            await run.answer()
         await wait_until(lambda: stopped == ["stopped"], what="the model call to stop")
     assert caught.value.code == "canceled" and "not needed" in caught.value.reason
     assert [s.state for s in seen] == ["submitted", "working", "canceled"]
@@ -102,7 +102,7 @@ async def test_only_the_asker_may_cancel(mqtt: MakeMessager) -> None:
                 timeout=10,
             )
             release.set()
-            answer = await run.wait()
+            answer = await run.answer()
     assert isinstance(refusal, ErrorReply) and refusal.error.code == "forbidden"
     assert answer.text == "finished"
 
@@ -129,7 +129,7 @@ async def test_two_askers_with_one_question_id_keep_their_own_tasks(mqtt: MakeMe
                         if name == "first" and event.state == "working":
                             await client.cancel(question.id, "first asker gives up")
             try:
-                return await run.wait()
+                return await run.answer()
             except AgentReplyError as exc:
                 return exc
 
@@ -193,7 +193,7 @@ async def test_only_the_asker_gives_input_and_forged_statuses_are_not_believed(
                             refusal = await anext(aiter(refusals))
                     else:
                         await run.give_input(event, "main.py")
-            answer = await run.wait()
+            answer = await run.answer()
     assert answer.text == 'reviewed "main.py"'
     assert refusal.error.code == "forbidden"
     assert asked_back == 2
@@ -248,7 +248,7 @@ async def test_what_a_messager_shares_it_closes(mqtt: MakeMessager, namespace: s
     messager = await mqtt()
     directory = messager.shared(Directory)
     board = messager.shared(TaskBoard)
-    assert messager.shared(Directory) is directory and Directory.of(messager) is directory
+    assert messager.shared(Directory) is directory
     await board.serve("solo")
     assert await directory.presence("nobody", timeout=0.1) is None
     assert directory._subscriptions and board._roles

@@ -68,7 +68,7 @@ async def test_presence_carries_an_agent_card(mqtt: MakeMessager, namespace: str
     )
     models = {"architect": model(answers("a")), "reviewer": model(answers("r"))}
     async with team(cfg, await mqtt(), models):
-        directory = Directory.of(await mqtt())
+        directory = (await mqtt()).shared(Directory)
         architect = await directory.presence("architect", timeout=5)
         reviewer = await directory.presence("reviewer", timeout=5)
     assert isinstance(architect, Presence) and architect.online and architect.card is not None
@@ -83,7 +83,7 @@ async def test_a_client_discovers_the_team_from_the_broker(mqtt: MakeMessager, n
         {"lead": {"description": "leads", "delegates": ["developer"]}, "developer": {"description": "codes"}},
     )
     async with team(cfg, await mqtt(), {"lead": model(answers("a")), "developer": model(answers("d"))}):
-        found = await Directory.of(await mqtt()).discover(timeout=1.0)
+        found = await (await mqtt()).shared(Directory).discover(timeout=1.0)
     assert list(found) == ["developer", "lead"]
     lead = found["lead"].card
     assert lead is not None and lead.description == "leads" and lead.delegates == ["developer"]
@@ -229,7 +229,7 @@ async def test_cancel_stops_the_task_and_its_sub_tasks(mqtt: MakeMessager, names
                         await asyncio.wait_for(working.wait(), 10)
                         await run.cancel("changed my mind")
         with pytest.raises(AgentReplyError) as caught:
-            await run.wait()
+            await run.answer()
         await wait_until(lambda: stopped == ["part"], what="the sub-task's model call to stop")
     assert caught.value.code == "canceled"
     assert "changed my mind" in caught.value.reason
@@ -270,7 +270,7 @@ async def test_a_delegated_role_killed_mid_task_ends_the_call_at_once(
                     if isinstance(event, TaskStatus) and event.role == "b" and event.state == "working":
                         os.kill(member.pid, signal.SIGKILL)
             with pytest.raises(AgentReplyError) as failed:
-                await run.wait()
+                await run.answer()
     finally:
         if member.poll() is None:
             member.kill()
@@ -299,7 +299,7 @@ async def test_a_delegated_replica_killed_mid_task_is_replaced_by_a_live_one(
                         if len(workers) == 1:  # the doomed replica has it: a live one joins, it dies
                             await live.enter_async_context(team(cfg, await mqtt(), models, roles=["b"]))
                             os.kill(member.pid, signal.SIGKILL)
-            answer = await run.wait()
+            answer = await run.answer()
     finally:
         if member.poll() is None:
             member.kill()
@@ -321,7 +321,7 @@ async def test_a_role_asks_back_and_the_client_answers(mqtt: MakeMessager, names
                     if event.state == "input-required":
                         assert event.text == "which file?"
                         await run.give_input(event, "main.py")
-        answer = await run.wait()
+        answer = await run.answer()
     assert answer.text == 'reviewed "main.py"'
     assert seen == ["submitted", "working", "input-required", "working", "completed"]
 
@@ -412,7 +412,7 @@ async def test_argentic_team_runs_the_chosen_roles_each_with_its_presence(
             assert line, "argentic team ended before serving"
         assert b"architect x1, developer x2" in line
         messager = await mqtt()
-        directory = Directory.of(messager)
+        directory = messager.shared(Directory)
         developer = await directory.presence("developer", timeout=10)
         assert developer is not None and developer.online and developer.card is not None
         assert developer.card.description == "codes"

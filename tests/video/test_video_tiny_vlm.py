@@ -83,7 +83,7 @@ async def test_the_server_takes_the_agents_frames_and_counts_each_one(
     agent = VisualAgent(llm=llm, source=pattern, policy=FramesOverWindow(frames=4, window_s=5))
     try:
         assert agent.image_limit == VLM_IMAGE_LIMIT, "the limit comes from llm.server.limit_mm_per_prompt"
-        result = await agent.ask_with_video("What do you see?")
+        result = await agent.answer_with_video("What do you see?")
         assert isinstance(result.text, str)
         assert len(agent.last_frames) == VLM_IMAGE_LIMIT, "four frames asked for, the limit sent"
         assert all((f.width, f.height) == (640, 480) for f in agent.last_frames)
@@ -135,7 +135,7 @@ async def test_a_prompt_over_the_limit_is_refused_and_argentic_stays_within_it(
         # the agent sends no more than the limit, and earlier turns lose their images, so a
         # conversation never adds up past it
         for _ in range(2):
-            result = await agent.ask_with_video("And now?", conversation_id="c1")
+            result = await agent.answer_with_video("And now?", conversation_id="c1")
             assert len(agent.last_frames) == VLM_IMAGE_LIMIT and isinstance(result.text, str)
     finally:
         await raw.close()

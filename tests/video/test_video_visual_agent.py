@@ -102,10 +102,10 @@ async def test_the_provider_limit_applies_and_images_are_scaled(pattern: TestPat
 async def test_a_conversation_carries_only_the_newest_frame(pattern: TestPatternSource) -> None:
     llm = recording_llm()
     agent = VisualAgent(llm=llm, source=pattern)
-    await agent.ask_with_video("First look.", conversation_id="c1")
+    await agent.answer_with_video("First look.", conversation_id="c1")
     first_index = agent.last_frames[0].frame.index
     await pattern.wait_for_frame(10, newer_than=first_index)
-    await agent.ask_with_video("And now?", conversation_id="c1")
+    await agent.answer_with_video("And now?", conversation_id="c1")
     request = llm.last_request
     with_images = [m for m in request.messages if images_of(m)]
     assert len(with_images) == 1 and with_images[0] is request.messages[-1]
@@ -129,8 +129,8 @@ async def test_concurrent_questions_keep_their_own_frame_policy(pattern: TestPat
     agent = VisualAgent(llm=FunctionLLM(reply), source=pattern, max_images_per_prompt=3)
     window = FramesOverWindow(frames=3, window_s=30)
     one, three = await asyncio.gather(
-        agent.ask_with_video("Latest?", conversation_id="a"),
-        agent.ask_with_video("Over time?", conversation_id="b", policy=window),
+        agent.answer_with_video("Latest?", conversation_id="a"),
+        agent.answer_with_video("Over time?", conversation_id="b", policy=window),
     )
     assert (one.text, three.text) == ("1 images", "3 images")
     assert not any(images_of(m) for c in ("a", "b") for m in agent.conversations.history(c))
@@ -233,7 +233,7 @@ async def test_tools_work_as_for_agent(pattern: TestPatternSource, messagers: Me
 
     llm = ScriptedLLM([decide, decide])
     agent = VisualAgent(llm=llm, tool_manager=manager, source=pattern)
-    result = await agent.ask_with_video("Is the frame number even?")
+    result = await agent.answer_with_video("Is the frame number even?")
     index = agent.last_frames[0].frame.index
     assert [(c.name, c.arguments, c.ok) for c in result.tool_calls] == [
         ("frame_parity", {"index": index}, True)

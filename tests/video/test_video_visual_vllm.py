@@ -212,7 +212,7 @@ async def test_gemma_3n_answers_about_frames_end_to_end(gemma3n_server: Any) -> 
     )
     agent = VisualAgent(llm=llm, source=source, policy=FramesOverWindow(frames=2, window_s=2))
     try:
-        result = await agent.ask_with_video("Describe the colours you see in these frames.")
+        result = await agent.answer_with_video("Describe the colours you see in these frames.")
         assert isinstance(result.text, str) and result.text.strip()
         assert len(agent.last_frames) == 2
         assert result.usage.prompt_tokens > 2 * 200, "both images reached the model (~256 tokens each)"
@@ -315,8 +315,8 @@ async def test_gemma_3n_hears_the_tone(gemma3n_server: Any) -> None:
         "required": ["heard"],
     }
     try:
-        silent = await agent.ask_with_video("Describe the picture in a few words.")
-        result = await agent.ask_with_video(
+        silent = await agent.answer_with_video("Describe the picture in a few words.")
+        result = await agent.answer_with_video(
             "Listen to the audio clip. What do you hear?", output=schema, audio_s=2.0
         )
         assert agent.last_audio is not None and agent.last_audio.duration_s == 2.0

@@ -455,7 +455,7 @@ class Agent(Running):
         lets its claim lapse: this one takes the question over then."""
         assert self.once is not None and self.task_records is not None and self.messager is not None
         expires = question.deadline or question.expires_at
-        wait_s = max(0.0, expires - time.time()) if expires is not None else COPY_WAIT_S
+        wait = max(0.0, expires - time.time()) if expires is not None else COPY_WAIT_S
         messager = self.messager
 
         async def send_kept(kept: Message) -> None:
@@ -464,7 +464,7 @@ class Agent(Running):
 
         return await self.once.take_or_reply(
             f"question:{sender_key(question)}",
-            wait_s=wait_s,
+            timeout=wait,
             what=f"question {question.id}",
             reply=send_kept,
             # With the claim, the steps a replica that died on the question recorded.

@@ -10,10 +10,12 @@
     async with client.stream("What is 2 + 2?", output=Sum) as run:
         async for event in run:                                  # Progress and Token messages
             print(describe_event(event))
-    print(run.answer.tool_calls, await run.result())
+        answer = await run.answer()                              # the whole Answer, or
+        total = await run.query()                                # its value (a validated Sum)
 
 As on an :class:`~argentic.agents.Agent` in process: ``query`` gives the value, ``answer`` the
-whole answer (``ask`` is the older name of ``query``). Waits are ``timeout=`` seconds per call;
+whole answer (``ask`` is the older name of ``query``); a run's ``answer()`` and ``query()`` the
+same once the question is answered. Waits are ``timeout=`` seconds per call;
 ``timeout_s`` is the client's default.
 
 The question goes to ``{ns}/agents/{role}/questions`` (any replica of the role takes it); events
@@ -32,12 +34,13 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel
 
+from argentic.deprecation import deprecated, renamed
 from argentic.errors import ArgenticError, ArgumentError, RequestTimeoutError, UsageError
 from argentic.errors_wire import error_from
 from argentic.llm.types import OutputSpec
@@ -104,7 +107,10 @@ def _output_value(answer: Answer, output: OutputSpec | None) -> Any:
 
 
 class AgentRun:
-    """One question in flight: iterate it for its events; the answer follows (see :meth:`result`)."""
+    """One question in flight: iterate it for its events; then ``await run.answer()`` gives the
+    whole answer and ``await run.query()`` its value, as on :class:`AgentClient`.
+
+    ``wait()`` and ``result()`` are the older names of ``answer()`` and ``query()`` (deprecated)."""
 
     def __init__(
         self,
@@ -238,28 +244,63 @@ class AgentRun:
         """Ask the agent to stop; the answer becomes a ``canceled`` error reply."""
         await self.client.cancel(self.question.id, reason)
 
-    async def wait(self) -> Answer:
-        """The whole answer message (tool calls, usage, conversation id); an error reply raises the
-        class of its code, also an :class:`~argentic.errors.AgentReplyError`."""
+    @property
+    def answer(self) -> _RunAnswer:
+        """``await run.answer()``: the whole answer message (tool calls, usage, conversation id),
+        once it arrives; an error reply raises the class of its code, also an
+        :class:`~argentic.errors.AgentReplyError`. (``run.answer.text``, from when this was a
+        property, still reads the arrived answer, with a DeprecationWarning.)"""
+        return _RunAnswer(self)
+
+    async def _answer(self) -> Answer:
         reply = await self._started()
         if isinstance(reply, ErrorReply):
             raise error_from(reply.error)
         return reply
 
-    @property
-    def answer(self) -> Answer:
-        """The answer, once it has arrived (after iterating, or after :meth:`wait`)."""
+    async def query(self) -> Any:
+        """The answer's value: its text, or with ``output`` the validated structured answer."""
+        return _output_value(await self._answer(), self.output)
+
+    # --- older names ----------------------------------------------------------------------------
+
+    async def wait(self) -> Answer:
+        """Deprecated: the older name of :meth:`answer`."""
+        deprecated("AgentRun.wait() is deprecated: use `await run.answer()`")
+        return await self._answer()
+
+    async def result(self) -> Any:
+        """Deprecated: the older name of :meth:`query`."""
+        deprecated("AgentRun.result() is deprecated: use `await run.query()`")
+        return await self.query()
+
+    def _arrived(self) -> Answer:
+        """The answer that has arrived (what ``run.answer.<field>``, the older property, reads)."""
         reply = self._started()
         if not reply.done():
-            raise UsageError("the answer has not arrived yet: iterate the run or await run.wait()")
+            raise UsageError("the answer has not arrived yet: iterate the run or await run.answer()")
         result = reply.result()
         if isinstance(result, ErrorReply):
             raise error_from(result.error)
         return result
 
-    async def result(self) -> Any:
-        """The answer's text, or with ``output`` the validated structured answer."""
-        return _output_value(await self.wait(), self.output)
+
+class _RunAnswer:
+    """What ``run.answer`` is: called (``await run.answer()``), the whole answer; a field read
+    off it (``run.answer.text``, from when ``answer`` was a property), that field of the answer
+    that has arrived, with a DeprecationWarning."""
+
+    def __init__(self, run: AgentRun) -> None:
+        self._run = run
+
+    def __call__(self) -> Coroutine[Any, Any, Answer]:
+        return self._run._answer()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        deprecated(f"run.answer.{name} is deprecated: use `(await run.answer()).{name}`")
+        return getattr(self._run._arrived(), name)
 
 
 class AgentClient:
@@ -431,14 +472,16 @@ class AgentClient:
 
     async def online(
         self,
-        timeout: float = 1.0,  # noqa: ASYNC109 (public API)
+        timeout: float | None = None,  # noqa: ASYNC109 (public API)
         *,
         wait_s: float | None = None,
     ) -> bool:
         """Whether an agent of the role says it is online (its retained presence, from a live
-        client), waiting up to ``timeout`` seconds for it. ``wait_s`` is its older name."""
-        if wait_s is not None:
-            timeout = wait_s
+        client), waiting up to ``timeout`` seconds (default 1) for it. ``wait_s=`` is its older,
+        deprecated name."""
+        timeout = renamed(timeout, wait_s, where="AgentClient.online", name="timeout", older_name="wait_s")
+        if timeout is None:
+            timeout = 1.0
         peers = self.messager.peers
         await peers.start()
         seen: asyncio.Queue[Presence] = asyncio.Queue(maxsize=8)

@@ -36,6 +36,7 @@ from typing import Any
 from argentic.agents.client import AgentClient, AgentRun
 from argentic.agents.loop import NullEvents
 from argentic.agents.tasks import AgentTask, TaskBoard, running_task, task_status
+from argentic.deprecation import deprecated
 from argentic.errors import (
     AgentReplyError,
     ArgenticError,
@@ -96,7 +97,8 @@ class Directory:
 
     @classmethod
     def of(cls, messager: Messager) -> Directory:
-        """The directory of ``messager`` (the older spelling of ``messager.shared(Directory)``)."""
+        """Deprecated: the older spelling of ``messager.shared(Directory)``."""
+        deprecated("Directory.of(messager) is deprecated: use messager.shared(Directory)")
         return messager.shared(cls)
 
     async def close(self) -> None:
@@ -372,7 +374,7 @@ class Delegation:
                         name,
                         NoAgentOnlineError(f"the {role} agent working on it went offline before answering"),
                     )
-                answer = await run.wait()
+                answer = await run.answer()
         except AgentReplyError as exc:
             return _failure(name, exc, f"the {role} could not answer: {exc.reason}")
         except RequestTimeoutError:

@@ -28,6 +28,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from argentic.deprecation import deprecated
 from argentic.errors import (
     DeadlineError,
     DelegationCycleError,
@@ -116,13 +117,20 @@ class AgentTask:
         )
 
 
-#: The older name of :class:`AgentTask`.
-Task = AgentTask
-
 #: The task the current coroutine works for (set inside the task's runner).
 running_task: ContextVar[AgentTask | None] = ContextVar("argentic_running_task", default=None)
-#: The older name of :data:`running_task`.
-current_task = running_task
+
+#: Older names of this module's (they shadowed asyncio's ``Task`` and ``current_task``): still
+#: importable, with a DeprecationWarning.
+_OLDER_NAMES = {"Task": "AgentTask", "current_task": "running_task"}
+
+
+def __getattr__(name: str) -> Any:
+    newer = _OLDER_NAMES.get(name)
+    if newer is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    deprecated(f"{__name__}.{name} is deprecated: use {newer}")
+    return globals()[newer]
 
 
 def check_question(question: Question, role: str, max_depth: int) -> None:
@@ -154,7 +162,8 @@ class TaskBoard:
 
     @classmethod
     def of(cls, messager: Messager) -> TaskBoard:
-        """The board of ``messager`` (the older spelling of ``messager.shared(TaskBoard)``)."""
+        """Deprecated: the older spelling of ``messager.shared(TaskBoard)``."""
+        deprecated("TaskBoard.of(messager) is deprecated: use messager.shared(TaskBoard)")
         return messager.shared(cls)
 
     async def close(self) -> None:

@@ -14,7 +14,9 @@ whenever the scene changes and/or when the sound gets loud: ``async for seen in 
 gives each :class:`~argentic.agents.visual_watch.Sighting`, and each is also published as an
 :class:`~argentic.protocol.Observation` on ``{ns}/agents/{role}/observations``.
 
-The frame source is ``source=``; ``driver=`` is its older, deprecated name.
+The frame source is ``source=``; ``driver=`` is its older, deprecated name. As on an ``Agent``,
+``query_with_video`` gives the answer's value and ``answer_with_video`` the whole result
+(``ask_with_video`` is its older, deprecated name).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import warnings
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic_core import to_jsonable_python
@@ -33,6 +34,7 @@ from argentic.agents.frame_messages import FrameMessages, Look
 from argentic.agents.loop import EventSink, LoopPolicy, NullEvents
 from argentic.agents.visual_watch import Sighting, Trigger, Watch
 from argentic.config import DEFAULT_SYSTEM_PROMPT, AgentConfig, ArgenticConfig, VideoConfig
+from argentic.deprecation import deprecated, renamed
 from argentic.errors import ArgumentError, UsageError, VideoError
 from argentic.llm import LLMProvider, OutputSpec
 from argentic.llm.profiles import profile_for
@@ -158,9 +160,7 @@ class VisualAgent(Agent):
     @property
     def driver(self) -> FrameSource:
         """Deprecated: the older name of :attr:`source`."""
-        warnings.warn(
-            "VisualAgent.driver is deprecated: use VisualAgent.source", DeprecationWarning, stacklevel=2
-        )
+        deprecated("VisualAgent.driver is deprecated: use VisualAgent.source")
         return self.frames.source
 
     @property
@@ -276,12 +276,12 @@ class VisualAgent(Agent):
         """Answer ``text`` about what the video shows now: the answer's text, or with ``output``
         the validated structured answer. Raises :class:`VideoError` when no frame arrives in time.
         ``audio_s`` adds that many seconds of sound to this question (default: the agent's)."""
-        result = await self.ask_with_video(
+        result = await self.answer_with_video(
             text, conversation_id=conversation_id, output=output, policy=policy, audio_s=audio_s
         )
         return result.data if output is not None else result.text
 
-    async def ask_with_video(
+    async def answer_with_video(
         self,
         question: Question | str,
         *,
@@ -291,14 +291,20 @@ class VisualAgent(Agent):
         events: EventSink | None = None,
         audio_s: float | None = None,
     ) -> AgentResult:
-        """Like :meth:`Agent.ask`, with frames picked by ``policy`` (default: the agent's) and
-        ``audio_s`` seconds of sound (default: the agent's ``audio_s``)."""
+        """The whole result, as :meth:`Agent.answer`, with frames picked by ``policy`` (default:
+        the agent's) and ``audio_s`` seconds of sound (default: the agent's ``audio_s``);
+        :meth:`query_with_video` gives the value."""
         await self.start_audio()
         await self.apply_profile()  # the model's image limit, before the builder is copied
         builder = self.frames.with_policy(policy).with_audio(audio_s)
         return await self.answer(
             question, conversation_id=conversation_id, output=output, events=events, builder=builder
         )
+
+    async def ask_with_video(self, question: Question | str, **options: Any) -> AgentResult:
+        """Deprecated: the older name of :meth:`answer_with_video` (same arguments, same result)."""
+        deprecated("VisualAgent.ask_with_video() is deprecated: use answer_with_video()")
+        return await self.answer_with_video(question, **options)
 
     async def sample_frames(self, policy: SamplingPolicy | None = None) -> list[EncodedFrame]:
         """Frames for one prompt, encoded; waits up to ``frame_timeout_s`` for a first frame."""
@@ -468,12 +474,8 @@ def source_or_driver(
     source: FrameSource | None, driver: FrameSource | None, where: str
 ) -> FrameSource | None:
     """``source``, or ``driver`` (its deprecated older name) with a warning; not both."""
-    if driver is None:
-        return source
-    warnings.warn(f"{where}(driver=...) is deprecated: pass source=", DeprecationWarning, stacklevel=3)
-    if source is not None and source is not driver:
-        raise ArgumentError(f"{where}: pass source= only (driver= is its deprecated older name), not both")
-    return driver
+    # called from VisualAgent's __init__ or from_config: the warning points at their caller
+    return renamed(source, driver, where=where, name="source", older_name="driver", stacklevel=5)
 
 
 def video_options(video: VideoConfig, llm: LLMProvider | None = None) -> dict[str, Any]:

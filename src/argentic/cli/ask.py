@@ -139,7 +139,7 @@ async def ask(config: ArgenticConfig, args: argparse.Namespace) -> int:
         if streamed:
             print()
         try:
-            answer = await run.wait()
+            answer = await run.answer()
         except AgentReplyError as exc:
             print(f"argentic ask: {exc}", file=sys.stderr)
             return 1

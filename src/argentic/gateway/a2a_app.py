@@ -112,7 +112,7 @@ class Relay:
                 async for event in run:
                     await self._put(event)
                 try:
-                    await self._put(await run.wait())
+                    await self._put(await run.answer())
                 except ArgenticError as exc:
                     await self._put(exc)
         except (ArgenticError, TimeoutError) as exc:

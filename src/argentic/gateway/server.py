@@ -207,7 +207,7 @@ class Gateway:
             async with client.stream(question, feed=self.roster.follow) as run:
                 async for _ in run:
                     pass
-                await run.wait()
+                await run.answer()
 
 
 def _sse(item: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from argentic.errors import LLMError
+from argentic.errors import LLMError, UsageError
 from argentic.llm.base import LLMProvider, Overrides, events_from_response
 from argentic.llm.output import parse_output
 from argentic.llm.types import (
@@ -69,8 +69,9 @@ class _TestProvider(LLMProvider):
 
     @property
     def last_request(self) -> ChatRequest:
+        """The newest request; read before any was made, a :class:`~argentic.errors.UsageError`."""
         if not self._shared.requests:
-            raise LookupError("no request was made")
+            raise UsageError("no request was made to this provider yet: ask the agent first")
         return self._shared.requests[-1]
 
     async def _reply(self, request: ChatRequest) -> ChatResponse | str | LLMToolCall | list[LLMToolCall]:

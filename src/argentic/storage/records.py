@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from argentic.deprecation import renamed
 from argentic.errors import LeaseTimeoutError, MalformedMessageError, StorageError
 from argentic.llm import ChatMessage
 from argentic.protocol import Answer, Message, TaskRecord, TaskStatus, parse_message
@@ -66,10 +67,17 @@ class Lease:
             raise LeaseTimeoutError(f"{self.key} stayed held for {self.wait_s:g}s (another replica's turn)")
         return self
 
-    async def acquire(self, wait_s: float = 0.0) -> bool:
-        """Take the lease, waiting up to ``wait_s`` for its holder; whether it was taken. Once
-        taken it is renewed until released (``async with``'s exit, or :meth:`release`)."""
-        deadline = time.monotonic() + wait_s
+    async def acquire(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109 (public API)
+        *,
+        wait_s: float | None = None,
+    ) -> bool:
+        """Take the lease, waiting up to ``timeout`` seconds (default 0: one try) for its holder;
+        whether it was taken. Once taken it is renewed until released (``async with``'s exit, or
+        :meth:`release`). ``wait_s=`` is the older, deprecated name of ``timeout=``."""
+        timeout = renamed(timeout, wait_s, where="Lease.acquire", name="timeout", older_name="wait_s")
+        deadline = time.monotonic() + (timeout or 0.0)
         pause = 0.01
         while not await self._try():
             if time.monotonic() >= deadline:
@@ -343,13 +351,22 @@ class Once:
         self.claim_ttl_s = claim_ttl_s
         self.reply_ttl_s = reply_ttl_s
 
-    async def take(self, key: str, *, wait_s: float, also: Sequence[str] = ()) -> Claim | Message | None:
+    async def take(
+        self,
+        key: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (public API)
+        also: Sequence[str] = (),
+        wait_s: float | None = None,
+    ) -> Claim | Message | None:
         """This caller's claim on the request of ``key`` (it works on it, then keeps its reply and
         releases the claim); or the reply another replica kept; or None when another one still
-        held it after ``wait_s`` seconds. The claim carries the values of the keys ``also``
-        names, read with the look for a kept reply, in the round trip that takes the claim."""
+        held it after ``timeout`` seconds (default 0: one look). The claim carries the values of
+        the keys ``also`` names, read with the look for a kept reply, in the round trip that takes
+        the claim. ``wait_s=`` is the older, deprecated name of ``timeout=``."""
+        timeout = renamed(timeout, wait_s, where="Once.take", name="timeout", older_name="wait_s")
         claim = Claim(self.store, f"claim:{key}", ttl_s=self.claim_ttl_s, read=[f"reply:{key}", *also])
-        deadline = time.monotonic() + wait_s
+        deadline = time.monotonic() + (timeout or 0.0)
         pause = 0.02
         while True:
             taken = await claim.acquire()
@@ -371,17 +388,20 @@ class Once:
         self,
         key: str,
         *,
-        wait_s: float,
+        timeout: float | None = None,  # noqa: ASYNC109 (public API)
         what: str,
         reply: Callable[[Message], Awaitable[None]],
         also: Sequence[str] = (),
+        wait_s: float | None = None,
     ) -> tuple[bool, Claim | None]:
         """:meth:`take` for a request a replica received (``what`` names it in the log): whether
         to work on it, and the claim. Not when another replica answered it (its kept reply goes
         to ``reply``: this copy may be the one the sender still waits on) or still works on it
-        after ``wait_s``. When the store cannot say, work on it without a claim."""
+        after ``timeout`` seconds. When the store cannot say, work on it without a claim.
+        ``wait_s=`` is the older, deprecated name of ``timeout=``."""
+        timeout = renamed(timeout, wait_s, where="Once.take_or_reply", name="timeout", older_name="wait_s")
         try:
-            taken = await self.take(key, wait_s=wait_s, also=also)
+            taken = await self.take(key, timeout=timeout, also=also)
         except StorageError as exc:
             log.warning("the store cannot say whether %s was answered; working on it: %s", what, exc)
             return True, None

@@ -221,13 +221,13 @@ class ToolService(Running):
         (its kept result is sent from here too: the copy that reached this replica may be the
         one the caller still waits on) or still runs it past the call's longest run."""
         assert self.once is not None
-        wait_s = call_timeout(self.tools.get(call.tool), self.call_timeout_s) + CLAIM_GRACE_S
+        wait = call_timeout(self.tools.get(call.tool), self.call_timeout_s) + CLAIM_GRACE_S
 
         async def send_kept(kept: Message) -> None:
             if call.reply_to:
                 await self.messager.reply(call, kept)
 
-        return await self.once.take_or_reply(key, wait_s=wait_s, what=f"call {call.id}", reply=send_kept)
+        return await self.once.take_or_reply(key, timeout=wait, what=f"call {call.id}", reply=send_kept)
 
     async def execute(self, call: ToolCall) -> ToolResult:
         """Run one call and make its result (never raises)."""

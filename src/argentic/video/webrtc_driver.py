@@ -26,8 +26,9 @@ from aiortc import RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from argentic.config import VideoConfig
-from argentic.errors import VideoError
-from argentic.protocol import ErrorInfo, ErrorReply, WebRTCAnswer, WebRTCOffer
+from argentic.errors import MalformedMessageError, VideoError
+from argentic.errors_wire import error_info
+from argentic.protocol import ErrorReply, WebRTCAnswer, WebRTCOffer
 from argentic.video.frames import AudioBuffer, AudioChunk, Frame
 from argentic.video.ice import host_addresses, rtc_configuration, servers_from_config
 from argentic.video.source import BufferedSource
@@ -138,10 +139,10 @@ class WebRTCDriver(BufferedSource):
         try:
             sdp = await self.answer(offer.sdp)
         except VideoError as exc:
-            await self.messager.reply(
-                offer,
-                ErrorReply(request_id=offer.id, error=ErrorInfo(code="malformed_request", message=str(exc))),
-            )
+            # An offer that cannot be answered is the peer's bad request (malformed_request), not
+            # a want of frames (VideoError's code): reported as the protocol's class.
+            error = error_info(MalformedMessageError(str(exc)))
+            await self.messager.reply(offer, ErrorReply(request_id=offer.id, error=error))
             return
         await self.messager.reply(offer, WebRTCAnswer(sdp=sdp))
 
