@@ -53,8 +53,15 @@ async def test_the_cpu_models_profile_answers_then_shapes_a_structured_answer(to
     assert not answer.tools and isinstance(answer.output, dict) and answer.output["required"] == ["answer"]
     last = answer.messages[-1]
     assert last.role == "user" and "6912" in last.text and "add" in last.text
-    # then that answer restated and shaped under the user's schema, the same history before it
-    assert not shape.tools and shape.output is Product
+    # the call's numbers are the question's (grounded arguments)
+    properties = first.tools[0].parameters["properties"]
+    assert properties["a"]["enum"] == properties["b"]["enum"] == [1234, 5678]
+    # then that answer restated and shaped under the user's schema, its number one of the answer's
+    assert not shape.tools
+    assert shape.output == {
+        **Product.model_json_schema(),
+        "properties": {"value": {"title": "Value", "type": "integer", "enum": [6912]}},
+    }
     assert shape.messages[: len(answer.messages)] == answer.messages
     assert shape.messages[-2].role == "assistant" and shape.messages[-2].text == "6912"
     assert shape.messages[-1].role == "user" and shape.messages[-1].text.startswith("Your answer: 6912.")
@@ -123,7 +130,10 @@ async def test_a_shaped_answer_to_a_schema_given_as_a_dict_is_the_object(tools: 
     agent = Agent(llm=llm, tool_manager=tools)
     schema = Product.model_json_schema()
     assert (await agent.ask("What is 2 + 2?", output=schema)).data == {"value": 4}
-    assert llm.requests[-1].output == schema
+    assert llm.requests[-1].output == {
+        **schema,
+        "properties": {"value": {**schema["properties"]["value"], "enum": [4]}},
+    }
 
 
 async def test_the_cpu_models_answer_must_quote_the_tool_results() -> None:

@@ -8,13 +8,15 @@ accepts (type, pattern, length), which the server's structured outputs then hold
 a required argument with no such span is not offered for that call.
 
 Only for a model whose profile asks for it (``ModelProfile.ground_arguments``), and only for a
-call the policy demands before any tool ran: later calls may need values the tools gave.
+call the policy demands before any tool ran: later calls may need values the tools gave. The same
+holds a structured answer shaped from a free one (``answer_then_shape``): its number fields are
+numbers of the free answer.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from argentic.llm.types import ToolDefinition
@@ -25,11 +27,14 @@ MAX_SPAN_WORDS = 8
 MAX_CHOICES = 64
 #: Words no string argument holds: a question's frame ("How many ... are in"), which a small model
 #: otherwise takes for (or runs on into) the thing asked about. English, the CPU model's language.
-FRAME_WORDS = frozenset(
-    "a an and are as at be by can could do does for from has have hold holds how in is it many "
-    "much of on or please tell that the there this to was what when where which who why will with "
-    "would you".split()
-)
+# fmt: off
+FRAME_WORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "by", "can", "could", "do", "does",
+    "for", "from", "has", "have", "hold", "holds", "how", "in", "is", "it", "many", "much",
+    "of", "on", "or", "please", "tell", "that", "the", "there", "this", "to", "was", "what",
+    "when", "where", "which", "who", "why", "will", "with", "would", "you",
+})
+# fmt: on
 _WORD = re.compile(r"\S+")
 _EDGES = "?!.,;:\"'“”‘’«»"
 
@@ -55,11 +60,11 @@ def _number(span: str, integer: bool) -> int | float | None:
     return value
 
 
-def _choices(schema: dict[str, Any], candidates: Sequence[str]) -> list[Any] | None:
+def _choices(schema: dict[str, Any], candidates: Sequence[str], kinds: Collection[str]) -> list[Any] | None:
     """The spans ``schema`` accepts, as values of its type; None when the schema is not a plain
-    string or number (left as it is)."""
+    value of one of ``kinds`` (left as it is)."""
     kind = schema.get("type")
-    if "enum" in schema or "const" in schema or kind not in ("string", "integer", "number"):
+    if "enum" in schema or "const" in schema or kind not in kinds:
         return None
     chosen: list[Any] = []
     if kind == "string":
@@ -88,30 +93,34 @@ def _choices(schema: dict[str, Any], candidates: Sequence[str]) -> list[Any] | N
     return chosen[:MAX_CHOICES]
 
 
-def grounded(tool: ToolDefinition, question: str) -> ToolDefinition | None:
-    """``tool`` with each plain string or number argument limited to the question's spans; None
-    when a required argument has none."""
-    parameters = dict(tool.parameters)
-    properties = dict(parameters.get("properties") or {})
-    required = set(parameters.get("required") or ())
-    candidates = spans(question)
-    for name, schema in properties.items():
-        if not isinstance(schema, dict):
+def ground_schema(
+    schema: dict[str, Any], text: str, kinds: Collection[str] = ("string", "integer", "number")
+) -> dict[str, Any] | None:
+    """The object ``schema`` with each plain property of ``kinds`` limited to the spans of
+    ``text`` it accepts; None when a required property has none."""
+    properties = dict(schema.get("properties") or {})
+    required = set(schema.get("required") or ())
+    candidates = spans(text)
+    for name, value_schema in properties.items():
+        if not isinstance(value_schema, dict):
             continue
-        choices = _choices(schema, candidates)
+        choices = _choices(value_schema, candidates, kinds)
         if choices is None:
             continue
         if not choices:
             if name in required:
                 return None
             continue
-        properties[name] = {**{k: v for k, v in schema.items() if k not in ("pattern",)}, "enum": choices}
-    parameters["properties"] = properties
-    return tool.model_copy(update={"parameters": parameters})
+        properties[name] = {k: v for k, v in value_schema.items() if k != "pattern"} | {"enum": choices}
+    return {**schema, "properties": properties}
 
 
 def ground_tools(tools: Sequence[ToolDefinition], question: str) -> list[ToolDefinition]:
-    """The tools that can be called with the question's words, grounded; all of them as they are
-    when none can (the call is then as free as without grounding)."""
-    kept = [g for g in (grounded(t, question) for t in tools) if g is not None]
+    """The tools that can be called with the question's words, their arguments grounded; all of
+    them as they are when none can (the call is then as free as without grounding)."""
+    kept = []
+    for tool in tools:
+        parameters = ground_schema(tool.parameters, question)
+        if parameters is not None:
+            kept.append(tool.model_copy(update={"parameters": parameters}))
     return kept or list(tools)

@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from argentic.agents.grounding import ground_tools
+from argentic.agents.grounding import ground_schema, ground_tools
 from argentic.errors import AgentError, LLMOutputError, StepLimitError
 from argentic.llm import (
     ChatMessage,
@@ -503,10 +503,15 @@ class ToolLoop:
             results = self._results_note(prompt, structured=True)
             ask_text = FINAL_ANSWER_PROMPT.format(schema=schema)
             ask = ChatMessage.user(f"{results[0].text}\n\n{ask_text}" if results else ask_text)
+        shape: OutputSpec = output
+        if self.policy.answer_then_shape and self.policy.ground_arguments:
+            # A number field holds a number of the free answer (a small model writes its own).
+            grounded = ground_schema(json.loads(schema), last.content or "", kinds=("integer", "number"))
+            shape = grounded if grounded is not None else output
         for attempt in range(self.policy.max_unusable_replies + 1):
             await self.events.progress("llm_call", detail="structured answer")
             try:
-                request = ChatRequest(messages=[*history, ask], output=output)
+                request = ChatRequest(messages=[*history, ask], output=shape)
                 response = await self.call_llm(request, self.events)
             except LLMOutputError as exc:
                 log.info("structured answer attempt %d failed: %s", attempt + 1, exc)
@@ -514,7 +519,9 @@ class ToolLoop:
             self.usage = _add_usage(self.usage, response.usage)
             try:
                 data = (
-                    response.parsed if response.parsed is not None else parse_output(response.content, output)
+                    response.parsed
+                    if response.parsed is not None and shape is output
+                    else parse_output(response.content, output)
                 )
             except LLMOutputError as exc:
                 log.info("structured answer attempt %d failed: %s", attempt + 1, exc)
