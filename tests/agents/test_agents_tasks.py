@@ -1,11 +1,13 @@
 """Every agent's questions are tasks with an owner, on a real mosquitto with scripted models:
-cancel, deadline and states for a plain Agent; only the asker cancels or gives input; forged
+cancel, deadline and states for a plain Agent and a VisualAgent; only the asker cancels or gives input; forged
 statuses are not believed; a chain of roles does not deadlock when handlers are few."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from team_support import answers, asks, asks_back, config, model, team
@@ -14,11 +16,14 @@ from argentic.agents.agent import Agent
 from argentic.agents.client import AgentClient
 from argentic.agents.delegation import Directory
 from argentic.agents.tasks import TaskBoard
+from argentic.agents.visual_agent import VisualAgent
 from argentic.errors import AgentReplyError
 from argentic.llm import FunctionLLM
+from argentic.messaging import Messager
 from argentic.protocol import Answer, Cancel, ErrorReply, Question, TaskInput, TaskStatus
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.waiting import wait_until
+from argentic.video import TestPatternSource
 
 
 def hanging(started: asyncio.Event, stopped: list[str]) -> FunctionLLM:
@@ -36,9 +41,30 @@ def hanging(started: asyncio.Event, stopped: list[str]) -> FunctionLLM:
     return FunctionLLM(reply)
 
 
-async def test_a_plain_agent_publishes_task_states_and_honours_its_askers_cancel(mqtt: MakeMessager) -> None:
+@contextlib.asynccontextmanager
+async def serving(kind: str, llm: FunctionLLM, messager: Messager) -> AsyncIterator[Agent]:
+    """An agent of role ``solo`` serving on ``messager``: a plain one, or a visual one watching a
+    test pattern (whose questions carry a frame)."""
+    if kind == "plain":
+        async with Agent(llm, messager, role="solo") as agent:
+            yield agent
+        return
+    source = TestPatternSource(64, 48, fps=30)
+    await source.start()
+    try:
+        await source.wait_for_frame(10)
+        async with VisualAgent(llm, messager, source=source, role="solo") as visual:
+            yield visual
+    finally:
+        await source.stop()
+
+
+@pytest.mark.parametrize("kind", ["plain", "visual"])
+async def test_an_agent_publishes_task_states_and_honours_its_askers_cancel(
+    kind: str, mqtt: MakeMessager
+) -> None:
     started, stopped = asyncio.Event(), []
-    async with Agent(hanging(started, stopped), await mqtt(), role="solo"):
+    async with serving(kind, hanging(started, stopped), await mqtt()):
         client = AgentClient(await mqtt(), "solo")
         seen: list[TaskStatus] = []
         async with client.stream("think", timeout=30) as run:
@@ -56,9 +82,10 @@ async def test_a_plain_agent_publishes_task_states_and_honours_its_askers_cancel
     assert all(s.owner == client.messager.inbox and s.role == "solo" for s in seen)
 
 
-async def test_a_plain_agent_honours_the_deadline(mqtt: MakeMessager) -> None:
+@pytest.mark.parametrize("kind", ["plain", "visual"])
+async def test_an_agent_honours_the_deadline(kind: str, mqtt: MakeMessager) -> None:
     started, stopped = asyncio.Event(), []
-    async with Agent(hanging(started, stopped), await mqtt(), role="solo"):
+    async with serving(kind, hanging(started, stopped), await mqtt()):
         client = AgentClient(await mqtt(), "solo")
         began = time.monotonic()
         with pytest.raises(AgentReplyError) as caught:
