@@ -1,6 +1,6 @@
 """Every agent's questions are tasks with an owner, on a real mosquitto with scripted models:
-cancel, deadline and states for a plain Agent and a VisualAgent; only the asker cancels or gives input; forged
-statuses are not believed; a chain of roles does not deadlock when handlers are few."""
+cancel, deadline and states for a plain Agent and a VisualAgent; only the asker cancels or gives
+input; forged statuses are not believed; a chain of roles does not deadlock when handlers are few."""
 
 from __future__ import annotations
 
