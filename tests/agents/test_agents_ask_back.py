@@ -40,7 +40,7 @@ async def answer_asking_back(client: AgentClient, text: str, given: str) -> tupl
                 if event.state == "input-required":
                     asked.append(event.text or "")
                     await run.give_input(event, given)
-        answer = await run.wait()
+        answer = await run.answer()
     return answer.text, states, asked
 
 
