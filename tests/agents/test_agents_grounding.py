@@ -84,6 +84,19 @@ def test_values_that_are_not_plain_are_left_as_they_are() -> None:
     assert grounded is not None and grounded["properties"] == properties
 
 
+def test_a_word_of_the_tools_own_name_or_description_is_not_what_it_is_asked_about() -> None:
+    lookup = ToolDefinition(
+        name="stock_count",
+        description="How many units of an item the warehouse holds.",
+        parameters={"type": "object", "properties": {"item": {"type": "string"}}, "required": ["item"]},
+    )
+    (grounded,) = ground_tools([lookup], "How many hinges are in stock?")
+    assert grounded.parameters["properties"]["item"]["enum"] == ["hinges"]
+    # when only the tool's own words are left, they stay
+    (only,) = ground_tools([lookup], "How many in stock?")
+    assert only.parameters["properties"]["item"]["enum"] == ["stock"]
+
+
 def test_a_tool_whose_required_argument_has_no_span_is_not_offered() -> None:
     number = tool("double", {"n": {"type": "integer"}}, ["n"])
     word = tool("lookup", {"item": {"type": "string"}}, ["item"])

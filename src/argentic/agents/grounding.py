@@ -4,8 +4,10 @@ A small model asked for a call under guided decoding writes valid JSON, yet its 
 it runs a number on into a digit pattern (``1234`` becomes ``1234567890...``) or names a word near
 the one it should. With grounding, each string or number argument of the call may only be a span
 of the question: its schema becomes an ``enum`` of the question's word spans that its own schema
-accepts (type, pattern, length), which the server's structured outputs then hold. A tool that has
-a required argument with no such span is not offered for that call.
+accepts (type, pattern, length), which the server's structured outputs then hold; a word of the
+tool's own name or description is what the tool is, not what it is asked about, and is left out
+while another span is left. A tool that has a required argument with no such span is not offered
+for that call.
 
 Only for a model whose profile asks for it (``ModelProfile.ground_arguments``), and only for a
 call the policy demands before any tool ran: later calls may need values the tools gave. The same
@@ -93,11 +95,20 @@ def _choices(schema: dict[str, Any], candidates: Sequence[str], kinds: Collectio
     return chosen[:MAX_CHOICES]
 
 
+def _vocabulary(tool: ToolDefinition) -> set[str]:
+    """The words of a tool's name and description, lower case."""
+    return {w.strip(_EDGES).lower() for w in re.split(r"[\s_]+", f"{tool.name} {tool.description}") if w}
+
+
 def ground_schema(
-    schema: dict[str, Any], text: str, kinds: Collection[str] = ("string", "integer", "number")
+    schema: dict[str, Any],
+    text: str,
+    kinds: Collection[str] = ("string", "integer", "number"),
+    avoid: Collection[str] = (),
 ) -> dict[str, Any] | None:
     """The object ``schema`` with each plain property of ``kinds`` limited to the spans of
-    ``text`` it accepts; None when a required property has none."""
+    ``text`` it accepts; None when a required property has none. String spans made only of words
+    in ``avoid`` are left out unless nothing else is left."""
     properties = dict(schema.get("properties") or {})
     required = set(schema.get("required") or ())
     candidates = spans(text)
@@ -107,6 +118,11 @@ def ground_schema(
         choices = _choices(value_schema, candidates, kinds)
         if choices is None:
             continue
+        if value_schema.get("type") == "string":
+            # A word the tool's own name or description uses is what the tool is, not what it is
+            # asked about ("stock" for stock_count, "capital" for capital_of).
+            own = [c for c in choices if not all(w.lower() in avoid for w in c.split())]
+            choices = own or choices
         if not choices:
             if name in required:
                 return None
@@ -120,7 +136,7 @@ def ground_tools(tools: Sequence[ToolDefinition], question: str) -> list[ToolDef
     them as they are when none can (the call is then as free as without grounding)."""
     kept = []
     for tool in tools:
-        parameters = ground_schema(tool.parameters, question)
+        parameters = ground_schema(tool.parameters, question, avoid=_vocabulary(tool))
         if parameters is not None:
             kept.append(tool.model_copy(update={"parameters": parameters}))
     return kept or list(tools)
