@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from argentic.llm import SamplingSettings
+from argentic.llm.openai_provider import OpenAICompatibleProvider
 from argentic.tools import BaseTool, tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,6 +58,17 @@ class Echo(BaseTool):
 
     async def run(self, args: EchoArgs) -> str:
         return " ".join([args.text] * args.times)
+
+
+def cpu_model(server: Any, max_tokens: int = 48) -> OpenAICompatibleProvider:
+    """A provider for the test session's CPU vLLM server: greedy, few tokens, a patient timeout
+    (a busy 2-core machine can be slow; a timeout is not what these tests are about)."""
+    return OpenAICompatibleProvider(
+        base_url=server.base_url,
+        model=server.model,
+        defaults=SamplingSettings(max_tokens=max_tokens, temperature=0),
+        timeout_s=300,
+    )
 
 
 def all_tools() -> list[BaseTool]:

@@ -7,14 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from agents_support import cpu_model
 from pydantic import BaseModel, Field
 
 from argentic import Agent
 from argentic.agents.grounding import ground_schema, ground_tools, spans
 from argentic.errors import StepLimitError
-from argentic.llm import SamplingSettings, ScriptedLLM, ToolDefinition, tool_call
+from argentic.llm import ScriptedLLM, ToolDefinition, tool_call
 from argentic.llm.local import CPU_MODEL_NAME
-from argentic.llm.openai_provider import OpenAICompatibleProvider
 
 ITEMS = {"bolts": 4312, "nuts": 977}
 
@@ -141,12 +141,7 @@ async def test_a_shaped_answer_without_a_number_in_the_free_answer_is_shaped_fre
 async def test_the_cpu_models_call_holds_a_span_of_the_question(vllm_server: Any) -> None:
     question = "How many bolts does the warehouse hold?"
     async with (
-        OpenAICompatibleProvider(
-            base_url=vllm_server.base_url,
-            model=vllm_server.model,
-            defaults=SamplingSettings(max_tokens=48, temperature=0),
-            timeout_s=300,
-        ) as llm,
+        cpu_model(vllm_server) as llm,
         Agent(
             llm=llm, tools=[stock_count], system_prompt="You count stock with the stock_count tool."
         ) as agent,

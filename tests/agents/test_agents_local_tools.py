@@ -10,13 +10,11 @@ import threading
 from typing import Any
 
 import pytest
-from agents_support import add, explode, hang
+from agents_support import add, cpu_model, explode, hang
 
 from argentic import Agent, AgentClient
 from argentic.errors import ArgumentError
-from argentic.llm.openai_provider import OpenAICompatibleProvider
 from argentic.llm.scripted import ScriptedLLM, tool_call
-from argentic.llm.types import SamplingSettings
 from argentic.testing.messagers import MakeMessager
 from argentic.tools import LocalTools, ToolManager, ToolService, tool
 
@@ -131,12 +129,7 @@ async def test_many_local_calls_at_once_are_bounded() -> None:
 @pytest.mark.vllm
 async def test_the_cpu_model_calls_a_local_tool_that_validates(vllm_server: Any) -> None:
     async with (
-        OpenAICompatibleProvider(
-            base_url=vllm_server.base_url,
-            model=vllm_server.model,
-            defaults=SamplingSettings(max_tokens=48, temperature=0),
-            timeout_s=300,
-        ) as llm,
+        cpu_model(vllm_server) as llm,
         Agent(llm=llm, tools=[add], system_prompt="You add numbers with the add tool.") as agent,
     ):
         result = await agent.ask("What is 1234 + 5678?")
