@@ -59,6 +59,12 @@ def test_numbers_come_from_the_question_within_their_bounds() -> None:
     assert schema["properties"]["a"] == {"type": "integer"}  # the tool's own schema is left alone
 
 
+def test_words_that_float_reads_as_numbers_are_not_numbers() -> None:
+    schema = {"type": "object", "properties": {"x": {"type": "number"}}, "required": ["x"]}
+    grounded = ground_schema(schema, "Is nan or inf bigger than 2.5 or 1,000?")
+    assert grounded is not None and grounded["properties"]["x"]["enum"] == [2.5, 1000.0]
+
+
 def test_strings_are_spans_their_pattern_accepts_without_the_questions_frame() -> None:
     schema = {
         "type": "object",

@@ -17,6 +17,7 @@ numbers of the free answer.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -55,11 +56,14 @@ def spans(text: str) -> list[str]:
 
 
 def _number(span: str, integer: bool) -> int | float | None:
+    """The number ``span`` writes (thousands separators allowed), None when it is none; "nan" and
+    "inf" are words here, not numbers (JSON has neither)."""
+    text = span.replace(",", "")
     try:
-        value = float(span.replace(",", "")) if not integer else int(span.replace(",", ""))
+        value: int | float = int(text) if integer else float(text)
     except ValueError:
         return None
-    return value
+    return value if math.isfinite(value) else None
 
 
 def _choices(schema: dict[str, Any], candidates: Sequence[str], kinds: Collection[str]) -> list[Any] | None:
