@@ -493,7 +493,7 @@ class ToolLoop:
                 return parse_output(last.content, output)
             except LLMOutputError:
                 pass
-        schema = json.dumps(output if isinstance(output, dict) else output.model_json_schema())
+        schema = output if isinstance(output, dict) else output.model_json_schema()
         history = [*prompt, *added]
         if self.policy.answer_then_shape:
             # The answer's own request as it was (the restated results before it), then the ask.
@@ -501,12 +501,12 @@ class ToolLoop:
             ask = ChatMessage.user(SHAPE_PROMPT.format(answer=(last.content or "").strip().rstrip(".")))
         else:
             results = self._results_note(prompt, structured=True)
-            ask_text = FINAL_ANSWER_PROMPT.format(schema=schema)
+            ask_text = FINAL_ANSWER_PROMPT.format(schema=json.dumps(schema))
             ask = ChatMessage.user(f"{results[0].text}\n\n{ask_text}" if results else ask_text)
         shape: OutputSpec = output
         if self.policy.answer_then_shape and self.policy.ground_arguments:
             # A number field holds a number of the free answer (a small model writes its own).
-            grounded = ground_schema(json.loads(schema), last.content or "", kinds=("integer", "number"))
+            grounded = ground_schema(schema, last.content or "", kinds=("integer", "number"))
             shape = grounded if grounded is not None else output
         for attempt in range(self.policy.max_unusable_replies + 1):
             await self.events.progress("llm_call", detail="structured answer")
