@@ -60,8 +60,8 @@ def current_traceparent() -> str | None:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
-#: The tracer of the provider it came from: asking the provider for it on every span costs as much
-#: as the span; a provider set later (a program's own) gets a tracer of its own.
+#: The tracer of the provider it came from: asking the provider for it on every span cost about a
+#: third of the span (profiled); a provider set later (a program's own) gets a tracer of its own.
 _tracer: tuple[Any, Any] | None = None
 
 
