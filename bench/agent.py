@@ -8,8 +8,12 @@
    the openai client: ``agent_tasks_per_min``, ``direct_tasks_per_min``, ``concurrency_ratio``
    (goal >= 0.9). The agent's requests are recorded and replayed verbatim on the direct side. A
    warm-up pass runs first, so both measured passes find the same prompts in vLLM's prefix cache.
+   The sides alternate for up to ``--rounds`` rounds (fewer when they would pass ``--budget-s``);
+   the ratio is of their total times; ``best_pass_ratio`` compares each side's fastest pass and
+   ``round_ratios`` shows how far single rounds spread.
 
-    uv run python bench/agent.py [--calls 1000] [--tasks 64] [--vllm-url http://127.0.0.1:8000/v1] [--quick]
+    uv run python bench/agent.py [--calls 1000] [--tasks 64] [--rounds 4] [--quick]
+                                 [--vllm-url http://127.0.0.1:8000/v1]
 
 Without ``--vllm-url`` (or ``$ARGENTIC_TEST_VLLM_URL``) the CPU server is started (and stopped).
 ``--quick`` makes 50 tool calls and asks 1 question in one round: a check that it runs.
@@ -153,17 +157,21 @@ class RecordingAgent(Agent):
         return await super().call_llm(request, events)
 
 
-async def agent_pass(client: AgentClient, questions: list[str]) -> tuple[float, int]:
-    """Seconds for all questions, and the completion tokens they took (an error reply raises)."""
-    started = time.perf_counter()
+Pass = tuple[float, int, float]  # seconds, completion tokens, CPU seconds of this process
+
+
+async def agent_pass(client: AgentClient, questions: list[str]) -> Pass:
+    """Seconds for all questions, the completion tokens they took (an error reply raises), and the
+    CPU seconds this process spent (agent, tool service and asker: everything argentic runs)."""
+    cpu, started = time.process_time(), time.perf_counter()
     answers = await asyncio.gather(*(client.answer(q, timeout=900) for q in questions))
     elapsed = time.perf_counter() - started
-    return elapsed, sum(a.usage.completion_tokens for a in answers)
+    return elapsed, sum(a.usage.completion_tokens for a in answers), time.process_time() - cpu
 
 
-async def direct_pass(llm: OpenAICompatibleProvider, model: str, recorded: Recorded) -> tuple[float, int]:
+async def direct_pass(llm: OpenAICompatibleProvider, model: str, recorded: Recorded) -> Pass:
     """Seconds for all tasks (each its calls in order, as the bodies the agent's provider sent),
-    and the completion tokens they took."""
+    the completion tokens they took, and the CPU seconds this process spent."""
     client = openai.AsyncOpenAI(base_url=llm.base_url, api_key="none", max_retries=0, timeout=900)
     tokens = 0
 
@@ -173,16 +181,16 @@ async def direct_pass(llm: OpenAICompatibleProvider, model: str, recorded: Recor
             completion = await client.chat.completions.create(**llm.wire_body(request, model))
             tokens += completion.usage.completion_tokens if completion.usage else 0
 
-    started = time.perf_counter()
+    cpu, started = time.process_time(), time.perf_counter()
     await asyncio.gather(*(task(calls) for calls in recorded.values()))
     elapsed = time.perf_counter() - started
     await client.close()
-    return elapsed, tokens
+    return elapsed, tokens, time.process_time() - cpu
 
 
 async def concurrency(
-    broker: MosquittoBroker, base_url: str, model: str, tasks: int, rounds: int
-) -> dict[str, float]:
+    broker: MosquittoBroker, base_url: str, model: str, tasks: int, rounds: int, budget_s: float
+) -> dict[str, Any]:
     questions = [f"What is {17 + i} * {23 + 2 * i}?" for i in range(tasks)]
     llm = LLMFactory.create(
         {
@@ -220,31 +228,43 @@ async def concurrency(
         print(f"warm-up: {tasks} questions through the agent", file=sys.stderr, flush=True)
         await agent_pass(AgentClient(client, "bench"), questions)
         recorded = {question: list(calls) for question, calls in agent.recorded.items()}
-        # Alternate the sides and keep each one's best pass: other load on the machine comes and goes.
-        agent_runs: list[tuple[float, int]] = []
-        direct_runs: list[tuple[float, int]] = []
+        # Alternate the sides and compare their total times: a pass's time varies by up to a third
+        # from one to the next on both sides alike (vLLM's CPU threads), so neither one pair nor
+        # each side's luckiest pass decides. Rounds stop early when another would overrun the
+        # time budget (a slow host).
+        agent_runs: list[Pass] = []
+        direct_runs: list[Pass] = []
+        began = time.perf_counter()
         for number in range(rounds):
+            spent = time.perf_counter() - began
+            if number and spent + spent / number > budget_s:
+                break
             agent.recorded.clear()
             agent_runs.append(await agent_pass(AgentClient(client, "bench"), questions))
             direct_runs.append(await direct_pass(llm, model, recorded))
             print(
-                f"round {number + 1}: agent {agent_runs[-1]}, direct {direct_runs[-1]} (seconds, tokens)",
+                f"round {number + 1}: agent {agent_runs[-1]}, direct {direct_runs[-1]} (s, tokens, CPU s)",
                 file=sys.stderr,
                 flush=True,
             )
         calls = sum(len(c) for c in recorded.values())
-        agent_s, agent_tokens = min(agent_runs)
-        direct_s, direct_tokens = min(direct_runs)
+        agent_s, direct_s = sum(run[0] for run in agent_runs), sum(run[0] for run in direct_runs)
+        passes = len(agent_runs)
         await agent.stop()
         await service.stop()
     await llm.close()
     return {
-        "agent_tasks_per_min": round(tasks / agent_s * 60, 1),
-        "direct_tasks_per_min": round(tasks / direct_s * 60, 1),
+        "agent_tasks_per_min": round(tasks * passes / agent_s * 60, 1),
+        "direct_tasks_per_min": round(tasks * passes / direct_s * 60, 1),
         "concurrency_ratio": round(direct_s / agent_s, 3),
+        "best_pass_ratio": round(min(direct_runs)[0] / min(agent_runs)[0], 3),
+        "round_ratios": [round(d[0] / a[0], 3) for a, d in zip(agent_runs, direct_runs, strict=True)],
         "llm_calls_per_task": round(calls / tasks, 2),
-        "agent_completion_tokens": agent_tokens,
-        "direct_completion_tokens": direct_tokens,
+        # On 2 cores every CPU second this process spends is taken from the model server.
+        "agent_cpu_ms_per_task": round(sum(run[2] for run in agent_runs) / (tasks * passes) * 1000, 2),
+        "direct_cpu_ms_per_task": round(sum(run[2] for run in direct_runs) / (tasks * passes) * 1000, 2),
+        "agent_completion_tokens": agent_runs[-1][1],
+        "direct_completion_tokens": direct_runs[-1][1],
     }
 
 
@@ -263,7 +283,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         if not args.skip_llm:
             with cpu_vllm_server(base_url=args.vllm_url) as server:
                 url, model = server.base_url, server.model
-                figures.update(await concurrency(broker, url, model, args.tasks, args.rounds))
+                figures.update(await concurrency(broker, url, model, args.tasks, args.rounds, args.budget_s))
     return figures
 
 
@@ -271,7 +291,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--tasks", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=2, help="measured passes of each side")
+    parser.add_argument("--rounds", type=int, default=4, help="measured passes of each side, at most")
+    parser.add_argument(
+        "--budget-s", type=float, default=300, help="no new round once the rounds would take longer"
+    )
     parser.add_argument("--vllm-url", default=os.environ.get("ARGENTIC_TEST_VLLM_URL"))
     parser.add_argument("--skip-llm", action="store_true", help="only the tool round trip")
     parser.add_argument("--quick", action="store_true", help="a check that it runs: tiny sizes, one round")
