@@ -37,7 +37,6 @@ from typing import Any
 
 from argentic.config import LLMServerConfig
 from argentic.llm import ChatRequest, SamplingSettings, StreamEnd, TextDelta
-from argentic.llm.endpoint import prometheus_samples
 from argentic.llm.local_server import VLLMServer, launch_plan
 from argentic.llm.openai_provider import OpenAICompatibleProvider
 from argentic.netutil import free_port
@@ -64,9 +63,8 @@ def system_prompt(role: str, salt: str) -> str:
 async def cache_counters(provider: OpenAICompatibleProvider) -> tuple[float, float]:
     """Prefix-cache hits and queries (tokens) summed over the pool's servers."""
     hits = queries = 0.0
-    for server in provider.pool.servers:
-        text = await server.endpoint.client.get(server.endpoint.root + "/metrics", cast_to=str)
-        for name, value in prometheus_samples(text).items():
+    for samples in (await provider.metrics()).values():
+        for name, value in samples.items():
             base = name.split("{", 1)[0]
             if base == "vllm:prefix_cache_hits_total":
                 hits += value

@@ -253,3 +253,25 @@ async def test_check_of_one_server_that_is_down_raises_its_own_error() -> None:
             with pytest.raises(LLMUnavailableError) as caught:
                 await llm.check()
     assert fake.base_url in str(caught.value) and "no model server" not in str(caught.value)
+
+
+async def test_metrics_are_read_from_every_server(caplog: pytest.LogCaptureFixture) -> None:
+    async with servers(3) as fakes, provider(fakes, max_retries=1) as llm:
+        fakes[1].extra_running = 7
+        running = 'vllm:num_requests_running{model_name="fake-model"}'
+        by_server = await llm.metrics()
+        assert list(by_server) == [f.base_url for f in fakes]
+        assert [samples[running] for samples in by_server.values()] == [0, 7, 0]
+        # A server that cannot be read is left out and named; the others still count.
+        await fakes[0].stop()
+        caplog.set_level(logging.WARNING, logger="argentic.llm.openai_provider")
+        by_server = await llm.metrics()
+        assert list(by_server) == [fakes[1].base_url, fakes[2].base_url]
+        named = [r.message for r in caplog.records if "/metrics not read" in r.message]
+        assert named and fakes[0].base_url in named[0]
+        # None can be read: the first one's error.
+        await fakes[1].stop()
+        await fakes[2].stop()
+        with pytest.raises(LLMUnavailableError) as caught:
+            await llm.metrics()
+        assert fakes[0].base_url in str(caught.value)

@@ -245,7 +245,9 @@ async def test_unknown_model_name_is_a_clear_error(llm: OpenAICompatibleProvider
 
 async def test_metrics_are_readable(llm: OpenAICompatibleProvider) -> None:
     await llm.chat(ChatRequest.user("hi", settings=SHORT))
-    metrics = await llm.metrics()
+    by_server = await llm.metrics()
+    assert list(by_server) == [llm.base_url]
+    metrics = by_server[llm.base_url]
     names = {key.split("{")[0] for key in metrics}
     assert {"vllm:num_requests_running", "vllm:num_requests_waiting"} <= names
     assert any(k.startswith("vllm:prompt_tokens") and v > 0 for k, v in metrics.items())

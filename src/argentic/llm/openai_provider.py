@@ -284,10 +284,28 @@ class OpenAICompatibleProvider(LLMProvider):
         models = await server.endpoint.model_ids()
         return ServerCheck(server.url, healthy, models)
 
-    async def metrics(self) -> dict[str, float]:
-        """vLLM's Prometheus ``/metrics`` as ``{"name{labels}": value}``."""
-        text = await self.endpoint.get_text("/metrics", what="reading /metrics")
-        return prometheus_samples(text)
+    async def metrics(self) -> dict[str, dict[str, float]]:
+        """Every server's Prometheus ``/metrics`` as ``{base_url: {"name{labels}": value}}``, in the
+        endpoint's order. A server that cannot be read is left out and named in a warning; when none
+        can be, the first one's error is raised."""
+        texts = await asyncio.gather(
+            *(s.endpoint.get_text("/metrics", what="reading /metrics") for s in self.pool.servers),
+            return_exceptions=True,
+        )
+        read: dict[str, dict[str, float]] = {}
+        failed: list[tuple[str, BaseException]] = []
+        for server, text in zip(self.pool.servers, texts, strict=True):
+            if isinstance(text, str):
+                read[server.url] = prometheus_samples(text)
+            elif isinstance(text, Exception):
+                failed.append((server.url, text))
+            else:
+                raise text
+        if not read:
+            raise failed[0][1]
+        if failed:
+            log.warning("/metrics not read from %s", "; ".join(f"{url}: {exc}" for url, exc in failed))
+        return read
 
     # -- requests ---------------------------------------------------------------------------
 
