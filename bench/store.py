@@ -3,11 +3,12 @@ and whether replicas see whole histories.
 
 ``--conversations`` (64) conversations of ``--turns`` (5) turns each go at once, over mosquitto,
 to agents of one role with a scripted model that answers with the number of user turns it was
-shown; each backend (memory, SQLite, Redis) runs with one agent, then with two replicas of the
-role (two agents on two clients, sharing the questions through the broker and the store), the
-backends alternating, ``--rounds`` times each; a backend's figure is over all its rounds (their
-total turns over their total time: single rounds spread by a fifth on a busy machine), and
-``round_ratios_*`` shows each round's ratio to memory's round next to it.
+shown; each conversation is followed by a new one until the run's ``--seconds`` (3) are up (one
+pass of 320 turns lasts half a second, and such passes spread by half). Each backend (memory,
+SQLite, Redis) runs with one agent, then with two replicas of the role (two agents on two
+clients, sharing the questions through the broker and the store), the backends alternating,
+``--rounds`` times each; a backend's figure is over all its rounds (their total turns over their
+total time), and ``round_ratios_*`` shows each round's ratio to memory's round next to it.
 
 - ``tasks_per_min_memory``: turns per minute on memory with one agent;
 - ``ratio_sqlite``, ``ratio_redis``: each backend's turns per minute over memory's (goal >= 0.9);
@@ -21,7 +22,7 @@ total turns over their total time: single rounds spread by a fifth on a busy mac
   The two memory replicas share one ``MemoryStore`` (they are in one process); replicas in two
   processes need SQLite or Redis, which is what those runs stand for.
 
-usage: uv run python bench/store.py [--conversations 64] [--turns 5] [--rounds 6] [--quick]
+usage: uv run python bench/store.py [--conversations 64] [--turns 5] [--rounds 6] [--seconds 3] [--quick]
 Last line: {"tasks_per_min_memory": ..., "ratio_sqlite": ..., "ratio_redis": ..., ...}
 """
 
@@ -127,10 +128,22 @@ async def one_run(
         client_bus = await stack.enter_async_context(messager())
         client = AgentClient(client_bus, "bench", timeout_s=120)
         started = time.perf_counter()
-        errors = await asyncio.gather(*(conversation(client, args.turns) for _ in range(args.conversations)))
+        until = started + args.seconds
+
+        async def keep_talking() -> tuple[int, int]:
+            """Conversations one after another until the run's time is up: turns, history errors."""
+            turns = errors = 0
+            while True:
+                errors += await conversation(client, args.turns)
+                turns += args.turns
+                if time.perf_counter() >= until:
+                    return turns, errors
+
+        outcomes = await asyncio.gather(*(keep_talking() for _ in range(args.conversations)))
         elapsed = time.perf_counter() - started
     spent = [s for r in records for s in r.spent]
-    return args.conversations * args.turns / elapsed * 60, sum(errors), spent
+    turns = sum(t for t, _ in outcomes)
+    return turns / elapsed * 60, sum(e for _, e in outcomes), spent
 
 
 # --- a replica killed between its tool calls and its answers ------------------------------------
@@ -292,6 +305,7 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=64)
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=3.0, help="each run's length")
     parser.add_argument("--takeovers", type=int, default=16, help="questions whose replica is killed")
     parser.add_argument(
         "--quick", action="store_true", help="a check that it runs: a few short conversations"
@@ -305,7 +319,7 @@ def main() -> None:
         asyncio.run(doomed_replica(int(port), namespace, url, int(questions)))
         return
     if args.quick:
-        parser.set_defaults(conversations=4, turns=2, rounds=1, takeovers=2)
+        parser.set_defaults(conversations=4, turns=2, rounds=1, takeovers=2, seconds=0.2)
         args = parser.parse_args()
     print(json.dumps(asyncio.run(bench(args))))
 
