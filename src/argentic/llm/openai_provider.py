@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -51,6 +51,7 @@ from argentic.llm.wire import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Words of a server's 400 that refuses guided calls (structured outputs, or the structural tag).
 REFUSAL_WORDS = ("structured_outputs", "structured output", "structural_tag", "structural tag")
@@ -259,23 +260,17 @@ class OpenAICompatibleProvider(LLMProvider):
     async def check(self) -> ServerStatus:
         """``/health`` and ``/v1/models`` of every server of the endpoint, one :class:`ServerCheck`
         each; raises :class:`LLMUnavailableError` naming the URL(s) when none lists its models."""
-        checks = await asyncio.gather(*(self._check(s) for s in self.pool.servers), return_exceptions=True)
         found: list[ServerCheck] = []
-        errors: list[LLMError] = []
-        for server, outcome in zip(self.pool.servers, checks, strict=True):
-            if isinstance(outcome, ServerCheck):
-                found.append(outcome)
-            elif isinstance(outcome, LLMError):
-                errors.append(outcome)
-                found.append(ServerCheck(server.url, False, [], str(outcome) or type(outcome).__name__))
+        failed: list[tuple[str, LLMError]] = []
+        for server, outcome in await self._on_every_server(self._check):
+            if isinstance(outcome, LLMError):
+                failed.append((server.url, outcome))
+                found.append(ServerCheck(server.url, False, [], _reason(outcome)))
             else:
-                raise outcome
+                found.append(outcome)
         listing = [c for c in found if not c.error]
         if not listing:
-            if len(errors) == 1:
-                raise errors[0]  # one server: its own error
-            names = "; ".join(f"{c.base_url}: {c.error}" for c in found)
-            raise LLMUnavailableError(f"no model server of this endpoint answers ({names})")
+            raise _none_answered(failed)
         healthy = any(c.healthy for c in found)
         return ServerStatus(self.base_url, healthy, listing[0].models, found)
 
@@ -287,25 +282,37 @@ class OpenAICompatibleProvider(LLMProvider):
     async def metrics(self) -> dict[str, dict[str, float]]:
         """Every server's Prometheus ``/metrics`` as ``{base_url: {"name{labels}": value}}``, in the
         endpoint's order. A server that cannot be read is left out and named in a warning; when none
-        can be, the first one's error is raised."""
-        texts = await asyncio.gather(
-            *(s.endpoint.get_text("/metrics", what="reading /metrics") for s in self.pool.servers),
-            return_exceptions=True,
-        )
-        read: dict[str, dict[str, float]] = {}
-        failed: list[tuple[str, BaseException]] = []
-        for server, text in zip(self.pool.servers, texts, strict=True):
-            if isinstance(text, str):
-                read[server.url] = prometheus_samples(text)
-            elif isinstance(text, Exception):
-                failed.append((server.url, text))
+        can be, the error says why (as :meth:`check`'s does)."""
+
+        async def read(server: Server) -> str:
+            return await server.endpoint.get_text("/metrics", what="reading /metrics")
+
+        samples: dict[str, dict[str, float]] = {}
+        failed: list[tuple[str, LLMError]] = []
+        for server, outcome in await self._on_every_server(read):
+            if isinstance(outcome, LLMError):
+                failed.append((server.url, outcome))
             else:
-                raise text
-        if not read:
-            raise failed[0][1]
+                samples[server.url] = prometheus_samples(outcome)
+        if not samples:
+            raise _none_answered(failed)
         if failed:
-            log.warning("/metrics not read from %s", "; ".join(f"{url}: {exc}" for url, exc in failed))
-        return read
+            log.warning("/metrics not read from %s", "; ".join(f"{url}: {_reason(e)}" for url, e in failed))
+        return samples
+
+    async def _on_every_server(
+        self, call: Callable[[Server], Awaitable[T]]
+    ) -> list[tuple[Server, T | LLMError]]:
+        """``call`` on every server of the endpoint at once, in its order: each one's result or its
+        :class:`LLMError` (any other exception is raised)."""
+        servers = self.pool.servers
+        outcomes = await asyncio.gather(*(call(s) for s in servers), return_exceptions=True)
+        paired: list[tuple[Server, T | LLMError]] = []
+        for server, outcome in zip(servers, outcomes, strict=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, LLMError):
+                raise outcome
+            paired.append((server, outcome))
+        return paired
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -521,3 +528,15 @@ class OpenAICompatibleProvider(LLMProvider):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, model={self._model!r})"
+
+
+def _reason(exc: LLMError) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _none_answered(failed: list[tuple[str, LLMError]]) -> LLMError:
+    """The error when no server of an endpoint answered: a lone server's own, else one naming each."""
+    if len(failed) == 1:
+        return failed[0][1]
+    names = "; ".join(f"{url}: {_reason(exc)}" for url, exc in failed)
+    return LLMUnavailableError(f"no model server of this endpoint answers ({names})")
