@@ -110,8 +110,8 @@ async def conversation(client: AgentClient, turns: int) -> int:
 
 async def one_run(
     broker: MosquittoBroker, kind: str, replicas: int, args: argparse.Namespace, folder: Path, redis_url: str
-) -> tuple[float, int, list[float]]:
-    """Turns per minute, history errors, and each turn's store seconds."""
+) -> tuple[int, float, int, list[float]]:
+    """Turns, seconds, history errors, and each turn's store seconds."""
     namespace = f"bench{uuid.uuid4().hex[:6]}"
 
     def messager() -> Messager:
@@ -142,8 +142,7 @@ async def one_run(
         outcomes = await asyncio.gather(*(keep_talking() for _ in range(args.conversations)))
         elapsed = time.perf_counter() - started
     spent = [s for r in records for s in r.spent]
-    turns = sum(t for t, _ in outcomes)
-    return turns / elapsed * 60, sum(e for _, e in outcomes), spent
+    return sum(t for t, _ in outcomes), elapsed, sum(e for _, e in outcomes), spent
 
 
 # --- a replica killed between its tool calls and its answers ------------------------------------
@@ -239,7 +238,7 @@ async def takeover_run(broker: MosquittoBroker, url: str, questions: int) -> tup
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     kinds = list(KINDS)
-    rates: dict[tuple[str, int], list[float]] = {}
+    runs: dict[tuple[str, int], list[tuple[int, float]]] = {}  # (turns, seconds) of each run
     errors: dict[tuple[str, int], int] = {}
     spent: list[float] = []
     with (
@@ -251,9 +250,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             order = kinds if number % 2 == 0 else kinds[::-1]  # each backend leads as often
             for replicas in (1, 2):
                 for kind in order:
-                    rate, wrong, times = await one_run(broker, kind, replicas, args, Path(folder), redis.url)
+                    turns, seconds, wrong, times = await one_run(
+                        broker, kind, replicas, args, Path(folder), redis.url
+                    )
+                    rate = turns / seconds * 60
                     key = (kind, replicas)
-                    rates.setdefault(key, []).append(rate)
+                    runs.setdefault(key, []).append((turns, seconds))
                     errors[key] = errors.get(key, 0) + wrong
                     if kind != "memory":
                         spent.extend(times)
@@ -273,13 +275,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 file=sys.stderr,
                 flush=True,
             )
-    # Every run has the same turns, so the total turns over the total time is the harmonic mean.
-    overall = {key: statistics.harmonic_mean(values) for key, values in rates.items()}
+    # Turns per minute over all of a backend's runs: their total turns over their total time.
+    overall = {key: sum(t for t, _ in done) / sum(s for _, s in done) * 60 for key, done in runs.items()}
     memory = overall[("memory", 1)]
 
     def per_round(kind: str) -> list[float]:
-        pairs = zip(rates[(kind, 1)], rates[("memory", 1)], strict=True)
-        return [round(other / base, 3) for other, base in pairs]
+        pairs = zip(runs[(kind, 1)], runs[("memory", 1)], strict=True)
+        return [round((t / s) / (base_t / base_s), 3) for (t, s), (base_t, base_s) in pairs]
 
     spent.sort()
     p99 = spent[min(len(spent) - 1, round(0.99 * (len(spent) - 1)))] if spent else 0.0
