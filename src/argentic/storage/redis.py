@@ -2,20 +2,24 @@
 that reaches it: agents on many machines.
 
 Keys get a prefix (``argentic:`` unless told) so one Redis can hold several deployments and other
-data. Expiry is Redis's own (``SET ... PX``); ``add`` is ``SET NX``, and the two compare steps are
-small Lua scripts, which Redis runs atomically. Every Redis failure (unreachable, refused
-password, out of memory) is raised as :class:`~argentic.errors.StorageUnavailableError` naming the
-URL, with its password shown as ``***``.
+data. Expiry is Redis's own (``SET ... PX``); ``add`` is ``SET NX``. A batch of reads is one
+``MGET``; any other batch is one small Lua script (``EVALSHA``) that runs its steps, which Redis
+runs atomically, so the compare steps compare and write with nothing in between. Every Redis
+failure (unreachable, refused password, out of memory) is raised as
+:class:`~argentic.errors.StorageUnavailableError` naming the URL, with its password shown as
+``***``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.retry import Retry
@@ -24,30 +28,57 @@ from redis.backoff import ExponentialBackoff
 from argentic.errors import ArgumentError, StorageUnavailableError, UsageError
 from argentic.storage.base import Add, Delete, DeleteIf, Get, Put, ReplaceIf, Step, Store
 
-# GET then SET in one script: Redis runs a script without interleaving other commands.
-_REPLACE_IF = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  if ARGV[3] == '' then
-    redis.call('SET', KEYS[1], ARGV[2])
+# A batch of steps in one script: one command to pack and one reply to parse whatever the number of
+# steps (redis-py's per-command work is what a turn's store time is made of), and Redis runs it
+# without interleaving other commands. KEYS holds each step's key; ARGV each step's kind, then its
+# arguments: g (get), x (delete), d (delete if: expected), p and a (put and add: value, PX or '').
+# and r (replace if: expected, value, PX or '').
+_BATCH = """
+local out = {}
+local at = 1
+local function set(key, value, px, nx)
+  local args = {key, value}
+  if px ~= '' then args[#args + 1] = 'PX'; args[#args + 1] = px end
+  if nx then args[#args + 1] = 'NX' end
+  if redis.call('SET', unpack(args)) then return 1 end
+  return 0
+end
+for i, key in ipairs(KEYS) do
+  local kind = ARGV[at]
+  if kind == 'g' then
+    out[i] = redis.call('GET', key)
+    at = at + 1
+  elseif kind == 'x' then
+    redis.call('DEL', key)
+    out[i] = 0
+    at = at + 1
+  elseif kind == 'd' then
+    out[i] = 0
+    if redis.call('GET', key) == ARGV[at + 1] then
+      redis.call('DEL', key)
+      out[i] = 1
+    end
+    at = at + 2
+  elseif kind == 'p' or kind == 'a' then
+    out[i] = set(key, ARGV[at + 1], ARGV[at + 2], kind == 'a')
+    at = at + 3
+  elseif kind == 'r' then
+    out[i] = 0
+    if redis.call('GET', key) == ARGV[at + 1] then
+      out[i] = set(key, ARGV[at + 2], ARGV[at + 3], false)
+    end
+    at = at + 4
   else
-    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+    return redis.error_reply('argentic batch: unknown step ' .. tostring(kind))
   end
-  return 1
 end
-return 0
+return out
 """
-
-_DELETE_IF = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-"""
+_BATCH_SHA = hashlib.sha1(_BATCH.encode()).hexdigest()
 
 
-#: Commands (each a tuple of its words) and the future their replies go to.
-_Queued = tuple[tuple[tuple[object, ...], ...], "asyncio.Future[list[object]]"]
+#: A command (a tuple of its words) and the future its reply goes to.
+_Queued = tuple[tuple[object, ...], "asyncio.Future[object]"]
 
 
 def mask_url(url: str) -> str:
@@ -197,12 +228,12 @@ class RedisStore(Store):
             raise UsageError(f"{self!r} is not started; use it inside `async with store:`")
         return self._client
 
-    async def _commands(self, *commands: tuple[object, ...]) -> list[object]:
-        """The replies to ``commands``, sent with every other command issued meanwhile (by any
-        task) in one pipeline: under load, turns of many conversations share each round trip."""
+    async def _command(self, *words: object) -> object:
+        """The reply to a command, sent with every other command issued meanwhile (by any task) in
+        one pipeline: under load, turns of many conversations share each round trip."""
         self._running()
-        future: asyncio.Future[list[object]] = asyncio.get_running_loop().create_future()
-        self._queue.append((commands, future))
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._queue.append((words, future))
         self._queued.set()
         return await future
 
@@ -213,18 +244,23 @@ class RedisStore(Store):
             await self._queued.wait()
             self._queued.clear()
             batch, self._queue = self._queue, []
-            self._sending = [(commands, future) for commands, future in batch if not future.done()]
+            self._sending = [(words, future) for words, future in batch if not future.done()]
             if self._sending:
                 await self._send(self._sending)
             self._sending = []
 
     async def _send(self, batch: list[_Queued]) -> None:
-        pipe = self._running().pipeline(transaction=False)
-        for commands, _ in batch:
-            for command in commands:
-                pipe.execute_command(*command)
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self._pipeline([words for words, _ in batch])
+            unloaded = [i for i, reply in enumerate(replies) if isinstance(reply, rexc.NoScriptError)]
+            if unloaded:
+                # The server lost its scripts (restarted, SCRIPT FLUSH): the refused commands did
+                # nothing, so load the script and send them again.
+                await self._running().script_load(_BATCH)
+                for i, reply in zip(
+                    unloaded, await self._pipeline([batch[i][0] for i in unloaded]), strict=True
+                ):
+                    replies[i] = reply
         except Exception as exc:
             # Every caller in the batch gets the failure (a lost connection, a timeout).
             error = self._error(exc) if isinstance(exc, rexc.RedisError) else exc
@@ -232,44 +268,52 @@ class RedisStore(Store):
                 if not future.done():
                     future.set_exception(error)
             return
-        at = 0
-        for commands, future in batch:
-            mine, at = replies[at : at + len(commands)], at + len(commands)
+        for (_, future), reply in zip(batch, replies, strict=True):
             if future.done():
                 continue
-            failed = next((r for r in mine if isinstance(r, rexc.RedisError)), None)
-            if failed is not None:
-                future.set_exception(self._error(failed))
+            if isinstance(reply, rexc.RedisError):
+                future.set_exception(self._error(reply))
             else:
-                future.set_result(mine)
+                future.set_result(reply)
+
+    async def _pipeline(self, commands: list[tuple[object, ...]]) -> list[object]:
+        """The replies to ``commands``, sent in one write on a connection of the client's pool
+        (a reply that is an error is returned as the error). The commands are packed by hiredis:
+        redis-py's own pipeline packs in Python, which cost more than the rest of a turn's store
+        time."""
+        pool = self._running().connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # reconnected if closed
+        try:
+            await connection.send_packed_command(
+                b"".join(hiredis.pack_command(words) for words in commands),  # type: ignore[arg-type]
+                check_health=False,
+            )
+            replies: list[object] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except rexc.ResponseError as refused:  # this command's: the others' replies follow
+                    replies.append(refused)
+            return replies
+        finally:
+            await pool.release(connection)
 
     async def batch(self, *steps: Step) -> list[Any]:
         if not steps:
             return []
-        replies = await self._commands(*(self._command(step) for step in steps))
+        keys = [self.prefix + step.key for step in steps]
+        if all(isinstance(step, Get) for step in steps):
+            return await self._command("MGET", *keys)  # type: ignore[return-value]
+        args: list[object] = []
+        for step in steps:
+            args.extend(_script_args(step))
+        replies = await self._command("EVALSHA", _BATCH_SHA, len(keys), *keys, *args)
+        assert isinstance(replies, list)
         return [_outcome(step, reply) for step, reply in zip(steps, replies, strict=True)]
-
-    def _command(self, step: Step) -> tuple[object, ...]:
-        key = self.prefix + step.key
-        match step:
-            case Get():
-                return ("GET", key)
-            case Put(_, value, ttl_s):
-                return _set(key, value, ttl_s)
-            case Add(_, value, ttl_s):
-                return (*_set(key, value, ttl_s), "NX")
-            case ReplaceIf(_, expected, value, ttl_s):
-                px = _px(ttl_s)
-                return ("EVAL", _REPLACE_IF, 1, key, expected, value, b"" if px is None else str(px).encode())
-            case DeleteIf(_, expected):
-                return ("EVAL", _DELETE_IF, 1, key, expected)
-            case Delete():
-                return ("DEL", key)
 
 
 def _outcome(step: Step, reply: object) -> object:
-    """A step's outcome from its command's reply: SET answers OK (nothing when NX found the key),
-    the scripts 1 or 0, DEL a count."""
+    """A step's outcome from the script's reply for it: the value read, or 1 or 0."""
     if isinstance(step, Get):
         return reply
     if isinstance(step, Add | ReplaceIf | DeleteIf):
@@ -277,6 +321,23 @@ def _outcome(step: Step, reply: object) -> object:
     return None
 
 
-def _set(key: str, value: bytes, ttl_s: float | None) -> tuple[object, ...]:
+def _script_args(step: Step) -> tuple[object, ...]:
+    """A step's kind and arguments, as the batch script reads them from ARGV."""
+    match step:
+        case Get():
+            return (b"g",)
+        case Delete():
+            return (b"x",)
+        case DeleteIf(_, expected):
+            return (b"d", expected)
+        case Put(_, value, ttl_s):
+            return (b"p", value, _px_arg(ttl_s))
+        case Add(_, value, ttl_s):
+            return (b"a", value, _px_arg(ttl_s))
+        case ReplaceIf(_, expected, value, ttl_s):
+            return (b"r", expected, value, _px_arg(ttl_s))
+
+
+def _px_arg(ttl_s: float | None) -> bytes:
     px = _px(ttl_s)
-    return ("SET", key, value) if px is None else ("SET", key, value, "PX", px)
+    return b"" if px is None else str(px).encode()

@@ -16,7 +16,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 #: Expired rows are deleted after this many writes (reads already ignore them).
 PURGE_EVERY = 500
+#: Most rows one statement reads or writes (SQLite takes at most 32766 parameters).
+MAX_ROWS = 500
 
 
 def sqlite_path(url: str) -> Path:
@@ -175,12 +177,45 @@ class SQLiteStore(Store):
         def run() -> list[Any]:
             db = self._conn()
             if len(steps) == 1 or db.in_transaction:  # alone, or in the drained batch's transaction
-                return [self._step(step) for step in steps]
+                return self._steps(steps)
             with db:  # one transaction: one commit for them all
                 db.execute("BEGIN")
-                return [self._step(step) for step in steps]
+                return self._steps(steps)
 
         return await self._run(run)
+
+    def _steps(self, steps: Sequence[Step]) -> list[Any]:
+        """The steps' outcomes, on the store's thread. Each run of consecutive reads, and of
+        consecutive writes, is one statement: every statement hands Python's GIL to the event loop
+        and back, which costs more than SQLite's own work."""
+        outcomes: list[Any] = []
+        at = 0
+        while at < len(steps):
+            kind = type(steps[at])
+            end = at + 1
+            if kind is Get or kind is Put:
+                while end < len(steps) and type(steps[end]) is kind and end - at < MAX_ROWS:
+                    end += 1
+            if end - at == 1:
+                outcomes.append(self._step(steps[at]))
+            elif kind is Get:
+                outcomes.extend(self._get_many([step.key for step in steps[at:end]]))
+            else:
+                self._put_many(steps[at:end])  # type: ignore[arg-type]
+                outcomes.extend([None] * (end - at))
+            at = end
+        return outcomes
+
+    def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        marks = ", ".join("?" * len(keys))
+        sql = f"SELECT key, value FROM kv WHERE key IN ({marks}) AND (expires_at IS NULL OR expires_at > ?)"
+        found = {key: bytes(value) for key, value in self._conn().execute(sql, (*keys, time.time()))}
+        return [found.get(key) for key in keys]
+
+    def _put_many(self, puts: Sequence[Put]) -> None:
+        rows = ", ".join("(?, ?, ?)" for _ in puts)
+        params = [p for put in puts for p in (put.key, put.value, self._expiry(put.ttl_s))]
+        self._write(f"INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES {rows}", tuple(params))
 
     def _step(self, step: Step) -> Any:
         """One step, on the store's thread."""
