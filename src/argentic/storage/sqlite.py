@@ -13,18 +13,17 @@ URLs as SQLAlchemy writes them: ``sqlite:///relative/path.db``, ``sqlite:////abs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from argentic.errors import ArgumentError, StorageUnavailableError
 from argentic.storage.base import Add, Delete, DeleteIf, Get, Put, ReplaceIf, Step, Store
-
-T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -57,9 +56,9 @@ class SQLiteStore(Store):
         self._db: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._writes = 0
-        # Steps waiting for the store's thread, and whether it is draining them (both shared
+        # Batches waiting for the store's thread, and whether it is draining them (both shared
         # with that thread, under the lock).
-        self._batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._batch: list[tuple[tuple[Step, ...], asyncio.Future[list[Any]]]] = []
         self._draining = False
         self._lock = threading.Lock()
 
@@ -67,13 +66,18 @@ class SQLiteStore(Store):
         if self._db is not None:
             return
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argentic-sqlite")
-        self._db = await self._run(self._open)
+        with self._failures():
+            self._db = await asyncio.get_running_loop().run_in_executor(self._thread, self._open)
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(
             self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
         )
+        if sqlite3.sqlite_version_info < (3, 35):  # RETURNING
+            raise sqlite3.NotSupportedError(
+                f"SQLite {sqlite3.sqlite_version} is too old: 3.35 or newer is needed"
+            )
         db.execute("PRAGMA journal_mode=WAL")
         # Consistent under WAL; a power cut (not a killed process) may lose the last writes.
         db.execute("PRAGMA synchronous=NORMAL")
@@ -89,18 +93,11 @@ class SQLiteStore(Store):
             await asyncio.get_running_loop().run_in_executor(thread, db.close)
         thread.shutdown(wait=False)
 
-    async def _run(self, step: Callable[[], T]) -> T:
-        if self._thread is None:
-            raise StorageUnavailableError(f"the store {self.url} is not open: use it inside `async with`")
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[T] = loop.create_future()
-        with self._lock:
-            self._batch.append((step, done))
-            idle, self._draining = not self._draining, True
-        if idle:
-            loop.run_in_executor(self._thread, self._drain, loop)
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """SQLite's errors as StorageUnavailableError naming the file."""
         try:
-            return await done
+            yield
         except sqlite3.Error as exc:
             raise StorageUnavailableError(
                 f"the SQLite store {self.url} failed: {exc} (is the file's folder writable, the disk full?)"
@@ -108,38 +105,45 @@ class SQLiteStore(Store):
         except OSError as exc:
             raise StorageUnavailableError(f"the SQLite store {self.url} cannot be opened: {exc}") from exc
 
+    async def batch(self, *steps: Step) -> list[Any]:
+        if not steps:
+            return []
+        if self._thread is None or self._db is None:
+            raise StorageUnavailableError(f"the store {self.url} is not open: use it inside `async with`")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[Any]] = loop.create_future()
+        with self._lock:
+            self._batch.append((steps, done))
+            idle, self._draining = not self._draining, True
+        if idle:
+            loop.run_in_executor(self._thread, self._drain, loop)
+        with self._failures():
+            return await done
+
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the store's thread: run the waiting steps, batch after batch, each batch in one
-        transaction, and hand their outcomes back to the loop at once."""
+        """On the store's thread: run the waiting batches, all of them in one transaction and
+        their steps merged into few statements (:func:`phases`), and hand their outcomes back to
+        the loop at once; then the batches that came meanwhile, until none is left."""
         while True:
             batch = self._take_batch()
             if not batch:
                 return
-            outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-            db = self._db
-            in_transaction = False
+            steps = [step for steps, _ in batch for step in steps]
             try:
-                if db is not None and len(batch) > 1:
-                    db.execute("BEGIN IMMEDIATE")
-                    in_transaction = True
-            except sqlite3.Error:
-                in_transaction = False  # each step then commits by itself
-            for step, done in batch:
-                try:
-                    outcomes.append((done, step(), None))
-                except BaseException as exc:  # the step's own error, for its caller
-                    outcomes.append((done, None, exc))
-            if in_transaction and db is not None:
-                try:
-                    db.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    outcomes = [(done, None, exc) for done, _, _ in outcomes]
+                outcomes = self._in_transaction(steps)
+            except Exception as exc:  # the transaction failed: every batch in it did
+                outcomes = [exc] * len(steps)
+            settled: list[tuple[asyncio.Future[list[Any]], list[Any]]] = []
+            at = 0
+            for mine, done in batch:
+                settled.append((done, outcomes[at : at + len(mine)]))
+                at += len(mine)
             try:
-                loop.call_soon_threadsafe(self._settle, outcomes)
+                loop.call_soon_threadsafe(self._settle, settled)
             except RuntimeError:  # the loop closed: nobody waits for these any more
                 return
 
-    def _take_batch(self) -> list[tuple[Callable[[], Any], asyncio.Future[Any]]]:
+    def _take_batch(self) -> list[tuple[tuple[Step, ...], asyncio.Future[list[Any]]]]:
         with self._lock:
             batch, self._batch = self._batch, []
             if not batch:
@@ -147,105 +151,136 @@ class SQLiteStore(Store):
             return batch
 
     @staticmethod
-    def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-        for done, value, error in outcomes:
+    def _settle(settled: list[tuple[asyncio.Future[list[Any]], list[Any]]]) -> None:
+        for done, outcomes in settled:
             if done.done():
                 continue  # its caller gave up (cancelled)
+            error = next((o for o in outcomes if isinstance(o, Exception)), None)
             if error is not None:
                 done.set_exception(error)
             else:
-                done.set_result(value)
+                done.set_result(outcomes)
+
+    def _in_transaction(self, steps: list[Step]) -> list[Any]:
+        """The steps' outcomes (an exception for a step whose statement failed), run in one
+        transaction when they write (one commit for them all)."""
+        db = self._conn()
+        if all(isinstance(step, Get) for step in steps):
+            return self._run_phases(steps)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes = self._run_phases(steps)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled it back itself
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return outcomes
+
+    def _run_phases(self, steps: list[Step]) -> list[Any]:
+        outcomes: list[Any] = [None] * len(steps)
+        for kind, members in phases(steps):
+            for at in range(0, len(members), MAX_ROWS):
+                chunk = members[at : at + MAX_ROWS]
+                try:
+                    results = self._statement(kind, [steps[i] for i in chunk])
+                except sqlite3.Error as exc:
+                    results = [exc] * len(chunk)
+                for i, result in zip(chunk, results, strict=True):
+                    outcomes[i] = result
+        return outcomes
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             raise StorageUnavailableError(f"the store {self.url} is not open: use it inside `async with`")
         return self._db
 
-    def _write(self, sql: str, params: tuple[object, ...]) -> int:
+    def _write(self, sql: str, params: Sequence[object], rows: int) -> set[str]:
+        """Run a statement that writes ``rows`` rows; the keys it returns (``RETURNING key``)."""
         db = self._conn()
-        changed = db.execute(sql, params).rowcount
-        self._writes += 1
-        if self._writes % PURGE_EVERY == 0:
+        returned = {row[0] for row in db.execute(sql, params).fetchall()}
+        before, self._writes = self._writes, self._writes + rows
+        if before // PURGE_EVERY != self._writes // PURGE_EVERY:
             db.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (time.time(),))
-        return changed
+        return returned
 
     @staticmethod
     def _expiry(ttl_s: float | None) -> float | None:
         return None if ttl_s is None else time.time() + ttl_s
 
-    async def batch(self, *steps: Step) -> list[Any]:
-        def run() -> list[Any]:
-            db = self._conn()
-            if len(steps) == 1 or db.in_transaction:  # alone, or in the drained batch's transaction
-                return self._steps(steps)
-            with db:  # one transaction: one commit for them all
-                db.execute("BEGIN")
-                return self._steps(steps)
-
-        return await self._run(run)
-
-    def _steps(self, steps: Sequence[Step]) -> list[Any]:
-        """The steps' outcomes, on the store's thread. Each run of consecutive reads, and of
-        consecutive writes, is one statement: every statement hands Python's GIL to the event loop
-        and back, which costs more than SQLite's own work."""
-        outcomes: list[Any] = []
-        at = 0
-        while at < len(steps):
-            kind = type(steps[at])
-            end = at + 1
-            if kind is Get or kind is Put:
-                while end < len(steps) and type(steps[end]) is kind and end - at < MAX_ROWS:
-                    end += 1
-            if end - at == 1:
-                outcomes.append(self._step(steps[at]))
-            elif kind is Get:
-                outcomes.extend(self._get_many([step.key for step in steps[at:end]]))
-            else:
-                self._put_many(steps[at:end])  # type: ignore[arg-type]
-                outcomes.extend([None] * (end - at))
-            at = end
+    def _statement(self, kind: type[Step], steps: list[Step]) -> list[Any]:
+        """The outcomes of steps of one kind on distinct keys (reads, puts and deletes may repeat
+        a key), in one statement."""
+        now = time.time()
+        keys = [step.key for step in steps]
+        marks = ", ".join("?" * len(steps))
+        if kind is Get:
+            sql = (
+                f"SELECT key, value FROM kv WHERE key IN ({marks}) AND (expires_at IS NULL OR expires_at > ?)"
+            )
+            found = {key: bytes(value) for key, value in self._conn().execute(sql, (*keys, now))}
+            return [found.get(key) for key in keys]
+        if kind is Delete:
+            self._write(f"DELETE FROM kv WHERE key IN ({marks})", keys, len(steps))
+            return [None] * len(steps)
+        if kind is DeleteIf:
+            # Only the holder's value: compared per key (CASE) so that the key's index finds the rows.
+            cases = " ".join("WHEN ? THEN ?" for _ in steps)
+            sql = (
+                f"DELETE FROM kv WHERE key IN ({marks}) AND value = CASE key {cases} END "
+                "AND (expires_at IS NULL OR expires_at > ?) RETURNING key"
+            )
+            pairs = [p for step in steps if isinstance(step, DeleteIf) for p in (step.key, step.expected)]
+            deleted = self._write(sql, (*keys, *pairs, now), len(steps))
+            return [key in deleted for key in keys]
+        rows: list[object] = []
+        for step in steps:
+            if isinstance(step, Put | Add):
+                rows += (step.key, step.value, self._expiry(step.ttl_s))
+        values = ", ".join("(?, ?, ?)" for _ in steps)
+        if kind is Put:  # a key given twice: the later row wins
+            self._write(
+                f"INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES {values}", rows, len(steps)
+            )
+            return [None] * len(steps)
+        if kind is Add:
+            # Inserts, or replaces a row that has expired; a live row stays (and is not returned).
+            sql = (
+                f"INSERT INTO kv (key, value, expires_at) VALUES {values} ON CONFLICT(key) DO UPDATE SET "
+                "value = excluded.value, expires_at = excluded.expires_at "
+                "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ? RETURNING key"
+            )
+            added = self._write(sql, (*rows, now), len(steps))
+            return [key in added for key in keys]
+        outcomes = []
+        for step in steps:  # ReplaceIf: rare (lease renewals), one statement each
+            assert isinstance(step, ReplaceIf)
+            sql = (
+                "UPDATE kv SET value = ?, expires_at = ? "
+                "WHERE key = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?) RETURNING key"
+            )
+            params = (step.value, self._expiry(step.ttl_s), step.key, step.expected, now)
+            outcomes.append(bool(self._write(sql, params, 1)))
         return outcomes
 
-    def _get_many(self, keys: list[str]) -> list[bytes | None]:
-        marks = ", ".join("?" * len(keys))
-        sql = f"SELECT key, value FROM kv WHERE key IN ({marks}) AND (expires_at IS NULL OR expires_at > ?)"
-        found = {key: bytes(value) for key, value in self._conn().execute(sql, (*keys, time.time()))}
-        return [found.get(key) for key in keys]
 
-    def _put_many(self, puts: Sequence[Put]) -> None:
-        rows = ", ".join("(?, ?, ?)" for _ in puts)
-        params = [p for put in puts for p in (put.key, put.value, self._expiry(put.ttl_s))]
-        self._write(f"INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES {rows}", tuple(params))
-
-    def _step(self, step: Step) -> Any:
-        """One step, on the store's thread."""
-        now = time.time()
-        match step:
-            case Get(key):
-                sql = "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"
-                row = self._conn().execute(sql, (key, now)).fetchone()
-                return None if row is None else bytes(row[0])
-            case Put(key, value, ttl_s):
-                sql = "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)"
-                self._write(sql, (key, value, self._expiry(ttl_s)))
-                return None
-            case Add(key, value, ttl_s):
-                # Inserts, or replaces a row that has expired; a live row stays (no change counted).
-                sql = (
-                    "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-                    "value = excluded.value, expires_at = excluded.expires_at "
-                    "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?"
-                )
-                return self._write(sql, (key, value, self._expiry(ttl_s), now)) == 1
-            case ReplaceIf(key, expected, value, ttl_s):
-                sql = (
-                    "UPDATE kv SET value = ?, expires_at = ? "
-                    "WHERE key = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?)"
-                )
-                return self._write(sql, (value, self._expiry(ttl_s), key, expected, now)) == 1
-            case DeleteIf(key, expected):
-                sql = "DELETE FROM kv WHERE key = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?)"
-                return self._write(sql, (key, expected, now)) == 1
-            case Delete(key):
-                self._write("DELETE FROM kv WHERE key = ?", (key,))
-                return None
+def phases(steps: Sequence[Step]) -> list[tuple[type[Step], list[int]]]:
+    """The steps' positions grouped into phases to run in order, each phase one kind of step, so
+    that many batches' steps take a few statements: a step joins the first phase of its kind that
+    comes no earlier than the last phase touching its key, so each key sees its steps in the order
+    given (steps on different keys cannot see each other's order within a transaction). A
+    conditional step (add, compare) meets its key at most once per phase."""
+    groups: list[tuple[type[Step], list[int], set[str]]] = []
+    last: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        kind = type(step)
+        repeats = kind is Get or kind is Put or kind is Delete
+        at = last.get(step.key, 0)
+        while at < len(groups) and not (groups[at][0] is kind and (repeats or step.key not in groups[at][2])):
+            at += 1
+        if at == len(groups):
+            groups.append((kind, [], set()))
+        groups[at][1].append(i)
+        groups[at][2].add(step.key)
+        last[step.key] = at
+    return [(kind, members) for kind, members, _ in groups]
