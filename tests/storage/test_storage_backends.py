@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import subprocess
 import sys
 import textwrap
@@ -13,8 +14,8 @@ import pytest
 
 from argentic.errors import ArgumentError, StorageUnavailableError
 from argentic.protocol import Answer, TaskStatus
-from argentic.storage import Lease, SQLiteStore, Store, TaskRecords, open_store
-from argentic.storage.base import Add, Delete, DeleteIf, Get, Put, ReplaceIf
+from argentic.storage import Lease, MemoryStore, SQLiteStore, Store, TaskRecords, open_store
+from argentic.storage.base import Add, Delete, DeleteIf, Get, Put, ReplaceIf, Step
 
 
 async def test_values_round_trip_and_expire(store_pair: tuple[Store, Store]) -> None:
@@ -156,3 +157,33 @@ async def test_task_statuses_are_written_together_and_the_last_one_wins(
     assert done.answer is not None and done.answer.text == "done"
     assert await second.get("extra") == b"x"
     assert await second.get("claim:q1") is None  # let go with the answer's writing
+
+
+async def test_concurrent_batches_give_what_one_after_another_gives(store_pair: tuple[Store, Store]) -> None:
+    """Batches sent at once (merged into few statements on SQLite, into one pipeline on Redis)
+    have the outcomes they have when run one after another in memory: each key sees its steps in
+    the order they were sent."""
+    rng = random.Random(7)
+    keys = [f"k{i}" for i in range(6)]
+    values = [b"a", b"b", b"c"]
+
+    def some_step() -> Step:
+        key, value, other = rng.choice(keys), rng.choice(values), rng.choice(values)
+        return rng.choice(
+            [
+                Get(key),
+                Put(key, value),
+                Add(key, value),
+                ReplaceIf(key, other, value),
+                DeleteIf(key, other),
+                Delete(key),
+            ]
+        )
+
+    batches = [tuple(some_step() for _ in range(rng.randint(1, 5))) for _ in range(300)]
+    first, _ = store_pair
+    got = await asyncio.gather(*(first.batch(*batch) for batch in batches))
+    async with MemoryStore() as memory:
+        expected = [await memory.batch(*batch) for batch in batches]
+    assert got == expected
+    assert await first.get_many(keys) == await memory.get_many(keys)

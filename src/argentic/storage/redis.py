@@ -3,7 +3,7 @@ that reaches it: agents on many machines.
 
 Keys get a prefix (``argentic:`` unless told) so one Redis can hold several deployments and other
 data. Expiry is Redis's own (``SET ... PX``); ``add`` is ``SET NX``. A batch of reads is one
-``MGET``; any other batch is one small Lua script (``EVALSHA``) that runs its steps, which Redis
+``MGET``; any other batch is one small Lua script (``EVAL``) that runs its steps, which Redis
 runs atomically, so the compare steps compare and write with nothing in between. Every Redis
 failure (unreachable, refused password, out of memory) is raised as
 :class:`~argentic.errors.StorageUnavailableError` naming the URL, with its password shown as
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import math
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -31,8 +30,8 @@ from argentic.storage.base import Add, Delete, DeleteIf, Get, Put, ReplaceIf, St
 # A batch of steps in one script: one command to pack and one reply to parse whatever the number of
 # steps (redis-py's per-command work is what a turn's store time is made of), and Redis runs it
 # without interleaving other commands. KEYS holds each step's key; ARGV each step's kind, then its
-# arguments: g (get), x (delete), d (delete if: expected), p and a (put and add: value, PX or '').
-# and r (replace if: expected, value, PX or '').
+# arguments: g (get), x (delete), d (delete if: expected), p and a (put and add: value, PX or ''),
+# r (replace if: expected, value, PX or '').
 _BATCH = """
 local out = {}
 local at = 1
@@ -74,7 +73,6 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
-_BATCH_SHA = hashlib.sha1(_BATCH.encode()).hexdigest()
 
 
 #: A command (a tuple of its words) and the future its reply goes to.
@@ -252,15 +250,6 @@ class RedisStore(Store):
     async def _send(self, batch: list[_Queued]) -> None:
         try:
             replies = await self._pipeline([words for words, _ in batch])
-            unloaded = [i for i, reply in enumerate(replies) if isinstance(reply, rexc.NoScriptError)]
-            if unloaded:
-                # The server lost its scripts (restarted, SCRIPT FLUSH): the refused commands did
-                # nothing, so load the script and send them again.
-                await self._running().script_load(_BATCH)
-                for i, reply in zip(
-                    unloaded, await self._pipeline([batch[i][0] for i in unloaded]), strict=True
-                ):
-                    replies[i] = reply
         except Exception as exc:
             # Every caller in the batch gets the failure (a lost connection, a timeout).
             error = self._error(exc) if isinstance(exc, rexc.RedisError) else exc
@@ -307,7 +296,9 @@ class RedisStore(Store):
         args: list[object] = []
         for step in steps:
             args.extend(_script_args(step))
-        replies = await self._command("EVALSHA", _BATCH_SHA, len(keys), *keys, *args)
+        # EVAL, not EVALSHA: a server that lost its scripts (restarted) would refuse EVALSHA after
+        # later commands of the same pipeline ran, and sending it again would reorder the steps.
+        replies = await self._command("EVAL", _BATCH, len(keys), *keys, *args)
         assert isinstance(replies, list)
         return [_outcome(step, reply) for step, reply in zip(steps, replies, strict=True)]
 

@@ -1,12 +1,12 @@
 """The store in a SQLite file: the default, shared by every process on one machine.
 
 One table of keys, values and expiry times, in WAL mode so that readers do not wait for a writer.
-Each step is one SQL statement, which SQLite makes atomic across processes (``Add`` is an insert
-that only replaces an expired row; ``ReplaceIf`` and ``DeleteIf`` compare the value in their
-WHERE clause). The statements run on one thread of the store's own, never on the event loop; a
-batch runs in one transaction, and the batches asked for while that thread is busy run next,
-together, in one transaction (one commit, one hand-over back to the loop), so many concurrent
-agents' steps cost little more than one's.
+The statements run on one thread of the store's own, never on the event loop. The batches asked
+for while that thread is busy run next, together, in one transaction (one commit, one hand-over
+back to the loop), and their steps are merged by kind into a few statements (:func:`phases`), so
+many concurrent agents' steps cost little more than one's. Each statement is atomic across
+processes (``Add`` is an insert that only replaces an expired row; ``ReplaceIf`` and ``DeleteIf``
+compare the value in their WHERE clause, and report the keys they wrote with ``RETURNING``).
 URLs as SQLAlchemy writes them: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``.
 """
 
