@@ -7,7 +7,8 @@ what a server killed mid-run costs.
   of prompt tokens served from the cache (vLLM's ``prefix_cache_hits``/``prefix_cache_queries``
   counters over both servers, during the phase; ``*_after_first_wave`` leaves out the first wave
   of questions, in which every cache is cold whatever the routing). The goal: affinity >= 0.9,
-  above round-robin.
+  above round-robin. The bench's own servers have a small KV cache (``KV_BLOCKS``): room for
+  about four roles' prompts, not all five, as a busy server holds part of a big team's.
 - Then 32 questions at once (half streamed; 16 tokens each, ``ignore_eos``), and the second server
   is killed with SIGKILL once streamed tokens arrive: ``failover_lost`` (questions without an
   answer), ``failover_duplicated`` (questions answered more than once) and ``stream_gaps`` (streamed
@@ -18,7 +19,7 @@ script's own (it is the one killed). Speed is not the point: the servers share t
 ``--quick``: 2 questions per agent; with ``--vllm-url``, that server stands for both and none is
 killed (the failover figures are then null): a check that the bench runs, not a measurement.
 
-usage: uv run python bench/scale.py [--vllm-url URL] [--questions 6] [--failover 32] [--quick]
+usage: uv run python bench/scale.py [--vllm-url URL] [--questions 10] [--failover 32] [--quick]
 Last line: {"prefix_hit_affinity": ..., "prefix_hit_round_robin": ..., "failover_lost": 0,
 "failover_duplicated": 0, "stream_gaps": 0, ...}
 """
@@ -48,6 +49,13 @@ ASK = SamplingSettings(max_tokens=2, temperature=0)
 # The cache's unit: vLLM on the CPU defaults to 128 tokens, so a prompt of 500 shares at most 384;
 # the bench's own servers use 32 (the CPU backend's smallest fast size), nearer a GPU's 16.
 BLOCK_SIZE = 32
+# The bench's own servers hold this many blocks: Gemma 3 keeps a block per layer group (its sliding
+# window layers and its global ones), so this is about 2,000 tokens of prompt, room for about four of
+# the five roles' prompts with the requests in flight, as a busy server's cache holds a part of a
+# big team's prompts. One server cannot keep every role warm, so where the requests go decides
+# what the cache keeps.
+KV_BLOCKS = 448
+MAX_MODEL_LEN = 1024
 LONG = SamplingSettings(max_tokens=16, temperature=0, extra_body={"min_tokens": 16, "ignore_eos": True})
 
 
@@ -158,7 +166,10 @@ async def bench(first_url: str | None, questions: int, failover: int, *, one: bo
         raise ValueError("one server stands for both only when it is running (--vllm-url)")
     for _ in range(0 if one else 1 if first_url else 2):  # the last one is ours to kill
         config = LLMServerConfig(
-            port=free_port(), startup_timeout_s=600, extra_args=["--block-size", str(BLOCK_SIZE)]
+            port=free_port(),
+            startup_timeout_s=600,
+            max_model_len=MAX_MODEL_LEN,
+            extra_args=["--block-size", str(BLOCK_SIZE), "--num-gpu-blocks-override", str(KV_BLOCKS)],
         )
         servers.append(VLLMServer(await asyncio.to_thread(launch_plan, config), startup_timeout_s=600))
     second = servers[-1] if servers else None
@@ -196,6 +207,7 @@ async def bench(first_url: str | None, questions: int, failover: int, *, one: bo
         "prefix_hit_affinity_after_first_wave": round(affinity, 3),
         "prefix_hit_round_robin_after_first_wave": round(round_robin_hits, 3),
         "block_size": BLOCK_SIZE if ours_only else "mixed",
+        "kv_blocks_per_server": KV_BLOCKS if ours_only else "mixed",
         "agents": len(ROLES) * AGENTS_PER_ROLE,
         "questions_per_agent": questions,
         "failover_questions": failover,
@@ -211,7 +223,7 @@ def main() -> None:
         default=os.environ.get("ARGENTIC_TEST_VLLM_URL"),
         help="the first server, already running (default: started here); the second is always started",
     )
-    parser.add_argument("--questions", type=int, default=6, help="questions per agent")
+    parser.add_argument("--questions", type=int, default=10, help="questions per agent")
     parser.add_argument("--failover", type=int, default=32, help="questions asked while a server dies")
     parser.add_argument("--quick", action="store_true", help="2 questions per agent; see above")
     args = parser.parse_args()
