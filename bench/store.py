@@ -12,8 +12,9 @@ total time), and ``round_ratios_*`` shows each round's ratio to memory's round n
 
 - ``tasks_per_min_memory``: turns per minute on memory with one agent;
 - ``ratio_sqlite``, ``ratio_redis``: each backend's turns per minute over memory's (goal >= 0.9);
-- ``turn_store_p99_ms``: per turn, the time in the store (taking the conversation's lease, reading
-  its history, writing it back, releasing the lease), p99 over SQLite and Redis turns;
+- ``turn_store_p99_ms``: per turn, the time in the store (the question's claim taken with the
+  conversation's lease and its history read; the answer written with the history, both let
+  go), p99 over SQLite and Redis turns;
 - ``history_errors``: turns whose history was not the whole conversation, over every run (goal 0);
 - ``rerun_tool_calls``: on SQLite and on Redis, ``--takeovers`` (16) questions go to a replica in a
   process of its own that calls a tool for each and is killed (SIGKILL) once every result is in,
@@ -37,60 +38,48 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from argentic import Agent, AgentClient, ToolManager, ToolService, tool
 from argentic.llm import ChatRequest, FunctionLLM, LLMToolCall
 from argentic.llm.scripted import tool_call
 from argentic.messaging import Messager
-from argentic.storage import ConversationRecords, Lease, Step, Store, open_store
+from argentic.storage import Add, ConversationRecords, Step, Store, open_store
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.redis_server import RedisServer
 from argentic.testing.stores import KINDS, store_pair
 
 
-class TimedLease(Lease):
-    """A conversation's lease that notes the time its turn spends in the store: taking the lease
-    (which reads the history) and letting it go (which writes it)."""
-
-    def __init__(self, lease: Lease, spent: list[float]) -> None:
-        super().__init__(lease.store, lease.key, ttl_s=lease.ttl_s, wait_s=lease.wait_s, read=lease.read)
-        self.spent = spent
-        self.in_store = 0.0
-
-    async def acquire(self, timeout: float | None = None, *, wait_s: float | None = None) -> bool:  # noqa: ASYNC109
-        started = time.perf_counter()
-        try:
-            return await super().acquire(timeout, wait_s=wait_s)
-        finally:
-            self.in_store += time.perf_counter() - started
-
-    async def release(self, also: Sequence[Step] = ()) -> None:
-        started = time.perf_counter()
-        try:
-            await super().release(also)
-        finally:
-            self.in_store += time.perf_counter() - started
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await super().__aexit__(exc_type, exc, tb)
-        self.spent.append(self.in_store)
-
-
-class TimedRecords(ConversationRecords):
-    """Conversation records that note the store time of each turn."""
+class TimedStore(Store):
+    """A store that notes the time each question's turn spends in it: the batches of each task
+    that takes a question's claim (an agent answers each question in a task of its own, which
+    takes the claim with the conversation's lease and writes the answer with the history)."""
 
     def __init__(self, store: Store) -> None:
-        super().__init__(store)
-        self.spent: list[float] = []
+        self.store = store
+        self.url = store.url
+        self._turns: dict[asyncio.Task[Any] | None, float] = {}  # by task (kept: ids are reused)
 
-    def lease(self, conversation_id: str) -> Lease:
-        return TimedLease(super().lease(conversation_id), self.spent)
+    async def start(self) -> None:
+        pass  # the store it wraps is opened and closed by its owner
+
+    async def stop(self) -> None:
+        pass
+
+    async def batch(self, *steps: Step) -> list[Any]:
+        started = time.perf_counter()
+        try:
+            return await self.store.batch(*steps)
+        finally:
+            task = asyncio.current_task()
+            if task in self._turns or any(isinstance(s, Add) and s.key.startswith("claim:") for s in steps):
+                self._turns[task] = self._turns.get(task, 0.0) + time.perf_counter() - started
+
+    @property
+    def spent(self) -> list[float]:
+        """Each turn's seconds in the store."""
+        return list(self._turns.values())
 
 
 def counting(request: ChatRequest) -> str:
@@ -118,8 +107,8 @@ async def one_run(
         return Messager(broker.host, broker.port, namespace=namespace, persistent=False)
 
     async with store_pair(kind, folder, redis_url) as stores, contextlib.AsyncExitStack() as stack:
-        records = [TimedRecords(store) for store in stores[:replicas]]
-        for record in records:
+        timed = [TimedStore(store) for store in stores[:replicas]]
+        for record in (ConversationRecords(store) for store in timed):
             bus = await stack.enter_async_context(messager())
             agent = Agent(
                 FunctionLLM(counting), bus, role="bench", store=record, max_tasks=args.conversations
@@ -141,7 +130,7 @@ async def one_run(
 
         outcomes = await asyncio.gather(*(keep_talking() for _ in range(args.conversations)))
         elapsed = time.perf_counter() - started
-    spent = [s for r in records for s in r.spent]
+    spent = [s for store in timed for s in store.spent]
     return sum(t for t, _ in outcomes), elapsed, sum(e for _, e in outcomes), spent
 
 

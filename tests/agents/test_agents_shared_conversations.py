@@ -9,6 +9,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from argentic import Agent, AgentClient
 from argentic.errors import StorageError
 from argentic.llm import ChatRequest, FunctionLLM
 from argentic.protocol import Answer, Message, Question
-from argentic.storage import ConversationRecords, MemoryStore, SQLiteStore, Store
+from argentic.storage import ConversationRecords, MemoryStore, Put, SQLiteStore, Step, Store
 from argentic.testing.messagers import MakeMessager
 
 TURNS = 8
@@ -165,3 +166,33 @@ async def test_a_question_sent_many_times_to_two_replicas_is_answered_once(
     assert all(isinstance(r, Answer) and r.text == first_reply.text for r in more)
     # The replica that did not answer received copies too, and sent the kept answer for them.
     assert "was answered already; sending the kept reply again" in caplog.text
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts its round trips (batches), but for the task statuses noted as
+    progress, which go in batches of their own now and then (TaskRecords.flush)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches = 0
+
+    async def batch(self, *steps: Step) -> list[Any]:
+        if not all(isinstance(step, Put) and step.key.endswith(":status") for step in steps):
+            self.batches += 1
+        return await super().batch(*steps)
+
+
+async def test_a_turn_takes_two_round_trips_to_the_store(mqtt: MakeMessager) -> None:
+    """The conversation's lease rides with the question's claim, and its history with the
+    answer: two round trips a turn, whether the conversation is new or continued."""
+    store = CountingStore()
+    async with Agent(counting("A"), await mqtt(), role="helper", store=store):
+        client = AgentClient(await mqtt(), "helper", timeout_s=20)
+        answer = await client.answer("turn 1")
+        counts = [store.batches]
+        for turn in range(2, 5):
+            answer = await client.answer(f"turn {turn}", conversation_id=answer.conversation_id)
+            counts.append(store.batches)
+        assert answer.text == "A:4"  # every turn saw the whole conversation
+    turns = [after - before for before, after in zip([0, *counts], counts, strict=False)]
+    assert turns == [2, 2, 2, 2], turns

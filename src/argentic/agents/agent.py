@@ -43,7 +43,7 @@ from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from argentic.agents.conversation import ConversationStore
+from argentic.agents.conversation import ConversationStore, StoreTurn, conversation_key
 from argentic.agents.delegation import Asker, Delegation, think_with
 from argentic.agents.events import MqttEvents
 from argentic.agents.loop import EventSink, LoopPolicy, LoopState, NullEvents, ToolLoop
@@ -93,7 +93,7 @@ from argentic.protocol import (
     new_id,
     topic_level,
 )
-from argentic.storage import Claim, ConversationRecords, Once, Step, Store, TaskRecords
+from argentic.storage import Claim, ConversationRecords, Lease, Once, Step, Store, TaskRecords
 from argentic.storage.records import CLAIM_TTL_S
 from argentic.tools import LocalTools, ToolManager
 from argentic.tools.local import ToolLike
@@ -204,6 +204,8 @@ class Agent(Running):
         self.max_tasks = options.max_tasks
         self.max_waiting_tasks = options.max_waiting_tasks
         self._slots = asyncio.Semaphore(options.max_tasks)
+        # The store work of the questions from MQTT being answered, by question id (see _serve).
+        self._turns: dict[str, StoreTurn] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._joined = False  # on the messager's task board (start got that far)
         self._subscription: Any = None
@@ -434,21 +436,46 @@ class Agent(Running):
         died on it recorded."""
         claim: Claim | None = None
         resume: LoopState | None = None
-        if self.once is not None and self.task_records is not None:
-            taken, claim = await self._claim(question)
-            if not taken:
-                return
-            if claim is not None:
-                resume = self.task_records.parse_steps(question.id, claim.also[0], LoopState)
-            if resume is not None:
-                log.info("question %s resumes after step %d of a stopped replica", question.id, resume.steps)
+        records = self.conversations.records
+        # With a store, the conversation's lease is taken with the question's claim and its
+        # history saved with the answer: two round trips a turn instead of four.
+        turn = StoreTurn() if records is not None else None
+        if turn is not None and records is not None and question.conversation_id:
+            turn.lease = records.lease(conversation_key(question, question.conversation_id))
         try:
-            await self._work(question, resume, claim)
+            if self.once is not None and self.task_records is not None:
+                taken, claim = await self._claim(question, turn.lease if turn is not None else None)
+                if not taken:
+                    return
+                if claim is not None:
+                    resume = self.task_records.parse_steps(question.id, claim.also[0], LoopState)
+                if resume is not None:
+                    log.info(
+                        "question %s resumes after step %d of a stopped replica", question.id, resume.steps
+                    )
+            if turn is not None:
+                self._turns[question.id] = turn
+            await self._work(question, resume, claim, turn)
         finally:
+            self._turns.pop(question.id, None)
             if claim is not None:
                 await claim.release()  # when the work failed before its reply was kept
+            if turn is not None:
+                await self._let_go(turn)
 
-    async def _claim(self, question: Question) -> tuple[bool, Claim | None]:
+    async def _let_go(self, turn: StoreTurn) -> None:
+        """What a turn still holds when its question ended without keeping an answer (refused,
+        cancelled, a duplicate): its lease let go, its history saved if it has one."""
+        steps, turn.steps = turn.steps, []
+        if turn.lease is not None:
+            steps += turn.lease.hand_over()
+        if steps and self.conversations.records is not None:
+            try:
+                await self.conversations.records.store.batch(*steps)
+            except StorageError as exc:
+                log.warning("could not save a conversation or let its lease go: %s", exc)
+
+    async def _claim(self, question: Question, lease: Lease | None) -> tuple[bool, Claim | None]:
         """Whether this replica works on ``question`` (and its claim): not when another replica
         answered it (its kept reply is sent from here too: this copy may be the one the asker
         still waits on) or works on it until the question expires. A replica that died on it
@@ -469,9 +496,13 @@ class Agent(Running):
             reply=send_kept,
             # With the claim, the steps a replica that died on the question recorded.
             also=[self.task_records.steps_key(question.id)],
+            # The conversation's lease, taken in the same round trip.
+            alongside=lease,
         )
 
-    async def _work(self, question: Question, resume: LoopState | None, claim: Claim | None) -> None:
+    async def _work(
+        self, question: Question, resume: LoopState | None, claim: Claim | None, turn: StoreTurn | None
+    ) -> None:
         assert self.messager is not None
         started = time.monotonic()
         events = MqttEvents(
@@ -515,27 +546,42 @@ class Agent(Running):
                 usage=result.usage,
                 agent=self.role,
             )
-        await self._keep(question, response, claim, dropping_steps=events.recorded or resume is not None)
+        response = await self._keep(
+            question, response, claim, turn, dropping_steps=events.recorded or resume is not None
+        )
         if question.reply_to:
             await self.messager.reply(question, response)
         outcome = response.error.code if isinstance(response, ErrorReply) else metrics.OK
         metrics.question_done(self.role, outcome, time.monotonic() - started)
 
     async def _keep(
-        self, question: Question, response: Message, claim: Claim | None, *, dropping_steps: bool
-    ) -> None:
-        """The reply kept for duplicates and the answer put on record (with a store), and the
-        question's claim let go, in one round trip."""
+        self,
+        question: Question,
+        response: Message,
+        claim: Claim | None,
+        turn: StoreTurn | None,
+        *,
+        dropping_steps: bool,
+    ) -> Message:
+        """The reply kept for duplicates, the answer put on record and the conversation saved
+        (with a store), and the question's claim and conversation's lease let go, in one round
+        trip. The reply to send: an error when the conversation could not be saved."""
         if self.once is None or self.task_records is None:
-            return
+            return response
         steps: list[Step] = [self.once.keep_step(f"question:{sender_key(question)}", response)]
         if dropping_steps:
             steps.append(self.task_records.drop_steps(question.id))
+        saving = turn is not None and bool(turn.steps)
+        if turn is not None:
+            steps, turn.steps = [*turn.steps, *steps], []
         answer = response if isinstance(response, Answer) else None
         try:
             await self.task_records.finish(question.id, answer, steps, claim=claim)
         except StorageError as exc:
             log.warning("could not keep the reply of %s: %s", question.id, exc)
+            if saving:  # the next turn would not see this one
+                return ErrorReply(request_id=question.id, error=error_info(exc))
+        return response
 
     async def _on_task_get(self, request: TaskGet) -> None:
         """Where a task is, from the record (``task_get``: after a reconnect, from anywhere)."""
@@ -602,9 +648,7 @@ class Agent(Running):
         await self.apply_profile()
         given = question.conversation_id or conversation_id
         cid = given or new_id()
-        # A conversation belongs to who asked (known by the reply topic): another sender naming
-        # the same id starts a conversation of its own instead of reading this one.
-        key = f"{question.reply_to}\x00{cid}" if question.reply_to else cid
+        key = conversation_key(question, cid)
         # The steps go to the sink; the start and the end are the task's (TaskStatus), or the
         # return value and the exception here.
         attributes = {
@@ -615,7 +659,8 @@ class Agent(Running):
         }
         # A child of the asker's span when it traces (its traceparent came with the question).
         with tracing.span(f"invoke_agent {self.role}", attributes, traceparent=question.traceparent):
-            async with self.conversations.open(key, new=given is None) as conversation:
+            turn = self._turns.get(question.id)
+            async with self.conversations.open(key, new=given is None, turn=turn) as conversation:
                 user = await builder.build(question)
                 prompt = [*self.system_messages(), *conversation.messages, user]
                 result = await self.tool_loop(builder, sink).run(prompt, output=output, resume=resume)

@@ -20,7 +20,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from argentic.llm import ChatMessage
-from argentic.storage import ConversationRecords
+from argentic.protocol import Question
+from argentic.storage import ConversationRecords, Lease, Step
+
+
+@dataclass
+class StoreTurn:
+    """A question's turn whose store work rides on the question's own round trips: ``lease``,
+    the conversation's lease taken with the question's claim (its history read), and ``steps``,
+    the history saved and the lease let go, for the agent to run with the answer it keeps."""
+
+    lease: Lease | None = None
+    steps: list[Step] = field(default_factory=list)
 
 
 @dataclass
@@ -57,9 +68,13 @@ class ConversationStore:
         return list(conversation.messages) if conversation else []
 
     @asynccontextmanager
-    async def open(self, conversation_id: str, *, new: bool = False) -> AsyncIterator[Conversation]:
+    async def open(
+        self, conversation_id: str, *, new: bool = False, turn: StoreTurn | None = None
+    ) -> AsyncIterator[Conversation]:
         """Hold ``conversation_id`` (created if new) for one question. ``new``: the id was just
-        made, so no other replica can hold it or have turns of it (the store is only written)."""
+        made, so no other replica can hold it or have turns of it (the store is only written).
+        ``turn``: the question's store work done with its own round trips (the lease taken with
+        its claim, the history saved with its answer)."""
         conversation = self._conversations.get(conversation_id)
         if conversation is None:
             conversation = self._conversations[conversation_id] = Conversation(conversation_id)
@@ -68,7 +83,11 @@ class ConversationStore:
         try:
             records = self.records
             # The store's history and turn, when it may have any (not for an id just made).
-            lease = records.lease(conversation_id) if records is not None and not new else None
+            lease = None
+            if records is not None and not new:
+                lease = turn.lease if turn is not None and turn.lease is not None else None
+                if lease is None or lease.key != records.lease_key(conversation_id):
+                    lease = records.lease(conversation_id)
             async with conversation.lock, lease if lease is not None else contextlib.nullcontext():
                 if lease is not None:
                     # Another replica may have had the last turns: the store's history (read
@@ -78,8 +97,10 @@ class ConversationStore:
                 conversation.messages = trim(conversation.messages, self.max_messages)
                 if records is not None:
                     save = records.put(conversation_id, conversation.messages)
-                    # Saved, and the turn let go, in one round trip.
-                    await (lease.release(also=[save]) if lease is not None else records.store.batch(save))
+                    if turn is not None:  # saved, and the turn let go, with the question's answer
+                        turn.steps += [save, *(lease.hand_over() if lease is not None else [])]
+                    else:  # saved, and the turn let go, in one round trip
+                        await (lease.release(also=[save]) if lease is not None else records.store.batch(save))
         finally:
             conversation.users -= 1
             self._evict()
@@ -102,3 +123,10 @@ def trim(messages: list[ChatMessage], max_messages: int) -> list[ChatMessage]:
             return messages[start:]
     # Even the last turn is too long: keep it whole rather than break a tool call from its result.
     return messages[starts[-1] :] if starts else messages[-max_messages:]
+
+
+def conversation_key(question: Question, conversation_id: str) -> str:
+    """Where a question's conversation is kept. A conversation belongs to who asked (known by
+    the reply topic): another sender naming the same id starts a conversation of its own instead
+    of reading this one."""
+    return f"{question.reply_to}\x00{conversation_id}" if question.reply_to else conversation_id

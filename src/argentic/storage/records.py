@@ -63,7 +63,8 @@ class Lease:
         self.values: list[bytes | None] = []
 
     async def __aenter__(self) -> Lease:
-        if not await self.acquire(self.wait_s):
+        # A lease already taken (with other steps, see take_steps) is entered as it is.
+        if not self.held and not await self.acquire(self.wait_s):
             raise LeaseTimeoutError(f"{self.key} stayed held for {self.wait_s:g}s (another replica's turn)")
         return self
 
@@ -79,20 +80,35 @@ class Lease:
         timeout = renamed(timeout, wait_s, where="Lease.acquire", name="timeout", older_name="wait_s")
         deadline = time.monotonic() + (timeout or 0.0)
         pause = 0.01
-        while not await self._try():
+        while not self.took(await self.store.batch(*self.take_steps())):
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.2)  # a turn of a conversation takes a model call or more
-        self.held = True
-        self._renewing = asyncio.create_task(self._renew(), name=f"lease {self.key}")
         return True
 
-    async def _try(self) -> bool:
-        taken, *self.values = await self.store.batch(
-            Add(self.key, self.token, self.ttl_s), *(Get(key) for key in self.read)
-        )
+    def take_steps(self) -> list[Step]:
+        """The steps of one try to take the lease (and read the keys ``read`` names), to run with
+        others in one round trip; their outcomes go to :meth:`took`."""
+        return [Add(self.key, self.token, self.ttl_s), *(Get(key) for key in self.read)]
+
+    def took(self, outcomes: Sequence[object]) -> bool:
+        """Whether the try whose outcomes these are took the lease (renewed from now on)."""
+        taken, *values = outcomes
+        self.values = [value if isinstance(value, bytes) else None for value in values]
+        if taken:
+            self.held = True
+            self._renewing = asyncio.create_task(self._renew(), name=f"lease {self.key}")
         return bool(taken)
+
+    def hand_over(self) -> list[Step]:
+        """Stop renewing the lease and give the step that lets it go, for the caller to run with
+        its own (the lease expires by itself if that never runs)."""
+        renewing, self._renewing = self._renewing, None
+        if renewing is not None:
+            renewing.cancel()
+        held, self.held = self.held or renewing is not None, False
+        return [DeleteIf(self.key, self.token)] if held else []
 
     async def _renew(self) -> None:
         while True:
@@ -166,11 +182,15 @@ class ConversationRecords:
         """The lease of the conversation's turn; taking it reads the history (:meth:`history`)."""
         return Lease(
             self.store,
-            f"conversation-lease:{conversation_id}",
+            self.lease_key(conversation_id),
             ttl_s=self.lease_ttl_s,
             wait_s=self.wait_s,
             read=[self._key(conversation_id)],
         )
+
+    @staticmethod
+    def lease_key(conversation_id: str) -> str:
+        return f"conversation-lease:{conversation_id}"
 
     @staticmethod
     def _key(conversation_id: str) -> str:
@@ -358,18 +378,27 @@ class Once:
         timeout: float | None = None,  # noqa: ASYNC109 (public API)
         also: Sequence[str] = (),
         wait_s: float | None = None,
+        alongside: Lease | None = None,
     ) -> Claim | Message | None:
         """This caller's claim on the request of ``key`` (it works on it, then keeps its reply and
         releases the claim); or the reply another replica kept; or None when another one still
         held it after ``timeout`` seconds (default 0: one look). The claim carries the values of
         the keys ``also`` names, read with the look for a kept reply, in the round trip that takes
-        the claim. ``wait_s=`` is the older, deprecated name of ``timeout=``."""
+        the claim. ``alongside``: another lease, tried in the same round trip as the first look
+        (its holder lets it go). ``wait_s=`` is the older, deprecated name of ``timeout=``."""
         timeout = renamed(timeout, wait_s, where="Once.take", name="timeout", older_name="wait_s")
         claim = Claim(self.store, f"claim:{key}", ttl_s=self.claim_ttl_s, read=[f"reply:{key}", *also])
         deadline = time.monotonic() + (timeout or 0.0)
         pause = 0.02
         while True:
-            taken = await claim.acquire()
+            if alongside is not None:  # the first look takes it too, in the same round trip
+                steps = claim.take_steps()
+                outcomes = await self.store.batch(*steps, *alongside.take_steps())
+                taken = claim.took(outcomes[: len(steps)])
+                alongside.took(outcomes[len(steps) :])
+                alongside = None
+            else:
+                taken = await claim.acquire()
             data, *claim.also = claim.values
             kept = self._parse_reply(key, data)
             if taken:
@@ -393,6 +422,7 @@ class Once:
         reply: Callable[[Message], Awaitable[None]],
         also: Sequence[str] = (),
         wait_s: float | None = None,
+        alongside: Lease | None = None,
     ) -> tuple[bool, Claim | None]:
         """:meth:`take` for a request a replica received (``what`` names it in the log): whether
         to work on it, and the claim. Not when another replica answered it (its kept reply goes
@@ -401,7 +431,7 @@ class Once:
         ``wait_s=`` is the older, deprecated name of ``timeout=``."""
         timeout = renamed(timeout, wait_s, where="Once.take_or_reply", name="timeout", older_name="wait_s")
         try:
-            taken = await self.take(key, timeout=timeout, also=also)
+            taken = await self.take(key, timeout=timeout, also=also, alongside=alongside)
         except StorageError as exc:
             log.warning("the store cannot say whether %s was answered; working on it: %s", what, exc)
             return True, None
