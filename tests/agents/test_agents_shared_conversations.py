@@ -16,8 +16,9 @@ import pytest
 from argentic import Agent, AgentClient
 from argentic.errors import StorageError
 from argentic.llm import ChatRequest, FunctionLLM
+from argentic.messaging.dispatch import sender_key
 from argentic.protocol import Answer, Message, Question
-from argentic.storage import ConversationRecords, MemoryStore, Put, SQLiteStore, Step, Store
+from argentic.storage import ConversationRecords, MemoryStore, Once, Put, SQLiteStore, Step, Store
 from argentic.testing.messagers import MakeMessager
 
 TURNS = 8
@@ -196,3 +197,32 @@ async def test_a_turn_takes_two_round_trips_to_the_store(mqtt: MakeMessager) -> 
         assert answer.text == "A:4"  # every turn saw the whole conversation
     turns = [after - before for before, after in zip([0, *counts], counts, strict=False)]
     assert turns == [2, 2, 2, 2], turns
+
+
+async def test_a_question_another_replica_answers_lets_the_conversations_lease_go(
+    mqtt: MakeMessager, store_pair: tuple[Store, Store]
+) -> None:
+    """A question in a conversation takes the conversation's lease with its claim. When another
+    replica holds the claim (here: put in the store by hand) and then keeps its reply, this one
+    sends that reply and lets the lease go at once, so the conversation's next turn waits for
+    nobody (a lease kept, and renewed, would block it)."""
+    first, _ = store_pair
+    asker = await mqtt()
+    replies: asyncio.Queue[Message] = asyncio.Queue()
+    inbox = f"{asker.topics.namespace}/clients/raw-asker/inbox"
+    await asker.subscribe(inbox, replies.put, model=Answer)
+    question = Question(id="turn-1", text="turn 1", reply_to=inbox, conversation_id="c1")
+    once = Once(first)
+    assert await first.add(f"claim:question:{sender_key(question)}", b"another replica", ttl_s=30)
+    async with Agent(counting("A"), await mqtt(), role="helper", store=first):
+        topic = asker.topics.agent_questions("helper")
+        await asker.publish(topic, question)
+        await asyncio.sleep(0.5)  # it waits for the other replica's reply, holding the lease
+        kept = Answer(question_id=question.id, conversation_id="c1", text="kept by the other replica")
+        await once.keep(f"question:{sender_key(question)}", kept)
+        answer = await asyncio.wait_for(replies.get(), 10)
+        assert isinstance(answer, Answer) and answer.text == kept.text
+        second_turn = Question(id="turn-2", text="turn 2", reply_to=inbox, conversation_id="c1")
+        await asker.publish(topic, second_turn)
+        answer = await asyncio.wait_for(replies.get(), 5)
+    assert isinstance(answer, Answer) and answer.text == "A:1", answer  # turn 1 was the other's
