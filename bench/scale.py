@@ -2,8 +2,10 @@
 what a server killed mid-run costs.
 
 - 15 agents of 5 roles (system prompts of about 400 tokens) ask short questions, each agent its
-  questions one after another, all agents at once: first routed by the pool (affinity by prefix),
-  then, with five other roles, round-robin over the two servers. ``prefix_hit_*`` is the fraction
+  questions one after another, all agents at once, in waves: first routed by the pool (affinity
+  by prefix), then, with five other roles, round-robin over the two servers. The affinity phase
+  asks no new wave once it would pass ``PHASE_BUDGET_S`` (a slow host asks fewer questions), and
+  round-robin asks as many waves. ``prefix_hit_*`` is the fraction
   of prompt tokens served from the cache (vLLM's ``prefix_cache_hits``/``prefix_cache_queries``
   counters over both servers, during the phase; ``*_after_first_wave`` leaves out the first wave
   of questions, in which every cache is cold whatever the routing). The goal: affinity >= 0.9,
@@ -56,6 +58,8 @@ BLOCK_SIZE = 32
 # what the cache keeps.
 KV_BLOCKS = 448
 MAX_MODEL_LEN = 1024
+# Seconds the affinity phase may take before it asks no new wave (a slow host asks fewer questions).
+PHASE_BUDGET_S = 120.0
 LONG = SamplingSettings(max_tokens=16, temperature=0, extra_body={"min_tokens": 16, "ignore_eos": True})
 
 
@@ -82,32 +86,39 @@ async def cache_counters(provider: OpenAICompatibleProvider) -> tuple[float, flo
 
 
 async def agents_phase(
-    send: Any, provider: OpenAICompatibleProvider, salt: str, questions: int
-) -> tuple[float, float]:
-    """Every agent asks ``questions`` short questions in turn, all agents at once: the hit fraction
-    after the first wave (every agent's first question, which finds every cache cold whatever the
-    routing), and over the whole phase."""
+    send: Any, provider: OpenAICompatibleProvider, salt: str, questions: int, budget_s: float | None = None
+) -> tuple[float, float, int]:
+    """Every agent asks up to ``questions`` short questions in turn, all agents at once, one wave
+    of questions after another (no new wave once ``budget_s`` would be passed, so that a slow host
+    finishes): the hit fraction after the first wave (every agent's first question, which finds
+    every cache cold whatever the routing), over the whole phase, and the waves asked."""
     start = await cache_counters(provider)
 
-    async def agent(role: str, number: int, first: int, last: int) -> None:
-        for q in range(first, last):
-            request = ChatRequest.user(
-                f"Agent {number}, question {q}: ready?", system=system_prompt(role, salt), settings=ASK
-            )
-            await send(request)
+    async def ask(role: str, number: int, q: int) -> None:
+        request = ChatRequest.user(
+            f"Agent {number}, question {q}: ready?", system=system_prompt(role, salt), settings=ASK
+        )
+        await send(request)
 
-    async def wave(first: int, last: int) -> None:
-        await asyncio.gather(*(agent(role, n, first, last) for role in ROLES for n in range(AGENTS_PER_ROLE)))
+    async def wave(q: int) -> None:
+        await asyncio.gather(*(ask(role, n, q) for role in ROLES for n in range(AGENTS_PER_ROLE)))
 
-    await wave(0, 1)
+    started = time.monotonic()
+    await wave(0)
     warm = await cache_counters(provider)
-    await wave(1, questions)
+    waves = 1
+    while waves < questions:
+        spent = time.monotonic() - started
+        if budget_s is not None and spent + spent / waves > budget_s:
+            break
+        await wave(waves)
+        waves += 1
     end = await cache_counters(provider)
 
     def fraction(a: tuple[float, float], b: tuple[float, float]) -> float:
         return (b[0] - a[0]) / max(1.0, b[1] - a[1])
 
-    return fraction(warm, end), fraction(start, end)
+    return fraction(warm, end), fraction(start, end), waves
 
 
 async def failover_phase(
@@ -188,10 +199,13 @@ async def bench(first_url: str | None, questions: int, failover: int, *, one: bo
             await singles[next(turn) % 2].chat(request)
 
         async with pooled:
-            affinity, affinity_all = await agents_phase(pooled.chat, pooled, "affinity", questions)
+            affinity, affinity_all, asked = await agents_phase(
+                pooled.chat, pooled, "affinity", questions, PHASE_BUDGET_S
+            )
             spread = [s["requests"] for s in pooled.pool.status()]
-            round_robin_hits, round_robin_all = await agents_phase(
-                round_robin, pooled, "round-robin", questions
+            # Round-robin asks as many waves as affinity did, so the two phases compare.
+            round_robin_hits, round_robin_all, _ = await agents_phase(
+                round_robin, pooled, "round-robin", asked
             )
             outcome: dict[str, Any] = (
                 await failover_phase(pooled, second, failover)
@@ -209,7 +223,7 @@ async def bench(first_url: str | None, questions: int, failover: int, *, one: bo
         "block_size": BLOCK_SIZE if ours_only else "mixed",
         "kv_blocks_per_server": KV_BLOCKS if ours_only else "mixed",
         "agents": len(ROLES) * AGENTS_PER_ROLE,
-        "questions_per_agent": questions,
+        "questions_per_agent": asked,
         "failover_questions": failover,
         "affinity_requests_per_server": spread,
         "elapsed_s": round(time.perf_counter() - started, 1),
