@@ -204,7 +204,7 @@ class Agent(Running):
         self.max_tasks = options.max_tasks
         self.max_waiting_tasks = options.max_waiting_tasks
         self._slots = asyncio.Semaphore(options.max_tasks)
-        # The store work of the questions from MQTT being answered, by question id (see _serve).
+        # The store work of the questions from MQTT being answered, by sender_key (see _serve).
         self._turns: dict[str, StoreTurn] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._joined = False  # on the messager's task board (start got that far)
@@ -439,9 +439,12 @@ class Agent(Running):
         records = self.conversations.records
         # With a store, the conversation's lease is taken with the question's claim and its
         # history saved with the answer: two round trips a turn instead of four.
-        turn = StoreTurn() if records is not None else None
-        if turn is not None and records is not None and question.conversation_id:
-            turn.lease = records.lease(conversation_key(question, question.conversation_id))
+        turn: StoreTurn | None = None
+        # By sender and id, as the claim: two askers may pick the same question id.
+        asked = sender_key(question)
+        if records is not None:
+            cid = question.conversation_id
+            turn = StoreTurn(records.lease(conversation_key(question, cid)) if cid else None)
         try:
             if self.once is not None and self.task_records is not None:
                 taken, claim = await self._claim(question, turn.lease if turn is not None else None)
@@ -454,10 +457,12 @@ class Agent(Running):
                         "question %s resumes after step %d of a stopped replica", question.id, resume.steps
                     )
             if turn is not None:
-                self._turns[question.id] = turn
+                self._turns[asked] = turn
             await self._work(question, resume, claim, turn)
         finally:
-            self._turns.pop(question.id, None)
+            if turn is not None and self._turns.get(asked) is turn:
+                # Only its own: a copy that was not taken ends here while the taken one works.
+                del self._turns[asked]
             if claim is not None:
                 await claim.release()  # when the work failed before its reply was kept
             if turn is not None:
@@ -659,7 +664,7 @@ class Agent(Running):
         }
         # A child of the asker's span when it traces (its traceparent came with the question).
         with tracing.span(f"invoke_agent {self.role}", attributes, traceparent=question.traceparent):
-            turn = self._turns.get(question.id)
+            turn = self._turns.get(sender_key(question))
             async with self.conversations.open(key, new=given is None, turn=turn) as conversation:
                 user = await builder.build(question)
                 prompt = [*self.system_messages(), *conversation.messages, user]
