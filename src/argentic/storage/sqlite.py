@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 #: Expired rows are deleted after this many writes (reads already ignore them).
 PURGE_EVERY = 500
+#: A row not expired as of the parameter given (now).
+LIVE = "(expires_at IS NULL OR expires_at > ?)"
 #: Most rows one statement reads or writes (SQLite takes at most 32766 parameters).
 MAX_ROWS = 500
 
@@ -215,9 +217,7 @@ class SQLiteStore(Store):
         keys = [step.key for step in steps]
         marks = ", ".join("?" * len(steps))
         if kind is Get:
-            sql = (
-                f"SELECT key, value FROM kv WHERE key IN ({marks}) AND (expires_at IS NULL OR expires_at > ?)"
-            )
+            sql = f"SELECT key, value FROM kv WHERE key IN ({marks}) AND {LIVE}"
             found = {key: bytes(value) for key, value in self._conn().execute(sql, (*keys, now))}
             return [found.get(key) for key in keys]
         if kind is Delete:
@@ -228,7 +228,7 @@ class SQLiteStore(Store):
             cases = " ".join("WHEN ? THEN ?" for _ in steps)
             sql = (
                 f"DELETE FROM kv WHERE key IN ({marks}) AND value = CASE key {cases} END "
-                "AND (expires_at IS NULL OR expires_at > ?) RETURNING key"
+                f"AND {LIVE} RETURNING key"
             )
             pairs = [p for step in steps if isinstance(step, DeleteIf) for p in (step.key, step.expected)]
             deleted = self._write(sql, (*keys, *pairs, now), len(steps))
@@ -257,7 +257,7 @@ class SQLiteStore(Store):
             assert isinstance(step, ReplaceIf)
             sql = (
                 "UPDATE kv SET value = ?, expires_at = ? "
-                "WHERE key = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?) RETURNING key"
+                f"WHERE key = ? AND value = ? AND {LIVE} RETURNING key"
             )
             params = (step.value, self._expiry(step.ttl_s), step.key, step.expected, now)
             outcomes.append(bool(self._write(sql, params, 1)))
