@@ -7,8 +7,18 @@ import os
 import signal
 from typing import Any
 
+import pytest
 from a2a.helpers import get_message_text
-from a2a.types import CancelTaskRequest, GetTaskRequest, StreamResponse, TaskState, TaskStatusUpdateEvent
+from a2a.types import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    ListTasksRequest,
+    StreamResponse,
+    SubscribeToTaskRequest,
+    TaskState,
+    TaskStatusUpdateEvent,
+)
+from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError, UnsupportedOperationError
 from gateway_support import a2a_client, card_of, request, task_id_of
 from google.protobuf.json_format import MessageToDict
 from team_support import answers, asks, asks_back, config, member_process, model, team
@@ -215,3 +225,48 @@ async def test_a_busy_refusal_is_a2a_rejected(mqtt: MakeMessager) -> None:
     assert _state(refused[-1]) == TaskState.TASK_STATE_REJECTED
     assert get_message_text(refused[-1].status_update.status.message).startswith("busy")
     assert _state(done[-1]) == TaskState.TASK_STATE_COMPLETED
+
+
+async def test_a_task_sent_at_once_is_resubscribed_listed_and_kept(mqtt: MakeMessager) -> None:
+    release = asyncio.Event()
+
+    async def waits(_request: object) -> str:
+        await asyncio.wait_for(release.wait(), 30)
+        return "finished"
+
+    async with (
+        Agent(FunctionLLM(waits), await mqtt(), role="slowly"),
+        Gateway(await mqtt()) as gateway,
+    ):
+        await wait_until(lambda: gateway.roster.online("slowly") is not None, what="the role online")
+        async with (
+            a2a_client(gateway, "slowly", streaming=False) as sender,
+            a2a_client(gateway, "slowly") as watcher,
+        ):
+            at_once = request("take your time", context_id="ctx-1")
+            at_once.configuration.return_immediately = True
+            sent = [r async for r in sender.send_message(at_once)]
+            task_id = sent[-1].task.id
+            watched = watcher.subscribe(SubscribeToTaskRequest(id=task_id))
+            first = await anext(watched)
+            release.set()
+            rest = [r async for r in watched]
+            listed = await sender.list_tasks(ListTasksRequest(context_id="ctx-1", include_artifacts=True))
+            other = await sender.list_tasks(ListTasksRequest(context_id="ctx-2"))
+            with pytest.raises(TaskNotCancelableError):
+                await sender.cancel_task(CancelTaskRequest(id=task_id))
+            with pytest.raises(UnsupportedOperationError):
+                [r async for r in sender.send_message(request("more?", task_id, "ctx-1"))]
+            with pytest.raises(TaskNotFoundError):
+                [r async for r in sender.send_message(request("who?", "no-such-task"))]
+    assert sent[-1].task.status.state == TaskState.TASK_STATE_SUBMITTED
+    assert first.task.id == task_id
+    assert _state(rest[-1]) == TaskState.TASK_STATE_COMPLETED
+    answers_ = [r.artifact_update.artifact for r in rest if r.HasField("artifact_update")]
+    assert [a.parts[0].text for a in answers_ if a.name == "answer"] == ["finished"]
+    assert [t.id for t in listed.tasks] == [task_id]
+    assert listed.tasks[0].status.state == TaskState.TASK_STATE_COMPLETED
+    # The answer's tokens, kept as one artifact chunk by chunk, and the answer.
+    kept = {a.name: "".join(p.text for p in a.parts) for a in listed.tasks[0].artifacts}
+    assert kept == {"tokens": "finished", "answer": "finished"}
+    assert list(other.tasks) == []

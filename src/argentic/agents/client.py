@@ -126,7 +126,7 @@ class AgentRun:
         self.question = question
         self.output = output
         self.timeout = timeout
-        self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=EVENT_QUEUE_SIZE)
+        self._events: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=EVENT_QUEUE_SIZE)
         self._subscription: Any = None
         self._reply: asyncio.Task[Answer | ErrorReply] | None = None
         self._dropped = 0
@@ -153,6 +153,7 @@ class AgentRun:
             ),
             name=f"argentic-ask-{self.question.id}",
         )
+        self._reply.add_done_callback(self._replied)
         return self
 
     async def __aexit__(
@@ -215,15 +216,16 @@ class AgentRun:
     async def __aiter__(self) -> AsyncIterator[Event]:
         """The question's events as they come; ends once the answer (or error) has arrived."""
         reply = self._started()
-        while not reply.done():
-            getter = asyncio.ensure_future(self._events.get())
-            await asyncio.wait({getter, reply}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                yield getter.result()
-            else:
-                getter.cancel()
-        while not self._events.empty():
-            yield self._events.get_nowait()
+        while not (reply.done() and self._events.empty()):
+            event = await self._events.get()
+            if event is not None:
+                yield event
+
+    def _replied(self, _: object) -> None:
+        # Wakes __aiter__, which waits on the events alone (cheaper than waiting on two things
+        # for each event); a queue that is full has events to give before it ends anyway.
+        with contextlib.suppress(asyncio.QueueFull):
+            self._events.put_nowait(None)
 
     def _started(self) -> asyncio.Task[Answer | ErrorReply]:
         if self._reply is None:

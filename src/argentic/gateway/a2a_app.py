@@ -1,58 +1,77 @@
-"""One role as an A2A agent: its card from the role's card on the broker, and an executor that asks
-the role over MQTT and turns the task's events into A2A task status and artifact updates."""
+"""One role as an A2A agent: its card from the role's card on the broker, and a request handler
+that asks the role over MQTT for each task (each task's events become A2A's in
+:mod:`argentic.gateway.a2a_task`). The a2a-sdk's JSON-RPC routes call it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from typing import Any
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncGenerator
 
-from a2a.helpers import new_task_from_user_message, new_text_message
-from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.helpers import get_message_text, new_text_message
 from a2a.server.context import ServerCallContext
-from a2a.server.events import EventQueue
-from a2a.server.request_handlers import DefaultRequestHandler
-from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.server.request_handlers.request_handler import RequestHandler
 from a2a.types import (
     AgentCapabilities,
     AgentCard,
     AgentInterface,
     AgentSkill,
     Artifact,
+    CancelTaskRequest,
+    DeleteTaskPushNotificationConfigRequest,
+    GetExtendedAgentCardRequest,
+    GetTaskPushNotificationConfigRequest,
     GetTaskRequest,
+    ListTaskPushNotificationConfigsRequest,
+    ListTaskPushNotificationConfigsResponse,
+    ListTasksRequest,
+    ListTasksResponse,
+    Message,
     Part,
+    Role,
+    SendMessageRequest,
+    SubscribeToTaskRequest,
     Task,
+    TaskPushNotificationConfig,
     TaskState,
 )
 from a2a.types import TaskStatus as A2ATaskStatus
-from a2a.utils.errors import TaskNotFoundError
+from a2a.utils.errors import (
+    ExtendedAgentCardNotConfiguredError,
+    InvalidParamsError,
+    PushNotificationNotSupportedError,
+    TaskNotCancelableError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
+from a2a.utils.task import (
+    apply_history_length,
+    decode_page_token,
+    encode_page_token,
+    validate_history_length,
+    validate_page_size,
+)
 
-from argentic.agents.client import AgentClient, EventFeed
+from argentic.agents.client import AgentClient
 from argentic.errors import ArgenticError
+from argentic.gateway.a2a_task import INTERRUPTED, STATES, Event, Follower, TaskRun
 from argentic.gateway.roster import Roster
-from argentic.protocol import Answer, Presence, Progress, Question, TaskStatus, Token
+from argentic.protocol import Presence, Question
 
 log = logging.getLogger(__name__)
 
-#: argentic's task states, one to one.
-STATES: dict[str, TaskState] = {
-    "submitted": TaskState.TASK_STATE_SUBMITTED,
-    "working": TaskState.TASK_STATE_WORKING,
-    "input-required": TaskState.TASK_STATE_INPUT_REQUIRED,
-    "completed": TaskState.TASK_STATE_COMPLETED,
-    "failed": TaskState.TASK_STATE_FAILED,
-    "canceled": TaskState.TASK_STATE_CANCELED,
-    "rejected": TaskState.TASK_STATE_REJECTED,
-}
-#: Error codes that are a refusal to take the task rather than a failure of it.
-REJECTED = {"busy", "forbidden", "delegation_cycle", "depth_limit"}
-RELAY_QUEUE = 4096
-PUT_S = 30.0
 CANCEL_WAIT_S = 10.0
 TASK_GET_S = 2.0
-#: How often a task waiting for its next event checks that its role is still online.
+#: How often the role's tasks check that the role is still online.
 OFFLINE_CHECK_S = 1.0
+#: Beyond the question's own timeout, how long a task may hear nothing before it fails.
+SILENCE_MARGIN_S = 30.0
+#: Tasks kept for tasks/get and tasks/list; the oldest finished ones go first.
+MAX_TASKS = 10_000
+LIST_PAGE_SIZE = 50
 
 
 def agent_card(role: str, presence: Presence | None, url: str) -> AgentCard:
@@ -85,244 +104,239 @@ def agent_card(role: str, presence: Presence | None, url: str) -> AgentCard:
     )
 
 
-class Relay:
-    """One argentic question behind one A2A task: its events, then its answer or error, queued for
-    whichever ``execute`` call follows the task (the first, then each after an input)."""
+class RoleHandler(RequestHandler):
+    """The A2A methods of one role. A message starts a task, which asks the role over MQTT, or
+    answers the question a task waits on (argentic's ``task_input``). Tasks stay here for
+    tasks/get and tasks/list; the role's own record (``task_get``) answers for tasks this gateway
+    did not see."""
 
-    def __init__(self, client: AgentClient, question: Question, feed: EventFeed | None = None) -> None:
-        self.client = client
-        self.question = question
-        self.feed = feed
-        self.items: asyncio.Queue[Any] = asyncio.Queue(maxsize=RELAY_QUEUE)
-        self.waiting: TaskStatus | None = None
-        self.state: TaskState = TaskState.TASK_STATE_SUBMITTED
-        self._run: Any = None
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._relay(), name=f"argentic-a2a-{self.question.id}")
-
-    async def _put(self, item: Any) -> None:
-        await asyncio.wait_for(self.items.put(item), PUT_S)
-
-    async def _relay(self) -> None:
-        try:
-            async with self.client.stream(self.question, feed=self.feed) as run:
-                self._run = run
-                async for event in run:
-                    await self._put(event)
-                try:
-                    await self._put(await run.answer())
-                except ArgenticError as exc:
-                    await self._put(exc)
-        except (ArgenticError, TimeoutError) as exc:
-            with contextlib.suppress(asyncio.QueueFull):
-                self.items.put_nowait(exc)
-
-    async def give_input(self, text: str) -> None:
-        status, self.waiting = self.waiting, None
-        if status is None or self._run is None:
-            raise ArgenticError("the task asks for no input")
-        await self._run.give_input(status, text)
-
-    async def ended(self, timeout: float) -> None:  # noqa: ASYNC109
-        if self._task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._task), timeout)
-
-    async def close(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
-def _message(text: str, task_id: str, context_id: str) -> Any:
-    return new_text_message(text, task_id=task_id, context_id=context_id)
-
-
-class RoleExecutor(AgentExecutor):
-    """Asks ``role`` over MQTT for each A2A message; a follow-up message on a task that waits for
-    input is that input (argentic's ``task_input``)."""
-
-    def __init__(self, role: str, messager_client: AgentClient, roster: Roster, *, timeout_s: float) -> None:
+    def __init__(self, role: str, client: AgentClient, roster: Roster, *, timeout_s: float) -> None:
         self.role = role
-        self.client = messager_client
-        self.roster = roster
-        self.timeout_s = timeout_s
-        self.relays: dict[str, Relay] = {}
-
-    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        task_id, context_id = context.task_id or "", context.context_id or ""
-        updater = TaskUpdater(event_queue, task_id, context_id)
-        text = context.get_user_input()
-        relay = self.relays.get(task_id)
-        if relay is not None and relay.waiting is not None:
-            await relay.give_input(text)
-        else:
-            if context.current_task is None and context.message is not None:
-                await event_queue.enqueue_event(new_task_from_user_message(context.message))
-            if self.roster.online(self.role) is None:
-                await updater.failed(
-                    _message(f"no agent of role {self.role!r} is online", task_id, context_id)
-                )
-                return
-            question = Question(id=task_id, text=text or " ", stream=_watched(context))
-            relay = Relay(self.client, question, self.roster.follow)
-            self.relays[task_id] = relay
-            relay.start()
-        await self._follow(relay, updater)
-
-    async def _follow(self, relay: Relay, updater: TaskUpdater) -> None:
-        task_id, context_id = updater.task_id, updater.context_id
-        waited = 0.0
-        while True:
-            try:
-                item = await asyncio.wait_for(relay.items.get(), OFFLINE_CHECK_S)
-            except TimeoutError:
-                waited += OFFLINE_CHECK_S
-                if self.roster.online(self.role) is None or waited > self.timeout_s + PUT_S:
-                    # Every replica of the role went away (or nothing came for too long): no answer
-                    # will come, and an A2A client must not wait for one.
-                    await self.client.stop_waiting(task_id, "the role went offline")
-                    await relay.close()
-                    self._forget(task_id)
-                    why = "went offline" if self.roster.online(self.role) is None else "sent nothing"
-                    await updater.failed(
-                        _message(f"unavailable: the {self.role} role {why} mid-task", task_id, context_id)
-                    )
-                    return
-                continue
-            waited = 0.0
-            if isinstance(item, TaskStatus) and item.question_id == task_id:
-                state = STATES[item.state]
-                if item.state == "input-required":
-                    relay.waiting = item
-                    relay.state = state
-                    await updater.requires_input(_message(item.text or "", task_id, context_id))
-                    return
-                if item.state in ("submitted", "working"):
-                    relay.state = state
-                    await updater.update_status(state, metadata={"argentic": _status_meta(item)})
-            elif isinstance(item, TaskStatus):
-                # A task it spawned: the A2A task stays where it is; the sub-task rides in metadata.
-                await updater.update_status(relay.state, metadata={"argentic": _status_meta(item)})
-            elif isinstance(item, Token):
-                await updater.add_artifact(
-                    [Part(text=item.text)],
-                    artifact_id=f"{task_id}-tokens",
-                    name="tokens",
-                    append=item.index > 0,
-                    last_chunk=False,
-                )
-            elif isinstance(item, Progress):
-                meta = item.model_dump(mode="json", exclude_none=True, include={"stage", "tool", "detail"})
-                await updater.update_status(relay.state, metadata={"argentic_progress": meta})
-            elif isinstance(item, Answer):
-                parts = [Part(text=item.text)]
-                if item.data is not None:
-                    parts.append(Part(data=item.data))
-                await updater.add_artifact(
-                    parts, artifact_id=f"{task_id}-answer", name="answer", last_chunk=True
-                )
-                await updater.complete(_message(item.text, task_id, context_id))
-                self._forget(task_id)
-                return
-            elif isinstance(item, BaseException):
-                await _ended_with(updater, item)
-                self._forget(task_id)
-                return
-
-    def _forget(self, task_id: str) -> None:
-        self.relays.pop(task_id, None)
-
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        task_id, context_id = context.task_id or "", context.context_id or ""
-        relay = self.relays.pop(task_id, None)
-        if relay is not None:
-            await self.client.cancel(task_id, "canceled through A2A")
-            await relay.ended(CANCEL_WAIT_S)
-            await relay.close()
-        await TaskUpdater(event_queue, task_id, context_id).cancel(
-            _message("canceled through A2A", task_id, context_id)
-        )
-
-    async def close(self) -> None:
-        relays, self.relays = list(self.relays.values()), {}
-        for relay in relays:
-            await relay.close()
-
-
-def _watched(context: RequestContext) -> bool:
-    """Whether the answer's tokens can reach anyone: not through a blocking ``message/send``,
-    which returns only the finished task (the answer is its artifact), so the agent need not
-    publish them, nor the gateway relay them."""
-    blocking_send = context.call_context.state.get("method") == "SendMessage" and not (
-        context.configuration is not None and context.configuration.return_immediately
-    )
-    return not blocking_send
-
-
-def _status_meta(status: TaskStatus) -> dict[str, Any]:
-    return status.model_dump(
-        mode="json",
-        exclude_none=True,
-        include={"question_id", "state", "role", "asked_by", "parent_id", "root_id", "depth", "text"},
-    )
-
-
-async def _ended_with(updater: TaskUpdater, exc: BaseException) -> None:
-    code = str(getattr(exc, "code", "internal"))
-    text = str(exc) if str(exc).startswith(code) else f"{code}: {exc}"
-    message = _message(text, updater.task_id, updater.context_id)
-    if code == "canceled":
-        await updater.cancel(message)
-    elif code in REJECTED:
-        await updater.reject(message)
-    else:
-        await updater.failed(message)
-
-
-class RoleRequestHandler(DefaultRequestHandler):
-    """tasks/get: the role's own record (argentic's ``task_get``) when its agents keep a store,
-    else what the gateway saw."""
-
-    def __init__(self, client: AgentClient, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
         self.client = client
+        self.roster = roster
+        #: A task that hears nothing for this long fails (the question's own timeout, and a margin).
+        self.silence_s = timeout_s + SILENCE_MARGIN_S
+        self._tasks: OrderedDict[str, TaskRun] = OrderedDict()
+        self._live: dict[str, TaskRun] = {}
+        self._watching: asyncio.Task[None] | None = None
+
+    async def aclose(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+            await asyncio.gather(self._watching, return_exceptions=True)
+        runs, self._live = list(self._live.values()), {}
+        for run in runs:
+            await run.close()
+
+    # message/send, message/stream
+
+    async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Task | Message:
+        config = params.configuration if params.HasField("configuration") else None
+        validate_history_length(config)
+        at_once = config is not None and config.return_immediately
+        # A blocking send returns the finished task only, so nobody could see the answer's tokens.
+        run, _ = await self._take(params.message, stream=at_once)
+        if not at_once:
+            await run.settled(self.silence_s)
+        return apply_history_length(run.snapshot(), config)
+
+    async def on_message_send_stream(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
+        config = params.configuration if params.HasField("configuration") else None
+        validate_history_length(config)
+        run, follower = await self._take(params.message, stream=True)
+        assert follower is not None
+        try:
+            yield apply_history_length(follower.task, config)
+            async for event in follower.events():
+                yield event
+        finally:
+            run.unfollow(follower)
+
+    async def _take(self, message: Message, *, stream: bool) -> tuple[TaskRun, Follower | None]:
+        """The task ``message`` starts or resumes, and with ``stream`` a follower of it from
+        before it did."""
+        if message.role != Role.ROLE_USER or not message.parts:
+            raise InvalidParamsError(message="a message to an agent comes from a user and has parts")
+        text = get_message_text(message) or " "
+        if message.task_id:
+            return await self._resume(message, text, stream=stream)
+        task = Task(
+            id=str(uuid.uuid4()),
+            context_id=message.context_id or str(uuid.uuid4()),
+            status=A2ATaskStatus(state=TaskState.TASK_STATE_SUBMITTED),
+        )
+        kept = task.history.add()
+        kept.CopyFrom(message)
+        kept.task_id, kept.context_id = task.id, task.context_id
+        run = TaskRun(task, Question(id=task.id, text=text, stream=stream), self.client, self.roster.follow)
+        self._tasks[run.id] = run
+        while len(self._tasks) > MAX_TASKS:
+            self._tasks.popitem(last=False)
+        follower = run.follow(self.silence_s) if stream else None
+        if self.roster.online(self.role) is None:
+            run.end(TaskState.TASK_STATE_FAILED, f"no agent of role {self.role!r} is online")
+        else:
+            self._live[run.id] = run
+            run.start()
+            if self._watching is None or self._watching.done():
+                self._watching = asyncio.create_task(self._watch(), name=f"argentic-a2a-watch-{self.role}")
+        return run, follower
+
+    async def _resume(self, message: Message, text: str, *, stream: bool) -> tuple[TaskRun, Follower | None]:
+        run = self._find(message.task_id)
+        if run.terminal:
+            state = TaskState.Name(run.task.status.state)
+            raise UnsupportedOperationError(message=f"task {run.id} is in terminal state {state}")
+        if run.waiting is None:
+            raise InvalidParamsError(message=f"task {run.id} is working and asks for no input")
+        follower = run.follow(self.silence_s) if stream else None
+        try:
+            await run.give_input(message, text)
+        except ArgenticError as exc:
+            if follower is not None:
+                run.unfollow(follower)
+            raise InvalidParamsError(message=f"task {run.id} could not take the input: {exc}") from exc
+        return run, follower
+
+    def _find(self, task_id: str) -> TaskRun:
+        run = self._live.get(task_id) or self._tasks.get(task_id)
+        if run is None:
+            raise TaskNotFoundError(message=f"no task {task_id} at the {self.role} role's A2A agent")
+        return run
+
+    async def _watch(self) -> None:
+        """Fail the tasks no answer will come for: their role went offline, or they heard nothing
+        for longer than a question may take."""
+        loop = asyncio.get_running_loop()
+        while self._live:
+            await asyncio.sleep(OFFLINE_CHECK_S)
+            offline = self.roster.online(self.role) is None
+            for run in list(self._live.values()):
+                if run.terminal:
+                    self._live.pop(run.id, None)
+                    continue
+                if offline:
+                    why = "went offline"
+                elif run.waiting is None and loop.time() - run.heard > self.silence_s:
+                    why = "sent nothing"
+                else:
+                    continue
+                self._live.pop(run.id, None)
+                await run.give_up(f"unavailable: the {self.role} role {why} mid-task")
+
+    # tasks/get, tasks/list, tasks/cancel, tasks/resubscribe
 
     async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
-        seen: Task | None = None
+        validate_history_length(params)
         with contextlib.suppress(TaskNotFoundError):
-            seen = await super().on_get_task(params, context)
+            return apply_history_length(self._find(params.id).snapshot(), params)
         try:
             record = await self.client.task(params.id, timeout=TASK_GET_S)
         except (ArgenticError, TimeoutError):
-            if seen is None:
-                raise TaskNotFoundError from None
-            return seen
-        task = Task()
-        if seen is not None:
-            task.CopyFrom(seen)
-        else:
-            task.id = params.id
-            task.context_id = params.id
-        task.status.CopyFrom(A2ATaskStatus(state=STATES[record.status.state]))
+            raise TaskNotFoundError(
+                message=f"no task {params.id}: this gateway did not see it, and the {self.role} role "
+                "has no record of it"
+            ) from None
+        task = Task(id=params.id, context_id=params.id)
+        task.status.state = STATES[record.status.state]
         if record.status.text:
-            task.status.message.CopyFrom(_message(record.status.text, task.id, task.context_id))
-        if record.answer is not None and not any(a.name == "answer" for a in task.artifacts):
+            task.status.message.CopyFrom(
+                new_text_message(record.status.text, task_id=task.id, context_id=task.id)
+            )
+        if record.answer is not None:
             task.artifacts.append(
                 Artifact(
                     artifact_id=f"{task.id}-answer", name="answer", parts=[Part(text=record.answer.text)]
                 )
             )
-        return task
+        return apply_history_length(task, params)
 
+    async def on_list_tasks(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
+        validate_history_length(params)
+        size = params.page_size if params.HasField("page_size") else LIST_PAGE_SIZE
+        validate_page_size(size)
+        after = (
+            params.status_timestamp_after.ToNanoseconds() if params.HasField("status_timestamp_after") else 0
+        )
+        runs = [
+            run
+            for run in reversed(self._tasks.values())
+            if (not params.context_id or run.task.context_id == params.context_id)
+            and (not params.status or run.task.status.state == params.status)
+            and run.task.status.timestamp.ToNanoseconds() >= after
+        ]
+        start = 0
+        if params.page_token:
+            last = decode_page_token(params.page_token)
+            ids = [run.id for run in runs]
+            if last not in ids:
+                raise InvalidParamsError(message="the page token names no task in this list")
+            start = ids.index(last) + 1
+        page = runs[start : start + size]
+        tasks = []
+        for run in page:
+            task = run.snapshot()
+            if not params.include_artifacts:
+                task.ClearField("artifacts")
+            tasks.append(apply_history_length(task, params))
+        more = start + size < len(runs)
+        return ListTasksResponse(
+            tasks=tasks,
+            next_page_token=encode_page_token(page[-1].id) if more and page else "",
+            page_size=size,
+            total_size=len(runs),
+        )
 
-def role_handler(
-    role: str, client: AgentClient, roster: Roster, card: AgentCard, *, timeout_s: float
-) -> tuple[RoleRequestHandler, RoleExecutor]:
-    executor = RoleExecutor(role, client, roster, timeout_s=timeout_s)
-    handler = RoleRequestHandler(
-        client, agent_executor=executor, task_store=InMemoryTaskStore(), agent_card=card
-    )
-    return handler, executor
+    async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
+        run = self._find(params.id)
+        if run.terminal:
+            state = TaskState.Name(run.task.status.state)
+            raise TaskNotCancelableError(message=f"task {run.id} cannot be canceled: it is {state}")
+        self._live.pop(run.id, None)
+        await run.cancel("canceled through A2A", CANCEL_WAIT_S)
+        return run.snapshot()
+
+    async def on_subscribe_to_task(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
+        run = self._find(params.id)
+        if run.terminal:
+            state = TaskState.Name(run.task.status.state)
+            raise UnsupportedOperationError(message=f"task {run.id} is in terminal state {state}")
+        follower = run.follow(self.silence_s)
+        try:
+            yield follower.task
+            if follower.task.status.state not in INTERRUPTED:
+                async for event in follower.events():
+                    yield event
+        finally:
+            run.unfollow(follower)
+
+    # What this agent does not offer (its card says so).
+
+    async def on_create_task_push_notification_config(
+        self, params: TaskPushNotificationConfig, context: ServerCallContext
+    ) -> TaskPushNotificationConfig:
+        raise PushNotificationNotSupportedError
+
+    async def on_get_task_push_notification_config(
+        self, params: GetTaskPushNotificationConfigRequest, context: ServerCallContext
+    ) -> TaskPushNotificationConfig:
+        raise PushNotificationNotSupportedError
+
+    async def on_list_task_push_notification_configs(
+        self, params: ListTaskPushNotificationConfigsRequest, context: ServerCallContext
+    ) -> ListTaskPushNotificationConfigsResponse:
+        raise PushNotificationNotSupportedError
+
+    async def on_delete_task_push_notification_config(
+        self, params: DeleteTaskPushNotificationConfigRequest, context: ServerCallContext
+    ) -> None:
+        raise PushNotificationNotSupportedError
+
+    async def on_get_extended_agent_card(
+        self, params: GetExtendedAgentCardRequest, context: ServerCallContext
+    ) -> AgentCard:
+        raise ExtendedAgentCardNotConfiguredError

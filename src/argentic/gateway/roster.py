@@ -38,17 +38,19 @@ class Roster:
         await self.messager.peers.start()
         self._unwatch = self.messager.peers.watch(self._on_client_gone)
         self._subscriptions.append(
-            await self.messager.subscribe(topics.agent_status_all(), self._on_presence, model=Presence)
+            await self.messager.subscribe(
+                topics.agent_status_all(), self._on_presence, model=Presence, inline=True
+            )
         )
         self._subscriptions.append(
-            await self.messager.subscribe(topics.agent_events_every_role(), self._on_event)
+            await self.messager.subscribe(topics.agent_events_every_role(), self._on_event, inline=True)
         )
         # The same broker subscription (no second copy of each event): a task followed through
         # the gateway also gets the statuses its sub-tasks pass up, which repeat a message the
         # live view already saw on the sub-task's own topic.
         self._subscriptions.append(
             await self.messager.subscribe(
-                topics.agent_events_every_role(), self._to_followers, dedupe_by_topic=True
+                topics.agent_events_every_role(), self._to_followers, dedupe_by_topic=True, inline=True
             )
         )
         return self

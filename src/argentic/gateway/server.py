@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from argentic.agents.client import AgentClient
 from argentic.errors import ArgenticError
-from argentic.gateway.a2a_app import RoleExecutor, RoleRequestHandler, agent_card, role_handler
+from argentic.gateway.a2a_app import RoleHandler, agent_card
 from argentic.gateway.roster import Roster
 from argentic.messaging import Messager
 from argentic.protocol import Question
@@ -55,7 +55,7 @@ class Gateway:
         self.port = port
         self.timeout_s = timeout_s
         self.roster = Roster(messager)
-        self._roles: dict[str, tuple[Starlette, RoleExecutor, RoleRequestHandler]] = {}
+        self._roles: dict[str, tuple[Starlette, RoleHandler]] = {}
         self._asks: set[asyncio.Task[None]] = set()
         self._server: uvicorn.Server | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -96,8 +96,7 @@ class Gateway:
         for task in list(self._asks):
             task.cancel()
         await asyncio.gather(*self._asks, return_exceptions=True)
-        for _, executor, handler in self._roles.values():
-            await executor.close()
+        for _, handler in self._roles.values():
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(STOP_S):
                     await handler.aclose()
@@ -127,9 +126,7 @@ class Gateway:
         if role not in self.roster.presences:
             return None
         client = AgentClient(self.messager, role, timeout_s=self.timeout_s)
-        handler, executor = role_handler(
-            role, client, self.roster, self._card(role), timeout_s=self.timeout_s
-        )
+        handler = RoleHandler(role, client, self.roster, timeout_s=self.timeout_s)
 
         async def card(_: AgentCard) -> AgentCard:
             return self._card(role)  # the role's card as the broker says it now
@@ -139,7 +136,7 @@ class Gateway:
             *create_jsonrpc_routes(handler, rpc_url="/"),
         ]
         app = Starlette(routes=routes)
-        self._roles[role] = (app, executor, handler)
+        self._roles[role] = (app, handler)
         return app
 
     async def _role_app(self, scope: Scope, receive: Receive, send: Send) -> None:

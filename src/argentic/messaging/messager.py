@@ -291,6 +291,7 @@ class Messager:
         on_empty: EmptyHandler | None = None,
         on_invalid: EmptyHandler | None = None,
         dedupe_by_topic: bool = False,
+        inline: bool = False,
     ) -> Subscription[M]:
         """Call ``handler`` with each valid message on ``topic_filter`` (MQTT wildcards allowed).
 
@@ -298,7 +299,9 @@ class Messager:
         same message again; with ``dedupe_by_topic``, again on the same topic). Empty payloads
         (cleared retained messages) go to ``on_empty`` with their topic, if given; the topic of a
         malformed one to ``on_invalid``. Inside the handler, :func:`delivery_topic` tells the
-        topic the message came on.
+        topic the message came on. Each call runs in a task of its own, so that a handler may
+        wait (for a reply, say); ``inline=True`` runs it in the reading loop instead, in order and
+        without a task, for a handler that never waits.
         """
         subscription: Subscription[M] = Subscription(
             topic_filter,
@@ -309,6 +312,7 @@ class Messager:
             on_empty,
             on_invalid=on_invalid,
             dedupe_by_topic=dedupe_by_topic,
+            inline=inline,
         )
         await self._add(subscription)
         return subscription
