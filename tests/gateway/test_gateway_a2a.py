@@ -132,6 +132,31 @@ async def test_an_ask_back_is_answered_by_a_follow_up_message(mqtt: MakeMessager
     assert [a.parts[0].text for a in answers_ if a.name == "answer"] == ['reviewed "main.py"']
 
 
+async def test_a_blocking_send_returns_at_an_ask_back_and_its_answer_ends_the_task(
+    mqtt: MakeMessager, namespace: str
+) -> None:
+    cfg = config(namespace, {"reviewer": {"ask_back": True}})
+    async with (
+        team(cfg, await mqtt(), {"reviewer": model(asks_back("which file?"))}),
+        Gateway(await mqtt()) as gateway,
+    ):
+        await wait_until(lambda: gateway.roster.online("reviewer") is not None, what="the role online")
+        async with a2a_client(gateway, "reviewer", streaming=False) as client:
+            asked = [r async for r in client.send_message(request("review my change"))][-1].task
+            done = [r async for r in client.send_message(request("main.py", asked.id, asked.context_id))]
+    assert asked.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    assert get_message_text(asked.status.message) == "which file?"
+    finished = done[-1].task
+    assert finished.id == asked.id and finished.status.state == TaskState.TASK_STATE_COMPLETED
+    assert [a.parts[0].text for a in finished.artifacts if a.name == "answer"] == ['reviewed "main.py"']
+    # The history: the question, the ask-back, the input, in that order.
+    assert [get_message_text(m) for m in finished.history][:3] == [
+        "review my change",
+        "which file?",
+        "main.py",
+    ]
+
+
 async def test_a_role_gone_offline_fails_the_task_clearly(mqtt: MakeMessager, namespace: str) -> None:
     cfg = config(namespace, {"once": {}})
     async with Gateway(await mqtt()) as gateway:

@@ -191,6 +191,7 @@ class TaskRun:
         else:
             self._answered(answer)
         finally:
+            self._run = None  # the task is kept for tasks/get; its run is over
             self._done.set()
 
     def _on_event(self, event: Any) -> None:
