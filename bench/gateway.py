@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -40,9 +39,9 @@ from argentic.agents.team import Team
 from argentic.config import ArgenticConfig
 from argentic.llm import ChatRequest, FunctionLLM
 from argentic.messaging import Messager
-from argentic.netutil import free_port, is_listening
+from argentic.netutil import free_port
 from argentic.testing.mosquitto import MosquittoBroker
-from argentic.testing.processes import stop_process, wait_serving
+from argentic.testing.processes import command_env, stop_process, wait_listening
 
 NAMESPACE = "bench-gateway"
 ROLE = "assistant"
@@ -109,24 +108,12 @@ async def a2a_clients(url: str, count: int) -> AsyncIterator[list[Client]]:
 @contextlib.contextmanager
 def gateway_process(broker_port: int) -> Iterator[str]:
     """``argentic gateway`` in front of the broker, as it is deployed: its base URL."""
-    env = {
-        **os.environ,
-        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
-        "ARGENTIC_MESSAGING__PORT": str(broker_port),
-        "ARGENTIC_MESSAGING__NAMESPACE": NAMESPACE,
-        "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
-    }
+    env = command_env(broker_port, NAMESPACE)
     port = free_port()
     command = [sys.executable, "-m", "argentic.cli.main", "gateway", "--port", str(port)]
     process = subprocess.Popen(command, env=env)
     try:
-        wait_serving(
-            process,
-            lambda: is_listening("127.0.0.1", port),
-            timeout=60,
-            what="argentic gateway",
-            why_exited=lambda: "see its output above",
-        )
+        wait_listening(process, port, what="argentic gateway")
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process(process)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shlex
 import statistics
 import subprocess
@@ -39,7 +38,7 @@ from argentic.llm import ChatRequest, FunctionLLM, tool_call
 from argentic.messaging import Messager
 from argentic.protocol import ToolResult
 from argentic.testing.mosquitto import MosquittoBroker
-from argentic.testing.processes import stop_process
+from argentic.testing.processes import command_env, stop_process
 
 SERVE = [sys.executable, str(Path(__file__).resolve()), "--serve-mcp"]
 
@@ -63,13 +62,7 @@ def percentile(values: list[float], share: float) -> float:
 
 def start_service(broker: MosquittoBroker) -> subprocess.Popen[bytes]:
     """``argentic tools --mcp`` serving the MCP server on ``broker``."""
-    env = {
-        **os.environ,
-        "ARGENTIC_MESSAGING__BROKER_ADDRESS": broker.host,
-        "ARGENTIC_MESSAGING__PORT": str(broker.port),
-        "ARGENTIC_MESSAGING__NAMESPACE": "bench",
-        "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
-    }
+    env = command_env(broker.port, "bench", broker.host)
     command = [sys.executable, "-m", "argentic.cli.main", "tools", "--mcp", shlex.join(SERVE)]
     return subprocess.Popen([*command, "--name", "bench"], env=env)
 

@@ -67,6 +67,7 @@ from argentic.agents import Agent, AgentClient
 from argentic.llm import LLMFactory, SamplingSettings
 from argentic.messaging import Messager
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.processes import command_env
 from argentic.testing.vllm_server import cpu_vllm_server
 from argentic.tools import ToolManager, tool
 
@@ -137,11 +138,7 @@ def openai_client(base_url: str) -> openai.AsyncOpenAI:
 def start_tool_service(broker: MosquittoBroker) -> subprocess.Popen[bytes]:
     """``argentic tools`` serving this file's multiply tool, as in production."""
     env = {
-        **os.environ,
-        "ARGENTIC_MESSAGING__BROKER_ADDRESS": broker.host,
-        "ARGENTIC_MESSAGING__PORT": str(broker.port),
-        "ARGENTIC_MESSAGING__NAMESPACE": NAMESPACE,
-        "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
+        **command_env(broker.port, NAMESPACE, broker.host),
         "ARGENTIC_LOGGING__LEVEL": "WARNING",
     }
     command = ["tools", "--module", str(Path(__file__).resolve()), "--tool", "multiply", "--name", "math"]

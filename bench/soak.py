@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import random
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from argentic.errors import ArgenticError, RequestTimeoutError
 from argentic.messaging import Messager
 from argentic.protocol import Answer, ErrorReply, Question, ToolAnnouncement, parse_message
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.processes import command_env
 from argentic.tools import ToolManager
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,11 +98,7 @@ class Fleet:
 
     def env(self, client_id: str) -> dict[str, str]:
         return {
-            **os.environ,
-            "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
-            "ARGENTIC_MESSAGING__PORT": str(self.port),
-            "ARGENTIC_MESSAGING__NAMESPACE": NAMESPACE,
-            "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
+            **command_env(self.port, NAMESPACE),
             "ARGENTIC_MESSAGING__CLIENT_ID": client_id,
             "ARGENTIC_LLM__PROVIDER": "scripted",
             "ARGENTIC_TOOLS__CALL_TIMEOUT_S": "5",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from argentic.llm import SamplingSettings
 from argentic.llm.openai_provider import OpenAICompatibleProvider
+from argentic.testing.processes import command_env
 from argentic.tools import BaseTool, tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,12 +79,6 @@ def service_process(
     broker_port: int, namespace: str, module: str, name: str, *extra: str
 ) -> subprocess.Popen[bytes]:
     """``argentic tools`` in a process of its own, on the given broker and namespace."""
-    env = {
-        **os.environ,
-        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
-        "ARGENTIC_MESSAGING__PORT": str(broker_port),
-        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
-        "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
-    }
+    env = command_env(broker_port, namespace)
     command = [sys.executable, "-m", "argentic.cli.main", "tools", "--module", module, "--name", name, *extra]
     return subprocess.Popen(command, cwd=REPO, env=env)

@@ -5,7 +5,6 @@ argentic ToolService serves, errors, and the tool list changing as services come
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,29 +18,19 @@ from mcp.client.subscriptions import ToolsListChanged
 from mcp.types import TextContent, ToolListChangedNotification
 
 from argentic import ToolService
-from argentic.netutil import free_port, is_listening
+from argentic.netutil import free_port
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
-from argentic.testing.processes import stop_process, wait_serving
+from argentic.testing.processes import command_env, stop_process, wait_listening
 
 Connect = Callable[..., Awaitable[Any]]
-
-
-def broker_env(broker: MosquittoBroker, namespace: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
-        "ARGENTIC_MESSAGING__PORT": str(broker.port),
-        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
-        "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
-    }
 
 
 @pytest.fixture(params=["stdio", "http"])
 def mcp_serve(request: pytest.FixtureRequest, mosquitto: MosquittoBroker, namespace: str) -> Any:
     """Opens an SDK client on ``argentic mcp-serve``: a subprocess on stdio (one per client), or
     the one started here on HTTP."""
-    env = broker_env(mosquitto, namespace)
+    env = command_env(mosquitto.port, namespace)
     command = [sys.executable, "-m", "argentic.cli.main", "mcp-serve"]
     process: subprocess.Popen[bytes] | None = None
     if request.param == "stdio":
@@ -49,13 +38,7 @@ def mcp_serve(request: pytest.FixtureRequest, mosquitto: MosquittoBroker, namesp
     else:
         port = free_port()
         process = subprocess.Popen([*command, "--http", str(port)], cwd=REPO, env=env)
-        wait_serving(
-            process,
-            lambda: is_listening("127.0.0.1", port),
-            timeout=60,
-            what="argentic mcp-serve --http",
-            why_exited=lambda: "see its output",
-        )
+        wait_listening(process, port, what="argentic mcp-serve --http")
         server = f"http://127.0.0.1:{port}/mcp"
 
     @asynccontextmanager

@@ -6,7 +6,6 @@ tool and a server that exits come back as tool errors."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -18,10 +17,10 @@ from agents_support import REPO
 
 from argentic import Agent, ToolManager
 from argentic.llm import ScriptedLLM, tool_call
-from argentic.netutil import free_port, is_listening
+from argentic.netutil import free_port
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
-from argentic.testing.processes import stop_process, wait_serving
+from argentic.testing.processes import command_env, stop_process, wait_listening
 from argentic.tools.mcp_client import McpConnection, mcp_tools, stdio_server
 
 DEMO = Path(__file__).with_name("mcp_demo_server.py")
@@ -34,24 +33,14 @@ def demo_http_server() -> tuple[subprocess.Popen[bytes], str]:
     """The demo MCP server over streamable HTTP on a free loopback port, serving."""
     port = free_port()
     process = subprocess.Popen([sys.executable, str(DEMO), "--http", str(port)], stderr=subprocess.DEVNULL)
-    wait_serving(
-        process,
-        lambda: is_listening("127.0.0.1", port),
-        timeout=60,
-        what="the demo MCP server",
-        why_exited=lambda: "see its output",
-    )
+    wait_listening(process, port, what="the demo MCP server")
     return process, f"http://127.0.0.1:{port}/mcp"
 
 
 def mcp_service(broker: MosquittoBroker, namespace: str, *source: str) -> subprocess.Popen[bytes]:
     """``argentic tools`` serving an MCP server's tools, in a process of its own."""
     env = {
-        **os.environ,
-        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
-        "ARGENTIC_MESSAGING__PORT": str(broker.port),
-        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
-        "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
+        **command_env(broker.port, namespace),
         "ARGENTIC_TOOLS__CALL_TIMEOUT_S": str(CALL_TIMEOUT_S),
     }
     command = [sys.executable, "-m", "argentic.cli.main", "tools", *source, "--name", "demo"]

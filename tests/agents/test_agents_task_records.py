@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from argentic.llm import FunctionLLM, ScriptedLLM
 from argentic.storage import ConversationRecords, MemoryStore, open_store
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.processes import command_env
 
 
 async def test_a_finished_task_is_on_record_for_any_client_and_replica(mqtt: MakeMessager) -> None:
@@ -67,13 +67,7 @@ async def test_an_unknown_task_and_an_agent_without_a_store_say_not_found(mqtt: 
 async def test_argentic_ask_looks_a_task_up(
     mqtt: MakeMessager, mosquitto: MosquittoBroker, namespace: str
 ) -> None:
-    env = {
-        **os.environ,
-        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
-        "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
-        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
-        "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
-    }
+    env = command_env(mosquitto.port, namespace)
 
     async def ask(*args: str) -> tuple[int, str]:
         process = await asyncio.create_subprocess_exec(
@@ -109,11 +103,7 @@ async def test_answered_questions_and_conversations_survive_kill_9_of_every_agen
         else request.getfixturevalue("redis_server").url
     )
     env = {
-        **os.environ,
-        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
-        "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
-        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
-        "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
+        **command_env(mosquitto.port, namespace),
         "ARGENTIC_LLM__PROVIDER": "scripted",
         "ARGENTIC_AGENT__ROLE": "keeper",
         "ARGENTIC_STORAGE__URL": url,

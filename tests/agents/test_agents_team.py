@@ -20,6 +20,7 @@ from argentic.llm.scripted import tool_call
 from argentic.protocol import Answer, ErrorReply, Presence, TaskStatus
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.processes import command_env
 from argentic.testing.waiting import wait_until
 
 
@@ -385,13 +386,7 @@ async def test_argentic_team_runs_the_chosen_roles_each_with_its_presence(
         "  developer:\n    description: codes\n    replicas: 2\n"
         "  reviewer:\n    description: reviews\n"
     )
-    env = {
-        **os.environ,
-        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
-        "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
-        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
-        "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
-    }
+    env = command_env(mosquitto.port, namespace)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

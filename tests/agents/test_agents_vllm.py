@@ -20,6 +20,7 @@ from argentic.netutil import free_port
 from argentic.protocol import Answer, Message, Presence, Progress, Question, TaskStatus, Token
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
+from argentic.testing.processes import command_env
 from argentic.testing.waiting import wait_until
 from argentic.tools import ToolManager
 from argentic.tools.loader import import_module, tools_in
@@ -43,12 +44,8 @@ def agent_process(
     mosquitto: MosquittoBroker, namespace: str, vllm_server: Any
 ) -> Iterator[subprocess.Popen[bytes]]:
     env = {
-        **os.environ,
+        **command_env(mosquitto.port, namespace),
         **llm_env(vllm_server),
-        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
-        "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
-        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
-        "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
         # The CPU model is a small base model: one required tool call, then the answer.
         "ARGENTIC_AGENT__ROLE": "calc",
         "ARGENTIC_AGENT__TOOL_CHOICE": "required",

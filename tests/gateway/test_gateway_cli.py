@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,34 +15,22 @@ from a2a.types import TaskState
 from gateway_support import request
 from team_support import answers, config, model, team
 
-from argentic.netutil import free_port, is_listening
+from argentic.netutil import free_port
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
-from argentic.testing.processes import stop_process, wait_serving
+from argentic.testing.processes import command_env, stop_process, wait_listening
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def gateway_url(mosquitto: MosquittoBroker, namespace: str) -> Iterator[str]:
-    env = {
-        **os.environ,
-        "ARGENTIC_MESSAGING__BROKER_ADDRESS": "127.0.0.1",
-        "ARGENTIC_MESSAGING__PORT": str(mosquitto.port),
-        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
-        "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
-    }
+    env = command_env(mosquitto.port, namespace)
     port = free_port()
     command = [sys.executable, "-m", "argentic.cli.main", "gateway", "--port", str(port)]
     process = subprocess.Popen(command, cwd=REPO, env=env)
     try:
-        wait_serving(
-            process,
-            lambda: is_listening("127.0.0.1", port),
-            timeout=60,
-            what="argentic gateway",
-            why_exited=lambda: "see its output",
-        )
+        wait_listening(process, port, what="argentic gateway")
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process(process)

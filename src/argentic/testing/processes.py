@@ -3,12 +3,15 @@ process serves, and stopping only that process."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from argentic.netutil import is_listening
 
 
 def find_binary(name: str, fallback: str, package: str) -> str:
@@ -39,6 +42,18 @@ def wait_serving(
         time.sleep(0.01)
 
 
+def wait_listening(process: subprocess.Popen[bytes], port: int, *, what: str, timeout: float = 60.0) -> None:
+    """Return once ``process`` listens on loopback ``port``; raise when it exits first, or after
+    ``timeout`` seconds."""
+    wait_serving(
+        process,
+        lambda: is_listening("127.0.0.1", port),
+        timeout=timeout,
+        what=what,
+        why_exited=lambda: "see its output",
+    )
+
+
 def stop_process(
     process: subprocess.Popen[bytes] | None, *, kill: bool = False, timeout: float = 10.0
 ) -> None:
@@ -64,3 +79,15 @@ def process_alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def command_env(broker_port: int, namespace: str, host: str = "127.0.0.1") -> dict[str, str]:
+    """The environment of an argentic command run as a process of its own on the broker at
+    ``host``: this process's, with the messaging settings (and no embedded broker of its own)."""
+    return {
+        **os.environ,
+        "ARGENTIC_MESSAGING__BROKER_ADDRESS": host,
+        "ARGENTIC_MESSAGING__PORT": str(broker_port),
+        "ARGENTIC_MESSAGING__NAMESPACE": namespace,
+        "ARGENTIC_MESSAGING__EMBEDDED_BROKER": "never",
+    }
