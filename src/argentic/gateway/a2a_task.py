@@ -126,7 +126,8 @@ class TaskRun:
         """Wait until the task is done or waits for its client (what a blocking message/send
         returns at): no events are made for it."""
         try:
-            await asyncio.wait_for(self._settled.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._settled.wait()
         except TimeoutError:
             raise InternalError(message=f"task {self.id} did not end within {timeout:.0f} s") from None
 
