@@ -18,7 +18,12 @@ from a2a.types import (
     TaskState,
     TaskStatusUpdateEvent,
 )
-from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError, UnsupportedOperationError
+from a2a.utils.errors import (
+    InvalidParamsError,
+    TaskNotCancelableError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
 from gateway_support import a2a_client, card_of, request, task_id_of
 from google.protobuf.json_format import MessageToDict
 from team_support import answers, asks, asks_back, config, member_process, model, team
@@ -295,3 +300,22 @@ async def test_a_task_sent_at_once_is_resubscribed_listed_and_kept(mqtt: MakeMes
     kept = {a.name: "".join(p.text for p in a.parts) for a in listed.tasks[0].artifacts}
     assert kept == {"tokens": "finished", "answer": "finished"}
     assert list(other.tasks) == []
+
+
+async def test_tasks_list_pages_through_the_tasks_newest_first(mqtt: MakeMessager) -> None:
+    async with (
+        Agent(ScriptedLLM(["one", "two", "three"]), await mqtt(), role="lister"),
+        Gateway(await mqtt()) as gateway,
+    ):
+        await wait_until(lambda: gateway.roster.online("lister") is not None, what="the role online")
+        async with a2a_client(gateway, "lister", streaming=False) as client:
+            sent = []
+            for text in ("a", "b", "c"):
+                sent.append([r async for r in client.send_message(request(text))][-1].task.id)
+            first = await client.list_tasks(ListTasksRequest(page_size=2))
+            rest = await client.list_tasks(ListTasksRequest(page_size=2, page_token=first.next_page_token))
+            with pytest.raises(InvalidParamsError):
+                await client.list_tasks(ListTasksRequest(page_size=0))
+    assert [t.id for t in first.tasks] == [sent[2], sent[1]] and first.total_size == 3
+    assert [t.id for t in rest.tasks] == [sent[0]] and rest.next_page_token == ""
+    assert all(t.status.state == TaskState.TASK_STATE_COMPLETED for t in [*first.tasks, *rest.tasks])
