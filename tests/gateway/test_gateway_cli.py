@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,6 +18,7 @@ from gateway_support import request
 from team_support import answers, config, model, team
 
 from argentic.netutil import free_port
+from argentic.protocol import Question
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
 from argentic.testing.processes import command_env, stop_process, wait_listening
@@ -23,9 +26,9 @@ from argentic.testing.processes import command_env, stop_process, wait_listening
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def gateway_url(mosquitto: MosquittoBroker, namespace: str) -> Iterator[str]:
-    env = command_env(mosquitto.port, namespace)
+@contextmanager
+def gateway_process(env: dict[str, str]) -> Iterator[str]:
+    """``argentic gateway`` in a process of its own: its base URL."""
     port = free_port()
     command = [sys.executable, "-m", "argentic.cli.main", "gateway", "--port", str(port)]
     process = subprocess.Popen(command, cwd=REPO, env=env)
@@ -36,21 +39,30 @@ def gateway_url(mosquitto: MosquittoBroker, namespace: str) -> Iterator[str]:
         stop_process(process)
 
 
+@pytest.fixture
+def gateway_url(mosquitto: MosquittoBroker, namespace: str) -> Iterator[str]:
+    with gateway_process(command_env(mosquitto.port, namespace)) as url:
+        yield url
+
+
+async def wait_roles(http: httpx.AsyncClient, gateway_url: str) -> list[str]:
+    """The roles the gateway sees online, once it sees any (a guard: the retained presences
+    arrive within moments)."""
+    roles: list[str] = []
+    for _ in range(300):
+        roles = [r["role"] for r in (await http.get(f"{gateway_url}/roles")).json()["roles"]]
+        if roles:
+            break
+        await asyncio.sleep(0.05)
+    return roles
+
+
 async def test_argentic_gateway_serves_the_roles_on_the_broker(
     gateway_url: str, mqtt: MakeMessager, namespace: str
 ) -> None:
     cfg = config(namespace, {"helper": {"description": "helps"}})
     async with team(cfg, await mqtt(), {"helper": model(answers("helped"))}), httpx.AsyncClient() as http:
-
-        async def roles_online() -> list[str]:
-            return [r["role"] for r in (await http.get(f"{gateway_url}/roles")).json()["roles"]]
-
-        roles: list[str] = []
-        for _ in range(300):  # a guard: the gateway sees the retained presence within moments
-            roles = await roles_online()
-            if roles:
-                break
-            await asyncio.sleep(0.05)
+        roles = await wait_roles(http, gateway_url)
         url = f"{gateway_url}/agents/helper/"
         card = await A2ACardResolver(http, url).get_agent_card()
         client = await create_client(url, client_config=ClientConfig(streaming=False))
@@ -60,3 +72,40 @@ async def test_argentic_gateway_serves_the_roles_on_the_broker(
     task = replies[-1].task
     assert task.status.state == TaskState.TASK_STATE_COMPLETED
     assert [a.parts[0].text for a in task.artifacts if a.name == "answer"] == ["helped: hello"]
+
+
+async def test_a_traced_gateway_passes_its_trace_on_to_the_role(
+    mosquitto: MosquittoBroker, mqtt: MakeMessager, namespace: str, tmp_path: Path
+) -> None:
+    spans = tmp_path / "gateway.jsonl"
+    env = {
+        **command_env(mosquitto.port, namespace),
+        "ARGENTIC_TRACING__ENABLED": "true",
+        "ARGENTIC_TRACING__FILE": str(spans),
+    }
+    asked: list[Question] = []
+
+    async def spy(question: Question) -> None:
+        asked.append(question)
+
+    watcher = await mqtt()
+    await watcher.subscribe(watcher.topics.agent_questions("helper"), spy, model=Question)
+    cfg = config(namespace, {"helper": {"description": "helps"}})
+    with gateway_process(env) as gateway_url:
+        async with (
+            team(cfg, await mqtt(), {"helper": model(answers("helped"))}),
+            httpx.AsyncClient() as http,
+        ):
+            assert await wait_roles(http, gateway_url) == ["helper"]
+            url = f"{gateway_url}/agents/helper/"
+            client = await create_client(url, client_config=ClientConfig(streaming=False))
+            replies = [r async for r in client.send_message(request("hello"))]
+            await client.close()
+    assert replies[-1].task.status.state == TaskState.TASK_STATE_COMPLETED
+    written = [json.loads(line) for line in spans.read_text().splitlines() if line.strip()]
+    traces = {span["context"]["trace_id"] for span in written}
+    [question] = asked
+    assert question.traceparent is not None
+    # traceparent: 00-{trace id}-{parent span id}-{flags}
+    trace_id = "0x" + question.traceparent.split("-")[1]
+    assert trace_id in traces

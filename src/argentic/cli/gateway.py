@@ -11,6 +11,7 @@ from argentic.agents.runtime import serve_until_shutdown
 from argentic.config import ArgenticConfig, load_config
 from argentic.errors import ArgenticError
 from argentic.messaging import Messager
+from argentic.observability import tracing
 
 HELP = "serve each role on the broker as an A2A agent over HTTP, with a live web view of the team"
 
@@ -29,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def serve(config: ArgenticConfig, args: argparse.Namespace) -> int:
     from argentic.gateway import Gateway
 
+    # With tracing on, the A2A request's span (the a2a-sdk's) is the parent of the question's:
+    # an A2A caller's trace goes on into the team.
+    tracing.configure(config.tracing, "argentic-gateway")
     async with (
         Messager.from_config(config.messaging) as messager,
         Gateway(messager, host=args.host, port=args.port, timeout_s=args.timeout) as gateway,
