@@ -90,22 +90,30 @@ async def test_a_traced_gateway_passes_its_trace_on_to_the_role(
 
     watcher = await mqtt()
     await watcher.subscribe(watcher.topics.agent_questions("helper"), spy, model=Question)
+    # The A2A caller's own trace context (W3C: 00-{trace id}-{its span id}-{flags}).
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    traced = {"traceparent": f"00-{caller_trace}-{caller_span}-01"}
     cfg = config(namespace, {"helper": {"description": "helps"}})
     with gateway_process(env) as gateway_url:
         async with (
             team(cfg, await mqtt(), {"helper": model(answers("helped"))}),
             httpx.AsyncClient() as http,
+            httpx.AsyncClient(headers=traced, timeout=30) as caller,
         ):
             assert await wait_roles(http, gateway_url) == ["helper"]
             url = f"{gateway_url}/agents/helper/"
-            client = await create_client(url, client_config=ClientConfig(streaming=False))
+            config_ = ClientConfig(streaming=False, httpx_client=caller)
+            client = await create_client(url, client_config=config_)
             replies = [r async for r in client.send_message(request("hello"))]
             await client.close()
     assert replies[-1].task.status.state == TaskState.TASK_STATE_COMPLETED
     written = [json.loads(line) for line in spans.read_text().splitlines() if line.strip()]
-    traces = {span["context"]["trace_id"] for span in written}
+    # The gateway's spans of the request are in the caller's trace, under the caller's span.
+    assert written and {span["context"]["trace_id"] for span in written} == {f"0x{caller_trace}"}
+    ids = {span["context"]["span_id"] for span in written}
+    assert {span["parent_id"] for span in written} - ids == {f"0x{caller_span}"}
+    # And the question the gateway asked goes on in that trace, under one of them.
     [question] = asked
     assert question.traceparent is not None
-    # traceparent: 00-{trace id}-{parent span id}-{flags}
-    trace_id = "0x" + question.traceparent.split("-")[1]
-    assert trace_id in traces
+    _, trace_id, parent_id, _ = question.traceparent.split("-")
+    assert trace_id == caller_trace and f"0x{parent_id}" in ids

@@ -27,6 +27,7 @@ from argentic.errors import ArgenticError
 from argentic.gateway.a2a_app import RoleHandler, agent_card
 from argentic.gateway.roster import Roster
 from argentic.messaging import Messager
+from argentic.observability import tracing
 from argentic.protocol import Question
 from argentic.protocol.topics import topic_level
 
@@ -151,7 +152,11 @@ class Gateway:
             )
             await response(scope, receive, send)
             return
-        await app(scope, receive, send)
+        # A caller that traces sends its trace context (W3C ``traceparent``): the request's spans,
+        # and the question's, go on in its trace.
+        traceparent = dict(scope.get("headers", ())).get(b"traceparent", b"").decode("latin-1")
+        with tracing.continued(traceparent):
+            await app(scope, receive, send)
 
     # The live view.
 

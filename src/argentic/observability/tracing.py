@@ -25,6 +25,7 @@ from argentic.config import TracingConfig
 log = logging.getLogger(__name__)
 
 try:
+    from opentelemetry import context as otel_context
     from opentelemetry import trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError:  # the otel extra is not installed
@@ -108,6 +109,21 @@ def span(
             if current.is_recording():
                 current.set_attribute("error.type", getattr(exc, "code", None) or type(exc).__qualname__)
             raise
+
+
+@contextlib.contextmanager
+def continued(traceparent: str | None) -> Iterator[None]:
+    """The block runs in the trace of ``traceparent`` (a remote caller's W3C trace context, as an
+    HTTP request carries it): the spans made in it are its children. Without one, as it was."""
+    if not _enabled or not traceparent:
+        yield
+        return
+    assert _propagator is not None
+    token = otel_context.attach(_propagator.extract({_TRACEPARENT: traceparent}))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def set_attributes(current: Any, attributes: Mapping[str, Any]) -> None:
