@@ -85,7 +85,7 @@ class ConversationStore:
             # The store's history and turn, when it may have any (not for an id just made).
             lease = None
             if records is not None and not new:
-                lease = turn.lease if turn is not None and turn.lease is not None else None
+                lease = turn.lease if turn is not None else None
                 if lease is None or lease.key != records.lease_key(conversation_id):
                     lease = records.lease(conversation_id)
             async with conversation.lock, lease if lease is not None else contextlib.nullcontext():

@@ -132,13 +132,9 @@ class Lease:
         """Let the lease go (only this holder's: one that expired and was taken stays taken), with
         ``also`` run before, in the same round trip (their failure is raised). Once released,
         releasing again does nothing (``also`` runs)."""
-        renewing, self._renewing = self._renewing, None
-        if renewing is not None:
-            renewing.cancel()  # at once: a renewal must not follow the release
-        letting_go = self.held or renewing is not None
-        self.held = False
+        renewing = self._renewing  # hand_over cancels it at once: no renewal follows the release
+        steps = [*also, *self.hand_over()]
         try:
-            steps = [*also, DeleteIf(self.key, self.token)] if letting_go else list(also)
             try:
                 if steps:
                     await self.store.batch(*steps)
