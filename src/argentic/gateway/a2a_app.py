@@ -135,7 +135,7 @@ class RoleHandler(RequestHandler):
         validate_history_length(config)
         at_once = config is not None and config.return_immediately
         # A blocking send returns the finished task only, so nobody could see the answer's tokens.
-        run, _ = await self._take(params.message, stream=at_once)
+        run, _ = await self._take(params.message, tokens=at_once, follow=False)
         if not at_once:
             await run.settled(self.silence_s)
         return apply_history_length(run.snapshot(), config)
@@ -145,7 +145,7 @@ class RoleHandler(RequestHandler):
     ) -> AsyncGenerator[Event, None]:
         config = params.configuration if params.HasField("configuration") else None
         validate_history_length(config)
-        run, follower = await self._take(params.message, stream=True)
+        run, follower = await self._take(params.message, tokens=True, follow=True)
         assert follower is not None
         try:
             yield apply_history_length(follower.task, config)
@@ -154,14 +154,14 @@ class RoleHandler(RequestHandler):
         finally:
             run.unfollow(follower)
 
-    async def _take(self, message: Message, *, stream: bool) -> tuple[TaskRun, Follower | None]:
-        """The task ``message`` starts or resumes, and with ``stream`` a follower of it from
-        before it did."""
+    async def _take(self, message: Message, *, tokens: bool, follow: bool) -> tuple[TaskRun, Follower | None]:
+        """The task ``message`` starts (its answer's tokens streamed with ``tokens``) or resumes,
+        and with ``follow`` a follower of it from before it did."""
         if message.role != Role.ROLE_USER or not message.parts:
             raise InvalidParamsError(message="a message to an agent comes from a user and has parts")
         text = get_message_text(message) or " "
         if message.task_id:
-            return await self._resume(message, text, stream=stream)
+            return await self._resume(message, text, follow=follow)
         task = Task(
             id=str(uuid.uuid4()),
             context_id=message.context_id or str(uuid.uuid4()),
@@ -170,11 +170,11 @@ class RoleHandler(RequestHandler):
         kept = task.history.add()
         kept.CopyFrom(message)
         kept.task_id, kept.context_id = task.id, task.context_id
-        run = TaskRun(task, Question(id=task.id, text=text, stream=stream), self.client, self.roster.follow)
+        run = TaskRun(task, Question(id=task.id, text=text, stream=tokens), self.client, self.roster.follow)
         self._tasks[run.id] = run
         while len(self._tasks) > MAX_TASKS:
             self._tasks.popitem(last=False)
-        follower = run.follow(self.silence_s) if stream else None
+        follower = run.follow(self.silence_s) if follow else None
         if self.roster.online(self.role) is None:
             run.end(TaskState.TASK_STATE_FAILED, f"no agent of role {self.role!r} is online")
         else:
@@ -184,14 +184,14 @@ class RoleHandler(RequestHandler):
                 self._watching = asyncio.create_task(self._watch(), name=f"argentic-a2a-watch-{self.role}")
         return run, follower
 
-    async def _resume(self, message: Message, text: str, *, stream: bool) -> tuple[TaskRun, Follower | None]:
+    async def _resume(self, message: Message, text: str, *, follow: bool) -> tuple[TaskRun, Follower | None]:
         run = self._find(message.task_id)
         if run.terminal:
             state = TaskState.Name(run.task.status.state)
             raise UnsupportedOperationError(message=f"task {run.id} is in terminal state {state}")
         if run.waiting is None:
             raise InvalidParamsError(message=f"task {run.id} is working and asks for no input")
-        follower = run.follow(self.silence_s) if stream else None
+        follower = run.follow(self.silence_s) if follow else None
         try:
             await run.give_input(message, text)
         except ArgenticError as exc:
