@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -41,7 +40,7 @@ from argentic.llm import ChatRequest, FunctionLLM
 from argentic.messaging import Messager
 from argentic.netutil import free_port
 from argentic.testing.mosquitto import MosquittoBroker
-from argentic.testing.processes import command_env, stop_process, wait_listening
+from argentic.testing.processes import command_env, serving_command
 
 NAMESPACE = "bench-gateway"
 ROLE = "assistant"
@@ -108,15 +107,10 @@ async def a2a_clients(url: str, count: int) -> AsyncIterator[list[Client]]:
 @contextlib.contextmanager
 def gateway_process(broker_port: int) -> Iterator[str]:
     """``argentic gateway`` in front of the broker, as it is deployed: its base URL."""
-    env = command_env(broker_port, NAMESPACE)
     port = free_port()
-    command = [sys.executable, "-m", "argentic.cli.main", "gateway", "--port", str(port)]
-    process = subprocess.Popen(command, env=env)
-    try:
-        wait_listening(process, port, what="argentic gateway")
+    env = command_env(broker_port, NAMESPACE)
+    with serving_command(["gateway", "--port", str(port)], env, port=port, what="argentic gateway"):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(process)
 
 
 async def wait_role_online(url: str) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +19,7 @@ from argentic.netutil import free_port
 from argentic.protocol import Question
 from argentic.testing.messagers import MakeMessager
 from argentic.testing.mosquitto import MosquittoBroker
-from argentic.testing.processes import command_env, stop_process, wait_listening
+from argentic.testing.processes import command_env, serving_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,13 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 def gateway_process(env: dict[str, str]) -> Iterator[str]:
     """``argentic gateway`` in a process of its own: its base URL."""
     port = free_port()
-    command = [sys.executable, "-m", "argentic.cli.main", "gateway", "--port", str(port)]
-    process = subprocess.Popen(command, cwd=REPO, env=env)
-    try:
-        wait_listening(process, port, what="argentic gateway")
+    args = ["gateway", "--port", str(port)]
+    with serving_command(args, env, port=port, what="argentic gateway", cwd=REPO):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(process)
 
 
 @pytest.fixture

@@ -1,14 +1,17 @@
-"""The servers the tests start (mosquitto, redis-server): finding the binary, waiting until the
-process serves, and stopping only that process."""
+"""The processes the tests and benches start (mosquitto, redis-server, argentic commands): finding
+the binary, an argentic command's environment, waiting until the process serves, and stopping only
+that process."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from argentic.netutil import is_listening
@@ -52,6 +55,21 @@ def wait_listening(process: subprocess.Popen[bytes], port: int, *, what: str, ti
         what=what,
         why_exited=lambda: "see its output",
     )
+
+
+@contextlib.contextmanager
+def serving_command(
+    args: Sequence[str], env: Mapping[str, str], *, port: int, what: str, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``argentic ARGS`` in a process of its own (in ``cwd``), once it listens on loopback
+    ``port``; stopped on the way out."""
+    command = [sys.executable, "-m", "argentic.cli.main", *args]
+    process = subprocess.Popen(command, cwd=cwd, env=dict(env))
+    try:
+        wait_listening(process, port, what=what)
+        yield process
+    finally:
+        stop_process(process)
 
 
 def stop_process(
