@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -16,6 +18,7 @@ from argentic.errors import ArgumentError, StorageUnavailableError
 from argentic.protocol import Answer, TaskStatus
 from argentic.storage import Lease, MemoryStore, SQLiteStore, Store, TaskRecords, open_store
 from argentic.storage.base import Add, Delete, DeleteIf, Get, Put, ReplaceIf, Step
+from argentic.storage.sqlite import PURGE, PURGE_EVERY
 
 
 async def test_values_round_trip_and_expire(store_pair: tuple[Store, Store]) -> None:
@@ -116,6 +119,27 @@ def test_sqlite_add_is_atomic_across_processes(tmp_path: Path) -> None:
     assert all(racer.returncode == 0 for racer in racers)
     keys = [int(k) for line in won for k in line.split(",") if k]
     assert sorted(keys) == list(range(200))  # every key added exactly once, by one of the three
+
+
+async def test_sqlite_deletes_expired_rows_through_an_index(tmp_path: Path) -> None:
+    """Expired rows leave the file as writes go on, found through an index (not by reading the
+    whole table), also in a file made before the index existed."""
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as old:  # a file as an earlier version made it
+        old.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL)")
+        old.commit()
+    async with SQLiteStore(f"sqlite:///{path}") as store:
+        await store.set_many({f"brief{i}": b"x" for i in range(10)}, ttl_s=0.05)
+        await store.set("kept", b"y")
+        await asyncio.sleep(0.1)
+        for at in range(0, PURGE_EVERY, 100):  # enough writes for a purge
+            await store.set_many({f"k{i}": b"z" for i in range(at, at + 100)}, ttl_s=60)
+        assert await store.get("kept") == b"y"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        left = db.execute("SELECT count(*) FROM kv WHERE key LIKE 'brief%'").fetchone()[0]
+        plan = " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {PURGE}", (0.0,)))
+    assert left == 0
+    assert "USING INDEX kv_expiry" in plan or "USING COVERING INDEX kv_expiry" in plan, plan
 
 
 async def test_a_store_that_cannot_be_opened_names_its_url(tmp_path: Path) -> None:

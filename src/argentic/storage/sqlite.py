@@ -25,15 +25,16 @@ from typing import Any
 from argentic.errors import ArgumentError, StorageUnavailableError
 from argentic.storage.base import Add, Delete, DeleteIf, Get, Put, ReplaceIf, Step, Store
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS kv (
-    key TEXT PRIMARY KEY,
-    value BLOB NOT NULL,
-    expires_at REAL
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL)",
+    # The purge finds expired rows through this index: without it each purge read the whole table
+    # (60 ms at 100,000 rows), holding every process's writes meanwhile.
+    "CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL",
 )
-"""
 #: Expired rows are deleted after this many writes (reads already ignore them).
 PURGE_EVERY = 500
+#: The statement that deletes them (the parameter is now).
+PURGE = "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?"
 #: A row not expired as of the parameter given (now).
 LIVE = "(expires_at IS NULL OR expires_at > ?)"
 #: Most rows one statement reads or writes (SQLite takes at most 32766 parameters).
@@ -83,7 +84,8 @@ class SQLiteStore(Store):
         db.execute("PRAGMA journal_mode=WAL")
         # Consistent under WAL; a power cut (not a killed process) may lose the last writes.
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(SCHEMA)
+        for statement in SCHEMA:
+            db.execute(statement)
         return db
 
     async def stop(self) -> None:
@@ -203,7 +205,7 @@ class SQLiteStore(Store):
         returned = {row[0] for row in db.execute(sql, params).fetchall()}
         before, self._writes = self._writes, self._writes + rows
         if before // PURGE_EVERY != self._writes // PURGE_EVERY:
-            db.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (time.time(),))
+            db.execute(PURGE, (time.time(),))
         return returned
 
     @staticmethod
