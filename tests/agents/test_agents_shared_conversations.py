@@ -17,8 +17,17 @@ from argentic import Agent, AgentClient
 from argentic.errors import StorageError
 from argentic.llm import ChatRequest, FunctionLLM
 from argentic.messaging.dispatch import sender_key
-from argentic.protocol import Answer, Message, Question
-from argentic.storage import ConversationRecords, MemoryStore, Once, Put, SQLiteStore, Step, Store
+from argentic.protocol import Answer, Message, Question, TaskStatus
+from argentic.storage import (
+    ConversationRecords,
+    MemoryStore,
+    Once,
+    Put,
+    SQLiteStore,
+    Step,
+    Store,
+    TaskRecords,
+)
 from argentic.testing.messagers import MakeMessager
 
 TURNS = 8
@@ -197,6 +206,70 @@ async def test_a_turn_takes_two_round_trips_to_the_store(mqtt: MakeMessager) -> 
         assert answer.text == "A:4"  # every turn saw the whole conversation
     turns = [after - before for before, after in zip([0, *counts], counts, strict=False)]
     assert turns == [2, 2, 2, 2], turns
+
+
+class RecordingStore(MemoryStore):
+    """A memory store that notes every step it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[Step] = []
+
+    async def batch(self, *steps: Step) -> list[Any]:
+        self.steps += steps
+        return await super().batch(*steps)
+
+
+async def test_an_answered_questions_claim_lapses_and_its_answer_is_one_record(mqtt: MakeMessager) -> None:
+    """Once its reply is kept, a question's claim is left to lapse rather than deleted (a write
+    for nothing: the kept reply answers any copy), and its answer is written with its last status
+    as one record; a copy sent after the answer still gets the kept reply, from no second model
+    call."""
+    store = RecordingStore()
+    calls: list[str] = []
+
+    def reply(request: ChatRequest) -> str:
+        calls.append(request.messages[-1].text)
+        return "done"
+
+    asker = await mqtt()
+    replies: asyncio.Queue[Message] = asyncio.Queue()
+    inbox = f"{asker.topics.namespace}/clients/raw-asker/inbox"
+    await asker.subscribe(inbox, replies.put, model=Answer)
+    question = Question(id="q-lapse", text="once", reply_to=inbox)
+    topic = asker.topics.agent_questions("helper")
+    async with Agent(FunctionLLM(reply), await mqtt(), role="helper", store=store):
+        await asker.publish(topic, question)
+        first = await asyncio.wait_for(replies.get(), 10)
+    # Another replica (a fresh agent: the first one would drop the copy as a duplicate it saw)
+    # gets a copy while the claim is still there, lapsing. A fresh listener hears the reply (the
+    # first one would drop it too: the same message again).
+    listener = await mqtt()
+    await listener.subscribe(inbox, replies.put, model=Answer)
+    async with Agent(FunctionLLM(reply), await mqtt(), role="helper", store=store):
+        await asker.publish(topic, question.model_copy(update={"correlation_id": "copy"}))
+        again = await asyncio.wait_for(replies.get(), 10)
+    assert isinstance(first, Answer) and isinstance(again, Answer) and again.text == first.text == "done"
+    assert calls == ["once"]
+    claim = f"claim:question:{sender_key(question)}"
+    assert [type(step).__name__ for step in store.steps if step.key == claim] == ["Add", "Add"]
+    record = await TaskRecords(store).get(question.id)
+    assert record is not None and record.status.state == "completed"
+    assert record.answer is not None and record.answer.text == "done"
+    written = [step.key for step in store.steps if isinstance(step, Put)]
+    assert f"task:{question.id}:status" in written and f"task:{question.id}:answer" not in written
+
+
+async def test_a_task_kept_as_an_earlier_version_kept_it_is_read(mqtt: MakeMessager) -> None:
+    """A task's status and answer under keys of their own (as earlier versions kept them) are read
+    as one record."""
+    store = MemoryStore()
+    status = TaskStatus(question_id="old", state="completed", role="helper")
+    answer = Answer(question_id="old", conversation_id="c", text="from before")
+    await store.set("task:old:status", status.model_dump_json().encode())
+    await store.set("task:old:answer", answer.model_dump_json().encode())
+    record = await TaskRecords(store).get("old")
+    assert record is not None and record.status == status and record.answer == answer
 
 
 async def test_a_question_another_replica_answers_lets_the_conversations_lease_go(

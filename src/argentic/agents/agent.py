@@ -569,11 +569,12 @@ class Agent(Running):
         dropping_steps: bool,
     ) -> Message:
         """The reply kept for duplicates, the answer put on record and the conversation saved
-        (with a store), and the question's claim and conversation's lease let go, in one round
-        trip. The reply to send: an error when the conversation could not be saved."""
+        (with a store), and the conversation's lease let go, in one round trip; the question's
+        claim lapses (the kept reply answers copies). The reply to send: an error when the
+        conversation could not be saved."""
         if self.once is None or self.task_records is None:
             return response
-        steps: list[Step] = [self.once.keep_step(f"question:{sender_key(question)}", response)]
+        steps: list[Step] = [self.once.keep_step(f"question:{sender_key(question)}", response, claim=claim)]
         if dropping_steps:
             steps.append(self.task_records.drop_steps(question.id))
         saving = turn is not None and bool(turn.steps)
@@ -581,7 +582,7 @@ class Agent(Running):
             steps, turn.steps = [*turn.steps, *steps], []
         answer = response if isinstance(response, Answer) else None
         try:
-            await self.task_records.finish(question.id, answer, steps, claim=claim)
+            await self.task_records.finish(question.id, answer, steps)
         except StorageError as exc:
             log.warning("could not keep the reply of %s: %s", question.id, exc)
             if saving:  # the next turn would not see this one

@@ -17,9 +17,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from argentic.deprecation import renamed
 from argentic.errors import LeaseTimeoutError, MalformedMessageError, StorageError
@@ -109,6 +109,11 @@ class Lease:
             renewing.cancel()
         held, self.held = self.held or renewing is not None, False
         return [DeleteIf(self.key, self.token)] if held else []
+
+    def lapse(self) -> None:
+        """Stop renewing the lease and leave it to expire by itself (within ``ttl_s``), not let go:
+        for a claim whose request's reply is being kept (see :meth:`Once.keep_step`)."""
+        self.hand_over()
 
     async def _renew(self) -> None:
         while True:
@@ -223,6 +228,16 @@ def _status_key(question_id: str) -> str:
     return f"task:{question_id}:status"
 
 
+def _answer_key(question_id: str) -> str:
+    return f"task:{question_id}:answer"
+
+
+#: What a task's status key holds: its record once finished, its last status before.
+_STORED_TASK: TypeAdapter[TaskRecord | TaskStatus] = TypeAdapter(
+    Annotated[TaskRecord | TaskStatus, Field(discriminator="type")]
+)
+
+
 def _json(message: BaseModel) -> bytes:
     return message.model_dump_json().encode()
 
@@ -290,10 +305,13 @@ class TaskRecords:
             await asyncio.shield(self._flushing)  # an earlier status must not land after the last
         steps = list(also)
         status = self._pending.pop(question_id, None)
-        if status is not None:
+        if status is not None and answer is not None:  # one record, one write
+            record = TaskRecord(status=status, answer=answer)
+            steps.append(Put(_status_key(question_id), _json(record), self.ttl_s))
+        elif status is not None:
             steps.append(Put(_status_key(question_id), _json(status), self.ttl_s))
-        if answer is not None:
-            steps.append(Put(f"task:{question_id}:answer", _json(answer), self.ttl_s))
+        elif answer is not None:
+            steps.append(Put(_answer_key(question_id), _json(answer), self.ttl_s))
         if claim is not None:
             await claim.release(also=steps)
         elif steps:
@@ -335,18 +353,20 @@ class TaskRecords:
     async def get(self, question_id: str) -> TaskRecord | None:
         """The task's record; None when there is none (or what is stored does not parse)."""
         status_data, answer_data = await self.store.get_many(
-            [_status_key(question_id), f"task:{question_id}:answer"]
+            [_status_key(question_id), _answer_key(question_id)]
         )
         noted = self._pending.get(question_id)
-        if noted is not None:
-            status_data = _json(noted)
-        if status_data is None:
-            return None
         try:
-            status = TaskStatus.model_validate_json(status_data)
+            # A finished task's record, or a status (an answer of its own: as older versions kept it).
+            stored = _STORED_TASK.validate_json(status_data) if status_data is not None else None
             answer = Answer.model_validate_json(answer_data) if answer_data is not None else None
         except ValidationError as exc:
             log.error("task %r: the stored record does not parse, skipped: %s", question_id, str(exc)[:300])
+            return None
+        if isinstance(stored, TaskRecord):
+            answer = stored.answer or answer
+        status = noted or (stored.status if isinstance(stored, TaskRecord) else stored)
+        if status is None:
             return None
         return TaskRecord(status=status, answer=answer)
 
@@ -441,8 +461,12 @@ class Once:
     async def keep(self, key: str, reply: Message) -> None:
         await self.store.batch(self.keep_step(key, reply))
 
-    def keep_step(self, key: str, reply: Message) -> Put:
-        """The step :meth:`keep` runs, to run with others in one round trip."""
+    def keep_step(self, key: str, reply: Message, *, claim: Claim | None = None) -> Put:
+        """The step :meth:`keep` runs, to run with others in one round trip. ``claim``, the
+        request's, then lapses rather than being let go: once the reply is kept a copy gets it
+        whether or not the claim is held, so letting it go would be a write for nothing."""
+        if claim is not None:
+            claim.lapse()
         return Put(f"reply:{key}", _json(reply), self.reply_ttl_s)
 
     async def kept_reply(self, key: str) -> Message | None:

@@ -207,12 +207,11 @@ class ToolService(Running):
                 await claim.release()  # when the call failed before its result was kept
 
     async def _keep(self, call: ToolCall, key: str, result: ToolResult, claim: Claim | None) -> None:
-        """The result kept for copies of the call, and the claim let go, in one round trip."""
+        """The result kept for copies of the call (the claim lapses: the kept result answers them)."""
         if self.once is None:
             return
-        keep = [self.once.keep_step(key, result)]
         try:
-            await (claim.release(keep) if claim is not None else self.once.store.batch(*keep))
+            await self.once.store.batch(self.once.keep_step(key, result, claim=claim))
         except StorageError as exc:
             log.warning("could not keep the result of call %s: %s", call.id, exc)
 
