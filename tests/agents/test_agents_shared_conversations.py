@@ -17,7 +17,7 @@ from argentic import Agent, AgentClient
 from argentic.errors import StorageError
 from argentic.llm import ChatRequest, FunctionLLM
 from argentic.messaging.dispatch import sender_key
-from argentic.protocol import Answer, Message, Question, TaskStatus
+from argentic.protocol import Answer, Message, Question
 from argentic.storage import (
     ConversationRecords,
     MemoryStore,
@@ -258,18 +258,6 @@ async def test_an_answered_questions_claim_lapses_and_its_answer_is_one_record(m
     assert record.answer is not None and record.answer.text == "done"
     written = [step.key for step in store.steps if isinstance(step, Put)]
     assert f"task:{question.id}:status" in written and f"task:{question.id}:answer" not in written
-
-
-async def test_a_task_kept_as_an_earlier_version_kept_it_is_read(mqtt: MakeMessager) -> None:
-    """A task's status and answer under keys of their own (as earlier versions kept them) are read
-    as one record."""
-    store = MemoryStore()
-    status = TaskStatus(question_id="old", state="completed", role="helper")
-    answer = Answer(question_id="old", conversation_id="c", text="from before")
-    await store.set("task:old:status", status.model_dump_json().encode())
-    await store.set("task:old:answer", answer.model_dump_json().encode())
-    record = await TaskRecords(store).get("old")
-    assert record is not None and record.status == status and record.answer == answer
 
 
 async def test_a_question_another_replica_answers_lets_the_conversations_lease_go(

@@ -226,6 +226,18 @@ async def test_task_statuses_are_written_together_and_the_last_one_wins(
     assert await second.get("claim:q1") is None  # let go with the answer's writing
 
 
+async def test_a_task_kept_as_an_earlier_version_kept_it_is_read(store_pair: tuple[Store, Store]) -> None:
+    """A task's status and answer under keys of their own (as earlier versions kept them) are read
+    as one record."""
+    store, _ = store_pair
+    status = TaskStatus(question_id="old", state="completed", role="helper")
+    answer = Answer(question_id="old", conversation_id="c", text="from before")
+    await store.set("task:old:status", status.model_dump_json().encode())
+    await store.set("task:old:answer", answer.model_dump_json().encode())
+    record = await TaskRecords(store).get("old")
+    assert record is not None and record.status == status and record.answer == answer
+
+
 async def test_concurrent_batches_give_what_one_after_another_gives(store_pair: tuple[Store, Store]) -> None:
     """Batches sent at once (merged into few statements on SQLite, into one pipeline on Redis)
     have the outcomes they have when run one after another in memory: each key sees its steps in

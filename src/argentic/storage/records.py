@@ -363,9 +363,10 @@ class TaskRecords:
         except ValidationError as exc:
             log.error("task %r: the stored record does not parse, skipped: %s", question_id, str(exc)[:300])
             return None
+        status = stored
         if isinstance(stored, TaskRecord):
-            answer = stored.answer or answer
-        status = noted or (stored.status if isinstance(stored, TaskRecord) else stored)
+            status, answer = stored.status, stored.answer or answer
+        status = noted or status
         if status is None:
             return None
         return TaskRecord(status=status, answer=answer)
