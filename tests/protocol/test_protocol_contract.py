@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from argentic.protocol import (
     ToolCall,
     Topics,
     matches,
+    new_id,
     parse_message,
     shared,
     topic_level,
@@ -47,6 +49,22 @@ def test_minimal_hand_written_question_gets_an_id_and_timestamp() -> None:
     question = parse_message(b'{"type": "question", "text": "hi", "reply_to": "argentic/clients/me/inbox"}')
     assert isinstance(question, Question)
     assert question.id and question.ts > 0 and question.v == 1
+
+
+def test_ids_are_unique_hex_and_sort_in_the_order_they_were_made() -> None:
+    made = []
+    for _ in range(3):
+        made += [new_id() for _ in range(1000)]
+        time.sleep(0.002)  # ids of one millisecond share their first 12 digits; the rest is random
+    assert len(set(made)) == len(made)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", made_id) for made_id in made)
+    stamps = [made_id[:12] for made_id in made]
+    assert stamps == sorted(stamps)
+    assert made[0][:12] < made[-1][:12]
+    assert abs(int(made[-1][:12], 16) / 1000 - time.time()) < 60
+    # 80 random bits each: the last 20 digits of ids made in one millisecond differ
+    assert len({made_id[12:] for made_id in made}) == len(made)
+    assert Question(text="q", reply_to="argentic/clients/me/inbox").id[:12] >= made[-1][:12]
 
 
 def test_round_trip_keeps_every_field() -> None:

@@ -29,9 +29,12 @@ PROTOCOL_VERSION = 1
 
 
 def new_id() -> str:
-    """128 random bits as 32 hex digits: as unique and unguessable as a uuid4's hex, without the
-    cost of making a UUID (ids are made for every message)."""
-    return os.urandom(16).hex()
+    """A new id: 32 hex digits, the milliseconds since 1970 (48 bits) and then 80 random bits.
+    Ids made later sort later (as UUIDv7s do), so a store that keeps records by id (a B-tree:
+    SQLite's index of keys) writes a turn's new records into the same few last pages instead of
+    into pages all over the file; 80 random bits keep them unique and unguessable. Made for every
+    message, so no UUID object."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 class Message(BaseModel):
