@@ -16,7 +16,7 @@ of their wall times give the ratio on / off.
         [--llm-questions 32] [--llm-rounds 3] [--vllm-url URL] [--skip-llm] [--quick]
 
 Without ``--vllm-url`` (or ``$ARGENTIC_TEST_VLLM_URL``) the CPU server is started (and stopped).
-``--quick`` asks a few questions in one round of each: a check that it runs.
+``--quick`` asks a few questions in one round of each, with no warm-up: a check that it runs.
 The last line printed is JSON with every figure.
 """
 
@@ -192,7 +192,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         args.llm_questions,
                         args.llm_rounds,
                         expect=None,  # what the model writes is not this benchmark's business
-                        warm_ups=2,
+                        warm_ups=0 if args.quick else 2,
                     )
                 figures.update(
                     off_questions_per_min=round(args.llm_questions / statistics.median(off) * 60, 1),

@@ -19,7 +19,8 @@ what a server killed mid-run costs.
 The first server is started here, or ``--vllm-url`` names a running one; the second is always this
 script's own (it is the one killed). Speed is not the point: the servers share this host's cores.
 ``--quick``: 2 questions per agent; with ``--vllm-url``, that server stands for both and none is
-killed (the failover figures are then null): a check that the bench runs, not a measurement.
+killed (the failover figures are then null), and the team is 5 agents with shorter prompts
+(``QUICK_TEAM``): a check that the bench runs, not a measurement.
 
 usage: uv run python bench/scale.py [--vllm-url URL] [--questions 10] [--failover 32] [--quick]
 Last line: {"prefix_hit_affinity": ..., "prefix_hit_round_robin": ..., "failover_lost": 0,
@@ -36,6 +37,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from argentic.config import LLMServerConfig
@@ -46,7 +48,6 @@ from argentic.netutil import free_port
 from argentic.testing.vllm_server import cpu_vllm_server
 
 ROLES = ("planner", "coder", "reviewer", "tester", "writer")
-AGENTS_PER_ROLE = 3
 ASK = SamplingSettings(max_tokens=2, temperature=0)
 # The cache's unit: vLLM on the CPU defaults to 128 tokens, so a prompt of 500 shares at most 384;
 # the bench's own servers use 32 (the CPU backend's smallest fast size), nearer a GPU's 16.
@@ -63,13 +64,28 @@ PHASE_BUDGET_S = 120.0
 LONG = SamplingSettings(max_tokens=16, temperature=0, extra_body={"min_tokens": 16, "ignore_eos": True})
 
 
-def system_prompt(role: str, salt: str) -> str:
-    """About 400 tokens of instructions, the same for every agent of a role."""
-    rules = " ".join(
+@dataclass(frozen=True)
+class Team:
+    """Agents of each role, and the rules in each role's system prompt (about 20 tokens a rule)."""
+
+    agents_per_role: int
+    rules: int
+
+
+#: 15 agents, prompts of about 400 tokens.
+FULL_TEAM = Team(agents_per_role=3, rules=20)
+#: ``--quick`` on the running server: 5 agents, prompts of one block of its cache (128 tokens) and
+#: a little more, so a check that the bench runs asks a third of the prompt tokens of a full wave.
+QUICK_TEAM = Team(agents_per_role=1, rules=8)
+
+
+def system_prompt(role: str, salt: str, rules: int = FULL_TEAM.rules) -> str:
+    """``rules`` rules of instructions, the same for every agent of a role."""
+    text = " ".join(
         f"Rule {i} for the {role}: keep answers short, name the file and line, say what to check next."
-        for i in range(20)
+        for i in range(rules)
     )
-    return f"[{salt}] You are the {role} of a software team. {rules}"
+    return f"[{salt}] You are the {role} of a software team. {text}"
 
 
 async def cache_counters(provider: OpenAICompatibleProvider) -> tuple[float, float]:
@@ -86,7 +102,12 @@ async def cache_counters(provider: OpenAICompatibleProvider) -> tuple[float, flo
 
 
 async def agents_phase(
-    send: Any, provider: OpenAICompatibleProvider, salt: str, questions: int, budget_s: float | None = None
+    send: Any,
+    provider: OpenAICompatibleProvider,
+    salt: str,
+    questions: int,
+    team: Team,
+    budget_s: float | None = None,
 ) -> tuple[float, float, int]:
     """Every agent asks up to ``questions`` short questions in turn, all agents at once, one wave
     of questions after another (no new wave once ``budget_s`` would be passed, so that a slow host
@@ -96,12 +117,14 @@ async def agents_phase(
 
     async def ask(role: str, number: int, q: int) -> None:
         request = ChatRequest.user(
-            f"Agent {number}, question {q}: ready?", system=system_prompt(role, salt), settings=ASK
+            f"Agent {number}, question {q}: ready?",
+            system=system_prompt(role, salt, team.rules),
+            settings=ASK,
         )
         await send(request)
 
     async def wave(q: int) -> None:
-        await asyncio.gather(*(ask(role, n, q) for role in ROLES for n in range(AGENTS_PER_ROLE)))
+        await asyncio.gather(*(ask(role, n, q) for role in ROLES for n in range(team.agents_per_role)))
 
     started = time.monotonic()
     await wave(0)
@@ -171,6 +194,7 @@ async def bench(first_url: str | None, questions: int, failover: int, *, one: bo
     """``one``: the running server at ``first_url`` stands for both (a check that the bench runs,
     in seconds: routing and counters, no server started, none killed)."""
     started = time.perf_counter()
+    team = QUICK_TEAM if one else FULL_TEAM
     servers = []
     ours_only = first_url is None
     if one and first_url is None:
@@ -200,12 +224,12 @@ async def bench(first_url: str | None, questions: int, failover: int, *, one: bo
 
         async with pooled:
             affinity, affinity_all, asked = await agents_phase(
-                pooled.chat, pooled, "affinity", questions, PHASE_BUDGET_S
+                pooled.chat, pooled, "affinity", questions, team, PHASE_BUDGET_S
             )
             spread = [s["requests"] for s in pooled.pool.status()]
             # Round-robin asks as many waves as affinity did, so the two phases compare.
             round_robin_hits, round_robin_all, _ = await agents_phase(
-                round_robin, pooled, "round-robin", asked
+                round_robin, pooled, "round-robin", asked, team
             )
             outcome: dict[str, Any] = (
                 await failover_phase(pooled, second, failover)
@@ -222,7 +246,7 @@ async def bench(first_url: str | None, questions: int, failover: int, *, one: bo
         "prefix_hit_round_robin_after_first_wave": round(round_robin_hits, 3),
         "block_size": BLOCK_SIZE if ours_only else "mixed",
         "kv_blocks_per_server": KV_BLOCKS if ours_only else "mixed",
-        "agents": len(ROLES) * AGENTS_PER_ROLE,
+        "agents": len(ROLES) * team.agents_per_role,
         "questions_per_agent": asked,
         "failover_questions": failover,
         "affinity_requests_per_server": spread,

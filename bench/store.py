@@ -23,7 +23,8 @@ total time), and ``round_ratios_*`` shows each round's ratio to memory's round n
   The two memory replicas share one ``MemoryStore`` (they are in one process); replicas in two
   processes need SQLite or Redis, which is what those runs stand for.
 
-usage: uv run python bench/store.py [--conversations 64] [--turns 5] [--rounds 6] [--seconds 3] [--quick]
+usage: uv run python bench/store.py [--conversations 64] [--turns 5] [--rounds 6] [--seconds 3]
+       [--takeovers 16] [--takeover-timeout 60] [--quick]
 Last line: {"tasks_per_min_memory": ..., "ratio_sqlite": ..., "ratio_redis": ..., ...}
 """
 
@@ -168,9 +169,12 @@ async def doomed_replica(port: int, namespace: str, url: str, questions: int) ->
         await asyncio.sleep(3600)
 
 
-async def takeover_run(broker: MosquittoBroker, url: str, questions: int) -> tuple[int, int]:
+async def takeover_run(
+    broker: MosquittoBroker, url: str, questions: int, timeout_s: float
+) -> tuple[int, int]:
     """``questions`` questions whose replica is killed (SIGKILL) once each has its tool's result;
-    a live replica takes them over. Tool runs beyond one per question, and questions answered."""
+    a live replica takes them over (the asker, waiting up to ``timeout_s``, sends each again after
+    a third of it). Tool runs beyond one per question, and questions answered."""
     namespace = f"bench{uuid.uuid4().hex[:6]}"
     runs: list[int] = []
 
@@ -199,7 +203,7 @@ async def takeover_run(broker: MosquittoBroker, url: str, questions: int) -> tup
             await stack.enter_async_context(
                 ToolService(await stack.enter_async_context(messager()), [record])
             )
-            client = AgentClient(await stack.enter_async_context(messager()), "takeover", timeout_s=60)
+            client = AgentClient(await stack.enter_async_context(messager()), "takeover", timeout_s=timeout_s)
             asking = [asyncio.ensure_future(client.answer(f"record {i}")) for i in range(questions)]
             for _ in range(questions):
                 await asyncio.wait_for(doomed.stdout.readline(), 60)
@@ -257,7 +261,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         reruns = answered = 0
         for kind in ("sqlite", "redis"):
             url = f"sqlite:///{Path(folder) / 'takeover.db'}" if kind == "sqlite" else redis.url
-            rerun, done = await takeover_run(broker, url, args.takeovers)
+            rerun, done = await takeover_run(broker, url, args.takeovers, args.takeover_timeout)
             reruns, answered = reruns + rerun, answered + done
             print(
                 f"takeover {kind:6s}: {done}/{args.takeovers} answered, {rerun} tools run twice",
@@ -299,6 +303,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="each run's length")
     parser.add_argument("--takeovers", type=int, default=16, help="questions whose replica is killed")
     parser.add_argument(
+        "--takeover-timeout",
+        type=float,
+        default=60.0,
+        help="seconds the asker of those waits (it sends them again after a third of it)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="a check that it runs: a few short conversations"
     )
     parser.add_argument(
@@ -310,7 +320,9 @@ def main() -> None:
         asyncio.run(doomed_replica(int(port), namespace, url, int(questions)))
         return
     if args.quick:
-        parser.set_defaults(conversations=4, turns=2, rounds=1, takeovers=2, seconds=0.2)
+        parser.set_defaults(
+            conversations=4, turns=2, rounds=1, takeovers=2, seconds=0.2, takeover_timeout=20.0
+        )
         args = parser.parse_args()
     print(json.dumps(asyncio.run(bench(args))))
 
