@@ -62,22 +62,68 @@ def namespace() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
+#: The session's CPU vLLM servers, by the fixture that gives each: how each is started.
+SESSION_SERVERS: dict[str, dict[str, Any]] = {
+    "vllm_server": {},
+    "vlm_server": {"cpu_model": "tiny-vlm"},
+    "spare_vllm_server": {},
+}
+#: The variable naming a running server to use instead, by fixture.
+EXTERNAL_SERVERS = {"vllm_server": "ARGENTIC_TEST_VLLM_URL", "vlm_server": "ARGENTIC_TEST_VLM_URL"}
+
+
+def _servers_used(item: pytest.Item) -> set[str]:
+    return set(getattr(item, "fixturenames", ())) & SESSION_SERVERS.keys()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def servers_ahead(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """The session's vLLM servers that its tests use, started as the session starts, at the lowest
+    priority (the tests running meanwhile keep the CPU they need); their fixtures take them from
+    here. The tests that use them run last (``pytest_collection_modifyitems``), so each server has
+    started by then: about 75 s of waiting each, saved."""
+    from argentic.testing.vllm_server import start_cpu_vllm_server
+
+    wanted = set().union(*(_servers_used(item) for item in request.session.items))
+    started: dict[str, Any] = {}
+    try:
+        for name in sorted(wanted):
+            if not os.environ.get(EXTERNAL_SERVERS.get(name, "")):
+                started[name] = start_cpu_vllm_server(niceness=19, **SESSION_SERVERS[name])
+        yield started
+    finally:
+        for server in started.values():  # any no test took
+            server.close()
+
+
 @pytest.fixture(scope="session")
-def vllm_server() -> Iterator[object]:
+def vllm_server(servers_ahead: dict[str, Any]) -> Iterator[object]:
     """One real vLLM CPU server (Gemma 3 270M) per session: ``.base_url`` (.../v1), ``.model``, ``.port``."""
     from argentic.testing.vllm_server import cpu_vllm_server
 
-    with cpu_vllm_server() as server:
+    with cpu_vllm_server(started=servers_ahead.pop("vllm_server", None)) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def vlm_server() -> Iterator[object]:
+def vlm_server(servers_ahead: dict[str, Any]) -> Iterator[object]:
     """One real vLLM CPU server with the tiny vision-language model per session (random weights: it
     takes images, answers noise), allowing ``VLM_IMAGE_LIMIT`` images per prompt. Like ``vllm_server``."""
     from argentic.testing.vllm_server import cpu_vllm_server
 
-    with cpu_vllm_server(cpu_model="tiny-vlm") as server:
+    with cpu_vllm_server(cpu_model="tiny-vlm", started=servers_ahead.pop("vlm_server", None)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def spare_vllm_server(servers_ahead: dict[str, Any]) -> Iterator[Any]:
+    """A second text server like ``vllm_server``, always of the session's own (never one named by
+    the environment), for the test that kills it: a ``VLLMServer``."""
+    from argentic.testing.vllm_server import cpu_vllm_server, start_cpu_vllm_server
+
+    with cpu_vllm_server(
+        started=servers_ahead.pop("spare_vllm_server", None) or start_cpu_vllm_server()
+    ) as server:
         yield server
 
 
@@ -98,6 +144,9 @@ def gpu_available() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The tests that need vLLM last (in their order), so that the servers started ahead of them
+    # (``servers_ahead``) are ready by then.
+    items.sort(key=lambda item: item.get_closest_marker("vllm") is not None or bool(_servers_used(item)))
     if gpu_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA (or ARGENTIC_TEST_GEMMA3N_URL) for Gemma 3n")

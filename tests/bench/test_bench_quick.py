@@ -41,24 +41,28 @@ def needs_vllm(bench: Path) -> bool:
     return "--vllm-url" in declared_options(bench)
 
 
-def bench_param(bench: Path) -> Any:
-    return pytest.param(bench, marks=[pytest.mark.vllm] if needs_vllm(bench) else [], id=bench.stem)
-
-
 def test_every_benchmark_has_a_quick_mode() -> None:
     assert BENCHES, "no bench/*.py found"
     missing = [bench.name for bench in BENCHES if "--quick" not in declared_options(bench)]
     assert not missing, f"benchmarks without --quick: {missing}"
 
 
-@pytest.mark.parametrize("bench", [bench_param(bench) for bench in BENCHES])
-def test_benchmark_runs_quick(bench: Path, request: pytest.FixtureRequest) -> None:
-    command = [sys.executable, str(bench), "--quick"]
-    if needs_vllm(bench):
-        command += ["--vllm-url", request.getfixturevalue("vllm_server").base_url]
+def runs_quick(bench: Path, *options: str) -> None:
+    command = [sys.executable, str(bench), "--quick", *options]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     output = f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
     assert done.returncode == 0, output
     lines = done.stdout.strip().splitlines()
     assert lines, output
     assert isinstance(json.loads(lines[-1]), dict), output
+
+
+@pytest.mark.parametrize("bench", [b for b in BENCHES if not needs_vllm(b)], ids=lambda b: b.stem)
+def test_benchmark_runs_quick(bench: Path) -> None:
+    runs_quick(bench)
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("bench", [b for b in BENCHES if needs_vllm(b)], ids=lambda b: b.stem)
+def test_vllm_benchmark_runs_quick(bench: Path, vllm_server: Any) -> None:
+    runs_quick(bench, "--vllm-url", vllm_server.base_url)

@@ -2,7 +2,8 @@
 killed with SIGKILL in the middle of concurrent questions (some streamed) loses none, and a stream
 goes on from what its reader already has; the server, started again, takes work again.
 
-The second server is this module's own (the session's is the first), so it can be killed."""
+The first server is the session's ``vllm_server``, the second its ``spare_vllm_server``, which may be
+killed."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from argentic.config import LLMServerConfig
 from argentic.llm import ChatRequest, SamplingSettings, StreamEnd, TextDelta
 from argentic.llm.local_server import VLLMServer, launch_plan
 from argentic.llm.openai_provider import OpenAICompatibleProvider
-from argentic.netutil import free_port
 from argentic.testing.waiting import wait_until
 
 pytestmark = pytest.mark.vllm
@@ -35,9 +35,9 @@ async def start(port: int) -> VLLMServer:
 
 
 @pytest.fixture
-async def second() -> AsyncIterator[list[VLLMServer]]:
-    """This test's own server (a list: the test replaces it after killing it)."""
-    held = [await start(free_port())]
+async def second(spare_vllm_server: VLLMServer) -> AsyncIterator[list[VLLMServer]]:
+    """The session's spare server, which this test kills (a list: the test replaces it then)."""
+    held = [spare_vllm_server]
     yield held
     for server in held:
         await server.aclose()

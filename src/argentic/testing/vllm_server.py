@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from argentic.config import LLMServerConfig
+from argentic.errors import LLMUnavailableError
 from argentic.llm.local import CPU_MODEL_NAME, CPU_VLM_NAME
-from argentic.llm.local_server import VLLMServer, health_ok, start_server
+from argentic.llm.local_server import VLLMServer, health_ok, launch_plan
 from argentic.netutil import free_port
 
 STARTUP_TIMEOUT_S = 240.0
@@ -40,6 +41,31 @@ def _progress(line: str) -> None:
     print(f"[vllm] {line}", file=sys.stderr, flush=True)
 
 
+def start_cpu_vllm_server(
+    *,
+    port: int | None = None,
+    extra_args: Sequence[str] = (),
+    timeout: float = STARTUP_TIMEOUT_S,
+    cpu_model: Literal["gemma3-270m", "tiny-vlm"] = "gemma3-270m",
+    niceness: int = 0,
+) -> VLLMServer:
+    """Start a CPU vLLM server and return at once, before it is ready: the caller waits for it
+    (``wait_ready``) and closes it. ``niceness`` (0-19) lowers its priority, for a server started
+    ahead of the tests that need it, so that the tests running meanwhile keep the CPU they need; the
+    processes it starts later (vLLM's engine) inherit it."""
+    config = LLMServerConfig(
+        port=port or free_port(),
+        extra_args=list(extra_args),
+        startup_timeout_s=timeout,
+        cpu_model=cpu_model,
+        limit_mm_per_prompt={"image": VLM_IMAGE_LIMIT} if cpu_model == CPU_VLM_NAME else None,
+    )
+    server = VLLMServer.for_config(config, launch_plan(config, progress=_progress)).start()
+    if niceness and server.pid is not None:
+        os.setpriority(os.PRIO_PROCESS, server.pid, niceness)
+    return server
+
+
 @contextmanager
 def cpu_vllm_server(
     *,
@@ -48,15 +74,19 @@ def cpu_vllm_server(
     timeout: float = STARTUP_TIMEOUT_S,
     cpu_model: Literal["gemma3-270m", "tiny-vlm"] = "gemma3-270m",
     base_url: str | None = None,
+    started: VLLMServer | None = None,
 ) -> Iterator[VLLMServer | ExternalServer]:
     """A running CPU vLLM server (``.base_url`` ends in ``/v1``, ``.model`` is its served name).
 
     ``cpu_model="tiny-vlm"`` serves the vision-language model with ``VLM_IMAGE_LIMIT`` images per prompt.
-    ``base_url`` (else the environment variable) names a running server to use instead.
+    ``base_url`` (else the environment variable) names a running server to use instead. ``started``
+    is a server of the caller's own, from :func:`start_cpu_vllm_server` (a running one named by the
+    environment is not used then): it is waited for, and one is started anew if it failed (its port
+    taken meanwhile, say). Leaving stops the server.
     """
     vlm = cpu_model == CPU_VLM_NAME
     variable = "ARGENTIC_TEST_VLM_URL" if vlm else "ARGENTIC_TEST_VLLM_URL"
-    external = base_url or os.environ.get(variable)
+    external = None if started is not None else base_url or os.environ.get(variable)
     if external:
         if not health_ok(external):
             raise RuntimeError(f"{variable}={external} does not answer /health")
@@ -65,15 +95,21 @@ def cpu_vllm_server(
         default_model = CPU_VLM_NAME if vlm else os.environ.get("ARGENTIC_TEST_VLLM_MODEL", CPU_MODEL_NAME)
         yield ExternalServer(external.rstrip("/"), default_model, urlsplit(external).port or 80)
         return
-    config = LLMServerConfig(
-        port=port or free_port(),
-        extra_args=list(extra_args),
-        startup_timeout_s=timeout,
-        cpu_model=cpu_model,
-        limit_mm_per_prompt={"image": VLM_IMAGE_LIMIT} if vlm else None,
+    server = started or start_cpu_vllm_server(
+        port=port, extra_args=extra_args, timeout=timeout, cpu_model=cpu_model
     )
-    server = start_server(config, progress=_progress, timeout=timeout)
     try:
+        try:
+            server.wait_ready(timeout, _progress)
+        except LLMUnavailableError as exc:
+            if started is None:
+                raise
+            _progress(f"the server started ahead failed ({exc}); starting one now")
+            server.close()
+            server = start_cpu_vllm_server(
+                port=port, extra_args=extra_args, timeout=timeout, cpu_model=cpu_model
+            )
+            server.wait_ready(timeout, _progress)
         yield server
     finally:
         server.close()
