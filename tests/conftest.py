@@ -3,6 +3,7 @@ and a real redis-server."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -10,7 +11,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -63,14 +64,13 @@ def namespace() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
-#: The session's CPU vLLM servers, by the fixture that gives each: how each is started.
-SESSION_SERVERS: dict[str, dict[str, Any]] = {
-    "vllm_server": {},
-    "vlm_server": {"cpu_model": "tiny-vlm"},
-    "spare_vllm_server": {},
+#: The session's CPU vLLM servers, by the fixture that gives each: the model it serves, and whether
+#: a running server the environment names stands in for it (the spare is always the session's own).
+SESSION_SERVERS: dict[str, tuple[Literal["gemma3-270m", "tiny-vlm"], bool]] = {
+    "vllm_server": ("gemma3-270m", True),
+    "vlm_server": ("tiny-vlm", True),
+    "spare_vllm_server": ("gemma3-270m", False),
 }
-#: The variable naming a running server to use instead, by fixture.
-EXTERNAL_SERVERS = {"vllm_server": "ARGENTIC_TEST_VLLM_URL", "vlm_server": "ARGENTIC_TEST_VLM_URL"}
 
 
 def _servers_used(item: pytest.Item) -> set[str]:
@@ -83,16 +83,17 @@ def servers_ahead(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     priority (the tests running meanwhile keep the CPU they need); their fixtures take them from
     here. The tests that use them run last (``pytest_collection_modifyitems``), so each server has
     started by then: about 75 s of waiting each, saved."""
-    from argentic.testing.vllm_server import start_cpu_vllm_server
+    from argentic.testing.vllm_server import EXTERNAL_URL_VARIABLES, start_cpu_vllm_server
 
     wanted = set().union(*(_servers_used(item) for item in request.session.items))
     started: dict[str, Any] = {}
     try:
         for name in sorted(wanted):
-            if os.environ.get(EXTERNAL_SERVERS.get(name, "")):
+            cpu_model, may_be_external = SESSION_SERVERS[name]
+            if may_be_external and os.environ.get(EXTERNAL_URL_VARIABLES[cpu_model]):
                 continue
             try:
-                started[name] = start_cpu_vllm_server(niceness=19, **SESSION_SERVERS[name])
+                started[name] = start_cpu_vllm_server(cpu_model=cpu_model, niceness=19)
             except Exception as exc:  # its fixture tries again: only the tests that use it fail
                 warnings.warn(f"could not start {name} ahead: {exc}", stacklevel=1)
         yield started
@@ -101,12 +102,24 @@ def servers_ahead(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
             server.close()
 
 
+@contextlib.contextmanager
+def _session_server(servers_ahead: dict[str, Any], name: str) -> Iterator[Any]:
+    """The server of fixture ``name``: the one started ahead, or else one started now (or the one
+    the environment names, where it may stand in)."""
+    from argentic.testing.vllm_server import cpu_vllm_server, start_cpu_vllm_server
+
+    cpu_model, may_be_external = SESSION_SERVERS[name]
+    started = servers_ahead.pop(name, None)
+    if started is None and not may_be_external:
+        started = start_cpu_vllm_server(cpu_model=cpu_model)
+    with cpu_vllm_server(cpu_model=cpu_model, started=started) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def vllm_server(servers_ahead: dict[str, Any]) -> Iterator[object]:
     """One real vLLM CPU server (Gemma 3 270M) per session: ``.base_url`` (.../v1), ``.model``, ``.port``."""
-    from argentic.testing.vllm_server import cpu_vllm_server
-
-    with cpu_vllm_server(started=servers_ahead.pop("vllm_server", None)) as server:
+    with _session_server(servers_ahead, "vllm_server") as server:
         yield server
 
 
@@ -114,9 +127,7 @@ def vllm_server(servers_ahead: dict[str, Any]) -> Iterator[object]:
 def vlm_server(servers_ahead: dict[str, Any]) -> Iterator[object]:
     """One real vLLM CPU server with the tiny vision-language model per session (random weights: it
     takes images, answers noise), allowing ``VLM_IMAGE_LIMIT`` images per prompt. Like ``vllm_server``."""
-    from argentic.testing.vllm_server import cpu_vllm_server
-
-    with cpu_vllm_server(cpu_model="tiny-vlm", started=servers_ahead.pop("vlm_server", None)) as server:
+    with _session_server(servers_ahead, "vlm_server") as server:
         yield server
 
 
@@ -124,11 +135,7 @@ def vlm_server(servers_ahead: dict[str, Any]) -> Iterator[object]:
 def spare_vllm_server(servers_ahead: dict[str, Any]) -> Iterator[Any]:
     """A second text server like ``vllm_server``, always of the session's own (never one named by
     the environment), for the test that kills it: a ``VLLMServer``."""
-    from argentic.testing.vllm_server import cpu_vllm_server, start_cpu_vllm_server
-
-    with cpu_vllm_server(
-        started=servers_ahead.pop("spare_vllm_server", None) or start_cpu_vllm_server()
-    ) as server:
+    with _session_server(servers_ahead, "spare_vllm_server") as server:
         yield server
 
 

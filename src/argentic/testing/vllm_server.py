@@ -10,6 +10,7 @@ automatically when the cache lacks them). The server is started with the same co
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,8 @@ from argentic.llm.local_server import VLLMServer, health_ok, launch_plan
 from argentic.netutil import free_port
 
 STARTUP_TIMEOUT_S = 240.0
+#: The variable naming a running server to use instead of starting one, by CPU model.
+EXTERNAL_URL_VARIABLES = {CPU_MODEL_NAME: "ARGENTIC_TEST_VLLM_URL", CPU_VLM_NAME: "ARGENTIC_TEST_VLM_URL"}
 # What the vision-language server allows (--limit-mm-per-prompt): two images, so a third is refused.
 VLM_IMAGE_LIMIT = 2
 
@@ -85,7 +88,7 @@ def cpu_vllm_server(
     taken meanwhile, say). Leaving stops the server.
     """
     vlm = cpu_model == CPU_VLM_NAME
-    variable = "ARGENTIC_TEST_VLM_URL" if vlm else "ARGENTIC_TEST_VLLM_URL"
+    variable = EXTERNAL_URL_VARIABLES[cpu_model]
     external = None if started is not None else base_url or os.environ.get(variable)
     if external:
         if not health_ok(external):
@@ -95,9 +98,10 @@ def cpu_vllm_server(
         default_model = CPU_VLM_NAME if vlm else os.environ.get("ARGENTIC_TEST_VLLM_MODEL", CPU_MODEL_NAME)
         yield ExternalServer(external.rstrip("/"), default_model, urlsplit(external).port or 80)
         return
-    server = started or start_cpu_vllm_server(
-        port=port, extra_args=extra_args, timeout=timeout, cpu_model=cpu_model
+    start = functools.partial(
+        start_cpu_vllm_server, port=port, extra_args=extra_args, timeout=timeout, cpu_model=cpu_model
     )
+    server = started or start()
     try:
         try:
             server.wait_ready(timeout, _progress)
@@ -106,9 +110,7 @@ def cpu_vllm_server(
                 raise
             _progress(f"the server started ahead failed ({exc}); starting one now")
             server.close()
-            server = start_cpu_vllm_server(
-                port=port, extra_args=extra_args, timeout=timeout, cpu_model=cpu_model
-            )
+            server = start()
             server.wait_ready(timeout, _progress)
         yield server
     finally:
