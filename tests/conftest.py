@@ -11,10 +11,11 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 
+from argentic.config import CpuModelName
 from argentic.storage import Store
 from argentic.testing import stores
 from argentic.testing.mosquitto import MosquittoBroker
@@ -66,7 +67,7 @@ def namespace() -> str:
 
 #: The session's CPU vLLM servers, by the fixture that gives each: the model it serves, and whether
 #: a running server the environment names stands in for it (the spare is always the session's own).
-SESSION_SERVERS: dict[str, tuple[Literal["gemma3-270m", "tiny-vlm"], bool]] = {
+SESSION_SERVERS: dict[str, tuple[CpuModelName, bool]] = {
     "vllm_server": ("gemma3-270m", True),
     "vlm_server": ("tiny-vlm", True),
     "spare_vllm_server": ("gemma3-270m", False),

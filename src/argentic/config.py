@@ -81,11 +81,15 @@ class MessagingConfig(Section):
     reconnect: ReconnectConfig = ReconnectConfig()
 
 
+#: The CPU builds ``argentic serve`` can make: the text model, or the tiny vision-language one.
+CpuModelName = Literal["gemma3-270m", "tiny-vlm"]
+
+
 class LLMServerConfig(Section):
     """How ``argentic serve`` starts ``vllm serve``."""
 
     model: str | None = Field(default=None, description="model id or path; None builds the CPU model")
-    cpu_model: Literal["gemma3-270m", "tiny-vlm"] = Field(
+    cpu_model: CpuModelName = Field(
         default="gemma3-270m",
         description="with no model: the CPU build to serve; tiny-vlm takes images but has random weights",
     )

@@ -16,9 +16,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
 
-from argentic.config import LLMServerConfig
+from argentic.config import CpuModelName, LLMServerConfig
 from argentic.errors import LLMUnavailableError
 from argentic.llm.local import CPU_MODEL_NAME, CPU_VLM_NAME
 from argentic.llm.local_server import VLLMServer, health_ok, launch_plan
@@ -49,7 +48,7 @@ def start_cpu_vllm_server(
     port: int | None = None,
     extra_args: Sequence[str] = (),
     timeout: float = STARTUP_TIMEOUT_S,
-    cpu_model: Literal["gemma3-270m", "tiny-vlm"] = "gemma3-270m",
+    cpu_model: CpuModelName = "gemma3-270m",
     niceness: int = 0,
 ) -> VLLMServer:
     """Start a CPU vLLM server and return at once, before it is ready: the caller waits for it
@@ -75,7 +74,7 @@ def cpu_vllm_server(
     port: int | None = None,
     extra_args: Sequence[str] = (),
     timeout: float = STARTUP_TIMEOUT_S,
-    cpu_model: Literal["gemma3-270m", "tiny-vlm"] = "gemma3-270m",
+    cpu_model: CpuModelName = "gemma3-270m",
     base_url: str | None = None,
     started: VLLMServer | None = None,
 ) -> Iterator[VLLMServer | ExternalServer]:
